@@ -1,0 +1,261 @@
+//! The API's request and response bodies. Money is a decimal string ("7.90").
+
+use chrono::{DateTime, Utc};
+use poem_openapi::Object;
+use trcker_domain::CommissionRule;
+use trcker_domain::money::{Currency, format_minor};
+use trcker_services::admin;
+use trcker_services::storage::entities::*;
+
+fn money(minor: i64, currency: &str) -> String {
+    format_minor(minor, Currency::parse(currency).unwrap_or(Currency::USD))
+}
+
+#[derive(Debug, Object)]
+pub struct NewTenantIn {
+    /// Display name.
+    pub name: String,
+    /// The `{brand}` of public URLs: lower-case letters, digits and '-'.
+    pub slug: String,
+}
+
+#[derive(Debug, Object)]
+pub struct TenantCreatedOut {
+    pub id: String,
+    pub name: String,
+    pub slug: String,
+    /// The tenant's admin API key. Shown once: store it now.
+    pub api_key: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<admin::CreatedTenant> for TenantCreatedOut {
+    fn from(c: admin::CreatedTenant) -> Self {
+        TenantCreatedOut {
+            id: c.tenant.id,
+            name: c.tenant.name,
+            slug: c.tenant.slug,
+            api_key: c.api_key,
+            created_at: c.tenant.created_at,
+        }
+    }
+}
+
+/// How a program pays its affiliates.
+#[derive(Debug, Object)]
+pub struct CommissionIn {
+    /// `flat` (an amount per conversion) or `percent` (of the conversion's amount).
+    #[oai(rename = "type")]
+    pub kind: String,
+    /// A decimal string: "5.00" for flat, "10" for 10 percent.
+    pub value: String,
+}
+
+#[derive(Debug, Object)]
+pub struct CommissionOut {
+    #[oai(rename = "type")]
+    pub kind: String,
+    pub value: String,
+}
+
+#[derive(Debug, Object)]
+pub struct NewProgramIn {
+    pub name: String,
+    /// The `{offer}` of public URLs.
+    pub slug: String,
+    /// Where clicks go; may use macros `{click_id}`, `{sub1}`..`{sub5}`, `{affiliate_id}`, `{program_id}`.
+    pub destination_url: String,
+    /// Where clicks go while the program, link or affiliate is paused.
+    pub fallback_url: Option<String>,
+    /// ISO 4217 code; default USD.
+    pub currency: Option<String>,
+    pub commission: CommissionIn,
+    /// Days a commission stays pending before it is approved; default 0 (approved at once).
+    pub hold_days: Option<i32>,
+    /// Days after a click within which a conversion is attributed to it; default 30.
+    pub attribution_window_days: Option<i32>,
+    /// Name of the query parameter that carries the click id when the destination has no `{click_id}`; default `click_id`.
+    pub click_param: Option<String>,
+    /// Amount used when a postback sends none (decimal string).
+    pub default_revenue: Option<String>,
+}
+
+#[derive(Debug, Object)]
+pub struct ProgramOut {
+    pub id: String,
+    pub name: String,
+    pub slug: String,
+    pub destination_url: String,
+    pub fallback_url: Option<String>,
+    pub currency: String,
+    pub commission: Option<CommissionOut>,
+    pub hold_days: i32,
+    pub attribution_window_days: i32,
+    pub click_param: String,
+    pub default_revenue: Option<String>,
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<admin::ProgramView> for ProgramOut {
+    fn from(v: admin::ProgramView) -> Self {
+        let p = v.program;
+        ProgramOut {
+            commission: v.commission.map(|r: CommissionRule| CommissionOut { kind: r.kind().into(), value: r.value_string() }),
+            default_revenue: p.default_revenue_minor.map(|m| money(m, &p.currency)),
+            id: p.id,
+            name: p.name,
+            slug: p.slug,
+            destination_url: p.destination_url,
+            fallback_url: p.fallback_url,
+            currency: p.currency,
+            hold_days: p.hold_days,
+            attribution_window_days: p.attribution_window_days,
+            click_param: p.click_param,
+            status: p.status,
+            created_at: p.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Object)]
+pub struct ProgramList {
+    pub items: Vec<ProgramOut>,
+}
+
+#[derive(Debug, Object)]
+pub struct NewAffiliateIn {
+    pub name: String,
+    pub email: String,
+    /// The `{partner}` of tracking links (`?via=`).
+    pub slug: String,
+    /// Called on each conversion; macros `{click_id}`, `{conversion_id}`, `{txn_id}`, `{payout}`,
+    /// `{amount}`, `{currency}`, `{status}`, `{event}`, `{sub1}`..`{sub5}` are URL-encoded.
+    pub postback_url: Option<String>,
+}
+
+#[derive(Debug, Object)]
+pub struct AffiliateOut {
+    pub id: String,
+    pub name: String,
+    pub email: String,
+    pub slug: String,
+    pub status: String,
+    pub postback_url: Option<String>,
+    /// Portal invitation link for the affiliate; returned once, at creation.
+    #[oai(skip_serializing_if_is_none)]
+    pub invite_url: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<affiliate::Model> for AffiliateOut {
+    fn from(a: affiliate::Model) -> Self {
+        AffiliateOut {
+            id: a.id,
+            name: a.name,
+            email: a.email,
+            slug: a.slug,
+            status: a.status,
+            postback_url: a.postback_url,
+            invite_url: None,
+            created_at: a.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Object)]
+pub struct AffiliateList {
+    pub items: Vec<AffiliateOut>,
+}
+
+#[derive(Debug, Object)]
+pub struct NewIntegrationIn {
+    pub name: String,
+    pub program_id: String,
+}
+
+#[derive(Debug, Object)]
+pub struct IntegrationOut {
+    pub id: String,
+    pub name: String,
+    pub program_id: String,
+    pub status: String,
+    /// The last four characters of the secret.
+    pub secret_hint: String,
+    /// The 64-character postback secret. Returned once, at creation.
+    #[oai(skip_serializing_if_is_none)]
+    pub secret: Option<String>,
+    /// This integration's postback URL, secret included. Returned once, at creation.
+    #[oai(skip_serializing_if_is_none)]
+    pub postback_url: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<integration::Model> for IntegrationOut {
+    fn from(i: integration::Model) -> Self {
+        IntegrationOut {
+            id: i.id,
+            name: i.name,
+            program_id: i.program_id,
+            status: i.status,
+            secret_hint: i.secret_hint,
+            secret: None,
+            postback_url: None,
+            created_at: i.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Object)]
+pub struct ConversionOut {
+    pub id: String,
+    pub txn_id: String,
+    pub status: String,
+    pub event: String,
+    pub amount: String,
+    pub currency: String,
+    /// The affiliate's commission; null until computed.
+    pub payout: Option<String>,
+    /// Why the payout is what it is.
+    pub commission_explanation: Option<String>,
+    pub affiliate_id: String,
+    pub program_id: String,
+    pub click_id: Option<String>,
+    pub coupon_code: Option<String>,
+    pub postback_id: String,
+    pub is_test: bool,
+    pub hold_until: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<conversion::Model> for ConversionOut {
+    fn from(c: conversion::Model) -> Self {
+        ConversionOut {
+            amount: money(c.amount_minor, &c.currency),
+            payout: c.payout_minor.map(|m| money(m, &c.currency)),
+            id: c.id,
+            txn_id: c.txn_id,
+            status: c.status,
+            event: c.event,
+            currency: c.currency,
+            commission_explanation: c.commission_explanation,
+            affiliate_id: c.affiliate_id,
+            program_id: c.program_id,
+            click_id: c.click_id,
+            coupon_code: c.coupon_code,
+            postback_id: c.postback_id,
+            is_test: c.is_test,
+            hold_until: c.hold_until,
+            created_at: c.created_at,
+            updated_at: c.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Object)]
+pub struct ConversionPage {
+    pub items: Vec<ConversionOut>,
+    /// Pass as `cursor` to get the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}

@@ -1,0 +1,217 @@
+//! The resources, one API struct each.
+
+use poem::web::Data;
+use poem_openapi::auth::Bearer;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, OpenApi, SecurityScheme, Tags};
+use trcker_services::Services;
+use trcker_services::admin::{ConversionFilter, NewAffiliate, NewIntegration, NewProgram, NewTenant};
+use trcker_services::auth::Caller;
+
+use crate::dto::*;
+use crate::error::ApiError;
+
+#[derive(Tags)]
+enum ApiTags {
+    /// Tenants (operator token).
+    Tenants,
+    /// Affiliate programs (offers).
+    Programs,
+    /// Affiliates (partners).
+    Affiliates,
+    /// Merchant integrations: postback secrets and URLs.
+    Integrations,
+    /// Conversions attributed from postbacks.
+    Conversions,
+}
+
+/// `Authorization: Bearer <operator token or tenant API key>`.
+#[derive(SecurityScheme)]
+#[oai(ty = "bearer")]
+pub struct BearerAuth(Bearer);
+
+async fn caller(services: &Services, auth: &BearerAuth) -> Result<Caller, ApiError> {
+    Ok(services.authenticate(&auth.0.token).await?)
+}
+
+#[derive(ApiResponse)]
+pub enum Created<T: poem_openapi::types::ToJSON> {
+    #[oai(status = 201)]
+    Created(Json<T>),
+}
+
+pub type Apis = (TenantsApi, ProgramsApi, AffiliatesApi, IntegrationsApi, ConversionsApi);
+
+pub fn apis() -> Apis {
+    (TenantsApi, ProgramsApi, AffiliatesApi, IntegrationsApi, ConversionsApi)
+}
+
+pub struct TenantsApi;
+
+#[OpenApi(tag = "ApiTags::Tenants")]
+impl TenantsApi {
+    /// Create a tenant (operator only). Returns its admin API key, once.
+    #[oai(path = "/tenants", method = "post", operation_id = "create_tenant")]
+    async fn create(
+        &self,
+        auth: BearerAuth,
+        body: Json<NewTenantIn>,
+        services: Data<&Services>,
+    ) -> Result<Created<TenantCreatedOut>, ApiError> {
+        let caller = caller(&services, &auth).await?;
+        let NewTenantIn { name, slug } = body.0;
+        let created = services.create_tenant(&caller, NewTenant { name, slug }).await?;
+        Ok(Created::Created(Json(created.into())))
+    }
+}
+
+pub struct ProgramsApi;
+
+#[OpenApi(tag = "ApiTags::Programs")]
+impl ProgramsApi {
+    /// Create a program with its default commission.
+    #[oai(path = "/programs", method = "post", operation_id = "create_program")]
+    async fn create(
+        &self,
+        auth: BearerAuth,
+        body: Json<NewProgramIn>,
+        services: Data<&Services>,
+    ) -> Result<Created<ProgramOut>, ApiError> {
+        let caller = caller(&services, &auth).await?;
+        let b = body.0;
+        let input = NewProgram {
+            name: b.name,
+            slug: b.slug,
+            destination_url: b.destination_url,
+            fallback_url: b.fallback_url,
+            currency: b.currency,
+            commission_type: b.commission.kind,
+            commission_value: b.commission.value,
+            hold_days: b.hold_days,
+            attribution_window_days: b.attribution_window_days,
+            click_param: b.click_param,
+            default_revenue: b.default_revenue,
+        };
+        Ok(Created::Created(Json(services.create_program(&caller, input).await?.into())))
+    }
+
+    /// List programs.
+    #[oai(path = "/programs", method = "get", operation_id = "list_programs")]
+    async fn list(&self, auth: BearerAuth, services: Data<&Services>) -> Result<Json<ProgramList>, ApiError> {
+        let caller = caller(&services, &auth).await?;
+        let items = services.list_programs(&caller).await?.into_iter().map(Into::into).collect();
+        Ok(Json(ProgramList { items }))
+    }
+
+    /// Get one program.
+    #[oai(path = "/programs/:id", method = "get", operation_id = "get_program")]
+    async fn get(&self, auth: BearerAuth, id: Path<String>, services: Data<&Services>) -> Result<Json<ProgramOut>, ApiError> {
+        let caller = caller(&services, &auth).await?;
+        Ok(Json(services.get_program(&caller, &id.0).await?.into()))
+    }
+}
+
+pub struct AffiliatesApi;
+
+#[OpenApi(tag = "ApiTags::Affiliates")]
+impl AffiliatesApi {
+    /// Create (invite) an affiliate. Returns the portal invitation link, once.
+    #[oai(path = "/affiliates", method = "post", operation_id = "create_affiliate")]
+    async fn create(
+        &self,
+        auth: BearerAuth,
+        body: Json<NewAffiliateIn>,
+        services: Data<&Services>,
+    ) -> Result<Created<AffiliateOut>, ApiError> {
+        let caller = caller(&services, &auth).await?;
+        let NewAffiliateIn { name, email, slug, postback_url } = body.0;
+        let created = services.create_affiliate(&caller, NewAffiliate { name, email, slug, postback_url }).await?;
+        let mut out = AffiliateOut::from(created.affiliate);
+        out.invite_url = Some(created.invite_url);
+        Ok(Created::Created(Json(out)))
+    }
+
+    /// List affiliates.
+    #[oai(path = "/affiliates", method = "get", operation_id = "list_affiliates")]
+    async fn list(&self, auth: BearerAuth, services: Data<&Services>) -> Result<Json<AffiliateList>, ApiError> {
+        let caller = caller(&services, &auth).await?;
+        let items = services.list_affiliates(&caller).await?.into_iter().map(Into::into).collect();
+        Ok(Json(AffiliateList { items }))
+    }
+
+    /// Get one affiliate.
+    #[oai(path = "/affiliates/:id", method = "get", operation_id = "get_affiliate")]
+    async fn get(&self, auth: BearerAuth, id: Path<String>, services: Data<&Services>) -> Result<Json<AffiliateOut>, ApiError> {
+        let caller = caller(&services, &auth).await?;
+        Ok(Json(services.get_affiliate(&caller, &id.0).await?.into()))
+    }
+}
+
+pub struct IntegrationsApi;
+
+#[OpenApi(tag = "ApiTags::Integrations")]
+impl IntegrationsApi {
+    /// Create an integration: a 64-character secret and its unique postback URL, returned once.
+    #[oai(path = "/integrations", method = "post", operation_id = "create_integration")]
+    async fn create(
+        &self,
+        auth: BearerAuth,
+        body: Json<NewIntegrationIn>,
+        services: Data<&Services>,
+    ) -> Result<Created<IntegrationOut>, ApiError> {
+        let caller = caller(&services, &auth).await?;
+        let NewIntegrationIn { name, program_id } = body.0;
+        let created = services.create_integration(&caller, NewIntegration { name, program_id }).await?;
+        let mut out = IntegrationOut::from(created.integration);
+        out.secret = Some(created.secret);
+        out.postback_url = Some(created.postback_url);
+        Ok(Created::Created(Json(out)))
+    }
+
+    /// Get one integration (the secret is never shown again).
+    #[oai(path = "/integrations/:id", method = "get", operation_id = "get_integration")]
+    async fn get(&self, auth: BearerAuth, id: Path<String>, services: Data<&Services>) -> Result<Json<IntegrationOut>, ApiError> {
+        let caller = caller(&services, &auth).await?;
+        Ok(Json(services.get_integration(&caller, &id.0).await?.into()))
+    }
+}
+
+pub struct ConversionsApi;
+
+#[OpenApi(tag = "ApiTags::Conversions")]
+impl ConversionsApi {
+    /// List conversions, newest first, with filters and cursor pagination.
+    #[allow(clippy::too_many_arguments)]
+    #[oai(path = "/conversions", method = "get", operation_id = "list_conversions")]
+    async fn list(
+        &self,
+        auth: BearerAuth,
+        txn_id: Query<Option<String>>,
+        status: Query<Option<String>>,
+        affiliate_id: Query<Option<String>>,
+        program_id: Query<Option<String>>,
+        cursor: Query<Option<String>>,
+        limit: Query<Option<u64>>,
+        services: Data<&Services>,
+    ) -> Result<Json<ConversionPage>, ApiError> {
+        let caller = caller(&services, &auth).await?;
+        let filter = ConversionFilter {
+            txn_id: txn_id.0,
+            status: status.0,
+            affiliate_id: affiliate_id.0,
+            program_id: program_id.0,
+            cursor: cursor.0,
+            limit: limit.0,
+        };
+        let page = services.list_conversions(&caller, filter).await?;
+        Ok(Json(ConversionPage { items: page.items.into_iter().map(Into::into).collect(), next_cursor: page.next_cursor }))
+    }
+
+    /// Get one conversion.
+    #[oai(path = "/conversions/:id", method = "get", operation_id = "get_conversion")]
+    async fn get(&self, auth: BearerAuth, id: Path<String>, services: Data<&Services>) -> Result<Json<ConversionOut>, ApiError> {
+        let caller = caller(&services, &auth).await?;
+        Ok(Json(services.get_conversion(&caller, &id.0).await?.into()))
+    }
+}

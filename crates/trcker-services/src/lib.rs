@@ -1,0 +1,56 @@
+//! Trcker's use cases, between the HTTP edges and storage.
+//!
+//! The admin API, the receiver, the workers and the portal are thin: they parse
+//! their input and call one function here. Everything that decides something
+//! (who may see what, what a postback means, what a commission is) lives in this
+//! crate or in `trcker-domain`.
+
+pub mod admin;
+pub mod auth;
+pub mod clicks;
+mod error;
+pub mod pipeline;
+pub mod portal;
+pub mod postbacks;
+pub mod queue;
+mod util;
+
+use std::sync::Arc;
+
+pub use error::{ServiceError, ServiceResult};
+pub use queue::JobQueue;
+pub use trcker_storage as storage;
+pub use trcker_storage::{Store, TenantId};
+
+/// What the use cases need to know about their installation.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Base of generated links and postback URLs, e.g. `https://track.example.com`.
+    pub public_url: String,
+    /// Lets notifications reach loopback and private addresses (local testing only).
+    pub allow_private_targets: bool,
+    /// SHA-256 of the operator token.
+    pub operator_token_hash: String,
+}
+
+/// The handle every edge holds: the database, the job queue and the settings.
+#[derive(Clone)]
+pub struct Services {
+    pub store: Store,
+    pub queue: JobQueue,
+    pub settings: Arc<Settings>,
+    pub(crate) http: reqwest::Client,
+}
+
+impl Services {
+    pub fn new(store: Store, settings: Settings) -> Result<Self, ServiceError> {
+        let queue = JobQueue::new(store.pool.clone());
+        let http = pipeline::notify::http_client(settings.allow_private_targets)?;
+        Ok(Services { store, queue, settings: Arc::new(settings), http })
+    }
+
+    /// `public_url` without a trailing slash.
+    pub fn public_base(&self) -> &str {
+        self.settings.public_url.trim_end_matches('/')
+    }
+}

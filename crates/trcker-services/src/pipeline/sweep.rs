@@ -1,0 +1,95 @@
+//! The sweepers: periodic passes that make the pipeline whole after crashes and
+//! carry schedules longer than a job.
+//!
+//! - inbox: an accepted postback still `received` after a grace period gets its
+//!   attribute job (the receiver crashed between commit and enqueue, or the
+//!   enqueue failed);
+//! - retries: notification deliveries whose next attempt is due get their job;
+//! - holds: conversions whose hold period is over are approved.
+//!
+//! Every push carries an idempotency key, so sweepers in several worker
+//! processes can run at once.
+
+use chrono::Duration;
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use trcker_storage::entities::*;
+use trcker_storage::{TenantId, sea_orm};
+
+use super::JobError;
+use crate::queue::{AttributeJob, CommissionJob, NotifyJob};
+use crate::util::now;
+use crate::Services;
+
+/// How long an accepted postback may wait for its job before the sweeper queues it.
+pub const INBOX_GRACE_SECS: i64 = 5;
+const BATCH: u64 = 500;
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SweepReport {
+    pub postbacks: usize,
+    pub deliveries: usize,
+    pub approved: usize,
+}
+
+impl Services {
+    pub async fn sweep(&self) -> Result<SweepReport, JobError> {
+        let t = now();
+        let mut report = SweepReport::default();
+
+        let stale = postback::Entity::find()
+            .filter(postback::Column::State.eq("received"))
+            .filter(postback::Column::CreatedAt.lt(t - Duration::seconds(INBOX_GRACE_SECS)))
+            .order_by_asc(postback::Column::CreatedAt)
+            .limit(BATCH)
+            .all(&self.store.conn)
+            .await?;
+        let jobs: Vec<AttributeJob> =
+            stale.into_iter().map(|p| AttributeJob { tenant_id: p.tenant_id, postback_id: p.id }).collect();
+        report.postbacks = jobs.len();
+        self.queue.push_all(&jobs).await?;
+
+        let due = notification_delivery::Entity::find()
+            .filter(notification_delivery::Column::Status.eq("pending"))
+            .filter(notification_delivery::Column::NextAttemptAt.lte(t))
+            .order_by_asc(notification_delivery::Column::NextAttemptAt)
+            .limit(BATCH)
+            .all(&self.store.conn)
+            .await?;
+        let jobs: Vec<NotifyJob> = due
+            .into_iter()
+            .filter(|d| d.attempts > 0 || d.created_at < t - Duration::seconds(INBOX_GRACE_SECS))
+            .map(|d| NotifyJob { tenant_id: d.tenant_id, delivery_id: d.id, attempt: d.attempts })
+            .collect();
+        report.deliveries = jobs.len();
+        self.queue.push_all(&jobs).await?;
+
+        let held = conversion::Entity::find()
+            .filter(conversion::Column::Status.eq("pending"))
+            .filter(conversion::Column::HoldUntil.lte(t))
+            .limit(BATCH)
+            .all(&self.store.conn)
+            .await?;
+        for conv in held {
+            let moved = conversion::Entity::update_many()
+                .col_expr(conversion::Column::Status, Expr::value("approved"))
+                .col_expr(conversion::Column::HoldUntil, Expr::value(Option::<chrono::DateTime<chrono::Utc>>::None))
+                .col_expr(conversion::Column::UpdatedAt, Expr::value(t))
+                .filter(conversion::Column::TenantId.eq(&conv.tenant_id))
+                .filter(conversion::Column::Id.eq(&conv.id))
+                .filter(conversion::Column::Status.eq("pending"))
+                .filter(conversion::Column::HoldUntil.is_not_null())
+                .exec(&self.store.conn)
+                .await?;
+            if moved.rows_affected == 1 {
+                report.approved += 1;
+            }
+            // Queued whether or not this pass moved it: the key makes it once.
+            let tenant = TenantId::from_trusted(conv.tenant_id.clone());
+            self.queue
+                .push(&CommissionJob { tenant_id: tenant.to_string(), conversion_id: conv.id, status: "approved".into() })
+                .await?;
+        }
+        Ok(report)
+    }
+}

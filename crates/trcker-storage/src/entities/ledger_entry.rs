@@ -1,0 +1,28 @@
+//! The `ledger_entries` table.
+
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "ledger_entries")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: String,
+    pub tenant_id: String,
+    pub created_at: DateTimeUtc,
+    pub affiliate_id: String,
+    pub program_id: String,
+    pub conversion_id: String,
+    pub entry_key: String,
+    pub kind: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub explanation: String,
+    pub available_at: DateTimeUtc,
+    pub payout_id: Option<String>,
+    pub is_test: bool,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,19 @@
+//! sea-orm entities: thin rows, one module per table. Behaviour lives in trcker-services.
+
+pub mod affiliate;
+pub mod api_key;
+pub mod audit;
+pub mod click;
+pub mod commission_plan;
+pub mod conversion;
+pub mod coupon;
+pub mod integration;
+pub mod ledger_entry;
+pub mod notification_attempt;
+pub mod notification_delivery;
+pub mod notification_endpoint;
+pub mod payout;
+pub mod postback;
+pub mod program;
+pub mod tenant;
+pub mod tracking_link;

@@ -1,0 +1,28 @@
+//! The `programs` table.
+
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "programs")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: String,
+    pub tenant_id: String,
+    pub created_at: DateTimeUtc,
+    pub name: String,
+    pub slug: String,
+    pub destination_url: String,
+    pub fallback_url: Option<String>,
+    pub currency: String,
+    pub click_param: String,
+    pub attribution_window_days: i32,
+    pub hold_days: i32,
+    pub default_revenue_minor: Option<i64>,
+    pub status: String,
+    pub updated_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

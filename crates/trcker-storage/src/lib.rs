@@ -1,0 +1,178 @@
+//! Trcker's storage: the database connection (SQLite or PostgreSQL, one pool that
+//! serves both sea-orm and the apalis queue), the sea-orm entities, and the
+//! tenant-scoped query constructors. SQL lives here and in `migrations/` only.
+
+pub mod entities;
+mod scope;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, SqlErr, SqlxPostgresConnector,
+    SqlxSqliteConnector, TransactionOptions, TransactionTrait,
+};
+use sea_orm_migration::MigratorTrait;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+pub use scope::{TenantId, TenantOwned, scoped, scoped_by_id};
+pub use sea_orm;
+pub use sqlx::{PgPool, SqlitePool};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("database: {0}")]
+    Db(#[from] DbErr),
+    #[error("database: {0}")]
+    Sqlx(#[from] sqlx::Error),
+    #[error("job queue schema: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("data directory {0}: {1}")]
+    DataDir(String, std::io::Error),
+}
+
+/// Which database a process uses.
+#[derive(Debug, Clone)]
+pub enum DatabaseConfig {
+    /// The embedded default: one SQLite file in WAL mode.
+    Sqlite { path: std::path::PathBuf },
+    /// `DATABASE_URL=postgres://...`
+    Postgres { url: String, max_connections: u32 },
+}
+
+/// The raw pool, for the job queue (apalis) that shares it with sea-orm.
+#[derive(Debug, Clone)]
+pub enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// An open database: the sea-orm connection and the pool under it.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub conn: DatabaseConnection,
+    pub pool: Pool,
+}
+
+impl Store {
+    /// Opens the database. SQLite connections all get WAL, `synchronous=FULL`
+    /// (money data survives power loss), a busy timeout and foreign keys.
+    pub async fn open(config: &DatabaseConfig) -> Result<Store, StorageError> {
+        match config {
+            DatabaseConfig::Sqlite { path } => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|e| StorageError::DataDir(dir.display().to_string(), e))?;
+                }
+                let options = SqliteConnectOptions::new()
+                    .filename(path)
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Full)
+                    .busy_timeout(Duration::from_secs(10))
+                    .foreign_keys(true)
+                    .pragma("temp_store", "memory")
+                    .pragma("cache_size", "-16000");
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(8)
+                    .min_connections(1)
+                    .test_before_acquire(false)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_with(options)
+                    .await?;
+                Ok(Store { conn: SqlxSqliteConnector::from_sqlx_sqlite_pool(pool.clone()), pool: Pool::Sqlite(pool) })
+            }
+            DatabaseConfig::Postgres { url, max_connections } => {
+                let options = PgConnectOptions::from_str(url)?.application_name("trcker");
+                let pool = PgPoolOptions::new()
+                    .max_connections(*max_connections)
+                    .test_before_acquire(false)
+                    .acquire_timeout(Duration::from_secs(3))
+                    .connect_with(options)
+                    .await?;
+                Ok(Store {
+                    conn: SqlxPostgresConnector::from_sqlx_postgres_pool(pool.clone()),
+                    pool: Pool::Postgres(pool),
+                })
+            }
+        }
+    }
+
+    /// Opens the embedded SQLite database in `data_dir`.
+    pub fn sqlite_in(data_dir: &Path) -> DatabaseConfig {
+        DatabaseConfig::Sqlite { path: data_dir.join("trcker.db") }
+    }
+
+    /// Brings the schema up to date: Trcker's tables, then the job queue's.
+    /// Safe to run from several processes at once on PostgreSQL (an advisory
+    /// lock serialises them).
+    pub async fn migrate(&self) -> Result<(), StorageError> {
+        match &self.pool {
+            Pool::Sqlite(pool) => {
+                trcker_migrations::Migrator::up(&self.conn, None).await?;
+                apalis_sqlite::SqliteStorage::migrations().run(pool).await?;
+            }
+            Pool::Postgres(pool) => {
+                let mut lock = pool.acquire().await?;
+                sqlx::query("SELECT pg_advisory_lock(7411250001)").execute(&mut *lock).await?;
+                let result = async {
+                    trcker_migrations::Migrator::up(&self.conn, None).await?;
+                    apalis_postgres::PostgresStorage::migrations().run(pool).await?;
+                    Ok::<(), StorageError>(())
+                }
+                .await;
+                sqlx::query("SELECT pg_advisory_unlock(7411250001)").execute(&mut *lock).await?;
+                result?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Begins a transaction that will write. On SQLite it takes the write lock
+    /// up front (`BEGIN IMMEDIATE`), so a transaction that reads before it
+    /// writes waits for the lock instead of failing with "database is locked".
+    pub async fn write_txn(&self) -> Result<DatabaseTransaction, DbErr> {
+        self.conn
+            .begin_with_options(TransactionOptions {
+                sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
+                ..Default::default()
+            })
+            .await
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> bool {
+        self.conn.execute_unprepared("SELECT 1").await.is_ok()
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.pool, Pool::Postgres(_))
+    }
+
+    pub async fn close(&self) {
+        match &self.pool {
+            Pool::Sqlite(p) => p.close().await,
+            Pool::Postgres(p) => p.close().await,
+        }
+    }
+}
+
+/// Whether an error is a unique-key violation (the signal of an idempotent repeat).
+pub fn is_unique_violation(err: &DbErr) -> bool {
+    matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
+}
+
+/// Whether an error means the database cannot be reached right now (as opposed
+/// to a bad query): callers answer 503 so that clients retry.
+pub fn is_unavailable(err: &DbErr) -> bool {
+    match err {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+        DbErr::Exec(e) | DbErr::Query(e) => {
+            let s = e.to_string();
+            s.contains("Io") || s.contains("io error") || s.contains("connection") || s.contains("PoolTimedOut")
+                || s.contains("database is locked") || s.contains("terminating connection")
+        }
+        _ => false,
+    }
+}

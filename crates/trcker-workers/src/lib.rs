@@ -1,0 +1,156 @@
+//! Trcker's workers: the apalis monitor that runs the pipeline's jobs, and the
+//! sweeper loop.
+//!
+//! All job types are registered here, in one monitor, on the database the
+//! process uses (SQLite or PostgreSQL). Each process names its workers uniquely
+//! (host, pid and a random suffix) so that a crashed process's jobs are
+//! recovered by the others once its heartbeat goes stale, and the monitor
+//! restarts a worker that stopped on a database error.
+
+mod jobs;
+
+use std::time::Duration;
+
+use apalis::prelude::*;
+use apalis_postgres::PostgresStorage;
+use apalis_sqlite::SqliteStorage;
+use tokio_util::sync::CancellationToken;
+use trcker_services::Services;
+use trcker_services::queue::{ATTRIBUTE_QUEUE, AttributeJob, COMMISSION_QUEUE, CommissionJob, NOTIFY_QUEUE, NotifyJob};
+use trcker_storage::Pool;
+
+/// How often workers prove they are alive; a worker silent for twice this long
+/// is presumed dead and its running jobs are handed to others.
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
+/// How often an idle SQLite worker looks for new jobs (PostgreSQL workers are
+/// also woken by LISTEN/NOTIFY).
+pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// How often the sweepers run.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Jobs of each type run at once in this process.
+    pub concurrency: usize,
+    /// How long shutdown waits for jobs in flight.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        WorkerOptions { concurrency: 8, shutdown_timeout: Duration::from_secs(20) }
+    }
+}
+
+/// A name no other process uses: `<host>-<pid>-<random>`.
+pub fn unique_worker_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "trcker".into());
+    let suffix = trcker_domain::secret::random_alnum(6).to_ascii_lowercase();
+    format!("{host}-{}-{suffix}", std::process::id())
+}
+
+fn sqlite_backend<T>(pool: &apalis_sqlite::SqlitePool, queue: &str) -> PollWith<SqliteStorage<T>, Strategy> {
+    let config = apalis_sqlite::Config::default().queue(queue).heartbeat_interval(HEARTBEAT).batch_size(32);
+    SqliteStorage::<T>::new(pool)
+        .with_config(config)
+        .poll_with_strategy(Strategy::new().interval(POLL_INTERVAL))
+}
+
+fn postgres_backend<T>(pool: &apalis_postgres::PgPool, queue: &str) -> PollWith<PostgresStorage<T>, Strategy> {
+    let config = apalis_postgres::Config::default().queue(queue).heartbeat_interval(HEARTBEAT).batch_size(32);
+    let pubsub = apalis_postgres::Pubsub::new(pool.clone(), queue.to_owned());
+    PostgresStorage::<T>::new(pool)
+        .with_config(config)
+        .poll_with_strategy(Strategy::new().stream(pubsub).interval(Duration::from_millis(500)))
+}
+
+/// Registers one worker per job type, all on the same backend.
+macro_rules! register_all {
+    ($monitor:expr, $services:expr, $opts:expr, $name:expr, $backend:ident, $pool:expr) => {{
+        let (services, opts, name, pool) = ($services, $opts, $name, $pool);
+        $monitor
+            .register({
+                let (services, name, pool, c) = (services.clone(), name.clone(), pool.clone(), opts.concurrency);
+                move |_restarts| {
+                    WorkerBuilder::new(format!("{name}-attribute"))
+                        .backend($backend::<AttributeJob>(&pool, ATTRIBUTE_QUEUE))
+                        .data(services.clone())
+                        .concurrency(c)
+                        .parallelize(tokio::spawn)
+                        .build(jobs::attribute)
+                }
+            })
+            .register({
+                let (services, name, pool, c) = (services.clone(), name.clone(), pool.clone(), opts.concurrency);
+                move |_restarts| {
+                    WorkerBuilder::new(format!("{name}-commission"))
+                        .backend($backend::<CommissionJob>(&pool, COMMISSION_QUEUE))
+                        .data(services.clone())
+                        .concurrency(c)
+                        .parallelize(tokio::spawn)
+                        .build(jobs::commission)
+                }
+            })
+            .register({
+                let (services, name, pool, c) = (services.clone(), name.clone(), pool.clone(), opts.concurrency);
+                move |_restarts| {
+                    WorkerBuilder::new(format!("{name}-notify"))
+                        .backend($backend::<NotifyJob>(&pool, NOTIFY_QUEUE))
+                        .data(services.clone())
+                        .concurrency(c * 4)
+                        .parallelize(tokio::spawn)
+                        .build(jobs::notify)
+                }
+            })
+    }};
+}
+
+/// Runs the workers and the sweepers until `shutdown` is cancelled, then lets
+/// jobs in flight finish (up to the shutdown timeout).
+pub async fn run(services: Services, opts: WorkerOptions, shutdown: CancellationToken) -> Result<(), String> {
+    let name = unique_worker_name();
+    tracing::info!(worker = %name, "workers starting");
+    let monitor = Monitor::new()
+        .should_restart(|ctx, err| {
+            tracing::warn!(worker = %ctx.name(), error = %err, "worker stopped; restarting");
+            true
+        })
+        .shutdown_timeout(opts.shutdown_timeout);
+    let monitor = match services.store.pool.clone() {
+        Pool::Sqlite(pool) => register_all!(monitor, &services, &opts, &name, sqlite_backend, pool),
+        Pool::Postgres(pool) => register_all!(monitor, &services, &opts, &name, postgres_backend, pool),
+    };
+
+    let sweeper = tokio::spawn(sweep_loop(services.clone(), shutdown.clone()));
+    let signal = {
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.cancelled().await;
+            Ok(())
+        }
+    };
+    let result = monitor.run_with_signal(signal).await.map_err(|e| e.to_string());
+    sweeper.abort();
+    tracing::info!(worker = %name, "workers stopped");
+    result
+}
+
+async fn sweep_loop(services: Services, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match services.sweep().await {
+            Ok(r) if r != Default::default() => tracing::info!(?r, "sweep"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "sweep failed; will try again"),
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! One typed configuration: defaults, then `TRCKER_*` environment variables
+//! (and `DATABASE_URL`), then command-line flags. Secrets are wrapped so they
+//! never print.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// A value that must never appear in logs or debug output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "TRCKER_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Directory for the embedded SQLite database and the operator token's hash.
+    #[arg(long, env = "TRCKER_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// PostgreSQL URL; when unset, the embedded SQLite database is used.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<Secret>,
+    /// Base of generated links and postback URLs (default: http://<listen address>).
+    #[arg(long, env = "TRCKER_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// The operator token; when unset, one is generated at first start and printed once.
+    #[arg(long, env = "TRCKER_OPERATOR_TOKEN", hide_env_values = true)]
+    pub operator_token: Option<Secret>,
+    /// Let notifications reach loopback and private addresses (for local testing only).
+    #[arg(long, env = "TRCKER_ALLOW_PRIVATE_TARGETS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub allow_private_targets: bool,
+    /// Jobs of each kind run at once by this process's workers.
+    #[arg(long, env = "TRCKER_WORKER_CONCURRENCY", default_value_t = 8)]
+    pub worker_concurrency: usize,
+    /// PostgreSQL connections of this process.
+    #[arg(long, env = "TRCKER_DB_CONNECTIONS", default_value_t = 16)]
+    pub db_connections: u32,
+}
+
+impl Config {
+    /// Defaults for a data directory (used by tests and embedders).
+    pub fn with_data_dir(data_dir: impl Into<PathBuf>) -> Self {
+        Config {
+            listen: "127.0.0.1:0".into(),
+            data_dir: data_dir.into(),
+            database_url: None,
+            public_url: None,
+            operator_token: None,
+            allow_private_targets: false,
+            worker_concurrency: 8,
+            db_connections: 16,
+        }
+    }
+
+    pub fn database(&self) -> trcker_storage::DatabaseConfig {
+        match &self.database_url {
+            Some(url) => trcker_storage::DatabaseConfig::Postgres {
+                url: url.expose().to_owned(),
+                max_connections: self.db_connections,
+            },
+            None => trcker_storage::Store::sqlite_in(&self.data_dir),
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! The `trcker` binary's library: configuration and [`App`], which assembles
+//! the roles (admin API, receiver, portal, workers) on one database.
+//!
+//! `main` stays thin; tests build an [`App`] on port 0 and talk to it over HTTP.
+
+pub mod config;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use poem::listener::{Acceptor, Listener, TcpListener};
+use poem::{EndpointExt, Route, Server, get, handler};
+use sha2::{Digest, Sha256};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use trcker_services::{Services, Settings};
+use trcker_storage::Store;
+
+pub use config::{Config, Secret};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    Storage(#[from] trcker_storage::StorageError),
+    #[error("{0}")]
+    Service(#[from] trcker_services::ServiceError),
+    #[error("cannot listen on {0}: {1}")]
+    Listen(String, std::io::Error),
+    #[error("operator token file {0}: {1}")]
+    TokenFile(String, std::io::Error),
+}
+
+/// Which roles a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Roles {
+    /// Admin API, receiver, portal and workers.
+    All,
+    /// Workers only (`trcker worker`).
+    Workers,
+}
+
+/// How the operator token was set up at this start.
+#[derive(Debug, Clone)]
+pub enum OperatorToken {
+    /// From `TRCKER_OPERATOR_TOKEN`.
+    FromEnvironment,
+    /// Generated now; shown this once.
+    Generated(Secret),
+    /// Generated at an earlier start; only its hash is kept.
+    Stored,
+}
+
+const TOKEN_HASH_FILE: &str = "operator_token.sha256";
+
+fn sha256_hex(s: &str) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+fn operator_token(config: &Config) -> Result<(String, OperatorToken), AppError> {
+    if let Some(token) = &config.operator_token {
+        return Ok((sha256_hex(token.expose()), OperatorToken::FromEnvironment));
+    }
+    let dir = &config.data_dir;
+    let path = dir.join(TOKEN_HASH_FILE);
+    let file_err = |e| AppError::TokenFile(path.display().to_string(), e);
+    if let Ok(hash) = std::fs::read_to_string(&path) {
+        return Ok((hash.trim().to_owned(), OperatorToken::Stored));
+    }
+    std::fs::create_dir_all(dir).map_err(file_err)?;
+    let token = format!("op_{}", trcker_domain::secret::random_alnum(40));
+    write_private(&path, &sha256_hex(&token)).map_err(file_err)?;
+    Ok((sha256_hex(&token), OperatorToken::Generated(Secret::new(token))))
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    opts.mode(0o600);
+    let mut f = opts.open(path)?;
+    f.write_all(contents.as_bytes())?;
+    f.sync_all()
+}
+
+#[handler]
+fn healthz() -> &'static str {
+    "ok"
+}
+
+/// A running Trcker process.
+pub struct App {
+    /// Where the HTTP roles listen (None for workers only).
+    pub addr: Option<SocketAddr>,
+    pub public_url: String,
+    pub services: Services,
+    pub operator_token: OperatorToken,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl App {
+    /// Opens the database, brings its schema up to date, and starts the roles.
+    pub async fn start(config: Config, roles: Roles) -> Result<App, AppError> {
+        let (operator_token_hash, token_state) = operator_token(&config)?;
+        let store = Store::open(&config.database()).await?;
+        store.migrate().await?;
+
+        let shutdown = CancellationToken::new();
+        let mut tasks = Vec::new();
+        let (acceptor, addr) = if roles == Roles::All {
+            let acceptor = TcpListener::bind(config.listen.clone())
+                .into_acceptor()
+                .await
+                .map_err(|e| AppError::Listen(config.listen.clone(), e))?;
+            let addr = acceptor
+                .local_addr()
+                .first()
+                .and_then(|a| a.as_socket_addr().copied())
+                .ok_or_else(|| AppError::Listen(config.listen.clone(), std::io::Error::other("no local address")))?;
+            (Some(acceptor), Some(addr))
+        } else {
+            (None, None)
+        };
+        let public_url = config
+            .public_url
+            .clone()
+            .or_else(|| addr.map(|a| format!("http://{a}")))
+            .unwrap_or_else(|| format!("http://{}", config.listen));
+        let services = Services::new(
+            store,
+            Settings {
+                public_url: public_url.clone(),
+                allow_private_targets: config.allow_private_targets,
+                operator_token_hash,
+            },
+        )?;
+
+        if let Some(acceptor) = acceptor {
+            let app = Route::new()
+                .at("/healthz", get(healthz))
+                .nest("/api/v1", trcker_api::routes(services.clone()))
+                .nest("/api/docs", trcker_api::docs(&public_url))
+                .nest("/portal", trcker_portal::routes(services.clone()))
+                .nest("/", trcker_receiver::routes(services.clone()))
+                .with(poem::middleware::Tracing);
+            let signal = shutdown.clone();
+            tasks.push(tokio::spawn(async move {
+                let server = Server::new_with_acceptor(acceptor)
+                    .run_with_graceful_shutdown(app, signal.cancelled_owned(), Some(Duration::from_secs(10)));
+                if let Err(e) = server.await {
+                    tracing::error!(error = %e, "HTTP server stopped");
+                }
+            }));
+        }
+
+        let opts = trcker_workers::WorkerOptions { concurrency: config.worker_concurrency.max(1), ..Default::default() };
+        let worker_services = services.clone();
+        let worker_shutdown = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = trcker_workers::run(worker_services, opts, worker_shutdown).await {
+                tracing::error!(error = %e, "workers stopped with an error");
+            }
+        }));
+
+        Ok(App { addr, public_url, services, operator_token: token_state, shutdown, tasks })
+    }
+
+    /// A token that stops the app when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Waits until the app has stopped (after its shutdown token is cancelled).
+    pub async fn wait(self) {
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.services.store.close().await;
+    }
+
+    /// Stops the app: in-flight requests and jobs finish, then it returns.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.wait().await;
+    }
+}
+
+/// Brings the schema up to date and exits (`trcker migrate`).
+pub async fn migrate(config: &Config) -> Result<(), AppError> {
+    let store = Store::open(&config.database()).await?;
+    store.migrate().await?;
+    store.close().await;
+    Ok(())
+}

@@ -1,0 +1,108 @@
+//! `trcker`: multi-tenant affiliate tracking.
+//!
+//! `trcker serve` runs every role in one process (embedded SQLite by default,
+//! PostgreSQL with `DATABASE_URL`); `trcker worker` runs workers only, for
+//! scale-out; `trcker migrate` brings the schema up to date.
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+use trcker::{App, Config, OperatorToken, Roles};
+
+#[derive(Parser)]
+#[command(name = "trcker", version, about = "Multi-tenant affiliate tracking: clicks, postbacks, commissions")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every role (admin API, receiver, portal, workers) in one process.
+    Serve(Config),
+    /// Run workers only (scale-out on PostgreSQL).
+    Worker(Config),
+    /// Bring the database schema up to date, then exit.
+    Migrate(Config),
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_env("TRCKER_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(config) => run(config, Roles::All).await,
+        Command::Worker(config) => run(config, Roles::Workers).await,
+        Command::Migrate(config) => trcker::migrate(&config).await.map(|_| {
+            println!("schema is up to date");
+        }),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("trcker: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config, roles: Roles) -> Result<(), trcker::AppError> {
+    let database = if config.database_url.is_some() {
+        "PostgreSQL (DATABASE_URL)".to_owned()
+    } else {
+        format!("SQLite {}", config.data_dir.join("trcker.db").display())
+    };
+    let app = App::start(config, roles).await?;
+    match app.addr {
+        Some(addr) => {
+            println!("Trcker is running on {database}");
+            println!("  listening on   http://{addr}");
+            println!("  public URL     {}", app.public_url);
+            println!("  admin API      {}/api/v1  (docs: {}/api/docs)", app.public_url, app.public_url);
+        }
+        None => println!("Trcker workers are running on {database}"),
+    }
+    match &app.operator_token {
+        OperatorToken::Generated(token) => {
+            println!("  operator token {}", token.expose());
+            println!("                 (shown once; only its hash is kept. Set TRCKER_OPERATOR_TOKEN to choose your own.)");
+        }
+        OperatorToken::FromEnvironment => println!("  operator token from TRCKER_OPERATOR_TOKEN"),
+        OperatorToken::Stored if app.addr.is_some() => println!(
+            "  operator token generated at first start (only its hash is kept; set TRCKER_OPERATOR_TOKEN to replace it)"
+        ),
+        OperatorToken::Stored => {}
+    }
+    let shutdown = app.shutdown_token();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: finishing requests and jobs in flight");
+        shutdown.cancel();
+    });
+    app.wait().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
