@@ -25,7 +25,12 @@ fn owned(name: &'static str) -> TableCreateStatement {
         .to_owned()
 }
 
-fn index(table: &'static str, name: &'static str, cols: &[&'static str], unique: bool) -> IndexCreateStatement {
+fn index(
+    table: &'static str,
+    name: &'static str,
+    cols: &[&'static str],
+    unique: bool,
+) -> IndexCreateStatement {
     let mut i = Index::create();
     i.name(name).table(table).if_not_exists();
     for c in cols {
@@ -70,7 +75,13 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        m.create_index(index("api_keys", "ix_api_keys_tenant", &["tenant_id"], false)).await?;
+        m.create_index(index(
+            "api_keys",
+            "ix_api_keys_tenant",
+            &["tenant_id"],
+            false,
+        ))
+        .await?;
 
         m.create_table(
             owned("programs")
@@ -88,7 +99,13 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        m.create_index(index("programs", "ux_programs_tenant_slug", &["tenant_id", "slug"], true)).await?;
+        m.create_index(index(
+            "programs",
+            "ux_programs_tenant_slug",
+            &["tenant_id", "slug"],
+            true,
+        ))
+        .await?;
 
         m.create_table(
             owned("affiliates")
@@ -103,9 +120,27 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        m.create_index(index("affiliates", "ux_affiliates_tenant_slug", &["tenant_id", "slug"], true)).await?;
-        m.create_index(index("affiliates", "ux_affiliates_tenant_email", &["tenant_id", "email"], true)).await?;
-        m.create_index(index("affiliates", "ix_affiliates_invite", &["invite_token_hash"], false)).await?;
+        m.create_index(index(
+            "affiliates",
+            "ux_affiliates_tenant_slug",
+            &["tenant_id", "slug"],
+            true,
+        ))
+        .await?;
+        m.create_index(index(
+            "affiliates",
+            "ux_affiliates_tenant_email",
+            &["tenant_id", "email"],
+            true,
+        ))
+        .await?;
+        m.create_index(index(
+            "affiliates",
+            "ix_affiliates_invite",
+            &["invite_token_hash"],
+            false,
+        ))
+        .await?;
 
         m.create_table(
             owned("commission_plans")
@@ -119,7 +154,13 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        m.create_index(index("commission_plans", "ix_commission_plans_program", &["tenant_id", "program_id", "event"], false)).await?;
+        m.create_index(index(
+            "commission_plans",
+            "ix_commission_plans_program",
+            &["tenant_id", "program_id", "event"],
+            false,
+        ))
+        .await?;
 
         let mut links = owned("tracking_links")
             .col(string("program_id"))
@@ -130,7 +171,13 @@ impl MigrationTrait for Migration {
             .to_owned();
         subs(&mut links);
         m.create_table(links).await?;
-        m.create_index(index("tracking_links", "ix_tracking_links_tenant", &["tenant_id", "program_id", "affiliate_id"], false)).await?;
+        m.create_index(index(
+            "tracking_links",
+            "ix_tracking_links_tenant",
+            &["tenant_id", "program_id", "affiliate_id"],
+            false,
+        ))
+        .await?;
 
         m.create_table(
             owned("coupons")
@@ -141,7 +188,13 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        m.create_index(index("coupons", "ux_coupons_code", &["tenant_id", "program_id", "code"], true)).await?;
+        m.create_index(index(
+            "coupons",
+            "ux_coupons_code",
+            &["tenant_id", "program_id", "code"],
+            true,
+        ))
+        .await?;
 
         let mut clicks = owned("clicks")
             .col(string("program_id"))
@@ -157,8 +210,20 @@ impl MigrationTrait for Migration {
             .to_owned();
         subs(&mut clicks);
         m.create_table(clicks).await?;
-        m.create_index(index("clicks", "ix_clicks_tenant_time", &["tenant_id", "created_at"], false)).await?;
-        m.create_index(index("clicks", "ix_clicks_tenant_affiliate", &["tenant_id", "affiliate_id", "created_at"], false)).await?;
+        m.create_index(index(
+            "clicks",
+            "ix_clicks_tenant_time",
+            &["tenant_id", "created_at"],
+            false,
+        ))
+        .await?;
+        m.create_index(index(
+            "clicks",
+            "ix_clicks_tenant_affiliate",
+            &["tenant_id", "affiliate_id", "created_at"],
+            false,
+        ))
+        .await?;
 
         m.create_table(
             owned("integrations")
@@ -172,7 +237,13 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        m.create_index(index("integrations", "ix_integrations_tenant", &["tenant_id", "program_id"], false)).await?;
+        m.create_index(index(
+            "integrations",
+            "ix_integrations_tenant",
+            &["tenant_id", "program_id"],
+            false,
+        ))
+        .await?;
 
         // The inbox and the log in one table: every postback with a known
         // integration is a row; accepted ones carry a dedupe key (unique per
@@ -198,9 +269,27 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        m.create_index(index("postbacks", "ux_postbacks_dedupe", &["tenant_id", "dedupe_key"], true)).await?;
-        m.create_index(index("postbacks", "ix_postbacks_integration", &["tenant_id", "integration_id", "created_at"], false)).await?;
-        m.create_index(index("postbacks", "ix_postbacks_state", &["state", "created_at"], false)).await?;
+        m.create_index(index(
+            "postbacks",
+            "ux_postbacks_dedupe",
+            &["tenant_id", "dedupe_key"],
+            true,
+        ))
+        .await?;
+        m.create_index(index(
+            "postbacks",
+            "ix_postbacks_integration",
+            &["tenant_id", "integration_id", "created_at"],
+            false,
+        ))
+        .await?;
+        m.create_index(index(
+            "postbacks",
+            "ix_postbacks_state",
+            &["state", "created_at"],
+            false,
+        ))
+        .await?;
 
         m.create_table(
             owned("conversions")
@@ -223,10 +312,34 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        m.create_index(index("conversions", "ux_conversions_txn", &["tenant_id", "program_id", "txn_id"], true)).await?;
-        m.create_index(index("conversions", "ix_conversions_tenant_time", &["tenant_id", "created_at"], false)).await?;
-        m.create_index(index("conversions", "ix_conversions_affiliate", &["tenant_id", "affiliate_id", "created_at"], false)).await?;
-        m.create_index(index("conversions", "ix_conversions_hold", &["status", "hold_until"], false)).await?;
+        m.create_index(index(
+            "conversions",
+            "ux_conversions_txn",
+            &["tenant_id", "program_id", "txn_id"],
+            true,
+        ))
+        .await?;
+        m.create_index(index(
+            "conversions",
+            "ix_conversions_tenant_time",
+            &["tenant_id", "created_at"],
+            false,
+        ))
+        .await?;
+        m.create_index(index(
+            "conversions",
+            "ix_conversions_affiliate",
+            &["tenant_id", "affiliate_id", "created_at"],
+            false,
+        ))
+        .await?;
+        m.create_index(index(
+            "conversions",
+            "ix_conversions_hold",
+            &["status", "hold_until"],
+            false,
+        ))
+        .await?;
 
         // Append-only: amounts are never edited; a reversal is a negative entry.
         // `entry_key` makes each effect of a job happen once.
@@ -246,8 +359,20 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        m.create_index(index("ledger_entries", "ux_ledger_entry_key", &["tenant_id", "conversion_id", "entry_key"], true)).await?;
-        m.create_index(index("ledger_entries", "ix_ledger_affiliate", &["tenant_id", "affiliate_id", "created_at"], false)).await?;
+        m.create_index(index(
+            "ledger_entries",
+            "ux_ledger_entry_key",
+            &["tenant_id", "conversion_id", "entry_key"],
+            true,
+        ))
+        .await?;
+        m.create_index(index(
+            "ledger_entries",
+            "ix_ledger_affiliate",
+            &["tenant_id", "affiliate_id", "created_at"],
+            false,
+        ))
+        .await?;
 
         m.create_table(
             owned("payouts")
@@ -260,7 +385,13 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        m.create_index(index("payouts", "ix_payouts_affiliate", &["tenant_id", "affiliate_id"], false)).await?;
+        m.create_index(index(
+            "payouts",
+            "ix_payouts_affiliate",
+            &["tenant_id", "affiliate_id"],
+            false,
+        ))
+        .await?;
 
         m.create_table(
             owned("notification_endpoints")
@@ -271,7 +402,13 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        m.create_index(index("notification_endpoints", "ix_endpoints_affiliate", &["tenant_id", "affiliate_id"], false)).await?;
+        m.create_index(index(
+            "notification_endpoints",
+            "ix_endpoints_affiliate",
+            &["tenant_id", "affiliate_id"],
+            false,
+        ))
+        .await?;
 
         m.create_table(
             owned("notification_deliveries")
@@ -290,8 +427,20 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        m.create_index(index("notification_deliveries", "ux_deliveries_event", &["tenant_id", "endpoint_id", "conversion_id", "event_key"], true)).await?;
-        m.create_index(index("notification_deliveries", "ix_deliveries_due", &["status", "next_attempt_at"], false)).await?;
+        m.create_index(index(
+            "notification_deliveries",
+            "ux_deliveries_event",
+            &["tenant_id", "endpoint_id", "conversion_id", "event_key"],
+            true,
+        ))
+        .await?;
+        m.create_index(index(
+            "notification_deliveries",
+            "ix_deliveries_due",
+            &["status", "next_attempt_at"],
+            false,
+        ))
+        .await?;
 
         m.create_table(
             owned("notification_attempts")
@@ -304,7 +453,13 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        m.create_index(index("notification_attempts", "ux_attempts_no", &["tenant_id", "delivery_id", "attempt_no"], true)).await?;
+        m.create_index(index(
+            "notification_attempts",
+            "ux_attempts_no",
+            &["tenant_id", "delivery_id", "attempt_no"],
+            true,
+        ))
+        .await?;
 
         m.create_table(
             owned("audit_log")
@@ -316,7 +471,13 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        m.create_index(index("audit_log", "ix_audit_tenant_time", &["tenant_id", "created_at"], false)).await?;
+        m.create_index(index(
+            "audit_log",
+            "ix_audit_tenant_time",
+            &["tenant_id", "created_at"],
+            false,
+        ))
+        .await?;
         Ok(())
     }
 
@@ -340,7 +501,8 @@ impl MigrationTrait for Migration {
             "api_keys",
             "tenants",
         ] {
-            m.drop_table(Table::drop().table(t).if_exists().to_owned()).await?;
+            m.drop_table(Table::drop().table(t).if_exists().to_owned())
+                .await?;
         }
         Ok(())
     }

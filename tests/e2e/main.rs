@@ -1,1 +1,8 @@
+//! Trcker's end-to-end suite: real Trcker apps on port 0, real HTTP, a real
+//! SQLite file per test and, when `TRCKER_TEST_POSTGRES_URL` is set, a fresh
+//! PostgreSQL database per test. Every scenario runs on both databases.
 
+mod harness;
+mod portal;
+mod postbacks;
+mod quickstart;

@@ -101,7 +101,10 @@ impl From<admin::ProgramView> for ProgramOut {
     fn from(v: admin::ProgramView) -> Self {
         let p = v.program;
         ProgramOut {
-            commission: v.commission.map(|r: CommissionRule| CommissionOut { kind: r.kind().into(), value: r.value_string() }),
+            commission: v.commission.map(|r: CommissionRule| CommissionOut {
+                kind: r.kind().into(),
+                value: r.value_string(),
+            }),
             default_revenue: p.default_revenue_minor.map(|m| money(m, &p.currency)),
             id: p.id,
             name: p.name,

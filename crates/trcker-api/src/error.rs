@@ -51,7 +51,8 @@ impl Payload for ProblemJson {
 
 impl IntoResponse for ProblemJson {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         Response::builder()
             .status(status)
             .content_type(Self::CONTENT_TYPE)
@@ -87,7 +88,12 @@ pub enum ApiError {
     Unavailable(ProblemJson),
 }
 
-fn problem(status: StatusCode, code: &str, detail: impl Into<String>, errors: Option<Vec<FieldProblem>>) -> ProblemJson {
+fn problem(
+    status: StatusCode,
+    code: &str,
+    detail: impl Into<String>,
+    errors: Option<Vec<FieldProblem>>,
+) -> ProblemJson {
     ProblemJson(Problem {
         kind: format!("urn:trcker:problem:{code}"),
         title: status.canonical_reason().unwrap_or("Error").to_owned(),
@@ -101,12 +107,21 @@ fn problem(status: StatusCode, code: &str, detail: impl Into<String>, errors: Op
 impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
         match e {
-            ServiceError::NotFound(what) => {
-                ApiError::NotFound(problem(StatusCode::NOT_FOUND, "not-found", format!("{what} not found"), None))
-            }
+            ServiceError::NotFound(what) => ApiError::NotFound(problem(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                format!("{what} not found"),
+                None,
+            )),
             ServiceError::Invalid(fields) => {
                 let names: Vec<String> = fields.iter().map(|f| f.field.clone()).collect();
-                let errors = fields.into_iter().map(|f| FieldProblem { field: f.field, message: f.message }).collect();
+                let errors = fields
+                    .into_iter()
+                    .map(|f| FieldProblem {
+                        field: f.field,
+                        message: f.message,
+                    })
+                    .collect();
                 ApiError::Invalid(problem(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "invalid-fields",
@@ -114,11 +129,15 @@ impl From<ServiceError> for ApiError {
                     Some(errors),
                 ))
             }
-            ServiceError::Conflict(msg) => ApiError::Conflict(problem(StatusCode::CONFLICT, "conflict", msg, None)),
+            ServiceError::Conflict(msg) => {
+                ApiError::Conflict(problem(StatusCode::CONFLICT, "conflict", msg, None))
+            }
             ServiceError::Unauthorized(msg) => {
                 ApiError::Unauthorized(problem(StatusCode::UNAUTHORIZED, "unauthorized", msg, None))
             }
-            ServiceError::Forbidden(msg) => ApiError::Forbidden(problem(StatusCode::FORBIDDEN, "forbidden", msg, None)),
+            ServiceError::Forbidden(msg) => {
+                ApiError::Forbidden(problem(StatusCode::FORBIDDEN, "forbidden", msg, None))
+            }
             ServiceError::Unavailable => ApiError::Unavailable(problem(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "storage-unavailable",
@@ -127,7 +146,12 @@ impl From<ServiceError> for ApiError {
             )),
             ServiceError::Internal(msg) => {
                 tracing::error!(error = %msg, "admin API internal error");
-                ApiError::Internal(problem(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error", None))
+                ApiError::Internal(problem(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error",
+                    None,
+                ))
             }
         }
     }
@@ -139,7 +163,12 @@ fn bad_request(err: poem::Error) -> ApiError {
     let status = err.status();
     let msg = err.to_string();
     if status == StatusCode::UNAUTHORIZED {
-        ApiError::Unauthorized(problem(status, "unauthorized", "an Authorization: Bearer <token> header is required", None))
+        ApiError::Unauthorized(problem(
+            status,
+            "unauthorized",
+            "an Authorization: Bearer <token> header is required",
+            None,
+        ))
     } else {
         ApiError::BadRequest(problem(StatusCode::BAD_REQUEST, "bad-request", msg, None))
     }
@@ -147,6 +176,10 @@ fn bad_request(err: poem::Error) -> ApiError {
 
 /// Any error that escapes the API's routes (unknown path, wrong method) as a problem.
 pub async fn catch_all(err: poem::Error) -> Response {
+    if err.is_from_response() {
+        // Already one of our problem responses (an `ApiError`).
+        return err.into_response();
+    }
     let status = err.status();
     let code = match status {
         StatusCode::NOT_FOUND => "not-found",
@@ -155,6 +188,10 @@ pub async fn catch_all(err: poem::Error) -> Response {
         s if s.is_server_error() => "internal",
         _ => "bad-request",
     };
-    let detail = if status.is_server_error() { "internal error".to_owned() } else { err.to_string() };
+    let detail = if status.is_server_error() {
+        "internal error".to_owned()
+    } else {
+        err.to_string()
+    };
     problem(status, code, detail, None).into_response()
 }

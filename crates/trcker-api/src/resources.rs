@@ -6,7 +6,9 @@ use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi, SecurityScheme, Tags};
 use trcker_services::Services;
-use trcker_services::admin::{ConversionFilter, NewAffiliate, NewIntegration, NewProgram, NewTenant};
+use trcker_services::admin::{
+    ConversionFilter, NewAffiliate, NewIntegration, NewProgram, NewTenant,
+};
 use trcker_services::auth::Caller;
 
 use crate::dto::*;
@@ -41,10 +43,22 @@ pub enum Created<T: poem_openapi::types::ToJSON> {
     Created(Json<T>),
 }
 
-pub type Apis = (TenantsApi, ProgramsApi, AffiliatesApi, IntegrationsApi, ConversionsApi);
+pub type Apis = (
+    TenantsApi,
+    ProgramsApi,
+    AffiliatesApi,
+    IntegrationsApi,
+    ConversionsApi,
+);
 
 pub fn apis() -> Apis {
-    (TenantsApi, ProgramsApi, AffiliatesApi, IntegrationsApi, ConversionsApi)
+    (
+        TenantsApi,
+        ProgramsApi,
+        AffiliatesApi,
+        IntegrationsApi,
+        ConversionsApi,
+    )
 }
 
 pub struct TenantsApi;
@@ -61,7 +75,9 @@ impl TenantsApi {
     ) -> Result<Created<TenantCreatedOut>, ApiError> {
         let caller = caller(&services, &auth).await?;
         let NewTenantIn { name, slug } = body.0;
-        let created = services.create_tenant(&caller, NewTenant { name, slug }).await?;
+        let created = services
+            .create_tenant(&caller, NewTenant { name, slug })
+            .await?;
         Ok(Created::Created(Json(created.into())))
     }
 }
@@ -93,20 +109,36 @@ impl ProgramsApi {
             click_param: b.click_param,
             default_revenue: b.default_revenue,
         };
-        Ok(Created::Created(Json(services.create_program(&caller, input).await?.into())))
+        Ok(Created::Created(Json(
+            services.create_program(&caller, input).await?.into(),
+        )))
     }
 
     /// List programs.
     #[oai(path = "/programs", method = "get", operation_id = "list_programs")]
-    async fn list(&self, auth: BearerAuth, services: Data<&Services>) -> Result<Json<ProgramList>, ApiError> {
+    async fn list(
+        &self,
+        auth: BearerAuth,
+        services: Data<&Services>,
+    ) -> Result<Json<ProgramList>, ApiError> {
         let caller = caller(&services, &auth).await?;
-        let items = services.list_programs(&caller).await?.into_iter().map(Into::into).collect();
+        let items = services
+            .list_programs(&caller)
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect();
         Ok(Json(ProgramList { items }))
     }
 
     /// Get one program.
     #[oai(path = "/programs/:id", method = "get", operation_id = "get_program")]
-    async fn get(&self, auth: BearerAuth, id: Path<String>, services: Data<&Services>) -> Result<Json<ProgramOut>, ApiError> {
+    async fn get(
+        &self,
+        auth: BearerAuth,
+        id: Path<String>,
+        services: Data<&Services>,
+    ) -> Result<Json<ProgramOut>, ApiError> {
         let caller = caller(&services, &auth).await?;
         Ok(Json(services.get_program(&caller, &id.0).await?.into()))
     }
@@ -117,7 +149,11 @@ pub struct AffiliatesApi;
 #[OpenApi(tag = "ApiTags::Affiliates")]
 impl AffiliatesApi {
     /// Create (invite) an affiliate. Returns the portal invitation link, once.
-    #[oai(path = "/affiliates", method = "post", operation_id = "create_affiliate")]
+    #[oai(
+        path = "/affiliates",
+        method = "post",
+        operation_id = "create_affiliate"
+    )]
     async fn create(
         &self,
         auth: BearerAuth,
@@ -125,8 +161,23 @@ impl AffiliatesApi {
         services: Data<&Services>,
     ) -> Result<Created<AffiliateOut>, ApiError> {
         let caller = caller(&services, &auth).await?;
-        let NewAffiliateIn { name, email, slug, postback_url } = body.0;
-        let created = services.create_affiliate(&caller, NewAffiliate { name, email, slug, postback_url }).await?;
+        let NewAffiliateIn {
+            name,
+            email,
+            slug,
+            postback_url,
+        } = body.0;
+        let created = services
+            .create_affiliate(
+                &caller,
+                NewAffiliate {
+                    name,
+                    email,
+                    slug,
+                    postback_url,
+                },
+            )
+            .await?;
         let mut out = AffiliateOut::from(created.affiliate);
         out.invite_url = Some(created.invite_url);
         Ok(Created::Created(Json(out)))
@@ -134,15 +185,33 @@ impl AffiliatesApi {
 
     /// List affiliates.
     #[oai(path = "/affiliates", method = "get", operation_id = "list_affiliates")]
-    async fn list(&self, auth: BearerAuth, services: Data<&Services>) -> Result<Json<AffiliateList>, ApiError> {
+    async fn list(
+        &self,
+        auth: BearerAuth,
+        services: Data<&Services>,
+    ) -> Result<Json<AffiliateList>, ApiError> {
         let caller = caller(&services, &auth).await?;
-        let items = services.list_affiliates(&caller).await?.into_iter().map(Into::into).collect();
+        let items = services
+            .list_affiliates(&caller)
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect();
         Ok(Json(AffiliateList { items }))
     }
 
     /// Get one affiliate.
-    #[oai(path = "/affiliates/:id", method = "get", operation_id = "get_affiliate")]
-    async fn get(&self, auth: BearerAuth, id: Path<String>, services: Data<&Services>) -> Result<Json<AffiliateOut>, ApiError> {
+    #[oai(
+        path = "/affiliates/:id",
+        method = "get",
+        operation_id = "get_affiliate"
+    )]
+    async fn get(
+        &self,
+        auth: BearerAuth,
+        id: Path<String>,
+        services: Data<&Services>,
+    ) -> Result<Json<AffiliateOut>, ApiError> {
         let caller = caller(&services, &auth).await?;
         Ok(Json(services.get_affiliate(&caller, &id.0).await?.into()))
     }
@@ -153,7 +222,11 @@ pub struct IntegrationsApi;
 #[OpenApi(tag = "ApiTags::Integrations")]
 impl IntegrationsApi {
     /// Create an integration: a 64-character secret and its unique postback URL, returned once.
-    #[oai(path = "/integrations", method = "post", operation_id = "create_integration")]
+    #[oai(
+        path = "/integrations",
+        method = "post",
+        operation_id = "create_integration"
+    )]
     async fn create(
         &self,
         auth: BearerAuth,
@@ -162,7 +235,9 @@ impl IntegrationsApi {
     ) -> Result<Created<IntegrationOut>, ApiError> {
         let caller = caller(&services, &auth).await?;
         let NewIntegrationIn { name, program_id } = body.0;
-        let created = services.create_integration(&caller, NewIntegration { name, program_id }).await?;
+        let created = services
+            .create_integration(&caller, NewIntegration { name, program_id })
+            .await?;
         let mut out = IntegrationOut::from(created.integration);
         out.secret = Some(created.secret);
         out.postback_url = Some(created.postback_url);
@@ -170,8 +245,17 @@ impl IntegrationsApi {
     }
 
     /// Get one integration (the secret is never shown again).
-    #[oai(path = "/integrations/:id", method = "get", operation_id = "get_integration")]
-    async fn get(&self, auth: BearerAuth, id: Path<String>, services: Data<&Services>) -> Result<Json<IntegrationOut>, ApiError> {
+    #[oai(
+        path = "/integrations/:id",
+        method = "get",
+        operation_id = "get_integration"
+    )]
+    async fn get(
+        &self,
+        auth: BearerAuth,
+        id: Path<String>,
+        services: Data<&Services>,
+    ) -> Result<Json<IntegrationOut>, ApiError> {
         let caller = caller(&services, &auth).await?;
         Ok(Json(services.get_integration(&caller, &id.0).await?.into()))
     }
@@ -183,7 +267,11 @@ pub struct ConversionsApi;
 impl ConversionsApi {
     /// List conversions, newest first, with filters and cursor pagination.
     #[allow(clippy::too_many_arguments)]
-    #[oai(path = "/conversions", method = "get", operation_id = "list_conversions")]
+    #[oai(
+        path = "/conversions",
+        method = "get",
+        operation_id = "list_conversions"
+    )]
     async fn list(
         &self,
         auth: BearerAuth,
@@ -205,12 +293,24 @@ impl ConversionsApi {
             limit: limit.0,
         };
         let page = services.list_conversions(&caller, filter).await?;
-        Ok(Json(ConversionPage { items: page.items.into_iter().map(Into::into).collect(), next_cursor: page.next_cursor }))
+        Ok(Json(ConversionPage {
+            items: page.items.into_iter().map(Into::into).collect(),
+            next_cursor: page.next_cursor,
+        }))
     }
 
     /// Get one conversion.
-    #[oai(path = "/conversions/:id", method = "get", operation_id = "get_conversion")]
-    async fn get(&self, auth: BearerAuth, id: Path<String>, services: Data<&Services>) -> Result<Json<ConversionOut>, ApiError> {
+    #[oai(
+        path = "/conversions/:id",
+        method = "get",
+        operation_id = "get_conversion"
+    )]
+    async fn get(
+        &self,
+        auth: BearerAuth,
+        id: Path<String>,
+        services: Data<&Services>,
+    ) -> Result<Json<ConversionOut>, ApiError> {
         let caller = caller(&services, &auth).await?;
         Ok(Json(services.get_conversion(&caller, &id.0).await?.into()))
     }

@@ -38,7 +38,9 @@ impl CommissionRule {
     /// Parses the API's `{"type": "...", "value": "..."}` in the program's currency.
     pub fn parse(kind: &str, value: &str, currency: Currency) -> Result<Self, RuleError> {
         match kind {
-            "flat" => Money::parse(value, currency).map(CommissionRule::Flat).map_err(RuleError::Value),
+            "flat" => Money::parse(value, currency)
+                .map(CommissionRule::Flat)
+                .map_err(RuleError::Value),
             "percent" => {
                 let d = parse_decimal(value).map_err(RuleError::Value)?;
                 if d < Decimal::ZERO || d > Decimal::ONE_HUNDRED {
@@ -127,9 +129,18 @@ mod tests {
 
     #[test]
     fn bad_rules_are_refused() {
-        assert_eq!(CommissionRule::parse("tiered", "1", Currency::USD), Err(RuleError::Kind));
-        assert_eq!(CommissionRule::parse("percent", "101", Currency::USD), Err(RuleError::PercentRange));
-        assert_eq!(CommissionRule::parse("percent", "-1", Currency::USD), Err(RuleError::PercentRange));
+        assert_eq!(
+            CommissionRule::parse("tiered", "1", Currency::USD),
+            Err(RuleError::Kind)
+        );
+        assert_eq!(
+            CommissionRule::parse("percent", "101", Currency::USD),
+            Err(RuleError::PercentRange)
+        );
+        assert_eq!(
+            CommissionRule::parse("percent", "-1", Currency::USD),
+            Err(RuleError::PercentRange)
+        );
         assert!(CommissionRule::parse("flat", "5.001", Currency::USD).is_err());
         assert!(CommissionRule::parse("flat", "x", Currency::USD).is_err());
     }

@@ -8,7 +8,11 @@
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 /// Everything but the unreserved characters of RFC 3986 is encoded.
-const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 pub fn encode_component(s: &str) -> String {
     utf8_percent_encode(s, COMPONENT).to_string()
@@ -22,7 +26,12 @@ pub fn expand<'a>(template: &str, lookup: impl Fn(&str) -> Option<&'a str>) -> S
         out.push_str(&rest[..open]);
         let after = &rest[open + 1..];
         match after.find('}') {
-            Some(close) if close > 0 && after[..close].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') => {
+            Some(close)
+                if close > 0
+                    && after[..close]
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
+            {
                 let name = &after[..close];
                 match lookup(name) {
                     Some(value) => out.push_str(&encode_component(value)),
@@ -88,7 +97,11 @@ pub fn click_redirect(destination: &str, param: &str, m: &ClickMacros<'_>) -> St
     } else {
         "&"
     };
-    format!("{base}{sep}{}={}{fragment}", encode_component(param), encode_component(m.click_id))
+    format!(
+        "{base}{sep}{}={}{fragment}",
+        encode_component(param),
+        encode_component(m.click_id)
+    )
 }
 
 #[cfg(test)]
@@ -106,7 +119,10 @@ mod tests {
 
     #[test]
     fn appends_the_click_id_when_there_is_no_macro() {
-        assert_eq!(click_redirect("https://shop.example/pro", "click_id", &m()), "https://shop.example/pro?click_id=01abc");
+        assert_eq!(
+            click_redirect("https://shop.example/pro", "click_id", &m()),
+            "https://shop.example/pro?click_id=01abc"
+        );
         assert_eq!(
             click_redirect("https://shop.example/pro?x=1#top", "cid", &m()),
             "https://shop.example/pro?x=1&cid=01abc#top"
@@ -116,7 +132,11 @@ mod tests {
     #[test]
     fn expands_macros_encoded() {
         assert_eq!(
-            click_redirect("https://s.example/?c={click_id}&s={sub1}&t={sub3}&u={sub2}&a={affiliate_id}&{nope}", "click_id", &m()),
+            click_redirect(
+                "https://s.example/?c={click_id}&s={sub1}&t={sub3}&u={sub2}&a={affiliate_id}&{nope}",
+                "click_id",
+                &m()
+            ),
             "https://s.example/?c=01abc&s=spring%20sale&t=a%26b%3Dc&u=&a=aff_1&{nope}"
         );
     }

@@ -52,12 +52,19 @@ impl IdKind {
 
     /// A fresh id of this kind.
     pub fn generate(self) -> String {
-        format!("{}_{}", self.prefix(), ulid::Ulid::new().to_string().to_ascii_lowercase())
+        format!(
+            "{}_{}",
+            self.prefix(),
+            ulid::Ulid::new().to_string().to_ascii_lowercase()
+        )
     }
 
     /// Whether `s` has the shape of an id of this kind (prefix and 26 base32 characters).
     pub fn matches(self, s: &str) -> bool {
-        let Some(rest) = s.strip_prefix(self.prefix()).and_then(|r| r.strip_prefix('_')) else {
+        let Some(rest) = s
+            .strip_prefix(self.prefix())
+            .and_then(|r| r.strip_prefix('_'))
+        else {
             return false;
         };
         rest.len() == 26 && ulid::Ulid::from_string(&rest.to_ascii_uppercase()).is_ok()

@@ -118,7 +118,10 @@ impl Money {
         if d.is_sign_negative() && !d.is_zero() {
             return Err(MoneyError::Negative);
         }
-        Ok(Money { minor: to_minor(d, currency)?, currency })
+        Ok(Money {
+            minor: to_minor(d, currency)?,
+            currency,
+        })
     }
 
     /// The amount as an exact decimal in major units.
@@ -150,7 +153,9 @@ pub fn parse_decimal(s: &str) -> Result<Decimal, MoneyError> {
     let s = s.trim();
     let valid = !s.is_empty()
         && s.len() <= 30
-        && s.trim_start_matches(['-', '+']).bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && s.trim_start_matches(['-', '+'])
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b'.')
         && s.bytes().filter(|&b| b == b'.').count() <= 1
         && s.bytes().any(|b| b.is_ascii_digit());
     if !valid {
@@ -183,7 +188,10 @@ mod tests {
         assert_eq!(Money::parse("79", usd).map(|m| m.minor), Ok(7900));
         assert_eq!(Money::parse("79.9", usd).map(|m| m.minor), Ok(7990));
         assert_eq!(Money::parse("0.01", usd).map(|m| m.minor), Ok(1));
-        assert_eq!(Money::parse("79.999", usd), Err(MoneyError::Precision(usd, 2)));
+        assert_eq!(
+            Money::parse("79.999", usd),
+            Err(MoneyError::Precision(usd, 2))
+        );
         assert_eq!(Money::parse("-1", usd), Err(MoneyError::Negative));
         assert_eq!(Money::parse("1e3", usd), Err(MoneyError::Syntax));
         assert_eq!(Money::parse("abc", usd), Err(MoneyError::Syntax));
@@ -193,7 +201,10 @@ mod tests {
         let jpy = Currency::parse("jpy").unwrap_or(usd);
         assert_eq!(jpy.code(), "JPY");
         assert_eq!(format_minor(500, jpy), "500");
-        assert_eq!(Money::parse("500.5", jpy), Err(MoneyError::Precision(jpy, 0)));
+        assert_eq!(
+            Money::parse("500.5", jpy),
+            Err(MoneyError::Precision(jpy, 0))
+        );
         assert_eq!(Currency::parse("US"), Err(MoneyError::Currency));
         assert_eq!(Currency::parse("U$D"), Err(MoneyError::Currency));
     }

@@ -30,7 +30,16 @@ pub const DEFAULT_ALIASES: &[(&str, &str)] = &[
 /// Parameters that are ours; anything else a merchant sends is kept in the log
 /// but otherwise ignored.
 const KNOWN: &[&str] = &[
-    "click_id", "txn_id", "amount", "payout", "currency", "event", "status", "coupon_code", "test", "secret",
+    "click_id",
+    "txn_id",
+    "amount",
+    "payout",
+    "currency",
+    "event",
+    "status",
+    "coupon_code",
+    "test",
+    "secret",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,7 +50,10 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: &str, message: impl Into<String>) -> Self {
-        FieldError { field: field.to_owned(), message: message.into() }
+        FieldError {
+            field: field.to_owned(),
+            message: message.into(),
+        }
     }
 }
 
@@ -70,7 +82,11 @@ pub fn canonical_name<'a>(name: &'a str, aliases: &'a BTreeMap<String, String>) 
     if KNOWN.contains(&name) {
         return name;
     }
-    DEFAULT_ALIASES.iter().find(|(a, _)| *a == name).map(|(_, c)| *c).unwrap_or(name)
+    DEFAULT_ALIASES
+        .iter()
+        .find(|(a, _)| *a == name)
+        .map(|(_, c)| *c)
+        .unwrap_or(name)
 }
 
 fn parse_bool(s: &str) -> Option<bool> {
@@ -96,7 +112,10 @@ pub fn parse(
         }
         match fields.get(canon) {
             Some(prev) if *prev != value.as_str() => {
-                errors.push(FieldError::new(canon, "was given more than once with different values"));
+                errors.push(FieldError::new(
+                    canon,
+                    "was given more than once with different values",
+                ));
             }
             _ => {
                 fields.insert(canon, value.as_str());
@@ -116,18 +135,28 @@ pub fn parse(
         None => None,
     };
     let coupon_code = get("coupon_code").map(str::to_owned);
-    if click_id.is_none() && coupon_code.is_none() && !errors.iter().any(|e| e.field == "click_id") {
-        errors.push(FieldError::new("click_id", "is required (or coupon_code, to attribute by coupon)"));
+    if click_id.is_none() && coupon_code.is_none() && !errors.iter().any(|e| e.field == "click_id")
+    {
+        errors.push(FieldError::new(
+            "click_id",
+            "is required (or coupon_code, to attribute by coupon)",
+        ));
     }
     if let Some(c) = &coupon_code
         && c.len() > 64
     {
-        errors.push(FieldError::new("coupon_code", "must be at most 64 characters"));
+        errors.push(FieldError::new(
+            "coupon_code",
+            "must be at most 64 characters",
+        ));
     }
 
     let txn_id = match get("txn_id") {
         None => {
-            errors.push(FieldError::new("txn_id", "is required: it is the merchant's order or transaction id, and makes retries safe"));
+            errors.push(FieldError::new(
+                "txn_id",
+                "is required: it is the merchant's order or transaction id, and makes retries safe",
+            ));
             String::new()
         }
         Some(v) if v.chars().count() > 128 => {
@@ -135,7 +164,10 @@ pub fn parse(
             String::new()
         }
         Some(v) if v.chars().any(char::is_control) => {
-            errors.push(FieldError::new("txn_id", "must not contain control characters"));
+            errors.push(FieldError::new(
+                "txn_id",
+                "must not contain control characters",
+            ));
             String::new()
         }
         Some(v) => v.to_owned(),
@@ -188,7 +220,17 @@ pub fn parse(
     if !errors.is_empty() {
         return Err(errors);
     }
-    Ok(PostbackParams { click_id, txn_id, amount, payout, currency, event, status, coupon_code, test })
+    Ok(PostbackParams {
+        click_id,
+        txn_id,
+        amount,
+        payout,
+        currency,
+        event,
+        status,
+        coupon_code,
+        test,
+    })
 }
 
 /// The parameters as they are kept in the postback log: every pair, with the
@@ -212,7 +254,9 @@ mod tests {
     use proptest::prelude::*;
 
     fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
-        p.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        p.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     fn cid() -> String {
@@ -222,7 +266,11 @@ mod tests {
     #[test]
     fn the_seed_postback_parses() -> Result<(), Vec<FieldError>> {
         let c = cid();
-        let p = parse(&pairs(&[("click_id", &c), ("amount", "79"), ("txn_id", "order_9876")]), &BTreeMap::new(), Currency::USD)?;
+        let p = parse(
+            &pairs(&[("click_id", &c), ("amount", "79"), ("txn_id", "order_9876")]),
+            &BTreeMap::new(),
+            Currency::USD,
+        )?;
         assert_eq!(p.txn_id, "order_9876");
         assert_eq!(p.amount, Some(Money::new(7900, Currency::USD)));
         assert_eq!(p.event, "sale");
@@ -236,7 +284,11 @@ mod tests {
         let c = cid();
         let mut own = BTreeMap::new();
         own.insert("ref".to_owned(), "click_id".to_owned());
-        let p = parse(&pairs(&[("ref", &c), ("sum", "10.5"), ("order_id", "A1")]), &own, Currency::USD)?;
+        let p = parse(
+            &pairs(&[("ref", &c), ("sum", "10.5"), ("order_id", "A1")]),
+            &own,
+            Currency::USD,
+        )?;
         assert_eq!(p.click_id.map(|c| c.into_string()), Some(c));
         assert_eq!(p.amount.map(|m| m.minor), Some(1050));
         assert_eq!(p.txn_id, "A1");
@@ -246,7 +298,13 @@ mod tests {
     #[test]
     fn every_bad_field_is_named() {
         let errs = parse(
-            &pairs(&[("click_id", "abc"), ("amount", "x"), ("currency", "dollars"), ("status", "paid"), ("test", "maybe")]),
+            &pairs(&[
+                ("click_id", "abc"),
+                ("amount", "x"),
+                ("currency", "dollars"),
+                ("status", "paid"),
+                ("test", "maybe"),
+            ]),
             &BTreeMap::new(),
             Currency::USD,
         )

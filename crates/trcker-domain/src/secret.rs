@@ -11,7 +11,9 @@ const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01234
 /// `len` random alphanumeric characters (about 5.95 bits each).
 pub fn random_alnum(len: usize) -> String {
     let mut rng = rand::rng();
-    (0..len).map(|_| ALNUM[rng.random_range(0..ALNUM.len())] as char).collect()
+    (0..len)
+        .map(|_| ALNUM[rng.random_range(0..ALNUM.len())] as char)
+        .collect()
 }
 
 /// A tenant API key: `trk_` and 40 random characters (~238 bits).

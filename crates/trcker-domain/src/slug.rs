@@ -9,7 +9,9 @@ pub struct Slug(String);
 pub enum SlugError {
     #[error("must be 1 to 64 characters long")]
     Length,
-    #[error("may contain only lower-case letters a-z, digits and '-', and must start with a letter or digit")]
+    #[error(
+        "may contain only lower-case letters a-z, digits and '-', and must start with a letter or digit"
+    )]
     Characters,
 }
 

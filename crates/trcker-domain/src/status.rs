@@ -52,8 +52,12 @@ impl ConversionStatus {
         use ConversionStatus::*;
         matches!(
             (self, to),
-            (Pending, Approved) | (Pending, Rejected) | (Pending, Refunded) | (Pending, Chargeback)
-                | (Approved, Refunded) | (Approved, Chargeback)
+            (Pending, Approved)
+                | (Pending, Rejected)
+                | (Pending, Refunded)
+                | (Pending, Chargeback)
+                | (Approved, Refunded)
+                | (Approved, Chargeback)
         )
     }
 

@@ -77,7 +77,18 @@ mod tests {
 
     #[test]
     fn private_targets_are_not_public() {
-        for ip in ["127.0.0.1", "10.1.2.3", "192.168.1.1", "172.16.0.1", "169.254.169.254", "::1", "fd00::1", "::ffff:127.0.0.1", "0.0.0.0", "100.64.0.1"] {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.1.1",
+            "172.16.0.1",
+            "169.254.169.254",
+            "::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+            "0.0.0.0",
+            "100.64.0.1",
+        ] {
             assert!(!is_public(ip.parse().expect("ip")), "{ip}");
         }
         for ip in ["93.184.216.34", "2606:4700::1111", "8.8.8.8"] {
@@ -87,8 +98,13 @@ mod tests {
 
     #[test]
     fn templates() {
-        assert!(parse_target_template("https://jane.example/pb?cid={click_id}&payout={payout}").is_ok());
-        assert_eq!(parse_target_template("ftp://x.example/"), Err(TargetError::Scheme));
+        assert!(
+            parse_target_template("https://jane.example/pb?cid={click_id}&payout={payout}").is_ok()
+        );
+        assert_eq!(
+            parse_target_template("ftp://x.example/"),
+            Err(TargetError::Scheme)
+        );
         assert!(parse_target_template("not a url").is_err());
     }
 }

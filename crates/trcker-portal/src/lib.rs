@@ -26,7 +26,13 @@ struct PortalKey(CookieKey);
 
 /// The portal's routes, to be nested at `/portal`.
 pub fn routes(services: Services) -> impl Endpoint {
-    let digest = Sha256::digest(format!("trcker portal sessions\0{}", services.settings.operator_token_hash).as_bytes());
+    let digest = Sha256::digest(
+        format!(
+            "trcker portal sessions\0{}",
+            services.settings.operator_token_hash
+        )
+        .as_bytes(),
+    );
     let key = CookieKey::derive_from(&digest);
     Route::new()
         .at("/:brand", get(earnings))
@@ -84,7 +90,10 @@ struct NotFoundPage;
 
 fn render(t: &impl Template, status: StatusCode) -> Response {
     match t.render() {
-        Ok(html) => Html(html).with_status(status).with_header(header::CACHE_CONTROL, "no-store").into_response(),
+        Ok(html) => Html(html)
+            .with_status(status)
+            .with_header(header::CACHE_CONTROL, "no-store")
+            .into_response(),
         Err(e) => {
             tracing::error!(error = %e, "portal template failed");
             plain(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong.")
@@ -93,17 +102,26 @@ fn render(t: &impl Template, status: StatusCode) -> Response {
 }
 
 fn plain(status: StatusCode, msg: &str) -> Response {
-    Response::builder().status(status).content_type("text/plain; charset=utf-8").body(format!("{msg}\n"))
+    Response::builder()
+        .status(status)
+        .content_type("text/plain; charset=utf-8")
+        .body(format!("{msg}\n"))
 }
 
 fn redirect(to: &str) -> Response {
-    Response::builder().status(StatusCode::SEE_OTHER).header(header::LOCATION, to).finish()
+    Response::builder()
+        .status(StatusCode::SEE_OTHER)
+        .header(header::LOCATION, to)
+        .finish()
 }
 
 fn failure(e: ServiceError) -> Response {
     match e {
         ServiceError::NotFound(_) => render(&NotFoundPage, StatusCode::NOT_FOUND),
-        ServiceError::Unavailable => plain(StatusCode::SERVICE_UNAVAILABLE, "Temporarily unavailable, please try again."),
+        ServiceError::Unavailable => plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Temporarily unavailable, please try again.",
+        ),
         other => {
             tracing::error!(error = %other, "portal failure");
             plain(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong.")
@@ -125,7 +143,9 @@ fn set_session(jar: &CookieJar, key: &CookieKey, brand: &str, user: &PortalUser)
     cookie.set_http_only(true);
     cookie.set_same_site(SameSite::Lax);
     cookie.set_path(base(brand));
-    cookie.set_max_age(std::time::Duration::from_secs((SESSION_DAYS * 86400) as u64));
+    cookie.set_max_age(std::time::Duration::from_secs(
+        (SESSION_DAYS * 86400) as u64,
+    ));
     jar.private_with_key(key).add(cookie);
 }
 
@@ -140,7 +160,12 @@ async fn tenant_name(services: &Services, brand: &str) -> Result<String, Service
     services.portal_tenant_name(brand).await
 }
 
-async fn current_user(services: &Services, jar: &CookieJar, key: &CookieKey, brand: &str) -> Result<Option<PortalUser>, ServiceError> {
+async fn current_user(
+    services: &Services,
+    jar: &CookieJar,
+    key: &CookieKey,
+    brand: &str,
+) -> Result<Option<PortalUser>, ServiceError> {
     let Some(cookie) = jar.private_with_key(key).get(SESSION_COOKIE) else {
         return Ok(None);
     };
@@ -159,7 +184,12 @@ async fn current_user(services: &Services, jar: &CookieJar, key: &CookieKey, bra
 }
 
 #[handler]
-async fn earnings(Path(brand): Path<String>, jar: &CookieJar, key: Data<&PortalKey>, services: Data<&Services>) -> Response {
+async fn earnings(
+    Path(brand): Path<String>,
+    jar: &CookieJar,
+    key: Data<&PortalKey>,
+    services: Data<&Services>,
+) -> Response {
     let user = match current_user(&services, jar, &key.0.0, &brand).await {
         Ok(Some(u)) => u,
         Ok(None) => return redirect(&format!("{}/login", base(&brand))),
@@ -185,7 +215,15 @@ async fn earnings(Path(brand): Path<String>, jar: &CookieJar, key: Data<&PortalK
 #[handler]
 async fn login_page(Path(brand): Path<String>, services: Data<&Services>) -> Response {
     match tenant_name(&services, &brand).await {
-        Ok(name) => render(&LoginPage { tenant_name: &name, base: base(&brand), email: "", error: None }, StatusCode::OK),
+        Ok(name) => render(
+            &LoginPage {
+                tenant_name: &name,
+                base: base(&brand),
+                email: "",
+                error: None,
+            },
+            StatusCode::OK,
+        ),
         Err(e) => failure(e),
     }
 }
@@ -210,13 +248,21 @@ async fn login(
         Ok(n) => n,
         Err(e) => return failure(e),
     };
-    match services.portal_login(&brand, &form.email, &form.password).await {
+    match services
+        .portal_login(&brand, &form.email, &form.password)
+        .await
+    {
         Ok(user) => {
             set_session(jar, &key.0.0, &brand, &user);
             redirect(&base(&brand))
         }
         Err(ServiceError::Unauthorized(msg)) => render(
-            &LoginPage { tenant_name: &name, base: base(&brand), email: &form.email, error: Some(msg) },
+            &LoginPage {
+                tenant_name: &name,
+                base: base(&brand),
+                email: &form.email,
+                error: Some(msg),
+            },
             StatusCode::UNAUTHORIZED,
         ),
         Err(e) => failure(e),
@@ -230,15 +276,29 @@ async fn logout(Path(brand): Path<String>, jar: &CookieJar) -> Response {
 }
 
 #[handler]
-async fn invite_page(Path((brand, token)): Path<(String, String)>, services: Data<&Services>) -> Response {
+async fn invite_page(
+    Path((brand, token)): Path<(String, String)>,
+    services: Data<&Services>,
+) -> Response {
     let name = match tenant_name(&services, &brand).await {
         Ok(n) => n,
         Err(e) => return failure(e),
     };
     match services.invite_valid(&brand, &token).await {
         Ok(valid) => render(
-            &InvitePage { tenant_name: &name, base: base(&brand), token: &token, valid, min_len: MIN_PASSWORD_LEN, error: None },
-            if valid { StatusCode::OK } else { StatusCode::NOT_FOUND },
+            &InvitePage {
+                tenant_name: &name,
+                base: base(&brand),
+                token: &token,
+                valid,
+                min_len: MIN_PASSWORD_LEN,
+                error: None,
+            },
+            if valid {
+                StatusCode::OK
+            } else {
+                StatusCode::NOT_FOUND
+            },
         ),
         Err(e) => failure(e),
     }
@@ -277,13 +337,20 @@ async fn invite(
             status,
         )
     };
-    match services.accept_invite(&brand, &token, &form.password, &form.confirm).await {
+    match services
+        .accept_invite(&brand, &token, &form.password, &form.confirm)
+        .await
+    {
         Ok(user) => {
             set_session(jar, &key.0.0, &brand, &user);
             redirect(&base(&brand))
         }
         Err(ServiceError::Invalid(fields)) => {
-            let msg = fields.iter().map(|f| format!("{} {}", f.field, f.message)).collect::<Vec<_>>().join("; ");
+            let msg = fields
+                .iter()
+                .map(|f| format!("{} {}", f.field, f.message))
+                .collect::<Vec<_>>()
+                .join("; ");
             page(true, msg, StatusCode::UNPROCESSABLE_ENTITY)
         }
         Err(ServiceError::Unauthorized(msg)) => page(false, msg, StatusCode::NOT_FOUND),

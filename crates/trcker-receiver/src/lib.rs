@@ -9,10 +9,10 @@ use poem::http::{HeaderMap, Method, StatusCode, header};
 use poem::web::{Data, Path};
 use poem::{Body, EndpointExt, IntoEndpoint, Request, Response, Route, get, handler};
 use serde_json::json;
+use trcker_services::ServiceError;
 use trcker_services::Services;
 use trcker_services::clicks::{ClickOutcome, ClickRequest};
 use trcker_services::postbacks::{IntakeError, IntakeOutcome, PostbackRequest};
-use trcker_services::ServiceError;
 
 /// Largest postback body we read.
 pub const MAX_POSTBACK_BODY: usize = 64 * 1024;
@@ -21,7 +21,10 @@ pub const MAX_POSTBACK_BODY: usize = 64 * 1024;
 pub fn routes(services: Services) -> impl IntoEndpoint {
     Route::new()
         .at("/api/r/:brand/:offer", get(click))
-        .at("/api/postback/:brand/:offer", get(postback_named).post(postback_named))
+        .at(
+            "/api/postback/:brand/:offer",
+            get(postback_named).post(postback_named),
+        )
         .at("/postback", get(postback_short).post(postback_short))
         .data(services)
 }
@@ -46,7 +49,12 @@ fn plain(status: StatusCode, text: &str) -> Response {
 }
 
 /// An RFC 9457 problem document.
-fn problem(status: StatusCode, code: &str, detail: &str, errors: Option<serde_json::Value>) -> Response {
+fn problem(
+    status: StatusCode,
+    code: &str,
+    detail: &str,
+    errors: Option<serde_json::Value>,
+) -> Response {
     let mut body = json!({
         "type": format!("urn:trcker:problem:{code}"),
         "title": status.canonical_reason().unwrap_or("Error"),
@@ -65,29 +73,44 @@ fn problem(status: StatusCode, code: &str, detail: &str, errors: Option<serde_js
 }
 
 #[handler]
-async fn click(req: &Request, Path((brand, offer)): Path<(String, String)>, services: Data<&Services>) -> Response {
+async fn click(
+    req: &Request,
+    Path((brand, offer)): Path<(String, String)>,
+    services: Data<&Services>,
+) -> Response {
     let q = query_pairs(req);
     let get = |name: &str| q.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let click = ClickRequest {
         brand,
         offer,
         partner: get("via"),
-        subs: [get("sub1"), get("sub2"), get("sub3"), get("sub4"), get("sub5")],
+        subs: [
+            get("sub1"),
+            get("sub2"),
+            get("sub3"),
+            get("sub4"),
+            get("sub5"),
+        ],
         ip: remote_ip(req),
         user_agent: header_str(req.headers(), header::USER_AGENT),
         referrer: header_str(req.headers(), header::REFERER),
     };
     match services.click(click).await {
-        Ok(ClickOutcome::Redirect { location, .. }) | Ok(ClickOutcome::Fallback { location }) => Response::builder()
-            .status(StatusCode::FOUND)
-            .header(header::LOCATION, location)
-            .header(header::CACHE_CONTROL, "no-store")
-            .finish(),
+        Ok(ClickOutcome::Redirect { location, .. }) | Ok(ClickOutcome::Fallback { location }) => {
+            Response::builder()
+                .status(StatusCode::FOUND)
+                .header(header::LOCATION, location)
+                .header(header::CACHE_CONTROL, "no-store")
+                .finish()
+        }
         Err(ServiceError::NotFound(what)) => plain(
             StatusCode::NOT_FOUND,
             &format!("This tracking link is not valid: unknown {what}.\n"),
         ),
-        Err(ServiceError::Unavailable) => plain(StatusCode::SERVICE_UNAVAILABLE, "Temporarily unavailable, please try again.\n"),
+        Err(ServiceError::Unavailable) => plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Temporarily unavailable, please try again.\n",
+        ),
         Err(e) => {
             tracing::error!(error = %e, "click failed");
             plain(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong.\n")
@@ -96,7 +119,10 @@ async fn click(req: &Request, Path((brand, offer)): Path<(String, String)>, serv
 }
 
 fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 fn remote_ip(req: &Request) -> Option<String> {
@@ -121,7 +147,12 @@ async fn postback_short(req: &Request, body: Body, services: Data<&Services>) ->
     postback(req, None, body, &services).await
 }
 
-async fn postback(req: &Request, named: Option<(String, String)>, body: Body, services: &Services) -> Response {
+async fn postback(
+    req: &Request,
+    named: Option<(String, String)>,
+    body: Body,
+    services: &Services,
+) -> Response {
     let mut pairs = query_pairs(req);
     if req.method() == Method::POST {
         match body_pairs(req, body).await {
@@ -129,9 +160,17 @@ async fn postback(req: &Request, named: Option<(String, String)>, body: Body, se
             Err(resp) => return resp,
         }
     }
-    let header_secret = header_str(req.headers(), header::HeaderName::from_static("x-postback-secret"));
-    let param_secret = pairs.iter().find(|(k, _)| k == "secret").map(|(_, v)| v.clone());
-    let (brand, offer) = named.map(|(b, o)| (Some(b), Some(o))).unwrap_or((None, None));
+    let header_secret = header_str(
+        req.headers(),
+        header::HeaderName::from_static("x-postback-secret"),
+    );
+    let param_secret = pairs
+        .iter()
+        .find(|(k, _)| k == "secret")
+        .map(|(_, v)| v.clone());
+    let (brand, offer) = named
+        .map(|(b, o)| (Some(b), Some(o)))
+        .unwrap_or((None, None));
     let request = PostbackRequest {
         brand,
         offer,
@@ -141,20 +180,33 @@ async fn postback(req: &Request, named: Option<(String, String)>, body: Body, se
         method: req.method().to_string(),
     };
     match services.intake_postback(request).await {
-        Ok(IntakeOutcome::Accepted { postback_id }) => json_response(json!({"status": "accepted", "postback_id": postback_id})),
-        Ok(IntakeOutcome::Duplicate { postback_id, conversion_id }) => json_response(json!({
+        Ok(IntakeOutcome::Accepted { postback_id }) => {
+            json_response(json!({"status": "accepted", "postback_id": postback_id}))
+        }
+        Ok(IntakeOutcome::Duplicate {
+            postback_id,
+            conversion_id,
+        }) => json_response(json!({
             "status": "duplicate",
             "postback_id": postback_id,
             "conversion_id": conversion_id,
             "detail": "a postback with this txn_id and status was accepted already; it counts once",
         })),
-        Err(IntakeError::Unauthorized(why)) => problem(StatusCode::UNAUTHORIZED, "invalid-secret", why, None),
-        Err(IntakeError::NotFound(what)) => {
-            problem(StatusCode::NOT_FOUND, "unknown-offer", &format!("unknown {what} in the postback URL"), None)
+        Err(IntakeError::Unauthorized(why)) => {
+            problem(StatusCode::UNAUTHORIZED, "invalid-secret", why, None)
         }
+        Err(IntakeError::NotFound(what)) => problem(
+            StatusCode::NOT_FOUND,
+            "unknown-offer",
+            &format!("unknown {what} in the postback URL"),
+            None,
+        ),
         Err(IntakeError::Invalid(fields)) => {
             let names: Vec<&str> = fields.iter().map(|f| f.field.as_str()).collect();
-            let errors = fields.iter().map(|f| json!({"field": f.field, "message": f.message})).collect::<Vec<_>>();
+            let errors = fields
+                .iter()
+                .map(|f| json!({"field": f.field, "message": f.message}))
+                .collect::<Vec<_>>();
             problem(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid-parameters",
@@ -169,12 +221,18 @@ async fn postback(req: &Request, named: Option<(String, String)>, body: Body, se
                 "the postback was not stored; please retry",
                 None,
             );
-            resp.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
             resp
         }
         Err(IntakeError::Internal(e)) => {
             tracing::error!(error = %e, "postback intake failed");
-            problem(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the postback was not stored; please retry", None)
+            problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the postback was not stored; please retry",
+                None,
+            )
         }
     }
 }
@@ -208,10 +266,20 @@ async fn body_pairs(req: &Request, body: Body) -> Result<Vec<(String, String)>, 
     let content_type = req.content_type().unwrap_or("").to_ascii_lowercase();
     if content_type.starts_with("application/json") {
         let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
-            problem(StatusCode::BAD_REQUEST, "invalid-body", &format!("the JSON body is not valid JSON: {e}"), None)
+            problem(
+                StatusCode::BAD_REQUEST,
+                "invalid-body",
+                &format!("the JSON body is not valid JSON: {e}"),
+                None,
+            )
         })?;
         let serde_json::Value::Object(map) = value else {
-            return Err(problem(StatusCode::BAD_REQUEST, "invalid-body", "the JSON body must be an object", None));
+            return Err(problem(
+                StatusCode::BAD_REQUEST,
+                "invalid-body",
+                "the JSON body must be an object",
+                None,
+            ));
         };
         let mut pairs = Vec::with_capacity(map.len());
         for (k, v) in map {
@@ -225,7 +293,9 @@ async fn body_pairs(req: &Request, body: Body) -> Result<Vec<(String, String)>, 
                         StatusCode::UNPROCESSABLE_ENTITY,
                         "invalid-parameters",
                         &format!("invalid postback parameters: {k}"),
-                        Some(json!([{"field": k, "message": "must be a string, number or boolean"}])),
+                        Some(
+                            json!([{"field": k, "message": "must be a string, number or boolean"}]),
+                        ),
                     ));
                 }
             };

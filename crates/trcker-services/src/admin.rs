@@ -49,7 +49,11 @@ impl Check {
     }
 
     fn done(self) -> ServiceResult<()> {
-        if self.0.is_empty() { Ok(()) } else { Err(ServiceError::Invalid(self.0)) }
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ServiceError::Invalid(self.0))
+        }
     }
 }
 
@@ -149,21 +153,36 @@ pub struct Page<T> {
 }
 
 impl Services {
-    pub async fn create_tenant(&self, caller: &Caller, input: NewTenant) -> ServiceResult<CreatedTenant> {
+    pub async fn create_tenant(
+        &self,
+        caller: &Caller,
+        input: NewTenant,
+    ) -> ServiceResult<CreatedTenant> {
         if !matches!(caller, Caller::Operator) {
-            return Err(ServiceError::Forbidden("only the operator token can create tenants".into()));
+            return Err(ServiceError::Forbidden(
+                "only the operator token can create tenants".into(),
+            ));
         }
         let mut c = Check::default();
         let name = c.name("name", &input.name);
         let slug = c.slug("slug", &input.slug);
         c.done()?;
         let t = now();
-        let tenant = tenant::Model { id: IdKind::Tenant.generate(), name, slug, status: "active".into(), created_at: t };
+        let tenant = tenant::Model {
+            id: IdKind::Tenant.generate(),
+            name,
+            slug,
+            status: "active".into(),
+            created_at: t,
+        };
         let key = new_api_key();
         let txn = self.store.write_txn().await?;
         if let Err(e) = insert(&txn, tenant.clone()).await {
             return Err(if is_unique_violation(&e) {
-                ServiceError::Conflict(format!("a tenant with slug '{}' exists already", tenant.slug))
+                ServiceError::Conflict(format!(
+                    "a tenant with slug '{}' exists already",
+                    tenant.slug
+                ))
             } else {
                 e.into()
             });
@@ -180,18 +199,36 @@ impl Services {
             last_used_at: None,
         };
         insert(&txn, key_model).await?;
-        audit(&txn, &tenant.id, caller, "tenant.create", "tenant", &tenant.id).await?;
+        audit(
+            &txn,
+            &tenant.id,
+            caller,
+            "tenant.create",
+            "tenant",
+            &tenant.id,
+        )
+        .await?;
         txn.commit().await?;
-        Ok(CreatedTenant { tenant, api_key: key })
+        Ok(CreatedTenant {
+            tenant,
+            api_key: key,
+        })
     }
 
-    pub async fn create_program(&self, caller: &Caller, input: NewProgram) -> ServiceResult<ProgramView> {
+    pub async fn create_program(
+        &self,
+        caller: &Caller,
+        input: NewProgram,
+    ) -> ServiceResult<ProgramView> {
         let tenant = caller.tenant_admin()?;
         let mut c = Check::default();
         let name = c.name("name", &input.name);
         let slug = c.slug("slug", &input.slug);
         let destination_url = c.url("destination_url", &input.destination_url);
-        let fallback_url = input.fallback_url.as_deref().map(|u| c.url("fallback_url", u));
+        let fallback_url = input
+            .fallback_url
+            .as_deref()
+            .map(|u| c.url("fallback_url", u));
         let currency = match input.currency.as_deref() {
             None => Currency::USD,
             Some(s) => Currency::parse(s).unwrap_or_else(|e| {
@@ -199,7 +236,11 @@ impl Services {
                 Currency::USD
             }),
         };
-        let rule = match CommissionRule::parse(&input.commission_type, &input.commission_value, currency) {
+        let rule = match CommissionRule::parse(
+            &input.commission_type,
+            &input.commission_value,
+            currency,
+        ) {
             Ok(r) => Some(r),
             Err(e) => {
                 c.err("commission", e.to_string());
@@ -217,17 +258,23 @@ impl Services {
         let click_param = input.click_param.unwrap_or_else(|| "click_id".into());
         if click_param.is_empty()
             || click_param.len() > 32
-            || !click_param.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            || !click_param
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
         {
             c.err("click_param", "must be 1 to 32 letters, digits, '_' or '-'");
         }
-        let default_revenue = input.default_revenue.as_deref().and_then(|v| match Money::parse(v, currency) {
-            Ok(m) => Some(m.minor),
-            Err(e) => {
-                c.err("default_revenue", e.to_string());
-                None
-            }
-        });
+        let default_revenue =
+            input
+                .default_revenue
+                .as_deref()
+                .and_then(|v| match Money::parse(v, currency) {
+                    Ok(m) => Some(m.minor),
+                    Err(e) => {
+                        c.err("default_revenue", e.to_string());
+                        None
+                    }
+                });
         c.done()?;
         let rule = rule.ok_or_else(|| ServiceError::Internal("commission rule".into()))?;
         let t = now();
@@ -262,15 +309,29 @@ impl Services {
         let txn = self.store.write_txn().await?;
         if let Err(e) = insert(&txn, program.clone()).await {
             return Err(if is_unique_violation(&e) {
-                ServiceError::Conflict(format!("a program with slug '{}' exists already", program.slug))
+                ServiceError::Conflict(format!(
+                    "a program with slug '{}' exists already",
+                    program.slug
+                ))
             } else {
                 e.into()
             });
         }
         insert(&txn, plan).await?;
-        audit(&txn, tenant.as_str(), caller, "program.create", "program", &program.id).await?;
+        audit(
+            &txn,
+            tenant.as_str(),
+            caller,
+            "program.create",
+            "program",
+            &program.id,
+        )
+        .await?;
         txn.commit().await?;
-        Ok(ProgramView { program, commission: Some(rule) })
+        Ok(ProgramView {
+            program,
+            commission: Some(rule),
+        })
     }
 
     pub async fn get_program(&self, caller: &Caller, id: &str) -> ServiceResult<ProgramView> {
@@ -280,7 +341,10 @@ impl Services {
             .await?
             .ok_or(ServiceError::NotFound("program"))?;
         let commission = self.default_rule(tenant, &program).await?;
-        Ok(ProgramView { program, commission })
+        Ok(ProgramView {
+            program,
+            commission,
+        })
     }
 
     pub async fn list_programs(&self, caller: &Caller) -> ServiceResult<Vec<ProgramView>> {
@@ -293,12 +357,19 @@ impl Services {
         let mut out = Vec::with_capacity(programs.len());
         for program in programs {
             let commission = self.default_rule(tenant, &program).await?;
-            out.push(ProgramView { program, commission });
+            out.push(ProgramView {
+                program,
+                commission,
+            });
         }
         Ok(out)
     }
 
-    async fn default_rule(&self, tenant: &TenantId, program: &program::Model) -> ServiceResult<Option<CommissionRule>> {
+    async fn default_rule(
+        &self,
+        tenant: &TenantId,
+        program: &program::Model,
+    ) -> ServiceResult<Option<CommissionRule>> {
         let plan = scoped::<commission_plan::Entity>(tenant)
             .filter(commission_plan::Column::ProgramId.eq(&program.id))
             .filter(commission_plan::Column::AffiliateId.is_null())
@@ -309,19 +380,28 @@ impl Services {
         Ok(plan.and_then(|p| crate::pipeline::commission::rule_of(&p).ok()))
     }
 
-    pub async fn create_affiliate(&self, caller: &Caller, input: NewAffiliate) -> ServiceResult<CreatedAffiliate> {
+    pub async fn create_affiliate(
+        &self,
+        caller: &Caller,
+        input: NewAffiliate,
+    ) -> ServiceResult<CreatedAffiliate> {
         let tenant = caller.tenant_admin()?;
         let mut c = Check::default();
         let name = c.name("name", &input.name);
         let email = input.email.trim().to_ascii_lowercase();
         let valid_email = email.len() <= 254
-            && email.split_once('@').is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.starts_with('.'))
+            && email
+                .split_once('@')
+                .is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.starts_with('.'))
             && !email.chars().any(char::is_whitespace);
         if !valid_email {
             c.err("email", "must be an email address such as jane@example.com");
         }
         let slug = c.slug("slug", &input.slug);
-        let postback_url = input.postback_url.filter(|u| !u.trim().is_empty()).map(|u| c.url("postback_url", u.trim()));
+        let postback_url = input
+            .postback_url
+            .filter(|u| !u.trim().is_empty())
+            .map(|u| c.url("postback_url", u.trim()));
         c.done()?;
         let t = now();
         let invite = random_alnum(32);
@@ -361,14 +441,34 @@ impl Services {
             )
             .await?;
         }
-        audit(&txn, tenant.as_str(), caller, "affiliate.create", "affiliate", &affiliate.id).await?;
+        audit(
+            &txn,
+            tenant.as_str(),
+            caller,
+            "affiliate.create",
+            "affiliate",
+            &affiliate.id,
+        )
+        .await?;
         txn.commit().await?;
         let tenant_slug = self.tenant_slug(tenant).await?;
-        let invite_url = format!("{}/portal/{}/invite/{}", self.public_base(), tenant_slug, invite);
-        Ok(CreatedAffiliate { affiliate, invite_url })
+        let invite_url = format!(
+            "{}/portal/{}/invite/{}",
+            self.public_base(),
+            tenant_slug,
+            invite
+        );
+        Ok(CreatedAffiliate {
+            affiliate,
+            invite_url,
+        })
     }
 
-    pub async fn get_affiliate(&self, caller: &Caller, id: &str) -> ServiceResult<affiliate::Model> {
+    pub async fn get_affiliate(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> ServiceResult<affiliate::Model> {
         scoped_by_id::<affiliate::Entity>(caller.tenant()?, id)
             .one(&self.store.conn)
             .await?
@@ -391,11 +491,17 @@ impl Services {
             .slug)
     }
 
-    pub async fn create_integration(&self, caller: &Caller, input: NewIntegration) -> ServiceResult<CreatedIntegration> {
+    pub async fn create_integration(
+        &self,
+        caller: &Caller,
+        input: NewIntegration,
+    ) -> ServiceResult<CreatedIntegration> {
         let tenant = caller.tenant_admin()?;
         let mut c = Check::default();
         let name = c.name("name", &input.name);
-        let program = scoped_by_id::<program::Entity>(tenant, &input.program_id).one(&self.store.conn).await?;
+        let program = scoped_by_id::<program::Entity>(tenant, &input.program_id)
+            .one(&self.store.conn)
+            .await?;
         if program.is_none() {
             c.err("program_id", "no program with this id");
         }
@@ -416,21 +522,47 @@ impl Services {
         };
         let txn = self.store.write_txn().await?;
         insert(&txn, integration.clone()).await?;
-        audit(&txn, tenant.as_str(), caller, "integration.create", "integration", &integration.id).await?;
+        audit(
+            &txn,
+            tenant.as_str(),
+            caller,
+            "integration.create",
+            "integration",
+            &integration.id,
+        )
+        .await?;
         txn.commit().await?;
         let tenant_slug = self.tenant_slug(tenant).await?;
-        let postback_url = format!("{}/api/postback/{}/{}?secret={}", self.public_base(), tenant_slug, program.slug, secret);
-        Ok(CreatedIntegration { integration, secret, postback_url })
+        let postback_url = format!(
+            "{}/api/postback/{}/{}?secret={}",
+            self.public_base(),
+            tenant_slug,
+            program.slug,
+            secret
+        );
+        Ok(CreatedIntegration {
+            integration,
+            secret,
+            postback_url,
+        })
     }
 
-    pub async fn get_integration(&self, caller: &Caller, id: &str) -> ServiceResult<integration::Model> {
+    pub async fn get_integration(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> ServiceResult<integration::Model> {
         scoped_by_id::<integration::Entity>(caller.tenant()?, id)
             .one(&self.store.conn)
             .await?
             .ok_or(ServiceError::NotFound("integration"))
     }
 
-    pub async fn get_conversion(&self, caller: &Caller, id: &str) -> ServiceResult<conversion::Model> {
+    pub async fn get_conversion(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> ServiceResult<conversion::Model> {
         scoped_by_id::<conversion::Entity>(caller.tenant()?, id)
             .one(&self.store.conn)
             .await?
@@ -438,7 +570,11 @@ impl Services {
     }
 
     /// Conversions, newest first, by cursor (the last id of the previous page).
-    pub async fn list_conversions(&self, caller: &Caller, f: ConversionFilter) -> ServiceResult<Page<conversion::Model>> {
+    pub async fn list_conversions(
+        &self,
+        caller: &Caller,
+        f: ConversionFilter,
+    ) -> ServiceResult<Page<conversion::Model>> {
         let tenant = caller.tenant()?;
         let limit = f.limit.unwrap_or(50);
         if !(1..=200).contains(&limit) {
@@ -447,12 +583,18 @@ impl Services {
         if let Some(s) = &f.status
             && trcker_domain::ConversionStatus::parse(s).is_err()
         {
-            return Err(ServiceError::field("status", "must be one of approved, pending, rejected, refunded, chargeback"));
+            return Err(ServiceError::field(
+                "status",
+                "must be one of approved, pending, rejected, refunded, chargeback",
+            ));
         }
         if let Some(cur) = &f.cursor
             && !IdKind::Conversion.matches(cur)
         {
-            return Err(ServiceError::field("cursor", "is not a cursor this API returned"));
+            return Err(ServiceError::field(
+                "cursor",
+                "is not a cursor this API returned",
+            ));
         }
         let mut q = scoped::<conversion::Entity>(tenant);
         if let Some(v) = f.txn_id {
@@ -470,7 +612,11 @@ impl Services {
         if let Some(v) = f.cursor {
             q = q.filter(conversion::Column::Id.lt(v));
         }
-        let mut items = q.order_by_desc(conversion::Column::Id).limit(limit + 1).all(&self.store.conn).await?;
+        let mut items = q
+            .order_by_desc(conversion::Column::Id)
+            .limit(limit + 1)
+            .all(&self.store.conn)
+            .await?;
         let next_cursor = if items.len() as u64 > limit {
             items.truncate(limit as usize);
             items.last().map(|c| c.id.clone())

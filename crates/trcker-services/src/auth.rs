@@ -34,7 +34,11 @@ impl Scope {
 #[derive(Debug, Clone)]
 pub enum Caller {
     Operator,
-    Tenant { tenant: TenantId, key_id: String, scope: Scope },
+    Tenant {
+        tenant: TenantId,
+        key_id: String,
+        scope: Scope,
+    },
 }
 
 impl Caller {
@@ -43,7 +47,8 @@ impl Caller {
         match self {
             Caller::Tenant { tenant, .. } => Ok(tenant),
             Caller::Operator => Err(ServiceError::Forbidden(
-                "the operator token manages tenants; use a tenant API key for tenant resources".into(),
+                "the operator token manages tenants; use a tenant API key for tenant resources"
+                    .into(),
             )),
         }
     }
@@ -51,9 +56,10 @@ impl Caller {
     /// The tenant, for a call that changes something.
     pub fn tenant_admin(&self) -> ServiceResult<&TenantId> {
         match self {
-            Caller::Tenant { scope: Scope::ReadOnly, .. } => {
-                Err(ServiceError::Forbidden("this API key is read-only".into()))
-            }
+            Caller::Tenant {
+                scope: Scope::ReadOnly,
+                ..
+            } => Err(ServiceError::Forbidden("this API key is read-only".into())),
             other => other.tenant(),
         }
     }
@@ -74,7 +80,9 @@ impl Services {
             return Ok(Caller::Operator);
         }
         if !token.starts_with("trk_") {
-            return Err(ServiceError::Unauthorized("unknown or revoked token".into()));
+            return Err(ServiceError::Unauthorized(
+                "unknown or revoked token".into(),
+            ));
         }
         let key = api_key::Entity::find()
             .filter(api_key::Column::KeyHash.eq(hash))
@@ -83,6 +91,10 @@ impl Services {
             .await?
             .ok_or_else(|| ServiceError::Unauthorized("unknown or revoked token".into()))?;
         let scope = Scope::parse(&key.scope).unwrap_or(Scope::ReadOnly);
-        Ok(Caller::Tenant { tenant: TenantId::from_trusted(key.tenant_id), key_id: key.id, scope })
+        Ok(Caller::Tenant {
+            tenant: TenantId::from_trusted(key.tenant_id),
+            key_id: key.id,
+            scope,
+        })
     }
 }

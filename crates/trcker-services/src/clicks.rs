@@ -24,40 +24,70 @@ pub struct ClickRequest {
 /// Where the customer goes.
 #[derive(Debug)]
 pub enum ClickOutcome {
-    Redirect { location: String, click_id: String },
+    Redirect {
+        location: String,
+        click_id: String,
+    },
     /// Paused link, program or affiliate: the program's fallback URL, no click id.
-    Fallback { location: String },
+    Fallback {
+        location: String,
+    },
 }
 
 fn clamp(s: Option<String>, max: usize) -> Option<String> {
-    s.map(|v| v.chars().take(max).collect::<String>()).filter(|v| !v.is_empty())
+    s.map(|v| v.chars().take(max).collect::<String>())
+        .filter(|v| !v.is_empty())
 }
 
 impl Services {
     pub(crate) async fn tenant_by_slug(&self, slug: &str) -> ServiceResult<Option<tenant::Model>> {
-        Ok(tenant::Entity::find().filter(tenant::Column::Slug.eq(slug)).one(&self.store.conn).await?)
+        Ok(tenant::Entity::find()
+            .filter(tenant::Column::Slug.eq(slug))
+            .one(&self.store.conn)
+            .await?)
     }
 
-    pub(crate) async fn program_by_slug(&self, tenant: &TenantId, slug: &str) -> ServiceResult<Option<program::Model>> {
-        Ok(scoped::<program::Entity>(tenant).filter(program::Column::Slug.eq(slug)).one(&self.store.conn).await?)
+    pub(crate) async fn program_by_slug(
+        &self,
+        tenant: &TenantId,
+        slug: &str,
+    ) -> ServiceResult<Option<program::Model>> {
+        Ok(scoped::<program::Entity>(tenant)
+            .filter(program::Column::Slug.eq(slug))
+            .one(&self.store.conn)
+            .await?)
     }
 
     /// `GET /api/r/{brand}/{offer}?via={partner}`: records the click and answers
     /// where to send the customer.
     pub async fn click(&self, req: ClickRequest) -> ServiceResult<ClickOutcome> {
-        let tenant = self.tenant_by_slug(&req.brand).await?.ok_or(ServiceError::NotFound("brand"))?;
+        let tenant = self
+            .tenant_by_slug(&req.brand)
+            .await?
+            .ok_or(ServiceError::NotFound("brand"))?;
         let tenant_id = TenantId::from_trusted(tenant.id.clone());
-        let program = self.program_by_slug(&tenant_id, &req.offer).await?.ok_or(ServiceError::NotFound("offer"))?;
-        let partner = req.partner.as_deref().filter(|p| !p.is_empty()).ok_or(ServiceError::NotFound("partner"))?;
+        let program = self
+            .program_by_slug(&tenant_id, &req.offer)
+            .await?
+            .ok_or(ServiceError::NotFound("offer"))?;
+        let partner = req
+            .partner
+            .as_deref()
+            .filter(|p| !p.is_empty())
+            .ok_or(ServiceError::NotFound("partner"))?;
         let affiliate = scoped::<affiliate::Entity>(&tenant_id)
             .filter(affiliate::Column::Slug.eq(partner))
             .one(&self.store.conn)
             .await?
             .ok_or(ServiceError::NotFound("partner"))?;
 
-        let paused = tenant.status != "active" || program.status != "active" || affiliate.status != "active";
+        let paused =
+            tenant.status != "active" || program.status != "active" || affiliate.status != "active";
         if paused {
-            let location = program.fallback_url.clone().ok_or(ServiceError::NotFound("offer"))?;
+            let location = program
+                .fallback_url
+                .clone()
+                .ok_or(ServiceError::NotFound("offer"))?;
             return Ok(ClickOutcome::Fallback { location });
         }
 
@@ -100,6 +130,9 @@ impl Services {
             },
         );
         insert(&self.store.conn, click).await?;
-        Ok(ClickOutcome::Redirect { location, click_id: click_id.into_string() })
+        Ok(ClickOutcome::Redirect {
+            location,
+            click_id: click_id.into_string(),
+        })
     }
 }

@@ -46,7 +46,12 @@ impl Services {
     pub fn new(store: Store, settings: Settings) -> Result<Self, ServiceError> {
         let queue = JobQueue::new(store.pool.clone());
         let http = pipeline::notify::http_client(settings.allow_private_targets)?;
-        Ok(Services { store, queue, settings: Arc::new(settings), http })
+        Ok(Services {
+            store,
+            queue,
+            settings: Arc::new(settings),
+            http,
+        })
     }
 
     /// `public_url` without a trailing slash.

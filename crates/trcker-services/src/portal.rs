@@ -7,8 +7,8 @@
 //! reversal nets a refunded one to zero), and paid once it is part of a payout.
 //! Test conversions never count.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use chrono::Duration;
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
@@ -61,7 +61,7 @@ pub struct Earnings {
 }
 
 fn hash_password(password: &str) -> ServiceResult<String> {
-    let salt = SaltString::from_b64(&trcker_domain::secret::random_alnum(22))
+    let salt = SaltString::encode_b64(trcker_domain::secret::random_alnum(16).as_bytes())
         .map_err(|e| ServiceError::Internal(format!("password salt: {e}")))?;
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
@@ -70,12 +70,18 @@ fn hash_password(password: &str) -> ServiceResult<String> {
 }
 
 fn verify_password(password: &str, stored: &str) -> bool {
-    PasswordHash::new(stored).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+    PasswordHash::new(stored).is_ok_and(|h| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok()
+    })
 }
 
 impl Services {
     async fn portal_tenant(&self, brand: &str) -> ServiceResult<tenant::Model> {
-        self.tenant_by_slug(brand).await?.ok_or(ServiceError::NotFound("portal"))
+        self.tenant_by_slug(brand)
+            .await?
+            .ok_or(ServiceError::NotFound("portal"))
     }
 
     /// The display name of the tenant whose portal `brand` is.
@@ -99,25 +105,44 @@ impl Services {
     }
 
     /// Accepts an invitation: sets the password, consumes the link, signs in.
-    pub async fn accept_invite(&self, brand: &str, token: &str, password: &str, confirm: &str) -> ServiceResult<PortalUser> {
+    pub async fn accept_invite(
+        &self,
+        brand: &str,
+        token: &str,
+        password: &str,
+        confirm: &str,
+    ) -> ServiceResult<PortalUser> {
         let tenant = self.portal_tenant(brand).await?;
         let tenant_id = TenantId::from_trusted(tenant.id.clone());
         if password.chars().count() < MIN_PASSWORD_LEN {
-            return Err(ServiceError::field("password", format!("must be at least {MIN_PASSWORD_LEN} characters")));
+            return Err(ServiceError::field(
+                "password",
+                format!("must be at least {MIN_PASSWORD_LEN} characters"),
+            ));
         }
         if password != confirm {
-            return Err(ServiceError::field("confirm", "does not match the password"));
+            return Err(ServiceError::field(
+                "confirm",
+                "does not match the password",
+            ));
         }
         let token_hash = hash_secret(token);
         let affiliate = scoped::<affiliate::Entity>(&tenant_id)
             .filter(affiliate::Column::InviteTokenHash.eq(&token_hash))
             .one(&self.store.conn)
             .await?
-            .ok_or_else(|| ServiceError::Unauthorized("this invitation link is not valid or was used already".into()))?;
+            .ok_or_else(|| {
+                ServiceError::Unauthorized(
+                    "this invitation link is not valid or was used already".into(),
+                )
+            })?;
         let hash = hash_password(password)?;
         let updated = affiliate::Entity::update_many()
             .col_expr(affiliate::Column::PasswordHash, Expr::value(hash))
-            .col_expr(affiliate::Column::InviteTokenHash, Expr::value(Option::<String>::None))
+            .col_expr(
+                affiliate::Column::InviteTokenHash,
+                Expr::value(Option::<String>::None),
+            )
             .col_expr(affiliate::Column::UpdatedAt, Expr::value(now()))
             .filter(affiliate::Column::TenantId.eq(tenant_id.as_str()))
             .filter(affiliate::Column::Id.eq(&affiliate.id))
@@ -125,13 +150,20 @@ impl Services {
             .exec(&self.store.conn)
             .await?;
         if updated.rows_affected != 1 {
-            return Err(ServiceError::Unauthorized("this invitation link is not valid or was used already".into()));
+            return Err(ServiceError::Unauthorized(
+                "this invitation link is not valid or was used already".into(),
+            ));
         }
         self.portal_user(&tenant_id, &affiliate.id).await
     }
 
     /// Signs an affiliate in by email and password.
-    pub async fn portal_login(&self, brand: &str, email: &str, password: &str) -> ServiceResult<PortalUser> {
+    pub async fn portal_login(
+        &self,
+        brand: &str,
+        email: &str,
+        password: &str,
+    ) -> ServiceResult<PortalUser> {
         let tenant = self.portal_tenant(brand).await?;
         let tenant_id = TenantId::from_trusted(tenant.id.clone());
         let affiliate = scoped::<affiliate::Entity>(&tenant_id)
@@ -149,7 +181,11 @@ impl Services {
     }
 
     /// The affiliate behind a session, if it still exists and is active.
-    pub async fn portal_user(&self, tenant: &TenantId, affiliate_id: &str) -> ServiceResult<PortalUser> {
+    pub async fn portal_user(
+        &self,
+        tenant: &TenantId,
+        affiliate_id: &str,
+    ) -> ServiceResult<PortalUser> {
         let tenant_row = tenant::Entity::find_by_id(tenant.as_str())
             .one(&self.store.conn)
             .await?
@@ -159,7 +195,11 @@ impl Services {
             .await?
             .filter(|a| a.status == "active")
             .ok_or_else(|| ServiceError::Unauthorized("please sign in again".into()))?;
-        Ok(PortalUser { tenant_id: tenant.clone(), tenant_name: tenant_row.name, affiliate })
+        Ok(PortalUser {
+            tenant_id: tenant.clone(),
+            tenant_name: tenant_row.name,
+            affiliate,
+        })
     }
 
     /// What the affiliate earned: balances per currency and recent conversions.
@@ -178,7 +218,13 @@ impl Services {
             .order_by_desc(conversion::Column::Id)
             .all(&self.store.conn)
             .await?;
-        let status_of = |id: &str| conversions.iter().find(|c| c.id == id).map(|c| c.status.as_str()).unwrap_or("pending");
+        let status_of = |id: &str| {
+            conversions
+                .iter()
+                .find(|c| c.id == id)
+                .map(|c| c.status.as_str())
+                .unwrap_or("pending")
+        };
 
         let mut currencies: Vec<String> = entries.iter().map(|e| e.currency.clone()).collect();
         currencies.sort();
@@ -216,8 +262,12 @@ impl Services {
             .filter(click::Column::IsTest.eq(false))
             .count(&self.store.conn)
             .await?;
-        let conversions_30_days = conversions.iter().filter(|c| c.created_at >= since).count() as u64;
-        let programs = scoped::<program::Entity>(tenant).limit(1000).all(&self.store.conn).await?;
+        let conversions_30_days =
+            conversions.iter().filter(|c| c.created_at >= since).count() as u64;
+        let programs = scoped::<program::Entity>(tenant)
+            .limit(1000)
+            .all(&self.store.conn)
+            .await?;
         let recent = conversions
             .iter()
             .take(50)
@@ -226,15 +276,27 @@ impl Services {
                 ConversionLine {
                     id: c.id.clone(),
                     created_at: c.created_at,
-                    program: programs.iter().find(|p| p.id == c.program_id).map(|p| p.name.clone()).unwrap_or_default(),
+                    program: programs
+                        .iter()
+                        .find(|p| p.id == c.program_id)
+                        .map(|p| p.name.clone())
+                        .unwrap_or_default(),
                     status: c.status.clone(),
                     amount: format_minor(c.amount_minor, cur),
-                    payout: c.payout_minor.map(|m| format_minor(m, cur)).unwrap_or_else(|| "…".into()),
+                    payout: c
+                        .payout_minor
+                        .map(|m| format_minor(m, cur))
+                        .unwrap_or_else(|| "…".into()),
                     currency: c.currency.clone(),
                     explanation: c.commission_explanation.clone().unwrap_or_default(),
                 }
             })
             .collect();
-        Ok(Earnings { balances, clicks_30_days, conversions_30_days, recent })
+        Ok(Earnings {
+            balances,
+            clicks_30_days,
+            conversions_30_days,
+            recent,
+        })
     }
 }

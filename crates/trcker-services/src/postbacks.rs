@@ -35,8 +35,13 @@ pub struct PostbackRequest {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IntakeOutcome {
-    Accepted { postback_id: String },
-    Duplicate { postback_id: String, conversion_id: Option<String> },
+    Accepted {
+        postback_id: String,
+    },
+    Duplicate {
+        postback_id: String,
+        conversion_id: Option<String>,
+    },
 }
 
 /// Why a postback was not taken.
@@ -72,14 +77,26 @@ fn dedupe_key(program_id: &str, p: &PostbackParams) -> String {
 }
 
 impl Services {
-    pub async fn intake_postback(&self, req: PostbackRequest) -> Result<IntakeOutcome, IntakeError> {
-        let secret = req.secret.as_deref().map(str::trim).filter(|s| !s.is_empty());
-        let secret = secret.ok_or(IntakeError::Unauthorized("a postback secret is required (secret= or X-Postback-Secret)"))?;
+    pub async fn intake_postback(
+        &self,
+        req: PostbackRequest,
+    ) -> Result<IntakeOutcome, IntakeError> {
+        let secret = req
+            .secret
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty());
+        let secret = secret.ok_or(IntakeError::Unauthorized(
+            "a postback secret is required (secret= or X-Postback-Secret)",
+        ))?;
 
         // Resolve the URL's brand and offer first: an unknown one is a 404 whatever the secret.
         let named_program = match (&req.brand, &req.offer) {
             (Some(brand), Some(offer)) => {
-                let tenant = self.tenant_by_slug(brand).await?.ok_or(IntakeError::NotFound("brand"))?;
+                let tenant = self
+                    .tenant_by_slug(brand)
+                    .await?
+                    .ok_or(IntakeError::NotFound("brand"))?;
                 let program = self
                     .program_by_slug(&TenantId::from_trusted(tenant.id), offer)
                     .await?
@@ -94,11 +111,17 @@ impl Services {
             .one(&self.store.conn)
             .await?
             .filter(|i| i.status == "active")
-            .ok_or(IntakeError::Unauthorized("the postback secret is wrong or revoked"))?;
+            .ok_or(IntakeError::Unauthorized(
+                "the postback secret is wrong or revoked",
+            ))?;
         let tenant = TenantId::from_trusted(integration.tenant_id.clone());
         let program = match named_program {
             Some(p) if p.id == integration.program_id && p.tenant_id == integration.tenant_id => p,
-            Some(_) => return Err(IntakeError::Unauthorized("the postback secret does not belong to this offer")),
+            Some(_) => {
+                return Err(IntakeError::Unauthorized(
+                    "the postback secret does not belong to this offer",
+                ));
+            }
             None => scoped::<program::Entity>(&tenant)
                 .filter(program::Column::Id.eq(&integration.program_id))
                 .one(&self.store.conn)
@@ -113,7 +136,8 @@ impl Services {
             .unwrap_or_default();
         let currency = Currency::parse(&program.currency).unwrap_or(Currency::USD);
         let redacted = redacted(&req.pairs);
-        let raw_params = serde_json::to_string(&redacted).map_err(|e| IntakeError::Internal(e.to_string()))?;
+        let raw_params =
+            serde_json::to_string(&redacted).map_err(|e| IntakeError::Internal(e.to_string()))?;
         let row = |outcome: &str, http_status: i32| postback::Model {
             id: IdKind::Postback.generate(),
             tenant_id: tenant.to_string(),
@@ -140,7 +164,13 @@ impl Services {
             Ok(p) => p,
             Err(fields) => {
                 let mut log = row("rejected", 422);
-                log.reason = Some(fields.iter().map(|f| format!("{}: {}", f.field, f.message)).collect::<Vec<_>>().join("; "));
+                log.reason = Some(
+                    fields
+                        .iter()
+                        .map(|f| format!("{}: {}", f.field, f.message))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                );
                 // The log is best effort: the merchant's answer is the 422 either way.
                 if let Err(e) = insert(&self.store.conn, log).await {
                     tracing::warn!(error = %e, "could not log a rejected postback");
@@ -157,15 +187,24 @@ impl Services {
         accepted.is_test = params.test;
         match insert(&self.store.conn, accepted.clone()).await {
             Ok(_) => {}
-            Err(e) if is_unique_violation(&e) => return self.duplicate(&tenant, row("duplicate", 200), &accepted).await,
+            Err(e) if is_unique_violation(&e) => {
+                return self
+                    .duplicate(&tenant, row("duplicate", 200), &accepted)
+                    .await;
+            }
             Err(e) => return Err(e.into()),
         }
-        let job = AttributeJob { tenant_id: tenant.to_string(), postback_id: accepted.id.clone() };
+        let job = AttributeJob {
+            tenant_id: tenant.to_string(),
+            postback_id: accepted.id.clone(),
+        };
         if let Err(e) = self.queue.push(&job).await {
             // Stored is stored: the sweeper enqueues it shortly.
             tracing::warn!(error = %e, postback_id = %accepted.id, "enqueue failed; the sweeper will pick the postback up");
         }
-        Ok(IntakeOutcome::Accepted { postback_id: accepted.id })
+        Ok(IntakeOutcome::Accepted {
+            postback_id: accepted.id,
+        })
     }
 
     async fn duplicate(
@@ -184,10 +223,16 @@ impl Services {
         log.duplicate_of = Some(original.id.clone());
         log.conversion_id = original.conversion_id.clone();
         log.is_test = attempted.is_test;
-        log.reason = Some(format!("repeat of postback {} (same txn_id and status)", original.id));
+        log.reason = Some(format!(
+            "repeat of postback {} (same txn_id and status)",
+            original.id
+        ));
         if let Err(e) = insert(&self.store.conn, log).await {
             tracing::warn!(error = %e, "could not log a duplicate postback");
         }
-        Ok(IntakeOutcome::Duplicate { postback_id: original.id, conversion_id: original.conversion_id })
+        Ok(IntakeOutcome::Duplicate {
+            postback_id: original.id,
+            conversion_id: original.conversion_id,
+        })
     }
 }

@@ -17,7 +17,9 @@ where
     C: ConnectionTrait,
 {
     let am = model.clone().into_active_model().reset_all();
-    <A::Entity as EntityTrait>::insert(am).exec_without_returning(db).await?;
+    <A::Entity as EntityTrait>::insert(am)
+        .exec_without_returning(db)
+        .await?;
     Ok(model)
 }
 

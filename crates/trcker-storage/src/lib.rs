@@ -63,7 +63,8 @@ impl Store {
         match config {
             DatabaseConfig::Sqlite { path } => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).map_err(|e| StorageError::DataDir(dir.display().to_string(), e))?;
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| StorageError::DataDir(dir.display().to_string(), e))?;
                 }
                 let options = SqliteConnectOptions::new()
                     .filename(path)
@@ -81,9 +82,15 @@ impl Store {
                     .acquire_timeout(Duration::from_secs(10))
                     .connect_with(options)
                     .await?;
-                Ok(Store { conn: SqlxSqliteConnector::from_sqlx_sqlite_pool(pool.clone()), pool: Pool::Sqlite(pool) })
+                Ok(Store {
+                    conn: SqlxSqliteConnector::from_sqlx_sqlite_pool(pool.clone()),
+                    pool: Pool::Sqlite(pool),
+                })
             }
-            DatabaseConfig::Postgres { url, max_connections } => {
+            DatabaseConfig::Postgres {
+                url,
+                max_connections,
+            } => {
                 let options = PgConnectOptions::from_str(url)?.application_name("trcker");
                 let pool = PgPoolOptions::new()
                     .max_connections(*max_connections)
@@ -101,7 +108,9 @@ impl Store {
 
     /// Opens the embedded SQLite database in `data_dir`.
     pub fn sqlite_in(data_dir: &Path) -> DatabaseConfig {
-        DatabaseConfig::Sqlite { path: data_dir.join("trcker.db") }
+        DatabaseConfig::Sqlite {
+            path: data_dir.join("trcker.db"),
+        }
     }
 
     /// Brings the schema up to date: Trcker's tables, then the job queue's.
@@ -115,14 +124,20 @@ impl Store {
             }
             Pool::Postgres(pool) => {
                 let mut lock = pool.acquire().await?;
-                sqlx::query("SELECT pg_advisory_lock(7411250001)").execute(&mut *lock).await?;
+                sqlx::query("SELECT pg_advisory_lock(7411250001)")
+                    .execute(&mut *lock)
+                    .await?;
                 let result = async {
                     trcker_migrations::Migrator::up(&self.conn, None).await?;
-                    apalis_postgres::PostgresStorage::migrations().run(pool).await?;
+                    apalis_postgres::PostgresStorage::migrations()
+                        .run(pool)
+                        .await?;
                     Ok::<(), StorageError>(())
                 }
                 .await;
-                sqlx::query("SELECT pg_advisory_unlock(7411250001)").execute(&mut *lock).await?;
+                sqlx::query("SELECT pg_advisory_unlock(7411250001)")
+                    .execute(&mut *lock)
+                    .await?;
                 result?;
             }
         }
@@ -170,8 +185,12 @@ pub fn is_unavailable(err: &DbErr) -> bool {
         DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
         DbErr::Exec(e) | DbErr::Query(e) => {
             let s = e.to_string();
-            s.contains("Io") || s.contains("io error") || s.contains("connection") || s.contains("PoolTimedOut")
-                || s.contains("database is locked") || s.contains("terminating connection")
+            s.contains("Io")
+                || s.contains("io error")
+                || s.contains("connection")
+                || s.contains("PoolTimedOut")
+                || s.contains("database is locked")
+                || s.contains("terminating connection")
         }
         _ => false,
     }

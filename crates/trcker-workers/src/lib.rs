@@ -16,7 +16,9 @@ use apalis_postgres::PostgresStorage;
 use apalis_sqlite::SqliteStorage;
 use tokio_util::sync::CancellationToken;
 use trcker_services::Services;
-use trcker_services::queue::{ATTRIBUTE_QUEUE, AttributeJob, COMMISSION_QUEUE, CommissionJob, NOTIFY_QUEUE, NotifyJob};
+use trcker_services::queue::{
+    ATTRIBUTE_QUEUE, AttributeJob, COMMISSION_QUEUE, CommissionJob, NOTIFY_QUEUE, NotifyJob,
+};
 use trcker_storage::Pool;
 
 /// How often workers prove they are alive; a worker silent for twice this long
@@ -38,7 +40,10 @@ pub struct WorkerOptions {
 
 impl Default for WorkerOptions {
     fn default() -> Self {
-        WorkerOptions { concurrency: 8, shutdown_timeout: Duration::from_secs(20) }
+        WorkerOptions {
+            concurrency: 8,
+            shutdown_timeout: Duration::from_secs(20),
+        }
     }
 }
 
@@ -53,19 +58,35 @@ pub fn unique_worker_name() -> String {
     format!("{host}-{}-{suffix}", std::process::id())
 }
 
-fn sqlite_backend<T>(pool: &apalis_sqlite::SqlitePool, queue: &str) -> PollWith<SqliteStorage<T>, Strategy> {
-    let config = apalis_sqlite::Config::default().queue(queue).heartbeat_interval(HEARTBEAT).batch_size(32);
+fn sqlite_backend<T>(
+    pool: &apalis_sqlite::SqlitePool,
+    queue: &str,
+) -> PollWith<SqliteStorage<T>, Strategy> {
+    let config = apalis_sqlite::Config::default()
+        .queue(queue)
+        .heartbeat_interval(HEARTBEAT)
+        .batch_size(32);
     SqliteStorage::<T>::new(pool)
         .with_config(config)
         .poll_with_strategy(Strategy::new().interval(POLL_INTERVAL))
 }
 
-fn postgres_backend<T>(pool: &apalis_postgres::PgPool, queue: &str) -> PollWith<PostgresStorage<T>, Strategy> {
-    let config = apalis_postgres::Config::default().queue(queue).heartbeat_interval(HEARTBEAT).batch_size(32);
+fn postgres_backend<T>(
+    pool: &apalis_postgres::PgPool,
+    queue: &str,
+) -> PollWith<PostgresStorage<T>, Strategy> {
+    let config = apalis_postgres::Config::default()
+        .queue(queue)
+        .heartbeat_interval(HEARTBEAT)
+        .batch_size(32);
     let pubsub = apalis_postgres::Pubsub::new(pool.clone(), queue.to_owned());
     PostgresStorage::<T>::new(pool)
         .with_config(config)
-        .poll_with_strategy(Strategy::new().stream(pubsub).interval(Duration::from_millis(500)))
+        .poll_with_strategy(
+            Strategy::new()
+                .stream(pubsub)
+                .interval(Duration::from_millis(500)),
+        )
 }
 
 /// Registers one worker per job type, all on the same backend.
@@ -74,7 +95,12 @@ macro_rules! register_all {
         let (services, opts, name, pool) = ($services, $opts, $name, $pool);
         $monitor
             .register({
-                let (services, name, pool, c) = (services.clone(), name.clone(), pool.clone(), opts.concurrency);
+                let (services, name, pool, c) = (
+                    services.clone(),
+                    name.clone(),
+                    pool.clone(),
+                    opts.concurrency,
+                );
                 move |_restarts| {
                     WorkerBuilder::new(format!("{name}-attribute"))
                         .backend($backend::<AttributeJob>(&pool, ATTRIBUTE_QUEUE))
@@ -85,7 +111,12 @@ macro_rules! register_all {
                 }
             })
             .register({
-                let (services, name, pool, c) = (services.clone(), name.clone(), pool.clone(), opts.concurrency);
+                let (services, name, pool, c) = (
+                    services.clone(),
+                    name.clone(),
+                    pool.clone(),
+                    opts.concurrency,
+                );
                 move |_restarts| {
                     WorkerBuilder::new(format!("{name}-commission"))
                         .backend($backend::<CommissionJob>(&pool, COMMISSION_QUEUE))
@@ -96,7 +127,12 @@ macro_rules! register_all {
                 }
             })
             .register({
-                let (services, name, pool, c) = (services.clone(), name.clone(), pool.clone(), opts.concurrency);
+                let (services, name, pool, c) = (
+                    services.clone(),
+                    name.clone(),
+                    pool.clone(),
+                    opts.concurrency,
+                );
                 move |_restarts| {
                     WorkerBuilder::new(format!("{name}-notify"))
                         .backend($backend::<NotifyJob>(&pool, NOTIFY_QUEUE))
@@ -111,7 +147,11 @@ macro_rules! register_all {
 
 /// Runs the workers and the sweepers until `shutdown` is cancelled, then lets
 /// jobs in flight finish (up to the shutdown timeout).
-pub async fn run(services: Services, opts: WorkerOptions, shutdown: CancellationToken) -> Result<(), String> {
+pub async fn run(
+    services: Services,
+    opts: WorkerOptions,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
     let name = unique_worker_name();
     tracing::info!(worker = %name, "workers starting");
     let monitor = Monitor::new()
@@ -122,7 +162,9 @@ pub async fn run(services: Services, opts: WorkerOptions, shutdown: Cancellation
         .shutdown_timeout(opts.shutdown_timeout);
     let monitor = match services.store.pool.clone() {
         Pool::Sqlite(pool) => register_all!(monitor, &services, &opts, &name, sqlite_backend, pool),
-        Pool::Postgres(pool) => register_all!(monitor, &services, &opts, &name, postgres_backend, pool),
+        Pool::Postgres(pool) => {
+            register_all!(monitor, &services, &opts, &name, postgres_backend, pool)
+        }
     };
 
     let sweeper = tokio::spawn(sweep_loop(services.clone(), shutdown.clone()));
@@ -133,7 +175,10 @@ pub async fn run(services: Services, opts: WorkerOptions, shutdown: Cancellation
             Ok(())
         }
     };
-    let result = monitor.run_with_signal(signal).await.map_err(|e| e.to_string());
+    let result = monitor
+        .run_with_signal(signal)
+        .await
+        .map_err(|e| e.to_string());
     sweeper.abort();
     tracing::info!(worker = %name, "workers stopped");
     result

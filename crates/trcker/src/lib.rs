@@ -70,7 +70,10 @@ fn operator_token(config: &Config) -> Result<(String, OperatorToken), AppError> 
     std::fs::create_dir_all(dir).map_err(file_err)?;
     let token = format!("op_{}", trcker_domain::secret::random_alnum(40));
     write_private(&path, &sha256_hex(&token)).map_err(file_err)?;
-    Ok((sha256_hex(&token), OperatorToken::Generated(Secret::new(token))))
+    Ok((
+        sha256_hex(&token),
+        OperatorToken::Generated(Secret::new(token)),
+    ))
 }
 
 fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
@@ -120,7 +123,12 @@ impl App {
                 .local_addr()
                 .first()
                 .and_then(|a| a.as_socket_addr().copied())
-                .ok_or_else(|| AppError::Listen(config.listen.clone(), std::io::Error::other("no local address")))?;
+                .ok_or_else(|| {
+                    AppError::Listen(
+                        config.listen.clone(),
+                        std::io::Error::other("no local address"),
+                    )
+                })?;
             (Some(acceptor), Some(addr))
         } else {
             (None, None)
@@ -149,15 +157,21 @@ impl App {
                 .with(poem::middleware::Tracing);
             let signal = shutdown.clone();
             tasks.push(tokio::spawn(async move {
-                let server = Server::new_with_acceptor(acceptor)
-                    .run_with_graceful_shutdown(app, signal.cancelled_owned(), Some(Duration::from_secs(10)));
+                let server = Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
+                    app,
+                    signal.cancelled_owned(),
+                    Some(Duration::from_secs(10)),
+                );
                 if let Err(e) = server.await {
                     tracing::error!(error = %e, "HTTP server stopped");
                 }
             }));
         }
 
-        let opts = trcker_workers::WorkerOptions { concurrency: config.worker_concurrency.max(1), ..Default::default() };
+        let opts = trcker_workers::WorkerOptions {
+            concurrency: config.worker_concurrency.max(1),
+            ..Default::default()
+        };
         let worker_services = services.clone();
         let worker_shutdown = shutdown.clone();
         tasks.push(tokio::spawn(async move {
@@ -166,7 +180,14 @@ impl App {
             }
         }));
 
-        Ok(App { addr, public_url, services, operator_token: token_state, shutdown, tasks })
+        Ok(App {
+            addr,
+            public_url,
+            services,
+            operator_token: token_state,
+            shutdown,
+            tasks,
+        })
     }
 
     /// A token that stops the app when cancelled.

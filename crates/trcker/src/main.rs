@@ -9,7 +9,11 @@ use tracing_subscriber::EnvFilter;
 use trcker::{App, Config, OperatorToken, Roles};
 
 #[derive(Parser)]
-#[command(name = "trcker", version, about = "Multi-tenant affiliate tracking: clicks, postbacks, commissions")]
+#[command(
+    name = "trcker",
+    version,
+    about = "Multi-tenant affiliate tracking: clicks, postbacks, commissions"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -28,7 +32,10 @@ enum Command {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("TRCKER_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")))
+        .with_env_filter(
+            EnvFilter::try_from_env("TRCKER_LOG")
+                .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -60,14 +67,19 @@ async fn run(config: Config, roles: Roles) -> Result<(), trcker::AppError> {
             println!("Trcker is running on {database}");
             println!("  listening on   http://{addr}");
             println!("  public URL     {}", app.public_url);
-            println!("  admin API      {}/api/v1  (docs: {}/api/docs)", app.public_url, app.public_url);
+            println!(
+                "  admin API      {}/api/v1  (docs: {}/api/docs)",
+                app.public_url, app.public_url
+            );
         }
         None => println!("Trcker workers are running on {database}"),
     }
     match &app.operator_token {
         OperatorToken::Generated(token) => {
             println!("  operator token {}", token.expose());
-            println!("                 (shown once; only its hash is kept. Set TRCKER_OPERATOR_TOKEN to choose your own.)");
+            println!(
+                "                 (shown once; only its hash is kept. Set TRCKER_OPERATOR_TOKEN to choose your own.)"
+            );
         }
         OperatorToken::FromEnvironment => println!("  operator token from TRCKER_OPERATOR_TOKEN"),
         OperatorToken::Stored if app.addr.is_some() => println!(

@@ -19,29 +19,43 @@ use trcker_storage::entities::*;
 use trcker_storage::{TenantId, is_unique_violation, scoped, scoped_by_id, sea_orm};
 
 use super::JobError;
+use crate::Services;
 use crate::queue::{AttributeJob, CommissionJob};
 use crate::util::{from_json, insert, now};
-use crate::Services;
 
 /// What attribution decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Attribution {
-    Converted { conversion_id: String },
-    StatusChanged { conversion_id: String, status: ConversionStatus },
-    Unattributed { reason: String },
+    Converted {
+        conversion_id: String,
+    },
+    StatusChanged {
+        conversion_id: String,
+        status: ConversionStatus,
+    },
+    Unattributed {
+        reason: String,
+    },
     AlreadyDone,
 }
 
 impl Services {
     pub async fn run_attribute(&self, job: &AttributeJob) -> Result<Attribution, JobError> {
         let tenant = TenantId::from_trusted(job.tenant_id.clone());
-        let Some(pb) = scoped_by_id::<postback::Entity>(&tenant, &job.postback_id).one(&self.store.conn).await? else {
+        let Some(pb) = scoped_by_id::<postback::Entity>(&tenant, &job.postback_id)
+            .one(&self.store.conn)
+            .await?
+        else {
             return Ok(Attribution::AlreadyDone);
         };
         if pb.state != "received" {
             // Done before (this job runs again after a crash): make sure the
             // next step is queued, then stop.
-            if let Some(cid) = pb.conversion_id.as_deref().filter(|_| pb.state == "processed") {
+            if let Some(cid) = pb
+                .conversion_id
+                .as_deref()
+                .filter(|_| pb.state == "processed")
+            {
                 self.push_commission(&tenant, cid).await?;
             }
             return Ok(Attribution::AlreadyDone);
@@ -49,9 +63,16 @@ impl Services {
         let program = scoped_by_id::<program::Entity>(&tenant, &pb.program_id)
             .one(&self.store.conn)
             .await?
-            .ok_or_else(|| JobError(format!("program {} of postback {} is gone", pb.program_id, pb.id)))?;
+            .ok_or_else(|| {
+                JobError(format!(
+                    "program {} of postback {} is gone",
+                    pb.program_id, pb.id
+                ))
+            })?;
         let pairs: Vec<(String, String)> = from_json(&pb.raw_params)?;
-        let integration = scoped_by_id::<integration::Entity>(&tenant, &pb.integration_id).one(&self.store.conn).await?;
+        let integration = scoped_by_id::<integration::Entity>(&tenant, &pb.integration_id)
+            .one(&self.store.conn)
+            .await?;
         let aliases: BTreeMap<String, String> = integration
             .and_then(|i| i.param_aliases)
             .and_then(|s| serde_json::from_str(&s).ok())
@@ -60,7 +81,11 @@ impl Services {
         let params = match trcker_domain::postback::parse(&pairs, &aliases, currency) {
             Ok(p) => p,
             Err(fields) => {
-                let reason = fields.iter().map(|f| format!("{}: {}", f.field, f.message)).collect::<Vec<_>>().join("; ");
+                let reason = fields
+                    .iter()
+                    .map(|f| format!("{}: {}", f.field, f.message))
+                    .collect::<Vec<_>>()
+                    .join("; ");
                 return self.unattributed(&tenant, &pb, reason).await;
             }
         };
@@ -76,7 +101,12 @@ impl Services {
         }
     }
 
-    async fn unattributed(&self, tenant: &TenantId, pb: &postback::Model, reason: String) -> Result<Attribution, JobError> {
+    async fn unattributed(
+        &self,
+        tenant: &TenantId,
+        pb: &postback::Model,
+        reason: String,
+    ) -> Result<Attribution, JobError> {
         postback::Entity::update_many()
             .col_expr(postback::Column::State, Expr::value("unattributed"))
             .col_expr(postback::Column::Reason, Expr::value(reason.clone()))
@@ -97,7 +127,9 @@ impl Services {
         params: &PostbackParams,
     ) -> Result<Result<(affiliate::Model, Option<click::Model>), String>, JobError> {
         let (affiliate_id, click) = if let Some(click_id) = &params.click_id {
-            let click = scoped_by_id::<click::Entity>(tenant, click_id.as_str()).one(&self.store.conn).await?;
+            let click = scoped_by_id::<click::Entity>(tenant, click_id.as_str())
+                .one(&self.store.conn)
+                .await?;
             let Some(click) = click else {
                 return Ok(Err(format!("unknown click id {click_id}")));
             };
@@ -128,10 +160,14 @@ impl Services {
         } else {
             return Ok(Err("no click id and no coupon code".into()));
         };
-        let affiliate = scoped_by_id::<affiliate::Entity>(tenant, &affiliate_id).one(&self.store.conn).await?;
+        let affiliate = scoped_by_id::<affiliate::Entity>(tenant, &affiliate_id)
+            .one(&self.store.conn)
+            .await?;
         match affiliate {
             None => Ok(Err(format!("affiliate {affiliate_id} no longer exists"))),
-            Some(a) if a.status != "active" => Ok(Err(format!("affiliate {} is {}", a.slug, a.status))),
+            Some(a) if a.status != "active" => {
+                Ok(Err(format!("affiliate {} is {}", a.slug, a.status)))
+            }
             Some(a) => Ok(Ok((a, click))),
         }
     }
@@ -150,8 +186,14 @@ impl Services {
             );
             return self.unattributed(tenant, pb, reason).await;
         }
-        if !matches!(params.status, ConversionStatus::Approved | ConversionStatus::Pending | ConversionStatus::Rejected) {
-            let reason = format!("status {} for txn_id {} that has no conversion", params.status, params.txn_id);
+        if !matches!(
+            params.status,
+            ConversionStatus::Approved | ConversionStatus::Pending | ConversionStatus::Rejected
+        ) {
+            let reason = format!(
+                "status {} for txn_id {} that has no conversion",
+                params.status, params.txn_id
+            );
             return self.unattributed(tenant, pb, reason).await;
         }
         let (affiliate, click) = match self.resolve_affiliate(tenant, program, params).await? {
@@ -159,12 +201,17 @@ impl Services {
             Err(reason) => return self.unattributed(tenant, pb, reason).await,
         };
         let t = now();
-        let amount_minor = params.amount.map(|m| m.minor).or(program.default_revenue_minor).unwrap_or(0);
+        let amount_minor = params
+            .amount
+            .map(|m| m.minor)
+            .or(program.default_revenue_minor)
+            .unwrap_or(0);
         // A conversion the merchant approved is held for the offer's hold period.
         let (status, hold_until) = match params.status {
-            ConversionStatus::Approved if program.hold_days > 0 => {
-                (ConversionStatus::Pending, Some(t + Duration::days(program.hold_days.into())))
-            }
+            ConversionStatus::Approved if program.hold_days > 0 => (
+                ConversionStatus::Pending,
+                Some(t + Duration::days(program.hold_days.into())),
+            ),
             s => (s, None),
         };
         let conv = conversion::Model {
@@ -174,7 +221,11 @@ impl Services {
             program_id: program.id.clone(),
             affiliate_id: affiliate.id.clone(),
             click_id: click.as_ref().map(|c| c.id.clone()),
-            coupon_code: if click.is_none() { params.coupon_code.clone() } else { None },
+            coupon_code: if click.is_none() {
+                params.coupon_code.clone()
+            } else {
+                None
+            },
             postback_id: pb.id.clone(),
             txn_id: params.txn_id.clone(),
             event: params.event.clone(),
@@ -195,14 +246,20 @@ impl Services {
                 // Another postback with this txn_id (other status) won the race:
                 // run again and treat this one as a status change.
                 txn.rollback().await?;
-                return Err(JobError(format!("txn_id {} was converted concurrently; retrying", params.txn_id)));
+                return Err(JobError(format!(
+                    "txn_id {} was converted concurrently; retrying",
+                    params.txn_id
+                )));
             }
             Err(e) => return Err(e.into()),
         }
         let reason = format!(
             "attributed to affiliate {} ({} {})",
             affiliate.slug,
-            format_minor(amount_minor, Currency::parse(&program.currency).unwrap_or(Currency::USD)),
+            format_minor(
+                amount_minor,
+                Currency::parse(&program.currency).unwrap_or(Currency::USD)
+            ),
             program.currency
         );
         postback::Entity::update_many()
@@ -216,9 +273,15 @@ impl Services {
             .await?;
         txn.commit().await?;
         self.queue
-            .push(&CommissionJob { tenant_id: tenant.to_string(), conversion_id: conv.id.clone(), status: conv.status.clone() })
+            .push(&CommissionJob {
+                tenant_id: tenant.to_string(),
+                conversion_id: conv.id.clone(),
+                status: conv.status.clone(),
+            })
             .await?;
-        Ok(Attribution::Converted { conversion_id: conv.id })
+        Ok(Attribution::Converted {
+            conversion_id: conv.id,
+        })
     }
 
     async fn change_status(
@@ -230,14 +293,27 @@ impl Services {
     ) -> Result<Attribution, JobError> {
         let from = ConversionStatus::parse(&conv.status).map_err(|e| JobError(e.to_string()))?;
         let to = params.status;
-        if from == to || (from == ConversionStatus::Pending && to == ConversionStatus::Approved && conv.hold_until.is_some()) {
+        if from == to
+            || (from == ConversionStatus::Pending
+                && to == ConversionStatus::Approved
+                && conv.hold_until.is_some())
+        {
             // Same status again (e.g. with another amount), or an approval of a
             // conversion that is in its hold period: nothing moves.
-            let reason = format!("conversion {} is {} already; nothing changed", conv.id, conv.status);
-            return self.processed(tenant, pb, &conv.id, reason).await.map(|_| Attribution::AlreadyDone);
+            let reason = format!(
+                "conversion {} is {} already; nothing changed",
+                conv.id, conv.status
+            );
+            return self
+                .processed(tenant, pb, &conv.id, reason)
+                .await
+                .map(|_| Attribution::AlreadyDone);
         }
         if !from.can_move_to(to) {
-            let reason = format!("conversion {} is {}; it cannot become {}", conv.id, from, to);
+            let reason = format!(
+                "conversion {} is {}; it cannot become {}",
+                conv.id, from, to
+            );
             return self.unattributed(tenant, pb, reason).await;
         }
         let t = now();
@@ -245,7 +321,10 @@ impl Services {
         // Lock the conversion row first (and guard against a concurrent move).
         let moved = conversion::Entity::update_many()
             .col_expr(conversion::Column::Status, Expr::value(to.as_str()))
-            .col_expr(conversion::Column::HoldUntil, Expr::value(Option::<chrono::DateTime<chrono::Utc>>::None))
+            .col_expr(
+                conversion::Column::HoldUntil,
+                Expr::value(Option::<chrono::DateTime<chrono::Utc>>::None),
+            )
             .col_expr(conversion::Column::UpdatedAt, Expr::value(t))
             .filter(conversion::Column::TenantId.eq(tenant.as_str()))
             .filter(conversion::Column::Id.eq(&conv.id))
@@ -254,7 +333,10 @@ impl Services {
             .await?;
         if moved.rows_affected != 1 {
             txn.rollback().await?;
-            return Err(JobError(format!("conversion {} moved concurrently; retrying", conv.id)));
+            return Err(JobError(format!(
+                "conversion {} moved concurrently; retrying",
+                conv.id
+            )));
         }
         if from.earns_commission() && !to.earns_commission() {
             let booked: Vec<ledger_entry::Model> = scoped::<ledger_entry::Entity>(tenant)
@@ -293,26 +375,52 @@ impl Services {
             }
         }
         let reason = format!("conversion {} moved from {} to {}", conv.id, from, to);
-        self.mark_processed(&txn, tenant, pb, &conv.id, reason).await?;
+        self.mark_processed(&txn, tenant, pb, &conv.id, reason)
+            .await?;
         txn.commit().await?;
         self.queue
-            .push(&CommissionJob { tenant_id: tenant.to_string(), conversion_id: conv.id.clone(), status: to.as_str().into() })
+            .push(&CommissionJob {
+                tenant_id: tenant.to_string(),
+                conversion_id: conv.id.clone(),
+                status: to.as_str().into(),
+            })
             .await?;
-        Ok(Attribution::StatusChanged { conversion_id: conv.id, status: to })
+        Ok(Attribution::StatusChanged {
+            conversion_id: conv.id,
+            status: to,
+        })
     }
 
     /// Queues the commission step for a conversion's current status.
-    pub(crate) async fn push_commission(&self, tenant: &TenantId, conversion_id: &str) -> Result<(), JobError> {
-        if let Some(conv) = scoped_by_id::<conversion::Entity>(tenant, conversion_id).one(&self.store.conn).await? {
+    pub(crate) async fn push_commission(
+        &self,
+        tenant: &TenantId,
+        conversion_id: &str,
+    ) -> Result<(), JobError> {
+        if let Some(conv) = scoped_by_id::<conversion::Entity>(tenant, conversion_id)
+            .one(&self.store.conn)
+            .await?
+        {
             self.queue
-                .push(&CommissionJob { tenant_id: tenant.to_string(), conversion_id: conv.id, status: conv.status })
+                .push(&CommissionJob {
+                    tenant_id: tenant.to_string(),
+                    conversion_id: conv.id,
+                    status: conv.status,
+                })
                 .await?;
         }
         Ok(())
     }
 
-    async fn processed(&self, tenant: &TenantId, pb: &postback::Model, conversion_id: &str, reason: String) -> Result<(), JobError> {
-        self.mark_processed(&self.store.conn, tenant, pb, conversion_id, reason).await
+    async fn processed(
+        &self,
+        tenant: &TenantId,
+        pb: &postback::Model,
+        conversion_id: &str,
+        reason: String,
+    ) -> Result<(), JobError> {
+        self.mark_processed(&self.store.conn, tenant, pb, conversion_id, reason)
+            .await
     }
 
     async fn mark_processed<C: sea_orm::ConnectionTrait>(

@@ -7,17 +7,17 @@
 
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+use trcker_domain::ConversionStatus;
 use trcker_domain::commission::{Commission, CommissionRule, RuleError};
 use trcker_domain::ids::IdKind;
 use trcker_domain::money::{Currency, Money};
-use trcker_domain::ConversionStatus;
 use trcker_storage::entities::*;
 use trcker_storage::{TenantId, is_unique_violation, scoped, scoped_by_id, sea_orm};
 
 use super::JobError;
+use crate::Services;
 use crate::queue::CommissionJob;
 use crate::util::{insert, now};
-use crate::Services;
 
 /// The rule a stored plan describes.
 pub fn rule_of(plan: &commission_plan::Model) -> Result<CommissionRule, RuleError> {
@@ -28,21 +28,32 @@ pub fn rule_of(plan: &commission_plan::Model) -> Result<CommissionRule, RuleErro
 impl Services {
     pub async fn run_commission(&self, job: &CommissionJob) -> Result<(), JobError> {
         let tenant = TenantId::from_trusted(job.tenant_id.clone());
-        let Some(conv) = scoped_by_id::<conversion::Entity>(&tenant, &job.conversion_id).one(&self.store.conn).await? else {
+        let Some(conv) = scoped_by_id::<conversion::Entity>(&tenant, &job.conversion_id)
+            .one(&self.store.conn)
+            .await?
+        else {
             return Ok(());
         };
         let status = ConversionStatus::parse(&conv.status).map_err(|e| JobError(e.to_string()))?;
         if status.earns_commission() && conv.payout_minor.is_none() {
             self.book_commission(&tenant, &conv).await?;
         }
-        self.schedule_notifications(&tenant, &conv.id, &format!("status:{}", job.status)).await
+        self.schedule_notifications(&tenant, &conv.id, &format!("status:{}", job.status))
+            .await
     }
 
-    async fn commission_for(&self, tenant: &TenantId, conv: &conversion::Model) -> Result<Commission, JobError> {
+    async fn commission_for(
+        &self,
+        tenant: &TenantId,
+        conv: &conversion::Model,
+    ) -> Result<Commission, JobError> {
         let currency = Currency::parse(&conv.currency).unwrap_or(Currency::USD);
         if let Some(minor) = conv.payout_override_minor {
             let payout = Money::new(minor, currency);
-            return Ok(Commission { payout, explanation: format!("payout {payout} set by the merchant's postback") });
+            return Ok(Commission {
+                payout,
+                explanation: format!("payout {payout} set by the merchant's postback"),
+            });
         }
         let plans = scoped::<commission_plan::Entity>(tenant)
             .filter(commission_plan::Column::ProgramId.eq(&conv.program_id))
@@ -58,10 +69,14 @@ impl Services {
         let Some(plan) = plan else {
             return Ok(Commission {
                 payout: Money::new(0, currency),
-                explanation: format!("no commission plan for event '{}' on this offer", conv.event),
+                explanation: format!(
+                    "no commission plan for event '{}' on this offer",
+                    conv.event
+                ),
             });
         };
-        let rule = rule_of(plan).map_err(|e| JobError(format!("commission plan {}: {e}", plan.id)))?;
+        let rule =
+            rule_of(plan).map_err(|e| JobError(format!("commission plan {}: {e}", plan.id)))?;
         let mut c = rule
             .compute(Money::new(conv.amount_minor, currency))
             .map_err(|e| JobError(format!("commission of conversion {}: {e}", conv.id)))?;
@@ -71,15 +86,25 @@ impl Services {
         Ok(c)
     }
 
-    async fn book_commission(&self, tenant: &TenantId, conv: &conversion::Model) -> Result<(), JobError> {
+    async fn book_commission(
+        &self,
+        tenant: &TenantId,
+        conv: &conversion::Model,
+    ) -> Result<(), JobError> {
         let commission = self.commission_for(tenant, conv).await?;
         let t = now();
         let txn = self.store.write_txn().await?;
         // Lock the conversion, and only while it still earns a commission: a
         // refund that got there first leaves nothing to book.
         let locked = conversion::Entity::update_many()
-            .col_expr(conversion::Column::PayoutMinor, Expr::value(commission.payout.minor))
-            .col_expr(conversion::Column::CommissionExplanation, Expr::value(commission.explanation.clone()))
+            .col_expr(
+                conversion::Column::PayoutMinor,
+                Expr::value(commission.payout.minor),
+            )
+            .col_expr(
+                conversion::Column::CommissionExplanation,
+                Expr::value(commission.explanation.clone()),
+            )
             .col_expr(conversion::Column::UpdatedAt, Expr::value(t))
             .filter(conversion::Column::TenantId.eq(tenant.as_str()))
             .filter(conversion::Column::Id.eq(&conv.id))

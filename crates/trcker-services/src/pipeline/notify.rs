@@ -30,7 +30,8 @@ use crate::util::{insert, now};
 use crate::{ServiceError, Services};
 
 /// Delay before each retry; the number of entries is the number of retries.
-pub const RETRY_SCHEDULE_SECS: [i64; 10] = [30, 120, 300, 900, 1800, 3600, 7200, 14400, 28800, 28800];
+pub const RETRY_SCHEDULE_SECS: [i64; 10] =
+    [30, 120, 300, 900, 1800, 3600, 7200, 14400, 28800, 28800];
 
 /// Resolves names to public addresses only (unless private targets are allowed).
 struct GuardedResolver {
@@ -42,11 +43,17 @@ impl reqwest::dns::Resolve for GuardedResolver {
         let allow_private = self.allow_private;
         let host = name.as_str().to_owned();
         Box::pin(async move {
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let allowed: Vec<SocketAddr> = addrs.into_iter().filter(|a| allow_private || is_public(a.ip())).collect();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let allowed: Vec<SocketAddr> = addrs
+                .into_iter()
+                .filter(|a| allow_private || is_public(a.ip()))
+                .collect();
             if allowed.is_empty() {
-                let err: Box<dyn std::error::Error + Send + Sync> =
-                    format!("{host} resolves to no public address (private targets are not allowed)").into();
+                let err: Box<dyn std::error::Error + Send + Sync> = format!(
+                    "{host} resolves to no public address (private targets are not allowed)"
+                )
+                .into();
                 return Err(err);
             }
             Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
@@ -67,10 +74,19 @@ pub fn http_client(allow_private: bool) -> Result<reqwest::Client, ServiceError>
 }
 
 enum Outcome {
-    Delivered { status: u16, excerpt: String },
-    Failed { status: Option<u16>, excerpt: Option<String>, error: String },
+    Delivered {
+        status: u16,
+        excerpt: String,
+    },
+    Failed {
+        status: Option<u16>,
+        excerpt: Option<String>,
+        error: String,
+    },
     /// Never worth retrying (a blocked or malformed target).
-    Permanent { error: String },
+    Permanent {
+        error: String,
+    },
 }
 
 fn excerpt(body: &[u8]) -> String {
@@ -81,8 +97,16 @@ fn excerpt(body: &[u8]) -> String {
 impl Services {
     /// Creates the deliveries of one event of a conversion (once each) and
     /// queues their first attempt.
-    pub async fn schedule_notifications(&self, tenant: &TenantId, conversion_id: &str, event_key: &str) -> Result<(), JobError> {
-        let Some(conv) = scoped_by_id::<conversion::Entity>(tenant, conversion_id).one(&self.store.conn).await? else {
+    pub async fn schedule_notifications(
+        &self,
+        tenant: &TenantId,
+        conversion_id: &str,
+        event_key: &str,
+    ) -> Result<(), JobError> {
+        let Some(conv) = scoped_by_id::<conversion::Entity>(tenant, conversion_id)
+            .one(&self.store.conn)
+            .await?
+        else {
             return Ok(());
         };
         let endpoints = scoped::<notification_endpoint::Entity>(tenant)
@@ -94,7 +118,11 @@ impl Services {
             return Ok(());
         }
         let click = match &conv.click_id {
-            Some(id) => scoped_by_id::<click::Entity>(tenant, id).one(&self.store.conn).await?,
+            Some(id) => {
+                scoped_by_id::<click::Entity>(tenant, id)
+                    .one(&self.store.conn)
+                    .await?
+            }
             None => None,
         };
         let currency = Currency::parse(&conv.currency).unwrap_or(Currency::USD);
@@ -150,19 +178,25 @@ impl Services {
             };
             let id = match insert(&self.store.conn, delivery.clone()).await {
                 Ok(d) => Some(d.id),
-                Err(e) if is_unique_violation(&e) => scoped::<notification_delivery::Entity>(tenant)
-                    .filter(notification_delivery::Column::EndpointId.eq(&ep.id))
-                    .filter(notification_delivery::Column::ConversionId.eq(&conv.id))
-                    .filter(notification_delivery::Column::EventKey.eq(event_key))
-                    .filter(notification_delivery::Column::Status.eq("pending"))
-                    .filter(notification_delivery::Column::Attempts.eq(0))
-                    .one(&self.store.conn)
-                    .await?
-                    .map(|d| d.id),
+                Err(e) if is_unique_violation(&e) => {
+                    scoped::<notification_delivery::Entity>(tenant)
+                        .filter(notification_delivery::Column::EndpointId.eq(&ep.id))
+                        .filter(notification_delivery::Column::ConversionId.eq(&conv.id))
+                        .filter(notification_delivery::Column::EventKey.eq(event_key))
+                        .filter(notification_delivery::Column::Status.eq("pending"))
+                        .filter(notification_delivery::Column::Attempts.eq(0))
+                        .one(&self.store.conn)
+                        .await?
+                        .map(|d| d.id)
+                }
                 Err(e) => return Err(e.into()),
             };
             if let Some(delivery_id) = id {
-                jobs.push(NotifyJob { tenant_id: tenant.to_string(), delivery_id, attempt: 0 });
+                jobs.push(NotifyJob {
+                    tenant_id: tenant.to_string(),
+                    delivery_id,
+                    attempt: 0,
+                });
             }
         }
         self.queue.push_all(&jobs).await?;
@@ -171,7 +205,10 @@ impl Services {
 
     pub async fn run_notify(&self, job: &NotifyJob) -> Result<(), JobError> {
         let tenant = TenantId::from_trusted(job.tenant_id.clone());
-        let Some(d) = scoped_by_id::<notification_delivery::Entity>(&tenant, &job.delivery_id).one(&self.store.conn).await? else {
+        let Some(d) = scoped_by_id::<notification_delivery::Entity>(&tenant, &job.delivery_id)
+            .one(&self.store.conn)
+            .await?
+        else {
             return Ok(());
         };
         if d.status != "pending" || d.attempts != job.attempt {
@@ -184,7 +221,11 @@ impl Services {
         let t = now();
         let (status_code, body, error) = match &outcome {
             Outcome::Delivered { status, excerpt } => (Some(*status), Some(excerpt.clone()), None),
-            Outcome::Failed { status, excerpt, error } => (*status, excerpt.clone(), Some(error.clone())),
+            Outcome::Failed {
+                status,
+                excerpt,
+                error,
+            } => (*status, excerpt.clone(), Some(error.clone())),
             Outcome::Permanent { error } => (None, None, Some(error.clone())),
         };
         let (new_status, next_at) = match &outcome {
@@ -197,12 +238,30 @@ impl Services {
         };
         let txn = self.store.write_txn().await?;
         let moved = notification_delivery::Entity::update_many()
-            .col_expr(notification_delivery::Column::Status, Expr::value(new_status))
-            .col_expr(notification_delivery::Column::Attempts, Expr::value(attempt_no))
-            .col_expr(notification_delivery::Column::NextAttemptAt, Expr::value(next_at))
-            .col_expr(notification_delivery::Column::LastStatusCode, Expr::value(status_code.map(i32::from)))
-            .col_expr(notification_delivery::Column::LastLatencyMs, Expr::value(latency_ms))
-            .col_expr(notification_delivery::Column::LastError, Expr::value(error.clone()))
+            .col_expr(
+                notification_delivery::Column::Status,
+                Expr::value(new_status),
+            )
+            .col_expr(
+                notification_delivery::Column::Attempts,
+                Expr::value(attempt_no),
+            )
+            .col_expr(
+                notification_delivery::Column::NextAttemptAt,
+                Expr::value(next_at),
+            )
+            .col_expr(
+                notification_delivery::Column::LastStatusCode,
+                Expr::value(status_code.map(i32::from)),
+            )
+            .col_expr(
+                notification_delivery::Column::LastLatencyMs,
+                Expr::value(latency_ms),
+            )
+            .col_expr(
+                notification_delivery::Column::LastError,
+                Expr::value(error.clone()),
+            )
             .col_expr(notification_delivery::Column::UpdatedAt, Expr::value(t))
             .filter(notification_delivery::Column::TenantId.eq(tenant.as_str()))
             .filter(notification_delivery::Column::Id.eq(&d.id))
@@ -233,8 +292,16 @@ impl Services {
     async fn deliver(&self, url: &str) -> Outcome {
         let parsed = match url::Url::parse(url) {
             Ok(u) if u.scheme() == "http" || u.scheme() == "https" => u,
-            Ok(_) => return Outcome::Permanent { error: "only http and https targets are called".into() },
-            Err(e) => return Outcome::Permanent { error: format!("not a valid URL: {e}") },
+            Ok(_) => {
+                return Outcome::Permanent {
+                    error: "only http and https targets are called".into(),
+                };
+            }
+            Err(e) => {
+                return Outcome::Permanent {
+                    error: format!("not a valid URL: {e}"),
+                };
+            }
         };
         let literal: Option<IpAddr> = match parsed.host() {
             Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
@@ -245,16 +312,25 @@ impl Services {
             && !self.settings.allow_private_targets
             && !is_public(ip)
         {
-            return Outcome::Permanent { error: format!("{ip} is a private address (private targets are not allowed)") };
+            return Outcome::Permanent {
+                error: format!("{ip} is a private address (private targets are not allowed)"),
+            };
         }
         match self.http.get(parsed).send().await {
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 let body = resp.bytes().await.map(|b| excerpt(&b)).unwrap_or_default();
                 if (200..300).contains(&status) {
-                    Outcome::Delivered { status, excerpt: body }
+                    Outcome::Delivered {
+                        status,
+                        excerpt: body,
+                    }
                 } else {
-                    Outcome::Failed { status: Some(status), excerpt: Some(body), error: format!("HTTP {status}") }
+                    Outcome::Failed {
+                        status: Some(status),
+                        excerpt: Some(body),
+                        error: format!("HTTP {status}"),
+                    }
                 }
             }
             Err(e) => {
@@ -265,7 +341,11 @@ impl Services {
                     msg.push_str(&s.to_string());
                     source = s.source();
                 }
-                Outcome::Failed { status: None, excerpt: None, error: msg }
+                Outcome::Failed {
+                    status: None,
+                    excerpt: None,
+                    error: msg,
+                }
             }
         }
     }

@@ -17,9 +17,9 @@ use trcker_storage::entities::*;
 use trcker_storage::{TenantId, sea_orm};
 
 use super::JobError;
+use crate::Services;
 use crate::queue::{AttributeJob, CommissionJob, NotifyJob};
 use crate::util::now;
-use crate::Services;
 
 /// How long an accepted postback may wait for its job before the sweeper queues it.
 pub const INBOX_GRACE_SECS: i64 = 5;
@@ -44,8 +44,13 @@ impl Services {
             .limit(BATCH)
             .all(&self.store.conn)
             .await?;
-        let jobs: Vec<AttributeJob> =
-            stale.into_iter().map(|p| AttributeJob { tenant_id: p.tenant_id, postback_id: p.id }).collect();
+        let jobs: Vec<AttributeJob> = stale
+            .into_iter()
+            .map(|p| AttributeJob {
+                tenant_id: p.tenant_id,
+                postback_id: p.id,
+            })
+            .collect();
         report.postbacks = jobs.len();
         self.queue.push_all(&jobs).await?;
 
@@ -59,7 +64,11 @@ impl Services {
         let jobs: Vec<NotifyJob> = due
             .into_iter()
             .filter(|d| d.attempts > 0 || d.created_at < t - Duration::seconds(INBOX_GRACE_SECS))
-            .map(|d| NotifyJob { tenant_id: d.tenant_id, delivery_id: d.id, attempt: d.attempts })
+            .map(|d| NotifyJob {
+                tenant_id: d.tenant_id,
+                delivery_id: d.id,
+                attempt: d.attempts,
+            })
             .collect();
         report.deliveries = jobs.len();
         self.queue.push_all(&jobs).await?;
@@ -73,7 +82,10 @@ impl Services {
         for conv in held {
             let moved = conversion::Entity::update_many()
                 .col_expr(conversion::Column::Status, Expr::value("approved"))
-                .col_expr(conversion::Column::HoldUntil, Expr::value(Option::<chrono::DateTime<chrono::Utc>>::None))
+                .col_expr(
+                    conversion::Column::HoldUntil,
+                    Expr::value(Option::<chrono::DateTime<chrono::Utc>>::None),
+                )
                 .col_expr(conversion::Column::UpdatedAt, Expr::value(t))
                 .filter(conversion::Column::TenantId.eq(&conv.tenant_id))
                 .filter(conversion::Column::Id.eq(&conv.id))
@@ -87,7 +99,11 @@ impl Services {
             // Queued whether or not this pass moved it: the key makes it once.
             let tenant = TenantId::from_trusted(conv.tenant_id.clone());
             self.queue
-                .push(&CommissionJob { tenant_id: tenant.to_string(), conversion_id: conv.id, status: "approved".into() })
+                .push(&CommissionJob {
+                    tenant_id: tenant.to_string(),
+                    conversion_id: conv.id,
+                    status: "approved".into(),
+                })
                 .await?;
         }
         Ok(report)

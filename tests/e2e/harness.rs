@@ -1,0 +1,450 @@
+//! The test harness: a Trcker app per test, one method per user action, and a
+//! local listener that stands in for an affiliate's server.
+
+use std::time::{Duration, Instant};
+
+use poem::listener::{Acceptor, Listener, TcpListener};
+use poem::{EndpointExt, Route, handler};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use trcker::{App, Config, Roles, Secret};
+
+pub const OPERATOR: &str = "test-operator-token";
+
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh PostgreSQL database, dropped at the end of the test.
+pub struct PgDatabase {
+    admin_url: String,
+    name: String,
+    pub url: String,
+}
+
+impl PgDatabase {
+    /// `None` when the PostgreSQL suite is off (`TRCKER_TEST_POSTGRES_URL` unset);
+    /// panics when it is on and PostgreSQL cannot be reached.
+    pub async fn create() -> Option<PgDatabase> {
+        let admin_url = std::env::var("TRCKER_TEST_POSTGRES_URL")
+            .ok()
+            .filter(|u| !u.is_empty())?;
+        let name = format!(
+            "trcker_test_{}",
+            trcker_domain::secret::random_alnum(12).to_ascii_lowercase()
+        );
+        let mut conn = connect(&admin_url).await;
+        sqlx_exec(&mut conn, &format!("CREATE DATABASE {name}")).await;
+        let (base, _) = admin_url
+            .rsplit_once('/')
+            .expect("TRCKER_TEST_POSTGRES_URL must end with /<database>");
+        let url = format!("{base}/{name}");
+        Some(PgDatabase {
+            admin_url,
+            name,
+            url,
+        })
+    }
+}
+
+async fn connect(url: &str) -> trcker_storage::sea_orm::DatabaseConnection {
+    trcker_storage::sea_orm::Database::connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL suite is on but {url} is unreachable: {e}"))
+}
+
+async fn sqlx_exec(conn: &mut trcker_storage::sea_orm::DatabaseConnection, sql: &str) {
+    use trcker_storage::sea_orm::ConnectionTrait;
+    conn.execute_unprepared(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let admin_url = self.admin_url.clone();
+        let name = self.name.clone();
+        // Best effort, on a thread of its own (we may be inside a runtime).
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            if let Ok(rt) = rt {
+                rt.block_on(async {
+                    if let Ok(conn) = trcker_storage::sea_orm::Database::connect(&admin_url).await {
+                        use trcker_storage::sea_orm::ConnectionTrait;
+                        let _ = conn
+                            .execute_unprepared(&format!(
+                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                            ))
+                            .await;
+                    }
+                });
+            }
+        })
+        .join();
+    }
+}
+
+/// A running Trcker and a client for it.
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    app: std::sync::Mutex<Option<App>>,
+    _dir: tempfile::TempDir,
+    _pg: Option<PgDatabase>,
+}
+
+/// Starts a Trcker app on `db`, or `None` when that database's suite is off.
+pub async fn spawn(db: Db) -> Option<TestApp> {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TRCKER_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .try_init();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pg = match db {
+        Db::Sqlite => None,
+        Db::Postgres => Some(PgDatabase::create().await?),
+    };
+    let mut config = Config::with_data_dir(dir.path());
+    config.operator_token = Some(Secret::new(OPERATOR));
+    config.allow_private_targets = true;
+    config.database_url = pg.as_ref().map(|p| Secret::new(p.url.clone()));
+    config.db_connections = 8;
+    let app = App::start(config, Roles::All).await.expect("trcker starts");
+    let base = app.public_url.clone();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    Some(TestApp {
+        base,
+        http,
+        app: std::sync::Mutex::new(Some(app)),
+        _dir: dir,
+        _pg: pg,
+    })
+}
+
+/// Runs a scenario on SQLite and on PostgreSQL (when its suite is on).
+#[macro_export]
+macro_rules! on_both_databases {
+    ($scenario:ident) => {
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                if let Some(app) = $crate::harness::spawn($crate::harness::Db::Sqlite).await {
+                    super::$scenario(&app).await;
+                    app.stop().await;
+                }
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                match $crate::harness::spawn($crate::harness::Db::Postgres).await {
+                    Some(app) => {
+                        super::$scenario(&app).await;
+                        app.stop().await;
+                    }
+                    None => {
+                        eprintln!("PostgreSQL suite off: set TRCKER_TEST_POSTGRES_URL to run it")
+                    }
+                }
+            }
+        }
+    };
+}
+
+/// A tenant created through the API.
+pub struct Tenant {
+    pub id: String,
+    pub key: String,
+}
+
+/// What the quickstart sets up.
+pub struct Setup {
+    pub tenant: Tenant,
+    pub program_id: String,
+    pub affiliate_id: String,
+    pub secret: String,
+    pub postback_url: String,
+    pub invite_url: String,
+}
+
+impl TestApp {
+    pub async fn stop(&self) {
+        let app = self.app.lock().ok().and_then(|mut a| a.take());
+        if let Some(app) = app {
+            app.stop().await;
+        }
+    }
+
+    /// The app's use cases, for checks the API does not expose (the ledger).
+    pub fn services(&self) -> trcker_services::Services {
+        self.app
+            .lock()
+            .ok()
+            .and_then(|a| a.as_ref().map(|a| a.services.clone()))
+            .expect("app running")
+    }
+
+    /// Sum of the ledger for one conversion, in minor units.
+    pub async fn ledger_sum(&self, tenant_id: &str, conversion_id: &str) -> (i64, usize) {
+        use trcker_storage::entities::ledger_entry;
+        use trcker_storage::sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+        let entries = ledger_entry::Entity::find()
+            .filter(ledger_entry::Column::TenantId.eq(tenant_id))
+            .filter(ledger_entry::Column::ConversionId.eq(conversion_id))
+            .all(&self.services().store.conn)
+            .await
+            .expect("ledger");
+        (entries.iter().map(|e| e.amount_minor).sum(), entries.len())
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn api(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let text = resp.text().await.unwrap_or_default();
+        if !status.is_success() {
+            assert!(
+                content_type.starts_with("application/problem+json"),
+                "{path}: error {status} must be problem+json, was {content_type}: {text}"
+            );
+        }
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        self.api(reqwest::Method::POST, path, Some(token), Some(body))
+            .await
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        self.api(reqwest::Method::GET, path, Some(token), None)
+            .await
+    }
+
+    pub async fn create_tenant(&self, slug: &str) -> Tenant {
+        let (status, body) = self
+            .post(
+                "/api/v1/tenants",
+                OPERATOR,
+                json!({"name": slug.to_uppercase(), "slug": slug}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        Tenant {
+            id: body["id"].as_str().expect("id").to_owned(),
+            key: body["api_key"].as_str().expect("api_key").to_owned(),
+        }
+    }
+
+    /// The pinned quickstart: tenant acme, program pro (10%), affiliate jane
+    /// whose postback URL points at `affiliate_url`, and an integration.
+    pub async fn quickstart_setup(&self, slug: &str, affiliate_url: &str) -> Setup {
+        let tenant = self.create_tenant(slug).await;
+        let (status, program) = self
+            .post(
+                "/api/v1/programs",
+                &tenant.key,
+                json!({"name":"Pro plan","slug":"pro","destination_url":"https://shop.example/pro",
+                       "currency":"USD","commission":{"type":"percent","value":"10"}}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{program}");
+        assert!(
+            program["id"]
+                .as_str()
+                .is_some_and(|id| id.starts_with("prg_")),
+            "{program}"
+        );
+        let (status, affiliate) = self
+            .post(
+                "/api/v1/affiliates",
+                &tenant.key,
+                json!({"name":"Jane","email":"jane@example.com","slug":"jane",
+                       "postback_url": format!("{affiliate_url}/pb?cid={{click_id}}&payout={{payout}}")}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{affiliate}");
+        let program_id = program["id"].as_str().expect("program id").to_owned();
+        let (status, integration) = self
+            .post(
+                "/api/v1/integrations",
+                &tenant.key,
+                json!({"name":"Shop backend","program_id": program_id}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{integration}");
+        Setup {
+            program_id,
+            affiliate_id: affiliate["id"].as_str().expect("affiliate id").to_owned(),
+            invite_url: affiliate["invite_url"]
+                .as_str()
+                .expect("invite_url")
+                .to_owned(),
+            secret: integration["secret"].as_str().expect("secret").to_owned(),
+            postback_url: integration["postback_url"]
+                .as_str()
+                .expect("postback_url")
+                .to_owned(),
+            tenant,
+        }
+    }
+
+    /// Follows a tracking link; returns the status and the Location header.
+    pub async fn click(&self, path: &str) -> (StatusCode, Option<String>) {
+        let resp = self.http.get(self.url(path)).send().await.expect("click");
+        let loc = resp
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        (resp.status(), loc)
+    }
+
+    /// Clicks and returns the click id from the redirect.
+    pub async fn click_id(&self, path: &str) -> String {
+        let (status, loc) = self.click(path).await;
+        assert_eq!(status, StatusCode::FOUND);
+        let loc = loc.expect("location");
+        let url = url::Url::parse(&loc).expect("redirect URL");
+        url.query_pairs()
+            .find(|(k, _)| k == "click_id")
+            .map(|(_, v)| v.into_owned())
+            .expect("click_id in redirect")
+    }
+
+    /// Fires a GET postback at `path_and_query`.
+    pub async fn postback(&self, path_and_query: &str) -> (StatusCode, Value) {
+        let resp = self
+            .http
+            .get(self.url(path_and_query))
+            .send()
+            .await
+            .expect("postback");
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Lists conversions with a query string until `pred` holds (the pipeline is asynchronous).
+    pub async fn conversions_until(
+        &self,
+        key: &str,
+        query: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (status, body) = self.get(&format!("/api/v1/conversions?{query}"), key).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            if pred(&body) {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "conversions never matched; last: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A local HTTP listener that stands in for an affiliate's server: it records
+/// every request's path and query and answers with `status`.
+pub struct AffiliateServer {
+    pub url: String,
+    rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<String>>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+#[derive(Clone)]
+struct Recorder(mpsc::UnboundedSender<String>, u16);
+
+#[handler]
+fn record(req: &poem::Request, rec: poem::web::Data<&Recorder>) -> poem::Response {
+    let _ = rec.0.0.send(req.uri().to_string());
+    poem::Response::builder()
+        .status(poem::http::StatusCode::from_u16(rec.0.1).unwrap_or_default())
+        .body("ok")
+}
+
+impl AffiliateServer {
+    pub async fn start(status: u16) -> AffiliateServer {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let acceptor = TcpListener::bind("127.0.0.1:0")
+            .into_acceptor()
+            .await
+            .expect("bind");
+        let addr = acceptor.local_addr()[0]
+            .as_socket_addr()
+            .copied()
+            .expect("addr");
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let app = Route::new().at("/*", record).data(Recorder(tx, status));
+        tokio::spawn(async move {
+            let _ = poem::Server::new_with_acceptor(acceptor)
+                .run_with_graceful_shutdown(
+                    app,
+                    async {
+                        let _ = stop_rx.await;
+                    },
+                    Some(Duration::from_secs(1)),
+                )
+                .await;
+        });
+        AffiliateServer {
+            url: format!("http://{addr}"),
+            rx: tokio::sync::Mutex::new(rx),
+            _stop: stop_tx,
+        }
+    }
+
+    /// The next request the affiliate's server received (path and query).
+    pub async fn next(&self) -> String {
+        let mut rx = self.rx.lock().await;
+        tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .expect("the affiliate was not notified in time")
+            .expect("listener closed")
+    }
+
+    /// Asserts nothing more arrives within `wait`.
+    pub async fn assert_quiet(&self, wait: Duration) {
+        let mut rx = self.rx.lock().await;
+        if let Ok(Some(extra)) = tokio::time::timeout(wait, rx.recv()).await {
+            panic!("unexpected notification: {extra}");
+        }
+    }
+}

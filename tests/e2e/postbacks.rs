@@ -1,0 +1,269 @@
+//! Postback intake and the pipeline behind it, over real HTTP, on both databases.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::harness::{AffiliateServer, TestApp};
+use crate::on_both_databases;
+
+async fn postback_forms_and_rejections(app: &TestApp) {
+    let jane = AffiliateServer::start(200).await;
+    let s = app.quickstart_setup("acme", &jane.url).await;
+    let c1 = app.click_id("/api/r/acme/pro?via=jane").await;
+    let c2 = app.click_id("/api/r/acme/pro?via=jane").await;
+    let c3 = app.click_id("/api/r/acme/pro?via=jane").await;
+
+    // Short form, secret in the header, POST form body with aliases.
+    let resp = app
+        .http
+        .post(app.url("/postback"))
+        .header("X-Postback-Secret", &s.secret)
+        .form(&[("clickid", c1.as_str()), ("sum", "20"), ("order_id", "A-1")])
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        resp.json::<serde_json::Value>().await.expect("json")["status"],
+        "accepted"
+    );
+    // Named form, POST JSON body; the header wins over a wrong secret in the body.
+    let resp = app
+        .http
+        .post(app.url("/api/postback/acme/pro"))
+        .header("X-Postback-Secret", &s.secret)
+        .json(&json!({"click_id": c2, "amount": 12.5, "txn_id": "A-2", "secret": "wrong"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), StatusCode::OK);
+    // Payout override.
+    let (status, _) = app
+        .postback(&format!(
+            "/postback?secret={}&click_id={c3}&amount=100&payout=3.33&txn_id=A-3",
+            s.secret
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    let key = &s.tenant.key;
+    let page = app
+        .conversions_until(key, "", |b| {
+            b["items"]
+                .as_array()
+                .is_some_and(|i| i.len() == 3 && i.iter().all(|c| c["payout"].is_string()))
+        })
+        .await;
+    let by_txn = |t: &str| {
+        page["items"]
+            .as_array()
+            .and_then(|i| i.iter().find(|c| c["txn_id"] == t).cloned())
+            .expect(t)
+    };
+    assert_eq!(by_txn("A-1")["payout"], "2.00");
+    assert_eq!(by_txn("A-2")["amount"], "12.50");
+    assert_eq!(by_txn("A-2")["payout"], "1.25");
+    assert_eq!(by_txn("A-3")["payout"], "3.33");
+    // Pagination by cursor.
+    let (_, p1) = app.get("/api/v1/conversions?limit=2", key).await;
+    assert_eq!(p1["items"].as_array().map(Vec::len), Some(2));
+    let cursor = p1["next_cursor"].as_str().expect("cursor");
+    let (_, p2) = app
+        .get(&format!("/api/v1/conversions?limit=2&cursor={cursor}"), key)
+        .await;
+    assert_eq!(p2["items"].as_array().map(Vec::len), Some(1));
+    assert!(p2["next_cursor"].is_null());
+
+    // Each bad field is named; nothing is accepted.
+    let (status, body) = app
+        .postback(&format!(
+            "/api/postback/acme/pro?secret={}&click_id=abc&amount=ten&currency=dollars&status=paid",
+            s.secret
+        ))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let fields: Vec<&str> = body["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .filter_map(|e| e["field"].as_str())
+        .collect();
+    for f in ["click_id", "txn_id", "amount", "currency", "status"] {
+        assert!(fields.contains(&f), "{f} not named: {body}");
+    }
+    // Too much precision is an error, not a rounding.
+    let (status, body) = app
+        .postback(&format!(
+            "/api/postback/acme/pro?secret={}&click_id={c1}&amount=1.999&txn_id=B-1",
+            s.secret
+        ))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["errors"][0]["field"], "amount");
+    // Oversized body: 413.
+    let resp = app
+        .http
+        .post(app.url("/api/postback/acme/pro"))
+        .header("X-Postback-Secret", &s.secret)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("txn_id=x&pad={}", "a".repeat(70 * 1024)))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // Broken JSON: 400.
+    let resp = app
+        .http
+        .post(app.url("/api/postback/acme/pro"))
+        .header("X-Postback-Secret", &s.secret)
+        .header("content-type", "application/json")
+        .body("{")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, all) = app.get("/api/v1/conversions", key).await;
+    assert_eq!(all["items"].as_array().map(Vec::len), Some(3));
+}
+on_both_databases!(postback_forms_and_rejections);
+
+async fn refund_reverses_the_commission(app: &TestApp) {
+    let jane = AffiliateServer::start(200).await;
+    let s = app.quickstart_setup("acme", &jane.url).await;
+    let click = app.click_id("/api/r/acme/pro?via=jane").await;
+    let base = format!(
+        "/api/postback/acme/pro?secret={}&click_id={click}&amount=79&txn_id=order_1",
+        s.secret
+    );
+    assert_eq!(app.postback(&base).await.0, StatusCode::OK);
+    let page = app
+        .conversions_until(&s.tenant.key, "txn_id=order_1", |b| {
+            b["items"][0]["payout"] == "7.90"
+        })
+        .await;
+    let conversion_id = page["items"][0]["id"].as_str().expect("id").to_owned();
+    assert!(jane.next().await.contains("payout=7.90"));
+    assert_eq!(app.ledger_sum(&s.tenant.id, &conversion_id).await, (790, 1));
+
+    let (status, body) = app.postback(&format!("{base}&status=refunded")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["status"], "accepted");
+    app.conversions_until(&s.tenant.key, "txn_id=order_1", |b| {
+        b["items"][0]["status"] == "refunded"
+    })
+    .await;
+    // The affiliate hears of the refund; the ledger nets to exactly zero.
+    assert!(jane.next().await.contains(&format!("cid={click}")));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (sum, n) = app.ledger_sum(&s.tenant.id, &conversion_id).await;
+        if n == 2 {
+            assert_eq!(sum, 0);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no reversal");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The same refund again is a duplicate and reverses nothing twice.
+    let (_, body) = app.postback(&format!("{base}&status=refunded")).await;
+    assert_eq!(body["status"], "duplicate");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(app.ledger_sum(&s.tenant.id, &conversion_id).await, (0, 2));
+}
+on_both_databases!(refund_reverses_the_commission);
+
+async fn concurrent_identical_postbacks_count_once(app: &TestApp) {
+    let jane = AffiliateServer::start(200).await;
+    let s = app.quickstart_setup("acme", &jane.url).await;
+    let click = app.click_id("/api/r/acme/pro?via=jane").await;
+    let url = app.url(&format!(
+        "/api/postback/acme/pro?secret={}&click_id={click}&amount=79&txn_id=storm",
+        s.secret
+    ));
+    let mut handles = Vec::new();
+    for _ in 0..50 {
+        let http = app.http.clone();
+        let url = url.clone();
+        handles.push(tokio::spawn(async move {
+            let resp = http.get(url).send().await.expect("send");
+            (
+                resp.status(),
+                resp.json::<serde_json::Value>().await.expect("json"),
+            )
+        }));
+    }
+    let mut accepted = 0;
+    for h in handles {
+        let (status, body) = h.await.expect("task");
+        assert_eq!(status, StatusCode::OK, "{body}");
+        match body["status"].as_str() {
+            Some("accepted") => accepted += 1,
+            Some("duplicate") => {}
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert_eq!(accepted, 1);
+    let page = app
+        .conversions_until(&s.tenant.key, "txn_id=storm", |b| {
+            b["items"][0]["payout"] == "7.90"
+        })
+        .await;
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(1));
+    let id = page["items"][0]["id"].as_str().expect("id");
+    assert_eq!(app.ledger_sum(&s.tenant.id, id).await, (790, 1));
+    jane.next().await;
+    jane.assert_quiet(Duration::from_millis(800)).await;
+}
+on_both_databases!(concurrent_identical_postbacks_count_once);
+
+async fn unattributed_postbacks_are_kept_not_converted(app: &TestApp) {
+    let jane = AffiliateServer::start(200).await;
+    let s = app.quickstart_setup("acme", &jane.url).await;
+    // A well-formed click id that was never issued.
+    let unknown = trcker_domain::ClickId::now().into_string();
+    let (status, body) = app
+        .postback(&format!(
+            "/api/postback/acme/pro?secret={}&click_id={unknown}&amount=5&txn_id=lost-1",
+            s.secret
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let postback_id = body["postback_id"].as_str().expect("id").to_owned();
+    // It stays in the inbox with its reason, and no conversion is made.
+    use trcker_storage::entities::postback;
+    use trcker_storage::sea_orm::EntityTrait;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let row = loop {
+        let row = postback::Entity::find_by_id(postback_id.clone())
+            .one(&app.services().store.conn)
+            .await
+            .expect("query")
+            .expect("row");
+        if row.state != "received" {
+            break row;
+        }
+        assert!(std::time::Instant::now() < deadline, "never processed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(row.state, "unattributed");
+    assert!(
+        row.reason
+            .as_deref()
+            .is_some_and(|r| r.contains("unknown click id")),
+        "{:?}",
+        row.reason
+    );
+    assert!(
+        !row.raw_params.contains(&s.secret),
+        "the secret must be redacted in the log"
+    );
+    let (_, page) = app
+        .get("/api/v1/conversions?txn_id=lost-1", &s.tenant.key)
+        .await;
+    assert_eq!(page["items"], json!([]));
+    jane.assert_quiet(Duration::from_millis(300)).await;
+}
+on_both_databases!(unattributed_postbacks_are_kept_not_converted);
