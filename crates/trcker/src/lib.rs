@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use poem::listener::{Acceptor, Listener, TcpListener};
-use poem::{EndpointExt, Route, Server, get, handler};
+use poem::{Endpoint, EndpointExt, Request, Response, Route, Server, get, handler};
 use sha2::{Digest, Sha256};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -94,6 +94,17 @@ fn healthz() -> &'static str {
     "ok"
 }
 
+/// Logs each request's method, path, status and duration at debug level. The
+/// query string is never logged: postback URLs carry their secret there.
+async fn access_log<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> {
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let result = next.get_response(req).await;
+    tracing::debug!(%method, %path, status = result.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
+    Ok(result)
+}
+
 /// A running Trcker process.
 pub struct App {
     /// Where the HTTP roles listen (None for workers only).
@@ -154,7 +165,7 @@ impl App {
                 .nest("/api/docs", trcker_api::docs(&public_url))
                 .nest("/portal", trcker_portal::routes(services.clone()))
                 .nest("/", trcker_receiver::routes(services.clone()))
-                .with(poem::middleware::Tracing);
+                .around(access_log);
             let signal = shutdown.clone();
             tasks.push(tokio::spawn(async move {
                 let server = Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(

@@ -1,0 +1,32 @@
+# Trcker's front door for developers. Install just with `cargo install just --locked`.
+
+postgres_url := env_var_or_default("TRCKER_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+
+# List the recipes.
+default:
+    @just --list
+
+# Run every role on the embedded SQLite database in ./data.
+run:
+    cargo run --release -p trcker -- serve
+
+# Run the tests on SQLite and PostgreSQL.
+test:
+    TRCKER_TEST_POSTGRES_URL={{postgres_url}} cargo test --workspace
+
+# Run the tests on SQLite only.
+test-sqlite:
+    cargo test --workspace
+
+# Formatting and lints, as CI runs them.
+lint:
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Format the code.
+fmt:
+    cargo fmt --all
+
+# What CI runs.
+ci:
+    bash .ci/run
