@@ -95,6 +95,7 @@ pub struct TestApp {
     pub base: String,
     pub http: reqwest::Client,
     app: std::sync::Mutex<Option<App>>,
+    config: Config,
     _dir: tempfile::TempDir,
     _pg: Option<PgDatabase>,
 }
@@ -118,7 +119,9 @@ pub async fn spawn(db: Db) -> Option<TestApp> {
     config.allow_private_targets = true;
     config.database_url = pg.as_ref().map(|p| Secret::new(p.url.clone()));
     config.db_connections = 8;
-    let app = App::start(config, Roles::All).await.expect("trcker starts");
+    let app = App::start(config.clone(), Roles::All)
+        .await
+        .expect("trcker starts");
     let base = app.public_url.clone();
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -128,6 +131,7 @@ pub async fn spawn(db: Db) -> Option<TestApp> {
         base,
         http,
         app: std::sync::Mutex::new(Some(app)),
+        config,
         _dir: dir,
         _pg: pg,
     })
@@ -184,6 +188,13 @@ impl TestApp {
         if let Some(app) = app {
             app.stop().await;
         }
+    }
+
+    /// A second process's worth of workers (`trcker worker`) on the same database.
+    pub async fn start_workers(&self) -> App {
+        App::start(self.config.clone(), Roles::Workers)
+            .await
+            .expect("workers start")
     }
 
     /// The app's use cases, for checks the API does not expose (the ledger).

@@ -267,3 +267,52 @@ async fn unattributed_postbacks_are_kept_not_converted(app: &TestApp) {
     jane.assert_quiet(Duration::from_millis(300)).await;
 }
 on_both_databases!(unattributed_postbacks_are_kept_not_converted);
+
+async fn a_second_worker_process_shares_the_queue(app: &TestApp) {
+    let jane = AffiliateServer::start(200).await;
+    let s = app.quickstart_setup("acme", &jane.url).await;
+    let workers = app.start_workers().await;
+    let n = 60;
+    let mut clicks = Vec::new();
+    for _ in 0..n {
+        clicks.push(app.click_id("/api/r/acme/pro?via=jane").await);
+    }
+    let mut handles = Vec::new();
+    for (i, click) in clicks.iter().enumerate() {
+        let http = app.http.clone();
+        let url = app.url(&format!(
+            "/api/postback/acme/pro?secret={}&click_id={click}&amount=10&txn_id=t{i}",
+            s.secret
+        ));
+        handles.push(tokio::spawn(async move {
+            http.get(url).send().await.expect("send").status()
+        }));
+    }
+    for h in handles {
+        assert_eq!(h.await.expect("task"), StatusCode::OK);
+    }
+    let page = app
+        .conversions_until(&s.tenant.key, "limit=200", |b| {
+            b["items"]
+                .as_array()
+                .is_some_and(|i| i.len() == n && i.iter().all(|c| c["payout"] == "1.00"))
+        })
+        .await;
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(n));
+    for _ in 0..n {
+        jane.next().await;
+    }
+    jane.assert_quiet(Duration::from_millis(500)).await;
+    let conn = &app.services().store.conn;
+    use trcker_storage::entities::ledger_entry;
+    use trcker_storage::sea_orm::{EntityTrait, PaginatorTrait};
+    assert_eq!(
+        ledger_entry::Entity::find()
+            .count(conn)
+            .await
+            .expect("count"),
+        n as u64
+    );
+    workers.stop().await;
+}
+on_both_databases!(a_second_worker_process_shares_the_queue);

@@ -1,0 +1,113 @@
+//! The `trcker` binary itself: first start on a fresh data dir, the operator
+//! token shown once, a restart that keeps it, and a clean exit on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+struct Running {
+    child: Child,
+    lines: Vec<String>,
+}
+
+/// Starts `trcker serve` and reads its banner up to the operator token line.
+fn serve(data_dir: &std::path::Path, token: Option<&str>) -> Running {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_trcker"));
+    cmd.arg("serve")
+        .env("TRCKER_LISTEN", "127.0.0.1:0")
+        .env("TRCKER_DATA_DIR", data_dir)
+        .env_remove("DATABASE_URL")
+        .env_remove("TRCKER_PUBLIC_URL")
+        .env_remove("TRCKER_OPERATOR_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    if let Some(t) = token {
+        cmd.env("TRCKER_OPERATOR_TOKEN", t);
+    }
+    let mut child = cmd.spawn().expect("spawn trcker");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("line");
+        let done = line.contains("operator token");
+        lines.push(line);
+        if done {
+            break;
+        }
+    }
+    Running { child, lines }
+}
+
+impl Running {
+    fn value_after(&self, label: &str) -> String {
+        self.lines
+            .iter()
+            .find_map(|l| l.trim().strip_prefix(label).map(|v| v.trim().to_owned()))
+            .unwrap_or_else(|| panic!("no '{label}' in {:?}", self.lines))
+    }
+
+    fn sigterm_and_wait(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        for _ in 0..300 {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        panic!("trcker did not exit within 30 s of SIGTERM");
+    }
+}
+
+#[tokio::test]
+async fn serve_generates_the_operator_token_once_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = serve(dir.path(), None);
+    let base = first.value_after("listening on");
+    let token = first.value_after("operator token");
+    assert!(token.starts_with("op_"), "{:?}", first.lines);
+    assert!(dir.path().join("trcker.db").exists());
+    let hash =
+        std::fs::read_to_string(dir.path().join("operator_token.sha256")).expect("hash file");
+    assert!(!hash.contains(&token), "only the token's hash is kept");
+
+    let http = reqwest::Client::new();
+    let resp = http
+        .post(format!("{base}/api/v1/tenants"))
+        .bearer_auth(&token)
+        .json(&json!({"name":"Acme","slug":"acme"}))
+        .send()
+        .await
+        .expect("create tenant");
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    assert!(first.sigterm_and_wait().success());
+
+    // A restart keeps the token (and the data) without showing it again.
+    let second = serve(dir.path(), None);
+    assert!(
+        second.lines.iter().all(|l| !l.contains(&token)),
+        "{:?}",
+        second.lines
+    );
+    let base = second.value_after("listening on");
+    let resp = http
+        .post(format!("{base}/api/v1/tenants"))
+        .bearer_auth(&token)
+        .json(&json!({"name":"Acme","slug":"acme"}))
+        .send()
+        .await
+        .expect("create tenant");
+    assert_eq!(
+        resp.status(),
+        StatusCode::CONFLICT,
+        "the first start's tenant is still there"
+    );
+    assert!(second.sigterm_and_wait().success());
+}
