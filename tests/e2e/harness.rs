@@ -176,6 +176,7 @@ pub struct Tenant {
 pub struct Setup {
     pub tenant: Tenant,
     pub program_id: String,
+    pub integration_id: String,
     pub affiliate_id: String,
     pub secret: String,
     pub postback_url: String,
@@ -323,6 +324,10 @@ impl TestApp {
             invite_url: affiliate["invite_url"]
                 .as_str()
                 .expect("invite_url")
+                .to_owned(),
+            integration_id: integration["id"]
+                .as_str()
+                .expect("integration id")
                 .to_owned(),
             secret: integration["secret"].as_str().expect("secret").to_owned(),
             postback_url: integration["postback_url"]

@@ -3,6 +3,7 @@
 //! PostgreSQL database per test. Every scenario runs on both databases.
 
 mod binary;
+mod debugger;
 mod harness;
 mod portal;
 mod postbacks;

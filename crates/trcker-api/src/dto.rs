@@ -4,8 +4,8 @@ use chrono::{DateTime, Utc};
 use poem_openapi::Object;
 use trcker_domain::CommissionRule;
 use trcker_domain::money::{Currency, format_minor};
-use trcker_services::admin;
 use trcker_services::storage::entities::*;
+use trcker_services::{admin, debugger};
 
 fn money(minor: i64, currency: &str) -> String {
     format_minor(minor, Currency::parse(currency).unwrap_or(Currency::USD))
@@ -261,4 +261,132 @@ pub struct ConversionPage {
     pub items: Vec<ConversionOut>,
     /// Pass as `cursor` to get the next page; null on the last page.
     pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Object)]
+pub struct ParamOut {
+    pub name: String,
+    pub value: String,
+}
+
+/// One postback as it was received, and what became of it.
+#[derive(Debug, Object)]
+pub struct PostbackLogOut {
+    pub id: String,
+    pub received_at: DateTime<Utc>,
+    pub method: String,
+    pub source_ip: Option<String>,
+    /// Every parameter as received; the secret is redacted.
+    pub params: Vec<ParamOut>,
+    /// The HTTP status Trcker answered.
+    pub http_status: i32,
+    /// `accepted`, `duplicate` or `rejected`.
+    pub outcome: String,
+    /// For accepted postbacks: `received` (queued), `processed` or `unattributed`.
+    pub state: String,
+    /// Why: the bad fields, the original of a duplicate, whom it was attributed to, or why not.
+    pub reason: Option<String>,
+    pub txn_id: Option<String>,
+    pub conversion_id: Option<String>,
+    pub duplicate_of: Option<String>,
+    pub is_test: bool,
+}
+
+impl From<postback::Model> for PostbackLogOut {
+    fn from(p: postback::Model) -> Self {
+        let params: Vec<(String, String)> = serde_json::from_str(&p.raw_params).unwrap_or_default();
+        PostbackLogOut {
+            id: p.id,
+            received_at: p.created_at,
+            method: p.method,
+            source_ip: p.source_ip,
+            params: params
+                .into_iter()
+                .map(|(name, value)| ParamOut { name, value })
+                .collect(),
+            http_status: p.http_status,
+            outcome: p.outcome,
+            state: p.state,
+            reason: p.reason,
+            txn_id: p.txn_id,
+            conversion_id: p.conversion_id,
+            duplicate_of: p.duplicate_of,
+            is_test: p.is_test,
+        }
+    }
+}
+
+#[derive(Debug, Object)]
+pub struct PostbackLogPage {
+    pub items: Vec<PostbackLogOut>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Object)]
+pub struct TestFireIn {
+    /// The affiliate the test click is made for.
+    pub affiliate_id: String,
+    /// Sale amount (decimal string); default 10.00.
+    pub amount: Option<String>,
+}
+
+#[derive(Debug, Object)]
+pub struct NotificationTraceOut {
+    pub url: String,
+    /// `pending`, `delivered` or `dead`.
+    pub status: String,
+    pub attempts: i32,
+    pub last_status_code: Option<i32>,
+    pub last_error: Option<String>,
+}
+
+/// What happened to the test postback, step by step.
+#[derive(Debug, Object)]
+pub struct TestFireOut {
+    pub click_id: String,
+    pub txn_id: String,
+    /// The receiver's HTTP status and body, exactly as a merchant would get them.
+    pub http_status: u16,
+    pub response: String,
+    pub received: bool,
+    pub postback_id: Option<String>,
+    pub attributed: bool,
+    pub conversion_id: Option<String>,
+    pub reason: Option<String>,
+    /// The commission, e.g. "1.00 USD".
+    pub payout: Option<String>,
+    pub commission_explanation: Option<String>,
+    pub notifications: Vec<NotificationTraceOut>,
+    /// Every step finished within the wait (notified, or nothing to notify).
+    pub complete: bool,
+}
+
+impl From<debugger::TestFireTrace> for TestFireOut {
+    fn from(t: debugger::TestFireTrace) -> Self {
+        TestFireOut {
+            click_id: t.click_id,
+            txn_id: t.txn_id,
+            http_status: t.http_status,
+            response: t.response,
+            received: t.received,
+            postback_id: t.postback_id,
+            attributed: t.attributed,
+            conversion_id: t.conversion_id,
+            reason: t.reason,
+            payout: t.payout,
+            commission_explanation: t.commission_explanation,
+            notifications: t
+                .notifications
+                .into_iter()
+                .map(|n| NotificationTraceOut {
+                    url: n.url,
+                    status: n.status,
+                    attempts: n.attempts,
+                    last_status_code: n.last_status_code,
+                    last_error: n.last_error,
+                })
+                .collect(),
+            complete: t.complete,
+        }
+    }
 }

@@ -10,6 +10,7 @@ use trcker_services::admin::{
     ConversionFilter, NewAffiliate, NewIntegration, NewProgram, NewTenant,
 };
 use trcker_services::auth::Caller;
+use trcker_services::debugger::TestFireInput;
 
 use crate::dto::*;
 use crate::error::ApiError;
@@ -242,6 +243,64 @@ impl IntegrationsApi {
         out.secret = Some(created.secret);
         out.postback_url = Some(created.postback_url);
         Ok(Created::Created(Json(out)))
+    }
+
+    /// The integration's postback log: the newest requests first, with their raw
+    /// parameters (secret redacted), source IP, answer and what the pipeline did.
+    #[oai(
+        path = "/integrations/:id/postbacks",
+        method = "get",
+        operation_id = "list_integration_postbacks"
+    )]
+    async fn postbacks(
+        &self,
+        auth: BearerAuth,
+        id: Path<String>,
+        cursor: Query<Option<String>>,
+        limit: Query<Option<u64>>,
+        services: Data<&Services>,
+    ) -> Result<Json<PostbackLogPage>, ApiError> {
+        let caller = caller(&services, &auth).await?;
+        let (rows, next_cursor) = services
+            .postback_log(&caller, &id.0, cursor.0, limit.0)
+            .await?;
+        Ok(Json(PostbackLogPage {
+            items: rows.into_iter().map(Into::into).collect(),
+            next_cursor,
+        }))
+    }
+
+    /// Test-fire: make a test click for an affiliate, fire a real postback at the
+    /// public receiver as a merchant would, and return the trace (received,
+    /// attributed, commission, affiliate notified). Test data stays out of balances.
+    #[oai(
+        path = "/integrations/:id/test-fire",
+        method = "post",
+        operation_id = "test_fire_integration"
+    )]
+    async fn test_fire(
+        &self,
+        auth: BearerAuth,
+        id: Path<String>,
+        body: Json<TestFireIn>,
+        services: Data<&Services>,
+    ) -> Result<Json<TestFireOut>, ApiError> {
+        let caller = caller(&services, &auth).await?;
+        let TestFireIn {
+            affiliate_id,
+            amount,
+        } = body.0;
+        let trace = services
+            .test_fire(
+                &caller,
+                &id.0,
+                TestFireInput {
+                    affiliate_id,
+                    amount,
+                },
+            )
+            .await?;
+        Ok(Json(trace.into()))
     }
 
     /// Get one integration (the secret is never shown again).

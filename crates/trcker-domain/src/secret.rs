@@ -54,3 +54,53 @@ mod tests {
         assert!(!secrets_equal("abc", "abd"));
     }
 }
+
+/// Tokens that let a tenant's test-fire authenticate one test postback at the
+/// public receiver without the integration's secret (which we only keep hashed).
+/// The token names the integration and an expiry, and is an HMAC-SHA256 under a
+/// key all nodes of an installation share.
+pub mod test_fire {
+    use hmac::{Hmac, Mac};
+    use sha2::Sha256;
+
+    fn mac(key: &[u8], integration_id: &str, expires_unix: i64) -> Option<String> {
+        let mut m = Hmac::<Sha256>::new_from_slice(key).ok()?;
+        m.update(format!("test-fire\0{integration_id}\0{expires_unix}").as_bytes());
+        Some(hex::encode(m.finalize().into_bytes()))
+    }
+
+    /// `<integration id>.<expiry>.<mac>`
+    pub fn token(key: &[u8], integration_id: &str, expires_unix: i64) -> String {
+        format!(
+            "{integration_id}.{expires_unix}.{}",
+            mac(key, integration_id, expires_unix).unwrap_or_default()
+        )
+    }
+
+    /// The integration a token names, if it is genuine and not expired.
+    pub fn verify(key: &[u8], token: &str, now_unix: i64) -> Option<String> {
+        let mut parts = token.splitn(3, '.');
+        let (id, exp, given) = (parts.next()?, parts.next()?, parts.next()?);
+        let exp: i64 = exp.parse().ok()?;
+        if exp < now_unix {
+            return None;
+        }
+        let expected = mac(key, id, exp)?;
+        super::secrets_equal(&expected, given).then(|| id.to_owned())
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn tokens_verify_until_they_expire() {
+            let t = token(b"k", "int_1", 100);
+            assert_eq!(verify(b"k", &t, 99), Some("int_1".into()));
+            assert_eq!(verify(b"k", &t, 101), None);
+            assert_eq!(verify(b"other", &t, 99), None);
+            assert_eq!(verify(b"k", &t.replace("int_1", "int_2"), 99), None);
+            assert_eq!(verify(b"k", "garbage", 0), None);
+        }
+    }
+}

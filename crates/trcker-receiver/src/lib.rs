@@ -175,6 +175,10 @@ async fn postback(
         brand,
         offer,
         secret: header_secret.or(param_secret),
+        test_fire_token: header_str(
+            req.headers(),
+            header::HeaderName::from_static(trcker_services::debugger::TEST_FIRE_HEADER),
+        ),
         pairs,
         source_ip: remote_ip(req),
         method: req.method().to_string(),

@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod auth;
 pub mod clicks;
+pub mod debugger;
 mod error;
 pub mod pipeline;
 pub mod portal;
@@ -40,17 +41,25 @@ pub struct Services {
     pub queue: JobQueue,
     pub settings: Arc<Settings>,
     pub(crate) http: reqwest::Client,
+    /// For calls to our own public receiver (test-fire).
+    pub(crate) self_http: reqwest::Client,
 }
 
 impl Services {
     pub fn new(store: Store, settings: Settings) -> Result<Self, ServiceError> {
         let queue = JobQueue::new(store.pool.clone());
         let http = pipeline::notify::http_client(settings.allow_private_targets)?;
+        let self_http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .map_err(|e| ServiceError::Internal(format!("http client: {e}")))?;
         Ok(Services {
             store,
             queue,
             settings: Arc::new(settings),
             http,
+            self_http,
         })
     }
 

@@ -12,7 +12,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use trcker_domain::ids::IdKind;
 use trcker_domain::money::Currency;
 use trcker_domain::postback::{FieldError, PostbackParams, redacted};
-use trcker_domain::secret::hash_secret;
+use trcker_domain::secret::{hash_secret, test_fire};
 use trcker_storage::entities::*;
 use trcker_storage::{TenantId, is_unique_violation, scoped, sea_orm};
 
@@ -27,6 +27,8 @@ pub struct PostbackRequest {
     pub brand: Option<String>,
     pub offer: Option<String>,
     pub secret: Option<String>,
+    /// A test-fire token (`X-Trcker-Test-Fire`), in place of the secret.
+    pub test_fire_token: Option<String>,
     /// Every parameter, from the query string and the body, in order.
     pub pairs: Vec<(String, String)>,
     pub source_ip: Option<String>,
@@ -86,9 +88,12 @@ impl Services {
             .as_deref()
             .map(str::trim)
             .filter(|s| !s.is_empty());
-        let secret = secret.ok_or(IntakeError::Unauthorized(
-            "a postback secret is required (secret= or X-Postback-Secret)",
-        ))?;
+        let test_fire = req.test_fire_token.as_deref().filter(|_| secret.is_none());
+        if secret.is_none() && test_fire.is_none() {
+            return Err(IntakeError::Unauthorized(
+                "a postback secret is required (secret= or X-Postback-Secret)",
+            ));
+        }
 
         // Resolve the URL's brand and offer first: an unknown one is a 404 whatever the secret.
         let named_program = match (&req.brand, &req.offer) {
@@ -106,14 +111,35 @@ impl Services {
             _ => None,
         };
 
-        let integration = integration::Entity::find()
-            .filter(integration::Column::SecretHash.eq(hash_secret(secret)))
-            .one(&self.store.conn)
-            .await?
-            .filter(|i| i.status == "active")
-            .ok_or(IntakeError::Unauthorized(
-                "the postback secret is wrong or revoked",
-            ))?;
+        let found = match (secret, test_fire) {
+            (Some(secret), _) => {
+                integration::Entity::find()
+                    .filter(integration::Column::SecretHash.eq(hash_secret(secret)))
+                    .one(&self.store.conn)
+                    .await?
+            }
+            (None, Some(token)) => {
+                match test_fire::verify(&self.test_fire_key(), token, now().timestamp()) {
+                    Some(id) => {
+                        integration::Entity::find_by_id(id)
+                            .one(&self.store.conn)
+                            .await?
+                    }
+                    None => {
+                        return Err(IntakeError::Unauthorized(
+                            "the test-fire token is invalid or expired",
+                        ));
+                    }
+                }
+            }
+            (None, None) => None,
+        };
+        let integration =
+            found
+                .filter(|i| i.status == "active")
+                .ok_or(IntakeError::Unauthorized(
+                    "the postback secret is wrong or revoked",
+                ))?;
         let tenant = TenantId::from_trusted(integration.tenant_id.clone());
         let program = match named_program {
             Some(p) if p.id == integration.program_id && p.tenant_id == integration.tenant_id => p,
@@ -161,7 +187,11 @@ impl Services {
         };
 
         let params = match trcker_domain::postback::parse(&req.pairs, &aliases, currency) {
-            Ok(p) => p,
+            // A test-fire is always a test, whatever its parameters say.
+            Ok(p) => PostbackParams {
+                test: p.test || test_fire.is_some(),
+                ..p
+            },
             Err(fields) => {
                 let mut log = row("rejected", 422);
                 log.reason = Some(
