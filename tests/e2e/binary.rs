@@ -29,8 +29,9 @@ fn serve(data_dir: &std::path::Path, token: Option<&str>) -> Running {
     }
     let mut child = cmd.spawn().expect("spawn trcker");
     let stdout = child.stdout.take().expect("stdout");
+    let mut reader = BufReader::new(stdout).lines();
     let mut lines = Vec::new();
-    for line in BufReader::new(stdout).lines() {
+    for line in reader.by_ref() {
         let line = line.expect("line");
         let done = line.contains("operator token");
         lines.push(line);
@@ -38,6 +39,8 @@ fn serve(data_dir: &std::path::Path, token: Option<&str>) -> Running {
             break;
         }
     }
+    // Keep reading, as a terminal would, so the process never writes to a closed pipe.
+    std::thread::spawn(move || reader.for_each(drop));
     Running { child, lines }
 }
 

@@ -316,3 +316,222 @@ async fn a_second_worker_process_shares_the_queue(app: &TestApp) {
     workers.stop().await;
 }
 on_both_databases!(a_second_worker_process_shares_the_queue);
+
+async fn integration_protections(app: &TestApp) {
+    use trcker_domain::protection::{sign, signed_message};
+    let jane = AffiliateServer::start(200).await;
+    let s = app.quickstart_setup("acme", &jane.url).await;
+    let key = &s.tenant.key;
+    let path = format!("/api/v1/integrations/{}", s.integration_id);
+    let patch =
+        |body: serde_json::Value| app.api(reqwest::Method::PATCH, &path, Some(key), Some(body));
+    let click = app.click_id("/api/r/acme/pro?via=jane").await;
+    let pb = |txn: &str| {
+        format!(
+            "/api/postback/acme/pro?secret={}&click_id={click}&amount=10&txn_id={txn}",
+            s.secret
+        )
+    };
+
+    // Bad settings are refused, each named, and change nothing.
+    let (status, body) =
+        patch(json!({"ip_allowlist": ["10.0.0.0/8", "nope"], "rate_limit_per_minute": -5})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let fields: Vec<&str> = body["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .filter_map(|e| e["field"].as_str())
+        .collect();
+    assert_eq!(fields, ["ip_allowlist[1]", "rate_limit_per_minute"]);
+    assert_eq!(app.postback(&pb("p0")).await.0, StatusCode::OK);
+
+    // IP allow-list: we come from 127.0.0.1.
+    let (status, body) = patch(json!({"ip_allowlist": ["10.0.0.0/8", "2001:db8::/32"]})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["ip_allowlist"], json!(["10.0.0.0/8", "2001:db8::/32"]));
+    let (status, body) = app.postback(&pb("p1")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("127.0.0.1"))
+    );
+    patch(json!({"ip_allowlist": ["127.0.0.0/8"]})).await;
+    assert_eq!(app.postback(&pb("p1")).await.0, StatusCode::OK);
+
+    // Signatures: required, checked against the request, with a replay window.
+    patch(json!({"require_signature": true, "ip_allowlist": []})).await;
+    let (status, body) = app.postback(&pb("p2")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("requires a signature"))
+    );
+    let signing_key = trcker_domain::secret::hash_secret(&s.secret);
+    let url = pb("p2");
+    let (path_only, query) = url.split_once('?').expect("query");
+    let signed_get = |ts: i64, query: &str| {
+        let sig = sign(
+            signing_key.as_bytes(),
+            &signed_message(&ts.to_string(), "GET", path_only, query, b""),
+        );
+        app.http
+            .get(app.url(&format!("{path_only}?{query}")))
+            .header("X-Trcker-Timestamp", ts.to_string())
+            .header("X-Trcker-Signature", sig)
+            .send()
+    };
+    let now = chrono::Utc::now().timestamp();
+    assert_eq!(
+        signed_get(now, query).await.expect("send").status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        signed_get(now - 600, query).await.expect("send").status(),
+        StatusCode::FORBIDDEN
+    );
+    // A signature over other parameters does not fit this request.
+    let sig = sign(
+        signing_key.as_bytes(),
+        &signed_message(&now.to_string(), "GET", path_only, query, b""),
+    );
+    let tampered = app
+        .http
+        .get(app.url(&format!(
+            "{path_only}?{}",
+            query.replace("amount=10", "amount=1000")
+        )))
+        .header("X-Trcker-Timestamp", now.to_string())
+        .header("X-Trcker-Signature", sig)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(tampered.status(), StatusCode::FORBIDDEN);
+    // Signed POST with a JSON body.
+    let body = serde_json::to_vec(&json!({"click_id": click, "amount": "10", "txn_id": "p3"}))
+        .expect("json");
+    let post_path = "/api/postback/acme/pro";
+    let sig = sign(
+        signing_key.as_bytes(),
+        &signed_message(&now.to_string(), "POST", post_path, "", &body),
+    );
+    let resp = app
+        .http
+        .post(app.url(post_path))
+        .header("X-Postback-Secret", &s.secret)
+        .header("content-type", "application/json")
+        .header("X-Trcker-Timestamp", now.to_string())
+        .header("X-Trcker-Signature", sig)
+        .body(body)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), StatusCode::OK);
+
+    // Rate limit: 429 with Retry-After.
+    patch(json!({"require_signature": false, "rate_limit_per_minute": 2})).await;
+    let mut codes = Vec::new();
+    for i in 0..3 {
+        let resp = app
+            .http
+            .get(app.url(&pb(&format!("r{i}"))))
+            .send()
+            .await
+            .expect("send");
+        if resp.status() == StatusCode::TOO_MANY_REQUESTS {
+            let retry: u64 = resp.headers()["retry-after"]
+                .to_str()
+                .expect("header")
+                .parse()
+                .expect("seconds");
+            assert!((1..=60).contains(&retry));
+        }
+        codes.push(resp.status());
+    }
+    // The minute may roll over between requests; at most the limit gets through per minute.
+    assert!(
+        codes.contains(&StatusCode::TOO_MANY_REQUESTS)
+            || codes.iter().all(|c| *c == StatusCode::OK),
+        "{codes:?}"
+    );
+    patch(json!({"rate_limit_per_minute": 0})).await;
+
+    // Aliases, then revocation.
+    patch(json!({"param_aliases": {"ref": "click_id", "oid": "txn_id"}})).await;
+    let (status, _) = app
+        .postback(&format!(
+            "/postback?secret={}&ref={click}&oid=alias-1&amount=5",
+            s.secret
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    app.conversions_until(key, "txn_id=alias-1", |b| {
+        b["items"].as_array().is_some_and(|i| i.len() == 1)
+    })
+    .await;
+    let (status, body) = patch(json!({"status": "revoked"})).await;
+    assert_eq!(body["status"], "revoked", "{body}");
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(app.postback(&pb("p9")).await.0, StatusCode::UNAUTHORIZED);
+    // Every refusal is in the postback log with its reason.
+    let (_, log) = app.get(&format!("{path}/postbacks?limit=200"), key).await;
+    let forbidden = log["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|i| i["http_status"] == 403)
+        .count();
+    assert!(forbidden >= 4, "{log}");
+}
+on_both_databases!(integration_protections);
+
+async fn status_rules_and_conflicting_repeats(app: &TestApp) {
+    let jane = AffiliateServer::start(200).await;
+    let s = app.quickstart_setup("acme", &jane.url).await;
+    let click = app.click_id("/api/r/acme/pro?via=jane").await;
+    let base = format!(
+        "/api/postback/acme/pro?secret={}&click_id={click}&amount=79&txn_id=o1",
+        s.secret
+    );
+    assert_eq!(app.postback(&base).await.0, StatusCode::OK);
+    app.conversions_until(&s.tenant.key, "txn_id=o1", |b| {
+        b["items"][0]["payout"] == "7.90"
+    })
+    .await;
+
+    // The same txn_id and status with another amount is no retry: 409, and nothing changes.
+    let (status, body) = app.postback(&base.replace("amount=79", "amount=80")).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("amount")),
+        "{body}"
+    );
+
+    // approved -> refunded is allowed; refunded -> approved is refused with the reason.
+    assert_eq!(
+        app.postback(&format!("{base}&status=refunded")).await.0,
+        StatusCode::OK
+    );
+    app.conversions_until(&s.tenant.key, "txn_id=o1", |b| {
+        b["items"][0]["status"] == "refunded"
+    })
+    .await;
+    let (status, body) = app.postback(&format!("{base}&status=pending")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["errors"][0]["field"], "status");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("is refunded; it cannot become pending"))
+    );
+    let (_, page) = app
+        .get("/api/v1/conversions?txn_id=o1", &s.tenant.key)
+        .await;
+    assert_eq!(page["items"][0]["status"], "refunded");
+    assert_eq!(page["items"][0]["amount"], "79.00");
+}
+on_both_databases!(status_rules_and_conflicting_repeats);

@@ -1,5 +1,7 @@
 //! The API's request and response bodies. Money is a decimal string ("7.90").
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use poem_openapi::Object;
 use trcker_domain::CommissionRule;
@@ -175,6 +177,28 @@ pub struct AffiliateList {
 pub struct NewIntegrationIn {
     pub name: String,
     pub program_id: String,
+    /// CIDR ranges (IPv4 or IPv6) allowed to send postbacks; empty or absent allows any address.
+    pub ip_allowlist: Option<Vec<String>>,
+    /// Require an HMAC-SHA256 signature on every postback (see the integration guide).
+    pub require_signature: Option<bool>,
+    /// Postbacks per minute per receiver node; 0 or absent for no limit.
+    pub rate_limit_per_minute: Option<i32>,
+    /// Your parameter names mapped to Trcker's, e.g. {"ref": "click_id"}.
+    pub param_aliases: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Object)]
+pub struct UpdateIntegrationIn {
+    pub name: Option<String>,
+    /// `active`, or `revoked` to stop accepting its secret.
+    pub status: Option<String>,
+    /// Replaces the allow-list; [] removes it.
+    pub ip_allowlist: Option<Vec<String>>,
+    pub require_signature: Option<bool>,
+    /// 0 removes the limit.
+    pub rate_limit_per_minute: Option<i32>,
+    /// Replaces the aliases; {} removes them.
+    pub param_aliases: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Object)]
@@ -185,6 +209,10 @@ pub struct IntegrationOut {
     pub status: String,
     /// The last four characters of the secret.
     pub secret_hint: String,
+    pub ip_allowlist: Vec<String>,
+    pub require_signature: bool,
+    pub rate_limit_per_minute: Option<i32>,
+    pub param_aliases: BTreeMap<String, String>,
     /// The 64-character postback secret. Returned once, at creation.
     #[oai(skip_serializing_if_is_none)]
     pub secret: Option<String>,
@@ -202,6 +230,18 @@ impl From<integration::Model> for IntegrationOut {
             program_id: i.program_id,
             status: i.status,
             secret_hint: i.secret_hint,
+            ip_allowlist: i
+                .ip_allowlist
+                .as_deref()
+                .and_then(|s| serde_json::from_str(s).ok())
+                .unwrap_or_default(),
+            require_signature: i.require_signature,
+            rate_limit_per_minute: i.rate_limit_per_minute,
+            param_aliases: i
+                .param_aliases
+                .as_deref()
+                .and_then(|s| serde_json::from_str(s).ok())
+                .unwrap_or_default(),
             secret: None,
             postback_url: None,
             created_at: i.created_at,

@@ -7,7 +7,8 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi, SecurityScheme, Tags};
 use trcker_services::Services;
 use trcker_services::admin::{
-    ConversionFilter, NewAffiliate, NewIntegration, NewProgram, NewTenant,
+    ConversionFilter, IntegrationOptions, IntegrationUpdate, NewAffiliate, NewIntegration,
+    NewProgram, NewTenant,
 };
 use trcker_services::auth::Caller;
 use trcker_services::debugger::TestFireInput;
@@ -235,9 +236,23 @@ impl IntegrationsApi {
         services: Data<&Services>,
     ) -> Result<Created<IntegrationOut>, ApiError> {
         let caller = caller(&services, &auth).await?;
-        let NewIntegrationIn { name, program_id } = body.0;
+        let b = body.0;
+        let (name, program_id) = (b.name, b.program_id);
+        let options = IntegrationOptions {
+            ip_allowlist: b.ip_allowlist,
+            require_signature: b.require_signature,
+            rate_limit_per_minute: b.rate_limit_per_minute,
+            param_aliases: b.param_aliases,
+        };
         let created = services
-            .create_integration(&caller, NewIntegration { name, program_id })
+            .create_integration(
+                &caller,
+                NewIntegration {
+                    name,
+                    program_id,
+                    options,
+                },
+            )
             .await?;
         let mut out = IntegrationOut::from(created.integration);
         out.secret = Some(created.secret);
@@ -301,6 +316,39 @@ impl IntegrationsApi {
             )
             .await?;
         Ok(Json(trace.into()))
+    }
+
+    /// Change an integration: name, status (revoke), IP allow-list, signature, rate limit, aliases.
+    #[oai(
+        path = "/integrations/:id",
+        method = "patch",
+        operation_id = "update_integration"
+    )]
+    async fn update(
+        &self,
+        auth: BearerAuth,
+        id: Path<String>,
+        body: Json<UpdateIntegrationIn>,
+        services: Data<&Services>,
+    ) -> Result<Json<IntegrationOut>, ApiError> {
+        let caller = caller(&services, &auth).await?;
+        let b = body.0;
+        let update = IntegrationUpdate {
+            name: b.name,
+            status: b.status,
+            options: IntegrationOptions {
+                ip_allowlist: b.ip_allowlist,
+                require_signature: b.require_signature,
+                rate_limit_per_minute: b.rate_limit_per_minute,
+                param_aliases: b.param_aliases,
+            },
+        };
+        Ok(Json(
+            services
+                .update_integration(&caller, &id.0, update)
+                .await?
+                .into(),
+        ))
     }
 
     /// Get one integration (the secret is never shown again).

@@ -11,6 +11,7 @@ pub mod destination;
 pub mod ids;
 pub mod money;
 pub mod postback;
+pub mod protection;
 pub mod secret;
 pub mod slug;
 pub mod status;

@@ -12,7 +12,7 @@ use serde_json::json;
 use trcker_services::ServiceError;
 use trcker_services::Services;
 use trcker_services::clicks::{ClickOutcome, ClickRequest};
-use trcker_services::postbacks::{IntakeError, IntakeOutcome, PostbackRequest};
+use trcker_services::postbacks::{IntakeError, IntakeOutcome, PostbackRequest, SignedParts};
 
 /// Largest postback body we read.
 pub const MAX_POSTBACK_BODY: usize = 64 * 1024;
@@ -154,9 +154,13 @@ async fn postback(
     services: &Services,
 ) -> Response {
     let mut pairs = query_pairs(req);
+    let mut raw_body = Vec::new();
     if req.method() == Method::POST {
         match body_pairs(req, body).await {
-            Ok(more) => pairs.extend(more),
+            Ok((more, bytes)) => {
+                pairs.extend(more);
+                raw_body = bytes;
+            }
             Err(resp) => return resp,
         }
     }
@@ -182,6 +186,19 @@ async fn postback(
         pairs,
         source_ip: remote_ip(req),
         method: req.method().to_string(),
+        signed: SignedParts {
+            timestamp: header_str(
+                req.headers(),
+                header::HeaderName::from_static("x-trcker-timestamp"),
+            ),
+            signature: header_str(
+                req.headers(),
+                header::HeaderName::from_static("x-trcker-signature"),
+            ),
+            path: req.uri().path().to_owned(),
+            query: req.uri().query().unwrap_or("").to_owned(),
+            body: raw_body,
+        },
     };
     match services.intake_postback(request).await {
         Ok(IntakeOutcome::Accepted { postback_id }) => {
@@ -196,6 +213,22 @@ async fn postback(
             "conversion_id": conversion_id,
             "detail": "a postback with this txn_id and status was accepted already; it counts once",
         })),
+        Err(IntakeError::Conflict(why)) => {
+            problem(StatusCode::CONFLICT, "conflicting-duplicate", &why, None)
+        }
+        Err(IntakeError::Forbidden(why)) => problem(StatusCode::FORBIDDEN, "forbidden", &why, None),
+        Err(IntakeError::RateLimited { retry_after_secs }) => {
+            let mut resp = problem(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "this integration's rate limit is exceeded; retry after the Retry-After seconds",
+                None,
+            );
+            if let Ok(v) = header::HeaderValue::from_str(&retry_after_secs.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            resp
+        }
         Err(IntakeError::Unauthorized(why)) => {
             problem(StatusCode::UNAUTHORIZED, "invalid-secret", why, None)
         }
@@ -250,7 +283,10 @@ fn json_response(v: serde_json::Value) -> Response {
 }
 
 /// Parameters from a form or JSON body; 413 when too large, 400 when unreadable.
-async fn body_pairs(req: &Request, body: Body) -> Result<Vec<(String, String)>, Response> {
+async fn body_pairs(
+    req: &Request,
+    body: Body,
+) -> Result<(Vec<(String, String)>, Vec<u8>), Response> {
     if req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -265,7 +301,7 @@ async fn body_pairs(req: &Request, body: Body) -> Result<Vec<(String, String)>, 
         .await
         .map_err(|_| too_large())?;
     if bytes.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
     let content_type = req.content_type().unwrap_or("").to_ascii_lowercase();
     if content_type.starts_with("application/json") {
@@ -305,9 +341,9 @@ async fn body_pairs(req: &Request, body: Body) -> Result<Vec<(String, String)>, 
             };
             pairs.push((k, s));
         }
-        Ok(pairs)
+        Ok((pairs, bytes.to_vec()))
     } else {
-        Ok(url_pairs(&bytes))
+        Ok((url_pairs(&bytes), bytes.to_vec()))
     }
 }
 

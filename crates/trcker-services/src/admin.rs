@@ -129,6 +129,73 @@ pub struct CreatedAffiliate {
 pub struct NewIntegration {
     pub name: String,
     pub program_id: String,
+    pub options: IntegrationOptions,
+}
+
+/// An integration's optional settings; `None` leaves a setting as it is.
+#[derive(Debug, Default, Clone)]
+pub struct IntegrationOptions {
+    /// CIDR ranges allowed to send postbacks; empty allows every address.
+    pub ip_allowlist: Option<Vec<String>>,
+    pub require_signature: Option<bool>,
+    /// Postbacks per minute (per receiver process); 0 removes the limit.
+    pub rate_limit_per_minute: Option<i32>,
+    /// Merchant parameter name -> Trcker parameter name.
+    pub param_aliases: Option<std::collections::BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct IntegrationUpdate {
+    pub name: Option<String>,
+    /// `active` or `revoked`.
+    pub status: Option<String>,
+    pub options: IntegrationOptions,
+}
+
+/// Column values from checked options: `None` leaves a column as it is,
+/// `Some(None)` clears it.
+struct OptionColumns {
+    allowlist: Option<Option<String>>,
+    rate: Option<Option<i32>>,
+    aliases: Option<Option<String>>,
+}
+
+/// Checks options; returns the column values to store.
+fn check_options(c: &mut Check, o: &IntegrationOptions) -> OptionColumns {
+    let allowlist = o.ip_allowlist.as_ref().map(|list| {
+        for (i, cidr) in list.iter().enumerate() {
+            if let Err(e) = trcker_domain::protection::Cidr::parse(cidr) {
+                c.err(&format!("ip_allowlist[{i}]"), e);
+            }
+        }
+        (!list.is_empty()).then(|| serde_json::to_string(list).unwrap_or_default())
+    });
+    let rate = o.rate_limit_per_minute.map(|r| {
+        if !(0..=1_000_000).contains(&r) {
+            c.err(
+                "rate_limit_per_minute",
+                "must be from 0 (no limit) to 1000000",
+            );
+        }
+        (r > 0).then_some(r)
+    });
+    let aliases = o.param_aliases.as_ref().map(|map| {
+        const OURS: &[&str] = &["click_id", "txn_id", "amount", "payout", "currency", "event", "status", "coupon_code", "test"];
+        for (alias, target) in map {
+            if alias.is_empty() || alias.len() > 64 || OURS.contains(&alias.as_str()) {
+                c.err("param_aliases", format!("'{alias}' cannot be an alias (1 to 64 characters, not one of Trcker's names)"));
+            }
+            if !OURS.contains(&target.as_str()) {
+                c.err("param_aliases", format!("'{target}' is not a Trcker parameter ({})", OURS.join(", ")));
+            }
+        }
+        (!map.is_empty()).then(|| serde_json::to_string(map).unwrap_or_default())
+    });
+    OptionColumns {
+        allowlist,
+        rate,
+        aliases,
+    }
 }
 
 pub struct CreatedIntegration {
@@ -499,6 +566,11 @@ impl Services {
         let tenant = caller.tenant_admin()?;
         let mut c = Check::default();
         let name = c.name("name", &input.name);
+        let OptionColumns {
+            allowlist,
+            rate,
+            aliases,
+        } = check_options(&mut c, &input.options);
         let program = scoped_by_id::<program::Entity>(tenant, &input.program_id)
             .one(&self.store.conn)
             .await?;
@@ -517,8 +589,10 @@ impl Services {
             secret_hash: hash_secret(&secret),
             secret_hint: secret[secret.len() - 4..].to_owned(),
             status: "active".into(),
-            param_aliases: None,
-            ip_allowlist: None,
+            param_aliases: aliases.flatten(),
+            ip_allowlist: allowlist.flatten(),
+            require_signature: input.options.require_signature.unwrap_or(false),
+            rate_limit_per_minute: rate.flatten(),
         };
         let txn = self.store.write_txn().await?;
         insert(&txn, integration.clone()).await?;
@@ -545,6 +619,77 @@ impl Services {
             secret,
             postback_url,
         })
+    }
+
+    /// Changes an integration's name, status (revoking its secret) or protections.
+    pub async fn update_integration(
+        &self,
+        caller: &Caller,
+        id: &str,
+        input: IntegrationUpdate,
+    ) -> ServiceResult<integration::Model> {
+        use sea_orm::sea_query::Expr;
+        let tenant = caller.tenant_admin()?;
+        let existing = self.get_integration(caller, id).await?;
+        let mut c = Check::default();
+        let name = input.name.as_deref().map(|n| c.name("name", n));
+        if let Some(s) = &input.status
+            && s != "active"
+            && s != "revoked"
+        {
+            c.err("status", "must be active or revoked");
+        }
+        let OptionColumns {
+            allowlist,
+            rate,
+            aliases,
+        } = check_options(&mut c, &input.options);
+        c.done()?;
+        let changes = [
+            name.is_some(),
+            input.status.is_some(),
+            allowlist.is_some(),
+            input.options.require_signature.is_some(),
+            rate.is_some(),
+            aliases.is_some(),
+        ];
+        if !changes.contains(&true) {
+            return Ok(existing);
+        }
+        let mut q = integration::Entity::update_many()
+            .filter(integration::Column::TenantId.eq(tenant.as_str()))
+            .filter(integration::Column::Id.eq(&existing.id));
+        if let Some(v) = name {
+            q = q.col_expr(integration::Column::Name, Expr::value(v));
+        }
+        if let Some(v) = input.status {
+            q = q.col_expr(integration::Column::Status, Expr::value(v));
+        }
+        if let Some(v) = allowlist {
+            q = q.col_expr(integration::Column::IpAllowlist, Expr::value(v));
+        }
+        if let Some(v) = input.options.require_signature {
+            q = q.col_expr(integration::Column::RequireSignature, Expr::value(v));
+        }
+        if let Some(v) = rate {
+            q = q.col_expr(integration::Column::RateLimitPerMinute, Expr::value(v));
+        }
+        if let Some(v) = aliases {
+            q = q.col_expr(integration::Column::ParamAliases, Expr::value(v));
+        }
+        let txn = self.store.write_txn().await?;
+        q.exec(&txn).await?;
+        audit(
+            &txn,
+            tenant.as_str(),
+            caller,
+            "integration.update",
+            "integration",
+            &existing.id,
+        )
+        .await?;
+        txn.commit().await?;
+        self.get_integration(caller, id).await
     }
 
     pub async fn get_integration(

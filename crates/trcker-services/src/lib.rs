@@ -43,6 +43,7 @@ pub struct Services {
     pub(crate) http: reqwest::Client,
     /// For calls to our own public receiver (test-fire).
     pub(crate) self_http: reqwest::Client,
+    pub(crate) rate_limiter: Arc<postbacks::RateLimiter>,
 }
 
 impl Services {
@@ -60,6 +61,7 @@ impl Services {
             settings: Arc::new(settings),
             http,
             self_http,
+            rate_limiter: Arc::default(),
         })
     }
 

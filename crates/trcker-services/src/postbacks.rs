@@ -9,9 +9,11 @@
 use std::collections::BTreeMap;
 
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use trcker_domain::ConversionStatus;
 use trcker_domain::ids::IdKind;
 use trcker_domain::money::Currency;
 use trcker_domain::postback::{FieldError, PostbackParams, redacted};
+use trcker_domain::protection::{self, Cidr};
 use trcker_domain::secret::{hash_secret, test_fire};
 use trcker_storage::entities::*;
 use trcker_storage::{TenantId, is_unique_violation, scoped, sea_orm};
@@ -33,6 +35,18 @@ pub struct PostbackRequest {
     pub pairs: Vec<(String, String)>,
     pub source_ip: Option<String>,
     pub method: String,
+    /// What a signature covers, for integrations that require one.
+    pub signed: SignedParts,
+}
+
+/// The raw request, as signed by the merchant (see `trcker_domain::protection`).
+#[derive(Debug, Default)]
+pub struct SignedParts {
+    pub timestamp: Option<String>,
+    pub signature: Option<String>,
+    pub path: String,
+    pub query: String,
+    pub body: Vec<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +66,13 @@ pub enum IntakeError {
     NotFound(&'static str),
     Unauthorized(&'static str),
     Invalid(Vec<FieldError>),
+    /// A repeat of an accepted txn_id and status with other values.
+    Conflict(String),
+    /// IP not allowed, or a missing or bad signature.
+    Forbidden(String),
+    RateLimited {
+        retry_after_secs: u64,
+    },
     Unavailable,
     Internal(String),
 }
@@ -186,6 +207,22 @@ impl Services {
             processed_at: None,
         };
 
+        if test_fire.is_none()
+            && let Err(e) = self.protect(&integration, &req)
+        {
+            let (status, reason) = match &e {
+                IntakeError::Forbidden(why) => (403, why.clone()),
+                IntakeError::RateLimited { .. } => (429, "rate limit exceeded".to_owned()),
+                other => (500, format!("{other:?}")),
+            };
+            let mut log = row("rejected", status);
+            log.reason = Some(reason);
+            if let Err(e) = insert(&self.store.conn, log).await {
+                tracing::warn!(error = %e, "could not log a rejected postback");
+            }
+            return Err(e);
+        }
+
         let params = match trcker_domain::postback::parse(&req.pairs, &aliases, currency) {
             // A test-fire is always a test, whatever its parameters say.
             Ok(p) => PostbackParams {
@@ -209,6 +246,36 @@ impl Services {
             }
         };
 
+        // A status the conversion cannot move to is refused now, with the reason
+        // (the pipeline checks again, for postbacks that race).
+        let existing = scoped::<conversion::Entity>(&tenant)
+            .filter(conversion::Column::ProgramId.eq(&program.id))
+            .filter(conversion::Column::TxnId.eq(&params.txn_id))
+            .one(&self.store.conn)
+            .await?;
+        if let Some(conv) = existing
+            && let Ok(current) = ConversionStatus::parse(&conv.status)
+            && current != params.status
+            && !current.can_move_to(params.status)
+        {
+            let field = FieldError::new(
+                "status",
+                format!(
+                    "conversion {} for txn_id {} is {}; it cannot become {}",
+                    conv.id, params.txn_id, current, params.status
+                ),
+            );
+            let mut log = row("rejected", 422);
+            log.txn_id = Some(params.txn_id.clone());
+            log.status_param = Some(params.status.as_str().to_owned());
+            log.conversion_id = Some(conv.id.clone());
+            log.reason = Some(format!("status: {}", field.message));
+            if let Err(e) = insert(&self.store.conn, log).await {
+                tracing::warn!(error = %e, "could not log a rejected postback");
+            }
+            return Err(IntakeError::Invalid(vec![field]));
+        }
+
         let mut accepted = row("accepted", 200);
         accepted.txn_id = Some(params.txn_id.clone());
         accepted.status_param = Some(params.status.as_str().to_owned());
@@ -218,8 +285,9 @@ impl Services {
         match insert(&self.store.conn, accepted.clone()).await {
             Ok(_) => {}
             Err(e) if is_unique_violation(&e) => {
+                let ctx = (&aliases, currency, &params);
                 return self
-                    .duplicate(&tenant, row("duplicate", 200), &accepted)
+                    .duplicate(&tenant, row("duplicate", 200), &accepted, ctx)
                     .await;
             }
             Err(e) => return Err(e.into()),
@@ -237,17 +305,91 @@ impl Services {
         })
     }
 
+    /// The integration's optional protections: IP allow-list, signature, rate limit.
+    fn protect(
+        &self,
+        integration: &integration::Model,
+        req: &PostbackRequest,
+    ) -> Result<(), IntakeError> {
+        if let Some(list) = integration.ip_allowlist.as_deref() {
+            let cidrs: Vec<Cidr> = serde_json::from_str::<Vec<String>>(list)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|c| Cidr::parse(c).ok())
+                .collect();
+            let ip = req.source_ip.as_deref().and_then(|ip| ip.parse().ok());
+            if !protection::allowed(&cidrs, ip) {
+                return Err(IntakeError::Forbidden(format!(
+                    "source IP {} is not on this integration's allow-list",
+                    req.source_ip.as_deref().unwrap_or("unknown")
+                )));
+            }
+        }
+        if integration.require_signature {
+            let s = &req.signed;
+            protection::verify(
+                integration.secret_hash.as_bytes(),
+                s.timestamp.as_deref(),
+                s.signature.as_deref(),
+                |ts| protection::signed_message(ts, &req.method, &s.path, &s.query, &s.body),
+                now().timestamp(),
+            )
+            .map_err(|e| IntakeError::Forbidden(e.to_string()))?;
+        }
+        if let Some(limit) = integration.rate_limit_per_minute.filter(|l| *l > 0) {
+            self.rate_limiter.check(&integration.id, limit as u32)?;
+        }
+        Ok(())
+    }
+
     async fn duplicate(
         &self,
         tenant: &TenantId,
         mut log: postback::Model,
         attempted: &postback::Model,
+        (aliases, currency, params): (&BTreeMap<String, String>, Currency, &PostbackParams),
     ) -> Result<IntakeOutcome, IntakeError> {
         let original = scoped::<postback::Entity>(tenant)
             .filter(postback::Column::DedupeKey.eq(attempted.dedupe_key.clone()))
             .one(&self.store.conn)
             .await?
             .ok_or_else(|| IntakeError::Internal("duplicate without an original".into()))?;
+        // The first postback for a txn_id and status counts. A repeat that
+        // disagrees with it (amount, payout, currency, click or coupon) is not a
+        // retry: it is refused, never silently dropped or merged.
+        let first_pairs: Vec<(String, String)> =
+            serde_json::from_str(&original.raw_params).unwrap_or_default();
+        if let Ok(first) = trcker_domain::postback::parse(&first_pairs, aliases, currency) {
+            let differs: Vec<&str> = [
+                ("amount", first.amount != params.amount),
+                ("payout", first.payout != params.payout),
+                ("currency", first.currency != params.currency),
+                ("click_id", first.click_id != params.click_id),
+                ("coupon_code", first.coupon_code != params.coupon_code),
+            ]
+            .into_iter()
+            .filter_map(|(f, d)| d.then_some(f))
+            .collect();
+            if !differs.is_empty() {
+                let msg = format!(
+                    "txn_id {} with status {} was accepted already (postback {}) with other values for: {}. \
+                     The first postback counts; to change a sale, send a refund for it and a new txn_id",
+                    params.txn_id,
+                    params.status,
+                    original.id,
+                    differs.join(", ")
+                );
+                log.outcome = "rejected".into();
+                log.http_status = 409;
+                log.txn_id = attempted.txn_id.clone();
+                log.duplicate_of = Some(original.id.clone());
+                log.reason = Some(msg.clone());
+                if let Err(e) = insert(&self.store.conn, log).await {
+                    tracing::warn!(error = %e, "could not log a conflicting postback");
+                }
+                return Err(IntakeError::Conflict(msg));
+            }
+        }
         log.txn_id = attempted.txn_id.clone();
         log.status_param = attempted.status_param.clone();
         log.duplicate_of = Some(original.id.clone());
@@ -264,5 +406,37 @@ impl Services {
             postback_id: original.id,
             conversion_id: original.conversion_id,
         })
+    }
+}
+
+/// A fixed one-minute window per integration, per process. Behind a load
+/// balancer with N receivers, an integration may get up to N times its limit.
+#[derive(Debug, Default)]
+pub struct RateLimiter {
+    windows: std::sync::Mutex<std::collections::HashMap<String, (i64, u32)>>,
+}
+
+impl RateLimiter {
+    fn check(&self, key: &str, per_minute: u32) -> Result<(), IntakeError> {
+        let now = now().timestamp();
+        let minute = now / 60;
+        let mut windows = self
+            .windows
+            .lock()
+            .map_err(|_| IntakeError::Internal("rate limiter".into()))?;
+        if windows.len() > 100_000 {
+            windows.retain(|_, (m, _)| *m == minute);
+        }
+        let entry = windows.entry(key.to_owned()).or_insert((minute, 0));
+        if entry.0 != minute {
+            *entry = (minute, 0);
+        }
+        if entry.1 >= per_minute {
+            return Err(IntakeError::RateLimited {
+                retry_after_secs: (60 - now % 60).max(1) as u64,
+            });
+        }
+        entry.1 += 1;
+        Ok(())
     }
 }

@@ -55,6 +55,14 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
+/// Prints a banner line; a closed stdout must not take the server down.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 async fn run(config: Config, roles: Roles) -> Result<(), trcker::AppError> {
     let database = if config.database_url.is_some() {
         "PostgreSQL (DATABASE_URL)".to_owned()
@@ -64,25 +72,26 @@ async fn run(config: Config, roles: Roles) -> Result<(), trcker::AppError> {
     let app = App::start(config, roles).await?;
     match app.addr {
         Some(addr) => {
-            println!("Trcker is running on {database}");
-            println!("  listening on   http://{addr}");
-            println!("  public URL     {}", app.public_url);
-            println!(
+            say!("Trcker is running on {database}");
+            say!("  listening on   http://{addr}");
+            say!("  public URL     {}", app.public_url);
+            say!(
                 "  admin API      {}/api/v1  (docs: {}/api/docs)",
-                app.public_url, app.public_url
+                app.public_url,
+                app.public_url
             );
         }
-        None => println!("Trcker workers are running on {database}"),
+        None => say!("Trcker workers are running on {database}"),
     }
     match &app.operator_token {
         OperatorToken::Generated(token) => {
-            println!("  operator token {}", token.expose());
-            println!(
+            say!("  operator token {}", token.expose());
+            say!(
                 "                 (shown once; only its hash is kept. Set TRCKER_OPERATOR_TOKEN to choose your own.)"
             );
         }
-        OperatorToken::FromEnvironment => println!("  operator token from TRCKER_OPERATOR_TOKEN"),
-        OperatorToken::Stored if app.addr.is_some() => println!(
+        OperatorToken::FromEnvironment => say!("  operator token from TRCKER_OPERATOR_TOKEN"),
+        OperatorToken::Stored if app.addr.is_some() => say!(
             "  operator token generated at first start (only its hash is kept; set TRCKER_OPERATOR_TOKEN to replace it)"
         ),
         OperatorToken::Stored => {}

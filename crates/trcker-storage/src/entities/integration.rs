@@ -16,6 +16,8 @@ pub struct Model {
     pub status: String,
     pub param_aliases: Option<String>,
     pub ip_allowlist: Option<String>,
+    pub require_signature: bool,
+    pub rate_limit_per_minute: Option<i32>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
