@@ -10,6 +10,7 @@ pub mod auth;
 pub mod clicks;
 pub mod debugger;
 mod error;
+pub mod inbox;
 pub mod pipeline;
 pub mod portal;
 pub mod postbacks;
@@ -44,11 +45,15 @@ pub struct Services {
     /// For calls to our own public receiver (test-fire).
     pub(crate) self_http: reqwest::Client,
     pub(crate) rate_limiter: Arc<postbacks::RateLimiter>,
+    pub(crate) inbox: inbox::InboxWriter,
 }
 
 impl Services {
+    /// Builds the services; must run inside a Tokio runtime (it starts the
+    /// inbox writer).
     pub fn new(store: Store, settings: Settings) -> Result<Self, ServiceError> {
         let queue = JobQueue::new(store.pool.clone());
+        let store_for_inbox = store.clone();
         let http = pipeline::notify::http_client(settings.allow_private_targets)?;
         let self_http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -62,6 +67,7 @@ impl Services {
             http,
             self_http,
             rate_limiter: Arc::default(),
+            inbox: inbox::InboxWriter::start(store_for_inbox),
         })
     }
 

@@ -16,7 +16,7 @@ use trcker_domain::postback::{FieldError, PostbackParams, redacted};
 use trcker_domain::protection::{self, Cidr};
 use trcker_domain::secret::{hash_secret, test_fire};
 use trcker_storage::entities::*;
-use trcker_storage::{TenantId, is_unique_violation, scoped, sea_orm};
+use trcker_storage::{TenantId, scoped, sea_orm};
 
 use crate::queue::AttributeJob;
 use crate::util::{insert, now};
@@ -282,15 +282,11 @@ impl Services {
         accepted.dedupe_key = Some(dedupe_key(&program.id, &params));
         accepted.state = "received".to_owned();
         accepted.is_test = params.test;
-        match insert(&self.store.conn, accepted.clone()).await {
-            Ok(_) => {}
-            Err(e) if is_unique_violation(&e) => {
-                let ctx = (&aliases, currency, &params);
-                return self
-                    .duplicate(&tenant, row("duplicate", 200), &accepted, ctx)
-                    .await;
-            }
-            Err(e) => return Err(e.into()),
+        if !self.inbox.insert(accepted.clone()).await? {
+            let ctx = (&aliases, currency, &params);
+            return self
+                .duplicate(&tenant, row("duplicate", 200), &accepted, ctx)
+                .await;
         }
         let job = AttributeJob {
             tenant_id: tenant.to_string(),

@@ -1,0 +1,101 @@
+//! Group commit for the postback inbox.
+//!
+//! Accepted postbacks must be durable before we answer, and a durable commit
+//! costs a disk sync. The inbox writer commits postbacks in groups: it takes
+//! whatever requests are waiting (up to `MAX_BATCH`), writes them in one
+//! transaction, and answers each once that transaction commits. A lone postback
+//! is written at once (no timer); under load, the requests that arrive while one
+//! group commits form the next group, so one sync serves many requests.
+//!
+//! Each row is inserted with `ON CONFLICT (tenant_id, dedupe_key) DO NOTHING`, so
+//! a repeat inside a group, or of an earlier postback, is reported as such.
+
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{ActiveModelTrait, EntityTrait, IntoActiveModel};
+use tokio::sync::{mpsc, oneshot};
+use trcker_storage::entities::postback;
+use trcker_storage::{Store, sea_orm};
+
+use crate::ServiceError;
+
+const MAX_BATCH: usize = 256;
+const QUEUE: usize = 4096;
+
+type Reply = oneshot::Sender<Result<bool, ServiceError>>;
+
+/// Handle to the writer task(s).
+#[derive(Debug, Clone)]
+pub struct InboxWriter {
+    tx: mpsc::Sender<(postback::Model, Reply)>,
+}
+
+impl InboxWriter {
+    /// Starts the writer on the current Tokio runtime.
+    pub fn start(store: Store) -> InboxWriter {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(run(store, rx));
+        InboxWriter { tx }
+    }
+
+    /// Stores an accepted postback durably; `Ok(false)` when its dedupe key
+    /// exists already (a repeat).
+    pub async fn insert(&self, row: postback::Model) -> Result<bool, ServiceError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send((row, reply))
+            .await
+            .map_err(|_| ServiceError::Internal("the inbox writer stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| ServiceError::Internal("the inbox writer dropped a postback".into()))?
+    }
+}
+
+async fn run(store: Store, mut rx: mpsc::Receiver<(postback::Model, Reply)>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        match write(&store, &batch).await {
+            Ok(inserted) => {
+                for ((_, reply), ok) in batch.drain(..).zip(inserted) {
+                    let _ = reply.send(Ok(ok));
+                }
+            }
+            Err(e) => {
+                let unavailable = trcker_storage::is_unavailable(&e);
+                if !unavailable {
+                    tracing::error!(error = %e, rows = batch.len(), "inbox group commit failed");
+                }
+                for (_, reply) in batch.drain(..) {
+                    let err = if unavailable {
+                        ServiceError::Unavailable
+                    } else {
+                        ServiceError::Internal(e.to_string())
+                    };
+                    let _ = reply.send(Err(err));
+                }
+            }
+        }
+    }
+}
+
+async fn write(
+    store: &Store,
+    batch: &[(postback::Model, Reply)],
+) -> Result<Vec<bool>, sea_orm::DbErr> {
+    let txn = store.write_txn().await?;
+    let mut inserted = Vec::with_capacity(batch.len());
+    for (row, _) in batch {
+        let am = row.clone().into_active_model().reset_all();
+        let n = postback::Entity::insert(am)
+            .on_conflict(
+                OnConflict::columns([postback::Column::TenantId, postback::Column::DedupeKey])
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(&txn)
+            .await?;
+        inserted.push(n == 1);
+    }
+    txn.commit().await?;
+    Ok(inserted)
+}
