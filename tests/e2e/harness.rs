@@ -33,6 +33,11 @@ impl PgDatabase {
         let admin_url = std::env::var("TRCKER_TEST_POSTGRES_URL")
             .ok()
             .filter(|u| !u.is_empty())?;
+        Some(Self::create_at(admin_url).await)
+    }
+
+    /// A fresh database on the server at `admin_url` (a URL ending in `/<database>`).
+    pub async fn create_at(admin_url: String) -> PgDatabase {
         let name = format!(
             "trcker_test_{}",
             trcker_domain::secret::random_alnum(12).to_ascii_lowercase()
@@ -41,13 +46,13 @@ impl PgDatabase {
         sqlx_exec(&mut conn, &format!("CREATE DATABASE {name}")).await;
         let (base, _) = admin_url
             .rsplit_once('/')
-            .expect("TRCKER_TEST_POSTGRES_URL must end with /<database>");
+            .expect("the PostgreSQL URL must end with /<database>");
         let url = format!("{base}/{name}");
-        Some(PgDatabase {
+        PgDatabase {
             admin_url,
             name,
             url,
-        })
+        }
     }
 }
 
@@ -102,6 +107,15 @@ pub struct TestApp {
 
 /// Starts a Trcker app on `db`, or `None` when that database's suite is off.
 pub async fn spawn(db: Db) -> Option<TestApp> {
+    let pg = match db {
+        Db::Sqlite => None,
+        Db::Postgres => Some(PgDatabase::create().await?),
+    };
+    Some(spawn_on(pg).await)
+}
+
+/// Starts a Trcker app on SQLite (`None`) or on the given PostgreSQL database.
+pub async fn spawn_on(pg: Option<PgDatabase>) -> TestApp {
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
         .with_env_filter(
@@ -110,10 +124,6 @@ pub async fn spawn(db: Db) -> Option<TestApp> {
         )
         .try_init();
     let dir = tempfile::tempdir().expect("tempdir");
-    let pg = match db {
-        Db::Sqlite => None,
-        Db::Postgres => Some(PgDatabase::create().await?),
-    };
     let mut config = Config::with_data_dir(dir.path());
     config.operator_token = Some(Secret::new(OPERATOR));
     config.allow_private_targets = true;
@@ -127,14 +137,14 @@ pub async fn spawn(db: Db) -> Option<TestApp> {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client");
-    Some(TestApp {
+    TestApp {
         base,
         http,
         app: std::sync::Mutex::new(Some(app)),
         config,
         _dir: dir,
         _pg: pg,
-    })
+    }
 }
 
 /// Runs a scenario on SQLite and on PostgreSQL (when its suite is on).

@@ -4,6 +4,7 @@
 
 mod binary;
 mod debugger;
+mod faults;
 mod harness;
 mod portal;
 mod postbacks;

@@ -1,0 +1,104 @@
+//! Faults: PostgreSQL going away under a running Trcker. Runs against a
+//! disposable cluster (`.ci/fault-cluster`), named by
+//! `TRCKER_TEST_PG_FAULT_CLUSTER=<version>/<name>` with its server URL in
+//! `TRCKER_TEST_PG_FAULT_URL`; stopping the shared server would break every
+//! other test.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+
+use crate::harness::{AffiliateServer, PgDatabase, spawn_on};
+
+fn cluster(action: &str, cluster: &str) {
+    let (version, name) = cluster.split_once('/').expect("<version>/<name>");
+    let mut cmd = Command::new("pg_ctlcluster");
+    cmd.args(["--skip-systemctl-redirect", version, name, action]);
+    if action == "stop" {
+        cmd.args(["-m", "fast"]);
+    }
+    let status = cmd.status().expect("pg_ctlcluster");
+    assert!(status.success(), "pg_ctlcluster {action} {cluster} failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_down_answers_503_and_trcker_recovers_by_itself() {
+    let (Ok(name), Ok(url)) = (
+        std::env::var("TRCKER_TEST_PG_FAULT_CLUSTER"),
+        std::env::var("TRCKER_TEST_PG_FAULT_URL"),
+    ) else {
+        eprintln!(
+            "fault suite off: run .ci/fault-cluster and set TRCKER_TEST_PG_FAULT_CLUSTER and TRCKER_TEST_PG_FAULT_URL"
+        );
+        return;
+    };
+    let db = PgDatabase::create_at(url).await;
+    let app = spawn_on(Some(db)).await;
+    let jane = AffiliateServer::start(200).await;
+    let s = app.quickstart_setup("acme", &jane.url).await;
+    let click = app.click_id("/api/r/acme/pro?via=jane").await;
+    let pb = |txn: &str| {
+        format!(
+            "/api/postback/acme/pro?secret={}&click_id={click}&amount=79&txn_id={txn}",
+            s.secret
+        )
+    };
+
+    cluster("stop", &name);
+    let restart = scopeguard(name.clone());
+    let started = Instant::now();
+    let (status, body) = app.postback(&pb("during-outage")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "503 must come within the pool timeout"
+    );
+    assert_eq!(body["code"], "storage-unavailable");
+    let (status, _) = app.click("/api/r/acme/pro?via=jane").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let (status, _) = app.get("/api/v1/conversions", &s.tenant.key).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+
+    cluster("start", &name);
+    drop(restart);
+    // The merchant retries; without a restart of Trcker it gets through.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, body) = app.postback(&pb("during-outage")).await;
+        if status == StatusCode::OK {
+            assert_eq!(
+                body["status"], "accepted",
+                "the outage stored nothing: {body}"
+            );
+            break;
+        }
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(Instant::now() < deadline, "the receiver never recovered");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // And the workers carry it to the affiliate.
+    app.conversions_until(&s.tenant.key, "txn_id=during-outage", |b| {
+        b["items"][0]["payout"] == "7.90"
+    })
+    .await;
+    assert!(jane.next().await.contains("payout=7.90"));
+    app.stop().await;
+}
+
+/// Starts the cluster again if the test fails while it is down.
+struct Restart(Option<String>);
+
+fn scopeguard(name: String) -> Restart {
+    Restart(Some(name))
+}
+
+impl Drop for Restart {
+    fn drop(&mut self) {
+        if std::thread::panicking()
+            && let Some(name) = self.0.take()
+        {
+            cluster("start", &name);
+        }
+    }
+}
