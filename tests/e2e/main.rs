@@ -2,6 +2,7 @@
 //! SQLite file per test and, when `TRCKER_TEST_POSTGRES_URL` is set, a fresh
 //! PostgreSQL database per test. Every scenario runs on both databases.
 
+mod attribution;
 mod binary;
 mod debugger;
 mod faults;

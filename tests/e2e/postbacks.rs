@@ -184,7 +184,7 @@ async fn concurrent_identical_postbacks_count_once(app: &TestApp) {
         s.secret
     ));
     let mut handles = Vec::new();
-    for _ in 0..50 {
+    for _ in 0..100 {
         let http = app.http.clone();
         let url = url.clone();
         handles.push(tokio::spawn(async move {

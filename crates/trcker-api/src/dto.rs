@@ -430,3 +430,79 @@ impl From<debugger::TestFireTrace> for TestFireOut {
         }
     }
 }
+
+#[derive(Debug, Object)]
+pub struct NewPlanIn {
+    /// Goal key (`sale`, `lead`, `install`...); default `sale`.
+    pub event: Option<String>,
+    /// Make it this affiliate's own plan, overriding the program's for this event.
+    pub affiliate_id: Option<String>,
+    pub commission: CommissionIn,
+}
+
+#[derive(Debug, Object)]
+pub struct PlanOut {
+    pub id: String,
+    pub program_id: String,
+    pub event: String,
+    pub affiliate_id: Option<String>,
+    pub commission: CommissionOut,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<commission_plan::Model> for PlanOut {
+    fn from(p: commission_plan::Model) -> Self {
+        PlanOut {
+            commission: CommissionOut {
+                kind: p.kind,
+                value: p.value,
+            },
+            id: p.id,
+            program_id: p.program_id,
+            event: p.event,
+            affiliate_id: p.affiliate_id,
+            created_at: p.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Object)]
+pub struct PlanList {
+    pub items: Vec<PlanOut>,
+}
+
+#[derive(Debug, Object)]
+pub struct NewCouponIn {
+    pub program_id: String,
+    pub affiliate_id: String,
+    /// The code customers type; postbacks with `coupon_code` and no click are attributed to its affiliate.
+    pub code: String,
+}
+
+#[derive(Debug, Object)]
+pub struct CouponOut {
+    pub id: String,
+    pub program_id: String,
+    pub affiliate_id: String,
+    pub code: String,
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<coupon::Model> for CouponOut {
+    fn from(c: coupon::Model) -> Self {
+        CouponOut {
+            id: c.id,
+            program_id: c.program_id,
+            affiliate_id: c.affiliate_id,
+            code: c.code,
+            status: c.status,
+            created_at: c.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Object)]
+pub struct CouponList {
+    pub items: Vec<CouponOut>,
+}

@@ -11,6 +11,7 @@ use trcker_services::admin::{
     NewProgram, NewTenant,
 };
 use trcker_services::auth::Caller;
+use trcker_services::catalog::{NewCoupon, NewPlan};
 use trcker_services::debugger::TestFireInput;
 
 use crate::dto::*;
@@ -28,6 +29,8 @@ enum ApiTags {
     Integrations,
     /// Conversions attributed from postbacks.
     Conversions,
+    /// Coupon codes that attribute sales without a click.
+    Coupons,
 }
 
 /// `Authorization: Bearer <operator token or tenant API key>`.
@@ -50,6 +53,8 @@ pub type Apis = (
     ProgramsApi,
     AffiliatesApi,
     IntegrationsApi,
+    PostbacksApi,
+    CouponsApi,
     ConversionsApi,
 );
 
@@ -59,6 +64,8 @@ pub fn apis() -> Apis {
         ProgramsApi,
         AffiliatesApi,
         IntegrationsApi,
+        PostbacksApi,
+        CouponsApi,
         ConversionsApi,
     )
 }
@@ -131,6 +138,56 @@ impl ProgramsApi {
             .map(Into::into)
             .collect();
         Ok(Json(ProgramList { items }))
+    }
+
+    /// Add a commission plan: per event (goal), optionally for one affiliate. It
+    /// replaces the plan it supersedes for new conversions.
+    #[oai(
+        path = "/programs/:id/commission-plans",
+        method = "post",
+        operation_id = "create_commission_plan"
+    )]
+    async fn create_plan(
+        &self,
+        auth: BearerAuth,
+        id: Path<String>,
+        body: Json<NewPlanIn>,
+        services: Data<&Services>,
+    ) -> Result<Created<PlanOut>, ApiError> {
+        let caller = caller(&services, &auth).await?;
+        let b = body.0;
+        let input = NewPlan {
+            program_id: id.0,
+            event: b.event,
+            affiliate_id: b.affiliate_id,
+            commission_type: b.commission.kind,
+            commission_value: b.commission.value,
+        };
+        Ok(Created::Created(Json(
+            services.create_plan(&caller, input).await?.into(),
+        )))
+    }
+
+    /// The program's active commission plans.
+    #[oai(
+        path = "/programs/:id/commission-plans",
+        method = "get",
+        operation_id = "list_commission_plans"
+    )]
+    async fn list_plans(
+        &self,
+        auth: BearerAuth,
+        id: Path<String>,
+        services: Data<&Services>,
+    ) -> Result<Json<PlanList>, ApiError> {
+        let caller = caller(&services, &auth).await?;
+        let items = services
+            .list_plans(&caller, &id.0)
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect();
+        Ok(Json(PlanList { items }))
     }
 
     /// Get one program.
@@ -365,6 +422,76 @@ impl IntegrationsApi {
     ) -> Result<Json<IntegrationOut>, ApiError> {
         let caller = caller(&services, &auth).await?;
         Ok(Json(services.get_integration(&caller, &id.0).await?.into()))
+    }
+}
+
+pub struct CouponsApi;
+
+#[OpenApi(tag = "ApiTags::Coupons")]
+impl CouponsApi {
+    /// Create a coupon owned by an affiliate.
+    #[oai(path = "/coupons", method = "post", operation_id = "create_coupon")]
+    async fn create(
+        &self,
+        auth: BearerAuth,
+        body: Json<NewCouponIn>,
+        services: Data<&Services>,
+    ) -> Result<Created<CouponOut>, ApiError> {
+        let caller = caller(&services, &auth).await?;
+        let NewCouponIn {
+            program_id,
+            affiliate_id,
+            code,
+        } = body.0;
+        let coupon = services
+            .create_coupon(
+                &caller,
+                NewCoupon {
+                    program_id,
+                    affiliate_id,
+                    code,
+                },
+            )
+            .await?;
+        Ok(Created::Created(Json(coupon.into())))
+    }
+
+    /// List coupons.
+    #[oai(path = "/coupons", method = "get", operation_id = "list_coupons")]
+    async fn list(
+        &self,
+        auth: BearerAuth,
+        services: Data<&Services>,
+    ) -> Result<Json<CouponList>, ApiError> {
+        let caller = caller(&services, &auth).await?;
+        let items = services
+            .list_coupons(&caller)
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect();
+        Ok(Json(CouponList { items }))
+    }
+}
+
+pub struct PostbacksApi;
+
+#[OpenApi(tag = "ApiTags::Integrations")]
+impl PostbacksApi {
+    /// Attribute an unattributed postback again, once its cause is fixed.
+    #[oai(
+        path = "/postbacks/:id/reattribute",
+        method = "post",
+        operation_id = "reattribute_postback"
+    )]
+    async fn reattribute(
+        &self,
+        auth: BearerAuth,
+        id: Path<String>,
+        services: Data<&Services>,
+    ) -> Result<Json<PostbackLogOut>, ApiError> {
+        let caller = caller(&services, &auth).await?;
+        Ok(Json(services.reattribute(&caller, &id.0).await?.into()))
     }
 }
 

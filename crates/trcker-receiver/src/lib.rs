@@ -348,10 +348,16 @@ async fn body_pairs(
 }
 
 fn too_large() -> Response {
-    problem(
+    // The unread body stays on the connection: close it rather than reuse it.
+    let mut resp = problem(
         StatusCode::PAYLOAD_TOO_LARGE,
         "body-too-large",
         &format!("a postback body may be at most {MAX_POSTBACK_BODY} bytes"),
         None,
-    )
+    );
+    resp.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    resp
 }

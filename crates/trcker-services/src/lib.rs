@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod catalog;
 pub mod clicks;
 pub mod debugger;
 mod error;

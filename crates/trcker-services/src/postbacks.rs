@@ -291,6 +291,7 @@ impl Services {
         let job = AttributeJob {
             tenant_id: tenant.to_string(),
             postback_id: accepted.id.clone(),
+            retry: None,
         };
         if let Err(e) = self.queue.push(&job).await {
             // Stored is stored: the sweeper enqueues it shortly.

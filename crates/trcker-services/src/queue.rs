@@ -17,6 +17,9 @@ pub const NOTIFY_QUEUE: &str = "trcker.notify";
 pub struct AttributeJob {
     pub tenant_id: String,
     pub postback_id: String,
+    /// Set when a tenant asks for attribution again: a new job, not a repeat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<i64>,
 }
 
 /// Book the commission a conversion earns (once) and notify its affiliate of
@@ -47,7 +50,10 @@ pub trait Job: Serialize {
 impl Job for AttributeJob {
     const QUEUE: &'static str = ATTRIBUTE_QUEUE;
     fn idempotency_key(&self) -> String {
-        self.postback_id.clone()
+        match self.retry {
+            Some(r) => format!("{}:{r}", self.postback_id),
+            None => self.postback_id.clone(),
+        }
     }
 }
 

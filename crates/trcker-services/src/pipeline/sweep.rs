@@ -49,6 +49,9 @@ impl Services {
             .map(|p| AttributeJob {
                 tenant_id: p.tenant_id,
                 postback_id: p.id,
+                // A re-attributed postback was processed before: its new job
+                // is keyed by that time (as `Services::reattribute` keys it).
+                retry: p.processed_at.map(|t| t.timestamp_millis()),
             })
             .collect();
         report.postbacks = jobs.len();

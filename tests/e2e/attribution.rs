@@ -1,0 +1,269 @@
+//! Goals with their own commissions, per-affiliate plans, coupons, currencies,
+//! test postbacks and re-attribution, over real HTTP on both databases.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::harness::{AffiliateServer, TestApp};
+use crate::on_both_databases;
+
+async fn postback_state(app: &TestApp, id: &str) -> (String, String) {
+    use trcker_storage::entities::postback;
+    use trcker_storage::sea_orm::EntityTrait;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let row = postback::Entity::find_by_id(id.to_owned())
+            .one(&app.services().store.conn)
+            .await
+            .expect("query")
+            .expect("row");
+        if row.state != "received" {
+            return (row.state, row.reason.unwrap_or_default());
+        }
+        assert!(Instant::now() < deadline, "postback {id} never processed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn conversion<'a>(page: &'a Value, txn: &str) -> &'a Value {
+    page["items"]
+        .as_array()
+        .and_then(|i| i.iter().find(|c| c["txn_id"] == txn))
+        .unwrap_or(&Value::Null)
+}
+
+async fn goals_coupons_and_reattribution(app: &TestApp) {
+    let jane = AffiliateServer::start(200).await;
+    let s = app.quickstart_setup("acme", &jane.url).await;
+    let key = &s.tenant.key;
+    let plans = format!("/api/v1/programs/{}/commission-plans", s.program_id);
+
+    // Bad plans are refused, each field named.
+    let (status, body) = app
+        .post(&plans, key, json!({"event": "Big Sale!", "affiliate_id": "aff_nope", "commission": {"type": "tiered", "value": "1"}}))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let fields: Vec<&str> = body["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .filter_map(|e| e["field"].as_str())
+        .collect();
+    assert_eq!(fields, ["affiliate_id", "event", "commission"]);
+    // A lead pays a flat 2.00; Jane's own sale plan pays 20%.
+    let (status, lead) = app
+        .post(
+            &plans,
+            key,
+            json!({"event": "lead", "commission": {"type": "flat", "value": "2"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{lead}");
+    assert_eq!(lead["commission"], json!({"type": "flat", "value": "2.00"}));
+    let (status, _) = app
+        .post(&plans, key, json!({"affiliate_id": s.affiliate_id, "commission": {"type": "percent", "value": "20"}}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (_, list) = app.get(&plans, key).await;
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(3), "{list}");
+
+    let click = app.click_id("/api/r/acme/pro?via=jane").await;
+    let pb = |extra: &str| {
+        format!(
+            "/api/postback/acme/pro?secret={}&click_id={click}{extra}",
+            s.secret
+        )
+    };
+    for extra in [
+        "&txn_id=L1&event=lead",
+        "&txn_id=S1&amount=100",
+        "&txn_id=I1&event=install&amount=5",
+        "&txn_id=T1&amount=10&test=1",
+    ] {
+        assert_eq!(app.postback(&pb(extra)).await.0, StatusCode::OK, "{extra}");
+    }
+    let page = app
+        .conversions_until(key, "limit=50", |b| {
+            b["items"]
+                .as_array()
+                .is_some_and(|i| i.len() == 4 && i.iter().all(|c| c["payout"].is_string()))
+        })
+        .await;
+    assert_eq!(conversion(&page, "L1")["payout"], "2.00");
+    assert_eq!(conversion(&page, "L1")["event"], "lead");
+    assert_eq!(conversion(&page, "S1")["payout"], "20.00");
+    assert_eq!(
+        conversion(&page, "S1")["commission_explanation"],
+        "20% of 100.00 USD = 20.00 USD (affiliate's own plan)"
+    );
+    assert_eq!(conversion(&page, "I1")["payout"], "0.00");
+    assert!(
+        conversion(&page, "I1")["commission_explanation"]
+            .as_str()
+            .is_some_and(|e| e.contains("no commission plan"))
+    );
+    assert_eq!(conversion(&page, "T1")["is_test"], true);
+    assert_eq!(conversion(&page, "S1")["is_test"], false);
+
+    // Coupons attribute without a click.
+    let (status, coupon) = app
+        .post(
+            "/api/v1/coupons",
+            key,
+            json!({"program_id": s.program_id, "affiliate_id": s.affiliate_id, "code": "SPRING"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{coupon}");
+    let (status, _) = app
+        .post(
+            "/api/v1/coupons",
+            key,
+            json!({"program_id": s.program_id, "affiliate_id": s.affiliate_id, "code": "SPRING"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let coupon_pb = |code: &str, txn: &str| {
+        format!(
+            "/api/postback/acme/pro?secret={}&coupon_code={code}&amount=50&txn_id={txn}",
+            s.secret
+        )
+    };
+    assert_eq!(
+        app.postback(&coupon_pb("SPRING", "C1")).await.0,
+        StatusCode::OK
+    );
+    let page = app
+        .conversions_until(key, "txn_id=C1", |b| b["items"][0]["payout"].is_string())
+        .await;
+    assert_eq!(page["items"][0]["affiliate_id"], s.affiliate_id.as_str());
+    assert_eq!(page["items"][0]["coupon_code"], "SPRING");
+    assert!(page["items"][0]["click_id"].is_null());
+
+    // An unknown coupon is kept with its reason, and attributed once the coupon exists.
+    let (_, body) = app.postback(&coupon_pb("AUTUMN", "C2")).await;
+    let pending_id = body["postback_id"].as_str().expect("id").to_owned();
+    let (state, reason) = postback_state(app, &pending_id).await;
+    assert_eq!(state, "unattributed");
+    assert!(reason.contains("unknown coupon code AUTUMN"), "{reason}");
+    let (status, _) = app
+        .post(
+            &format!("/api/v1/postbacks/{pending_id}/reattribute"),
+            key,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(postback_state(app, &pending_id).await.0, "unattributed");
+    app.post(
+        "/api/v1/coupons",
+        key,
+        json!({"program_id": s.program_id, "affiliate_id": s.affiliate_id, "code": "AUTUMN"}),
+    )
+    .await;
+    let (status, body) = app
+        .post(
+            &format!("/api/v1/postbacks/{pending_id}/reattribute"),
+            key,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    app.conversions_until(key, "txn_id=C2", |b| b["items"][0]["payout"] == "10.00")
+        .await;
+    // Only unattributed postbacks; only one's own.
+    let (status, _) = app
+        .post(
+            &format!("/api/v1/postbacks/{pending_id}/reattribute"),
+            key,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let other = app.create_tenant("globex").await;
+    let (status, _) = app
+        .post(
+            &format!("/api/v1/postbacks/{pending_id}/reattribute"),
+            &other.key,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Another currency than the program's is refused with its reason, not converted at a guess.
+    let (_, body) = app.postback(&pb("&txn_id=E1&amount=10&currency=EUR")).await;
+    let (state, reason) = postback_state(app, body["postback_id"].as_str().expect("id")).await;
+    assert_eq!(state, "unattributed");
+    assert!(
+        reason.contains("currency EUR differs from the offer's USD"),
+        "{reason}"
+    );
+}
+on_both_databases!(goals_coupons_and_reattribution);
+
+/// Arbitrary postbacks never panic the receiver and are never accepted without
+/// a valid secret.
+async fn arbitrary_postbacks_without_a_secret_are_never_accepted(app: &TestApp) {
+    use rand::Rng;
+    use trcker_services::postbacks::{IntakeOutcome, PostbackRequest};
+    let jane = AffiliateServer::start(200).await;
+    let s = app.quickstart_setup("acme", &jane.url).await;
+    let click = app.click_id("/api/r/acme/pro?via=jane").await;
+    let services = app.services();
+    let names = [
+        "click_id", "txn_id", "amount", "payout", "currency", "event", "status", "test", "secret",
+        "sum", "x", "",
+    ];
+    let mut rng = rand::rng();
+    let random_string = |rng: &mut rand::rngs::ThreadRng| -> String {
+        let len = rng.random_range(0..70);
+        (0..len)
+            .map(|_| char::from_u32(rng.random_range(0x20..0x3000)).unwrap_or('?'))
+            .collect()
+    };
+    for i in 0..300 {
+        let mut pairs = Vec::new();
+        for _ in 0..rng.random_range(0..10) {
+            let name = names[rng.random_range(0..names.len())].to_owned();
+            let value = match rng.random_range(0..4) {
+                0 => click.clone(),
+                1 => format!("{}", rng.random_range(0..100000)),
+                _ => random_string(&mut rng),
+            };
+            pairs.push((name, value));
+        }
+        // Sometimes a wrong secret of the right shape, sometimes none.
+        let secret = match i % 3 {
+            0 => None,
+            1 => Some(trcker_domain::secret::new_postback_secret()),
+            _ => Some(random_string(&mut rng)),
+        };
+        let outcome = services
+            .intake_postback(PostbackRequest {
+                brand: (i % 2 == 0).then(|| "acme".into()),
+                offer: (i % 2 == 0).then(|| "pro".into()),
+                secret,
+                pairs,
+                method: "GET".into(),
+                ..Default::default()
+            })
+            .await;
+        assert!(
+            !matches!(
+                outcome,
+                Ok(IntakeOutcome::Accepted { .. }) | Ok(IntakeOutcome::Duplicate { .. })
+            ),
+            "accepted without a valid secret: {outcome:?}"
+        );
+    }
+    // The real secret still works afterwards.
+    let (status, _) = app
+        .postback(&format!(
+            "/api/postback/acme/pro?secret={}&click_id={click}&txn_id=ok",
+            s.secret
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+}
+on_both_databases!(arbitrary_postbacks_without_a_secret_are_never_accepted);
