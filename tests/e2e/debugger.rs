@@ -136,6 +136,10 @@ async fn postback_log_shows_every_request_and_its_fate(app: &TestApp) {
         "{log}"
     );
     assert_eq!(items[2]["source_ip"], "127.0.0.1");
+    assert_eq!(
+        items[2]["commission"],
+        "7.90 USD (10% of 79.00 USD = 7.90 USD); conversion is approved"
+    );
     let params = items[2]["params"].as_array().expect("params");
     assert!(
         params

@@ -535,3 +535,53 @@ async fn status_rules_and_conflicting_repeats(app: &TestApp) {
     assert_eq!(page["items"][0]["amount"], "79.00");
 }
 on_both_databases!(status_rules_and_conflicting_repeats);
+
+/// A postback stored but never queued (the process died between the commit and
+/// the enqueue) is picked up by the inbox sweeper.
+async fn the_sweeper_queues_a_stored_postback_that_has_no_job(app: &TestApp) {
+    use trcker_storage::entities::postback;
+    use trcker_storage::sea_orm::{ActiveModelTrait, IntoActiveModel};
+    let jane = AffiliateServer::start(200).await;
+    let s = app.quickstart_setup("acme", &jane.url).await;
+    let click = app.click_id("/api/r/acme/pro?via=jane").await;
+    let raw = serde_json::to_string(&[
+        ("click_id", click.as_str()),
+        ("amount", "79"),
+        ("txn_id", "orphan-1"),
+    ])
+    .expect("json");
+    let row = postback::Model {
+        id: trcker_domain::ids::IdKind::Postback.generate(),
+        tenant_id: s.tenant.id.clone(),
+        created_at: chrono::Utc::now(),
+        integration_id: s.integration_id.clone(),
+        program_id: s.program_id.clone(),
+        txn_id: Some("orphan-1".into()),
+        status_param: Some("approved".into()),
+        dedupe_key: Some(format!("{}\u{1f}orphan-1\u{1f}approved", s.program_id)),
+        raw_params: raw,
+        source_ip: Some("127.0.0.1".into()),
+        method: "GET".into(),
+        http_status: 200,
+        outcome: "accepted".into(),
+        reason: None,
+        state: "received".into(),
+        conversion_id: None,
+        duplicate_of: None,
+        is_test: false,
+        processed_at: None,
+    };
+    row.into_active_model()
+        .reset_all()
+        .insert(&app.services().store.conn)
+        .await
+        .expect("insert");
+    let page = app
+        .conversions_until(&s.tenant.key, "txn_id=orphan-1", |b| {
+            b["items"][0]["payout"] == "7.90"
+        })
+        .await;
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(1));
+    assert!(jane.next().await.contains("payout=7.90"));
+}
+on_both_databases!(the_sweeper_queues_a_stored_postback_that_has_no_job);

@@ -330,6 +330,8 @@ pub struct PostbackLogOut {
     pub conversion_id: Option<String>,
     pub duplicate_of: Option<String>,
     pub is_test: bool,
+    /// The commission booked for it, with its explanation, once computed.
+    pub commission: Option<String>,
 }
 
 impl From<postback::Model> for PostbackLogOut {
@@ -352,7 +354,16 @@ impl From<postback::Model> for PostbackLogOut {
             conversion_id: p.conversion_id,
             duplicate_of: p.duplicate_of,
             is_test: p.is_test,
+            commission: None,
         }
+    }
+}
+
+impl From<debugger::PostbackLogEntry> for PostbackLogOut {
+    fn from(e: debugger::PostbackLogEntry) -> Self {
+        let mut out = PostbackLogOut::from(e.postback);
+        out.commission = e.commission;
+        out
     }
 }
 

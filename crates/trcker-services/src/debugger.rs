@@ -20,6 +20,13 @@ use crate::auth::Caller;
 use crate::util::{insert, now};
 use crate::{ServiceError, ServiceResult, Services};
 
+/// A postback log line: the postback and, once booked, its commission.
+#[derive(Debug, Clone)]
+pub struct PostbackLogEntry {
+    pub postback: postback::Model,
+    pub commission: Option<String>,
+}
+
 /// The header that carries a test-fire token.
 pub const TEST_FIRE_HEADER: &str = "x-trcker-test-fire";
 
@@ -76,7 +83,7 @@ impl Services {
         integration_id: &str,
         cursor: Option<String>,
         limit: Option<u64>,
-    ) -> ServiceResult<(Vec<postback::Model>, Option<String>)> {
+    ) -> ServiceResult<(Vec<PostbackLogEntry>, Option<String>)> {
         let tenant = caller.tenant()?;
         let integration = self.get_integration(caller, integration_id).await?;
         let limit = limit.unwrap_or(50);
@@ -99,7 +106,44 @@ impl Services {
         } else {
             None
         };
-        Ok((rows, next))
+        let ids: Vec<String> = rows
+            .iter()
+            .filter_map(|r| r.conversion_id.clone())
+            .collect();
+        let conversions = if ids.is_empty() {
+            Vec::new()
+        } else {
+            scoped::<conversion::Entity>(tenant)
+                .filter(conversion::Column::Id.is_in(ids))
+                .all(&self.store.conn)
+                .await?
+        };
+        let entries = rows
+            .into_iter()
+            .map(|postback| {
+                let commission = postback
+                    .conversion_id
+                    .as_deref()
+                    .and_then(|id| conversions.iter().find(|c| c.id == id))
+                    .and_then(|c| {
+                        let currency = Currency::parse(&c.currency).unwrap_or(Currency::USD);
+                        c.payout_minor.map(|m| {
+                            let why = c.commission_explanation.as_deref().unwrap_or("");
+                            format!(
+                                "{} {} ({why}); conversion is {}",
+                                format_minor(m, currency),
+                                c.currency,
+                                c.status
+                            )
+                        })
+                    });
+                PostbackLogEntry {
+                    postback,
+                    commission,
+                }
+            })
+            .collect();
+        Ok((entries, next))
     }
 
     /// Makes a test click for an affiliate, fires a real postback at the public
