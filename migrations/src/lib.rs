@@ -12,6 +12,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261123_000001_initial_schema;
 mod m20261123_000002_integration_protection;
+mod m20261123_000003_click_rules;
 
 pub struct Migrator;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261123_000001_initial_schema::Migration),
             Box::new(m20261123_000002_integration_protection::Migration),
+            Box::new(m20261123_000003_click_rules::Migration),
         ]
     }
 }

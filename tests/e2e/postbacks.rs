@@ -222,8 +222,9 @@ on_both_databases!(concurrent_identical_postbacks_count_once);
 async fn unattributed_postbacks_are_kept_not_converted(app: &TestApp) {
     let jane = AffiliateServer::start(200).await;
     let s = app.quickstart_setup("acme", &jane.url).await;
-    // A well-formed click id that was never issued.
-    let unknown = trcker_domain::ClickId::now().into_string();
+    // A well-formed click id, an hour old, that was never issued.
+    let an_hour_ago = (chrono::Utc::now().timestamp_millis() - 3_600_000) as u64;
+    let unknown = trcker_domain::ClickId::generate(an_hour_ago).into_string();
     let (status, body) = app
         .postback(&format!(
             "/api/postback/acme/pro?secret={}&click_id={unknown}&amount=5&txn_id=lost-1",

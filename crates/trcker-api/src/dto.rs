@@ -80,6 +80,8 @@ pub struct NewProgramIn {
     pub click_param: Option<String>,
     /// Amount used when a postback sends none (decimal string).
     pub default_revenue: Option<String>,
+    /// Conversions sooner than this many seconds after their click are refused as too fast; default 0.
+    pub min_conversion_seconds: Option<i32>,
 }
 
 #[derive(Debug, Object)]
@@ -95,6 +97,7 @@ pub struct ProgramOut {
     pub attribution_window_days: i32,
     pub click_param: String,
     pub default_revenue: Option<String>,
+    pub min_conversion_seconds: i32,
     pub status: String,
     pub created_at: DateTime<Utc>,
 }
@@ -117,6 +120,7 @@ impl From<admin::ProgramView> for ProgramOut {
             hold_days: p.hold_days,
             attribution_window_days: p.attribution_window_days,
             click_param: p.click_param,
+            min_conversion_seconds: p.min_conversion_seconds,
             status: p.status,
             created_at: p.created_at,
         }

@@ -117,6 +117,7 @@ impl ProgramsApi {
             attribution_window_days: b.attribution_window_days,
             click_param: b.click_param,
             default_revenue: b.default_revenue,
+            min_conversion_seconds: b.min_conversion_seconds,
         };
         Ok(Created::Created(Json(
             services.create_program(&caller, input).await?.into(),

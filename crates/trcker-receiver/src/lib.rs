@@ -11,7 +11,7 @@ use poem::{Body, EndpointExt, IntoEndpoint, Request, Response, Route, get, handl
 use serde_json::json;
 use trcker_services::ServiceError;
 use trcker_services::Services;
-use trcker_services::clicks::{ClickOutcome, ClickRequest};
+use trcker_services::clicks::{ClickOutcome, ClickRequest, ClickTarget};
 use trcker_services::postbacks::{IntakeError, IntakeOutcome, PostbackRequest, SignedParts};
 
 /// Largest postback body we read.
@@ -21,6 +21,7 @@ pub const MAX_POSTBACK_BODY: usize = 64 * 1024;
 pub fn routes(services: Services) -> impl IntoEndpoint {
     Route::new()
         .at("/api/r/:brand/:offer", get(click))
+        .at("/c/:code", get(short_link))
         .at(
             "/api/postback/:brand/:offer",
             get(postback_named).post(postback_named),
@@ -73,29 +74,28 @@ fn problem(
 }
 
 #[handler]
-async fn click(
-    req: &Request,
-    Path((brand, offer)): Path<(String, String)>,
-    services: Data<&Services>,
-) -> Response {
+async fn click(req: &Request, Path((brand, offer)): Path<(String, String)>, services: Data<&Services>) -> Response {
     let q = query_pairs(req);
+    let partner = q.iter().find(|(k, _)| k == "via").map(|(_, v)| v.clone());
+    redirect(req, &q, ClickTarget::Named { brand, offer, partner }, &services).await
+}
+
+#[handler]
+async fn short_link(req: &Request, Path(code): Path<String>, services: Data<&Services>) -> Response {
+    let q = query_pairs(req);
+    redirect(req, &q, ClickTarget::Link { code }, &services).await
+}
+
+async fn redirect(req: &Request, q: &[(String, String)], target: ClickTarget, services: &Services) -> Response {
     let get = |name: &str| q.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-    let click = ClickRequest {
-        brand,
-        offer,
-        partner: get("via"),
-        subs: [
-            get("sub1"),
-            get("sub2"),
-            get("sub3"),
-            get("sub4"),
-            get("sub5"),
-        ],
-        ip: remote_ip(req),
+    let request = ClickRequest {
+        target,
+        subs: [get("sub1"), get("sub2"), get("sub3"), get("sub4"), get("sub5")],
+        ip: if services.settings.ip_retention_days == 0 { None } else { remote_ip(req) },
         user_agent: header_str(req.headers(), header::USER_AGENT),
         referrer: header_str(req.headers(), header::REFERER),
     };
-    match services.click(click).await {
+    match services.click(request).await {
         Ok(ClickOutcome::Redirect { location, .. }) | Ok(ClickOutcome::Fallback { location }) => {
             Response::builder()
                 .status(StatusCode::FOUND)
@@ -105,7 +105,7 @@ async fn click(
         }
         Err(ServiceError::NotFound(what)) => plain(
             StatusCode::NOT_FOUND,
-            &format!("This tracking link is not valid: unknown {what}.\n"),
+            &format!("This tracking link is not valid (no {what} here). Check the link you followed.\n"),
         ),
         Err(ServiceError::Unavailable) => plain(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -106,6 +106,8 @@ pub struct NewProgram {
     pub attribution_window_days: Option<i32>,
     pub click_param: Option<String>,
     pub default_revenue: Option<String>,
+    /// Conversions sooner than this after their click are refused (0: no minimum).
+    pub min_conversion_seconds: Option<i32>,
 }
 
 pub struct ProgramView {
@@ -322,6 +324,10 @@ impl Services {
         if !(1..=365).contains(&window) {
             c.err("attribution_window_days", "must be from 1 to 365");
         }
+        let min_conversion_seconds = input.min_conversion_seconds.unwrap_or(0);
+        if !(0..=30 * 86_400).contains(&min_conversion_seconds) {
+            c.err("min_conversion_seconds", "must be from 0 to 2592000 (30 days)");
+        }
         let click_param = input.click_param.unwrap_or_else(|| "click_id".into());
         if click_param.is_empty()
             || click_param.len() > 32
@@ -360,6 +366,7 @@ impl Services {
             default_revenue_minor: default_revenue,
             status: "active".into(),
             updated_at: t,
+            min_conversion_seconds,
         };
         let plan = commission_plan::Model {
             id: IdKind::CommissionPlan.generate(),

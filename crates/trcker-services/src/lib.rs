@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod auth;
 pub mod catalog;
+pub mod click_writer;
 pub mod clicks;
 pub mod debugger;
 mod error;
@@ -34,6 +35,22 @@ pub struct Settings {
     pub allow_private_targets: bool,
     /// SHA-256 of the operator token.
     pub operator_token_hash: String,
+    /// Repeat clicks of a visitor on a link within this window are not unique.
+    pub unique_click_window: std::time::Duration,
+    /// Click IP addresses are erased after this many days (0: never stored).
+    pub ip_retention_days: u32,
+}
+
+impl Settings {
+    pub fn new(public_url: impl Into<String>, operator_token_hash: impl Into<String>) -> Self {
+        Settings {
+            public_url: public_url.into(),
+            allow_private_targets: false,
+            operator_token_hash: operator_token_hash.into(),
+            unique_click_window: std::time::Duration::from_secs(24 * 3600),
+            ip_retention_days: 30,
+        }
+    }
 }
 
 /// The handle every edge holds: the database, the job queue and the settings.
@@ -47,6 +64,9 @@ pub struct Services {
     pub(crate) self_http: reqwest::Client,
     pub(crate) rate_limiter: Arc<postbacks::RateLimiter>,
     pub(crate) inbox: inbox::InboxWriter,
+    pub(crate) click_state: Arc<clicks::ClickState>,
+    /// The batch writer of clicks (flushed on shutdown).
+    pub clicks: click_writer::ClickWriter,
 }
 
 impl Services {
@@ -55,6 +75,7 @@ impl Services {
     pub fn new(store: Store, settings: Settings) -> Result<Self, ServiceError> {
         let queue = JobQueue::new(store.pool.clone());
         let store_for_inbox = store.clone();
+        let unique_window = settings.unique_click_window;
         let http = pipeline::notify::http_client(settings.allow_private_targets)?;
         let self_http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -68,7 +89,9 @@ impl Services {
             http,
             self_http,
             rate_limiter: Arc::default(),
-            inbox: inbox::InboxWriter::start(store_for_inbox),
+            inbox: inbox::InboxWriter::start(store_for_inbox.clone()),
+            click_state: Arc::new(clicks::ClickState::new(unique_window)),
+            clicks: click_writer::ClickWriter::start(store_for_inbox),
         })
     }
 

@@ -54,6 +54,13 @@ pub struct Config {
     /// Jobs of each kind run at once by this process's workers.
     #[arg(long, env = "TRCKER_WORKER_CONCURRENCY", default_value_t = 8)]
     pub worker_concurrency: usize,
+    /// Repeat clicks of a visitor (same link, IP and user agent) within this many
+    /// seconds are counted as raw clicks, not unique ones.
+    #[arg(long, env = "TRCKER_UNIQUE_CLICK_WINDOW_SECS", default_value_t = 86_400)]
+    pub unique_click_window_secs: u64,
+    /// Days after which click IP addresses are erased (0: IP addresses are never stored).
+    #[arg(long, env = "TRCKER_IP_RETENTION_DAYS", default_value_t = 30)]
+    pub ip_retention_days: u32,
     /// PostgreSQL connections of this process.
     #[arg(long, env = "TRCKER_DB_CONNECTIONS", default_value_t = 16)]
     pub db_connections: u32,
@@ -70,6 +77,8 @@ impl Config {
             operator_token: None,
             allow_private_targets: false,
             worker_concurrency: 8,
+            unique_click_window_secs: 86_400,
+            ip_retention_days: 30,
             db_connections: 16,
         }
     }

@@ -152,9 +152,10 @@ impl App {
         let services = Services::new(
             store,
             Settings {
-                public_url: public_url.clone(),
                 allow_private_targets: config.allow_private_targets,
-                operator_token_hash,
+                unique_click_window: Duration::from_secs(config.unique_click_window_secs),
+                ip_retention_days: config.ip_retention_days,
+                ..Settings::new(public_url.clone(), operator_token_hash)
             },
         )?;
 
@@ -211,6 +212,8 @@ impl App {
         for t in self.tasks {
             let _ = t.await;
         }
+        // Requests are done: write the clicks still buffered, then close.
+        self.services.clicks.flush().await;
         self.services.store.close().await;
     }
 

@@ -12,6 +12,7 @@ use chrono::Duration;
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use trcker_domain::ConversionStatus;
+use trcker_domain::click_id::ClickId;
 use trcker_domain::ids::IdKind;
 use trcker_domain::money::{Currency, format_minor};
 use trcker_domain::postback::PostbackParams;
@@ -120,24 +121,44 @@ impl Services {
     }
 
     /// Finds the affiliate a new conversion belongs to, or says why there is none.
+    /// The click, waiting briefly for a very recent one that the click writer
+    /// (of this or another process) has not written yet.
+    async fn find_click(&self, tenant: &TenantId, click_id: &ClickId) -> Result<Option<click::Model>, JobError> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let click = scoped_by_id::<click::Entity>(tenant, click_id.as_str()).one(&self.store.conn).await?;
+            let age_ms = now().timestamp_millis() - click_id.unix_millis() as i64;
+            let may_be_buffered = (-5_000..15_000).contains(&age_ms);
+            if click.is_some() || !may_be_buffered || std::time::Instant::now() >= deadline {
+                return Ok(click);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     async fn resolve_affiliate(
         &self,
         tenant: &TenantId,
         program: &program::Model,
         params: &PostbackParams,
+        received_at: chrono::DateTime<chrono::Utc>,
     ) -> Result<Result<(affiliate::Model, Option<click::Model>), String>, JobError> {
         let (affiliate_id, click) = if let Some(click_id) = &params.click_id {
-            let click = scoped_by_id::<click::Entity>(tenant, click_id.as_str())
-                .one(&self.store.conn)
-                .await?;
-            let Some(click) = click else {
+            let Some(click) = self.find_click(tenant, click_id).await? else {
                 return Ok(Err(format!("unknown click id {click_id}")));
             };
             if click.program_id != program.id {
                 return Ok(Err(format!("click {click_id} was made on another offer")));
             }
             let window = Duration::days(program.attribution_window_days.into());
-            let age = now() - click.created_at;
+            let age = received_at - click.created_at;
+            if age.num_seconds() < i64::from(program.min_conversion_seconds) {
+                return Ok(Err(format!(
+                    "conversion came {} seconds after click {click_id}; the offer's minimum is {} seconds",
+                    age.num_seconds().max(0),
+                    program.min_conversion_seconds
+                )));
+            }
             if age > window {
                 return Ok(Err(format!(
                     "click {click_id} expired: made {} days ago, the offer's attribution window is {} days",
@@ -196,7 +217,7 @@ impl Services {
             );
             return self.unattributed(tenant, pb, reason).await;
         }
-        let (affiliate, click) = match self.resolve_affiliate(tenant, program, params).await? {
+        let (affiliate, click) = match self.resolve_affiliate(tenant, program, params, pb.created_at).await? {
             Ok(found) => found,
             Err(reason) => return self.unattributed(tenant, pb, reason).await,
         };

@@ -20,6 +20,7 @@ pub struct Model {
     pub default_revenue_minor: Option<i64>,
     pub status: String,
     pub updated_at: DateTimeUtc,
+    pub min_conversion_seconds: i32,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
