@@ -34,8 +34,19 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        m.drop_index(Index::drop().name("ix_clicks_time").table("clicks").to_owned()).await?;
-        m.alter_table(Table::alter().table("programs").drop_column("min_conversion_seconds").to_owned())
-            .await
+        m.drop_index(
+            Index::drop()
+                .name("ix_clicks_time")
+                .table("clicks")
+                .to_owned(),
+        )
+        .await?;
+        m.alter_table(
+            Table::alter()
+                .table("programs")
+                .drop_column("min_conversion_seconds")
+                .to_owned(),
+        )
+        .await
     }
 }

@@ -4,6 +4,7 @@
 
 mod attribution;
 mod binary;
+mod clicks;
 mod debugger;
 mod faults;
 mod harness;

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use poem_openapi::Object;
+use poem_openapi::types::MaybeUndefined;
 use trcker_domain::CommissionRule;
 use trcker_domain::money::{Currency, format_minor};
 use trcker_services::storage::entities::*;
@@ -520,4 +521,101 @@ impl From<coupon::Model> for CouponOut {
 #[derive(Debug, Object)]
 pub struct CouponList {
     pub items: Vec<CouponOut>,
+}
+
+/// `Some(None)` for an explicit null, `None` when the field is absent.
+pub fn patch<T>(v: MaybeUndefined<T>) -> Option<Option<T>> {
+    match v {
+        MaybeUndefined::Undefined => None,
+        MaybeUndefined::Null => Some(None),
+        MaybeUndefined::Value(v) => Some(Some(v)),
+    }
+}
+
+#[derive(Debug, Object)]
+pub struct NewLinkIn {
+    pub program_id: String,
+    pub affiliate_id: String,
+    /// Overrides the program's destination for this link (macros allowed).
+    pub destination_url: Option<String>,
+    /// Default sub-IDs; `sub1`..`sub5` in the click URL win over them.
+    pub sub1: Option<String>,
+    pub sub2: Option<String>,
+    pub sub3: Option<String>,
+    pub sub4: Option<String>,
+    pub sub5: Option<String>,
+}
+
+#[derive(Debug, Object)]
+pub struct LinkOut {
+    pub id: String,
+    pub code: String,
+    /// The tracking URL to share: `<public url>/c/<code>`.
+    pub url: String,
+    pub program_id: String,
+    pub affiliate_id: String,
+    pub destination_url: Option<String>,
+    pub status: String,
+    pub sub1: Option<String>,
+    pub sub2: Option<String>,
+    pub sub3: Option<String>,
+    pub sub4: Option<String>,
+    pub sub5: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl LinkOut {
+    pub fn new(l: tracking_link::Model, url: String) -> Self {
+        LinkOut {
+            id: l.id,
+            code: l.code,
+            url,
+            program_id: l.program_id,
+            affiliate_id: l.affiliate_id,
+            destination_url: l.destination_url,
+            status: l.status,
+            sub1: l.sub1,
+            sub2: l.sub2,
+            sub3: l.sub3,
+            sub4: l.sub4,
+            sub5: l.sub5,
+            created_at: l.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Object)]
+pub struct LinkList {
+    pub items: Vec<LinkOut>,
+}
+
+#[derive(Debug, Object)]
+pub struct UpdateLinkIn {
+    /// null removes the override.
+    pub destination_url: MaybeUndefined<String>,
+    /// `active` or `paused` (paused links send clicks to the program's fallback URL).
+    pub status: Option<String>,
+}
+
+#[derive(Debug, Object)]
+pub struct UpdateProgramIn {
+    pub name: Option<String>,
+    pub destination_url: Option<String>,
+    /// null removes it.
+    pub fallback_url: MaybeUndefined<String>,
+    /// `active` or `paused` (paused programs send clicks to the fallback URL).
+    pub status: Option<String>,
+    pub attribution_window_days: Option<i32>,
+    pub min_conversion_seconds: Option<i32>,
+    pub hold_days: Option<i32>,
+}
+
+#[derive(Debug, Object)]
+pub struct UpdateAffiliateIn {
+    pub name: Option<String>,
+    /// `active` or `paused` (a paused affiliate's clicks go to the fallback URL and
+    /// its conversions are kept unattributed).
+    pub status: Option<String>,
+    /// null removes it.
+    pub postback_url: MaybeUndefined<String>,
 }

@@ -11,7 +11,9 @@ use trcker_services::admin::{
     NewProgram, NewTenant,
 };
 use trcker_services::auth::Caller;
-use trcker_services::catalog::{NewCoupon, NewPlan};
+use trcker_services::catalog::{
+    AffiliateUpdate, LinkUpdate, NewCoupon, NewLink, NewPlan, ProgramUpdate,
+};
 use trcker_services::debugger::TestFireInput;
 
 use crate::dto::*;
@@ -31,6 +33,8 @@ enum ApiTags {
     Conversions,
     /// Coupon codes that attribute sales without a click.
     Coupons,
+    /// Tracking links (`/c/{code}`).
+    Links,
 }
 
 /// `Authorization: Bearer <operator token or tenant API key>`.
@@ -54,6 +58,7 @@ pub type Apis = (
     AffiliatesApi,
     IntegrationsApi,
     PostbacksApi,
+    LinksApi,
     CouponsApi,
     ConversionsApi,
 );
@@ -65,6 +70,7 @@ pub fn apis() -> Apis {
         AffiliatesApi,
         IntegrationsApi,
         PostbacksApi,
+        LinksApi,
         CouponsApi,
         ConversionsApi,
     )
@@ -191,6 +197,34 @@ impl ProgramsApi {
         Ok(Json(PlanList { items }))
     }
 
+    /// Change a program: destination, fallback, status (pause), windows, hold.
+    #[oai(
+        path = "/programs/:id",
+        method = "patch",
+        operation_id = "update_program"
+    )]
+    async fn update(
+        &self,
+        auth: BearerAuth,
+        id: Path<String>,
+        body: Json<UpdateProgramIn>,
+        services: Data<&Services>,
+    ) -> Result<Json<ProgramOut>, ApiError> {
+        let caller = caller(&services, &auth).await?;
+        let b = body.0;
+        let input = ProgramUpdate {
+            name: b.name,
+            destination_url: b.destination_url,
+            fallback_url: patch(b.fallback_url),
+            status: b.status,
+            attribution_window_days: b.attribution_window_days,
+            min_conversion_seconds: b.min_conversion_seconds,
+            hold_days: b.hold_days,
+        };
+        services.update_program(&caller, &id.0, input).await?;
+        Ok(Json(services.get_program(&caller, &id.0).await?.into()))
+    }
+
     /// Get one program.
     #[oai(path = "/programs/:id", method = "get", operation_id = "get_program")]
     async fn get(
@@ -258,6 +292,34 @@ impl AffiliatesApi {
             .map(Into::into)
             .collect();
         Ok(Json(AffiliateList { items }))
+    }
+
+    /// Change an affiliate: name, status (pause), postback URL.
+    #[oai(
+        path = "/affiliates/:id",
+        method = "patch",
+        operation_id = "update_affiliate"
+    )]
+    async fn update(
+        &self,
+        auth: BearerAuth,
+        id: Path<String>,
+        body: Json<UpdateAffiliateIn>,
+        services: Data<&Services>,
+    ) -> Result<Json<AffiliateOut>, ApiError> {
+        let caller = caller(&services, &auth).await?;
+        let b = body.0;
+        let input = AffiliateUpdate {
+            name: b.name,
+            status: b.status,
+            postback_url: patch(b.postback_url),
+        };
+        Ok(Json(
+            services
+                .update_affiliate(&caller, &id.0, input)
+                .await?
+                .into(),
+        ))
     }
 
     /// Get one affiliate.
@@ -423,6 +485,77 @@ impl IntegrationsApi {
     ) -> Result<Json<IntegrationOut>, ApiError> {
         let caller = caller(&services, &auth).await?;
         Ok(Json(services.get_integration(&caller, &id.0).await?.into()))
+    }
+}
+
+pub struct LinksApi;
+
+#[OpenApi(tag = "ApiTags::Links")]
+impl LinksApi {
+    /// Create a tracking link (`/c/{code}`) for an affiliate and a program.
+    #[oai(path = "/links", method = "post", operation_id = "create_link")]
+    async fn create(
+        &self,
+        auth: BearerAuth,
+        body: Json<NewLinkIn>,
+        services: Data<&Services>,
+    ) -> Result<Created<LinkOut>, ApiError> {
+        let caller = caller(&services, &auth).await?;
+        let b = body.0;
+        let input = NewLink {
+            program_id: b.program_id,
+            affiliate_id: b.affiliate_id,
+            destination_url: b.destination_url,
+            subs: [b.sub1, b.sub2, b.sub3, b.sub4, b.sub5],
+        };
+        let link = services.create_link(&caller, input).await?;
+        let url = services.link_url(&link.code);
+        Ok(Created::Created(Json(LinkOut::new(link, url))))
+    }
+
+    /// List tracking links.
+    #[oai(path = "/links", method = "get", operation_id = "list_links")]
+    async fn list(
+        &self,
+        auth: BearerAuth,
+        services: Data<&Services>,
+    ) -> Result<Json<LinkList>, ApiError> {
+        let caller = caller(&services, &auth).await?;
+        let items = services
+            .list_links(&caller)
+            .await?
+            .into_iter()
+            .map(|l| {
+                let url = services.link_url(&l.code);
+                LinkOut::new(l, url)
+            })
+            .collect();
+        Ok(Json(LinkList { items }))
+    }
+
+    /// Change a link's destination or status; the next click uses it.
+    #[oai(path = "/links/:id", method = "patch", operation_id = "update_link")]
+    async fn update(
+        &self,
+        auth: BearerAuth,
+        id: Path<String>,
+        body: Json<UpdateLinkIn>,
+        services: Data<&Services>,
+    ) -> Result<Json<LinkOut>, ApiError> {
+        let caller = caller(&services, &auth).await?;
+        let b = body.0;
+        let link = services
+            .update_link(
+                &caller,
+                &id.0,
+                LinkUpdate {
+                    destination_url: patch(b.destination_url),
+                    status: b.status,
+                },
+            )
+            .await?;
+        let url = services.link_url(&link.code);
+        Ok(Json(LinkOut::new(link, url)))
     }
 }
 

@@ -74,24 +74,57 @@ fn problem(
 }
 
 #[handler]
-async fn click(req: &Request, Path((brand, offer)): Path<(String, String)>, services: Data<&Services>) -> Response {
+async fn click(
+    req: &Request,
+    Path((brand, offer)): Path<(String, String)>,
+    services: Data<&Services>,
+) -> Response {
     let q = query_pairs(req);
     let partner = q.iter().find(|(k, _)| k == "via").map(|(_, v)| v.clone());
-    redirect(req, &q, ClickTarget::Named { brand, offer, partner }, &services).await
+    redirect(
+        req,
+        &q,
+        ClickTarget::Named {
+            brand,
+            offer,
+            partner,
+        },
+        &services,
+    )
+    .await
 }
 
 #[handler]
-async fn short_link(req: &Request, Path(code): Path<String>, services: Data<&Services>) -> Response {
+async fn short_link(
+    req: &Request,
+    Path(code): Path<String>,
+    services: Data<&Services>,
+) -> Response {
     let q = query_pairs(req);
     redirect(req, &q, ClickTarget::Link { code }, &services).await
 }
 
-async fn redirect(req: &Request, q: &[(String, String)], target: ClickTarget, services: &Services) -> Response {
+async fn redirect(
+    req: &Request,
+    q: &[(String, String)],
+    target: ClickTarget,
+    services: &Services,
+) -> Response {
     let get = |name: &str| q.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let request = ClickRequest {
         target,
-        subs: [get("sub1"), get("sub2"), get("sub3"), get("sub4"), get("sub5")],
-        ip: if services.settings.ip_retention_days == 0 { None } else { remote_ip(req) },
+        subs: [
+            get("sub1"),
+            get("sub2"),
+            get("sub3"),
+            get("sub4"),
+            get("sub5"),
+        ],
+        ip: if services.settings.ip_retention_days == 0 {
+            None
+        } else {
+            remote_ip(req)
+        },
         user_agent: header_str(req.headers(), header::USER_AGENT),
         referrer: header_str(req.headers(), header::REFERER),
     };
@@ -105,7 +138,9 @@ async fn redirect(req: &Request, q: &[(String, String)], target: ClickTarget, se
         }
         Err(ServiceError::NotFound(what)) => plain(
             StatusCode::NOT_FOUND,
-            &format!("This tracking link is not valid (no {what} here). Check the link you followed.\n"),
+            &format!(
+                "This tracking link is not valid (no {what} here). Check the link you followed.\n"
+            ),
         ),
         Err(ServiceError::Unavailable) => plain(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -326,7 +326,10 @@ impl Services {
         }
         let min_conversion_seconds = input.min_conversion_seconds.unwrap_or(0);
         if !(0..=30 * 86_400).contains(&min_conversion_seconds) {
-            c.err("min_conversion_seconds", "must be from 0 to 2592000 (30 days)");
+            c.err(
+                "min_conversion_seconds",
+                "must be from 0 to 2592000 (30 days)",
+            );
         }
         let click_param = input.click_param.unwrap_or_else(|| "click_id".into());
         if click_param.is_empty()

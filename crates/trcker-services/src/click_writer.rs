@@ -52,7 +52,12 @@ impl ClickWriter {
 
     /// Queues a click for writing.
     pub async fn record(&self, click: click::Model) -> Result<(), ServiceError> {
-        match tokio::time::timeout(Duration::from_secs(1), self.tx.send(Msg::Click(Box::new(click)))).await {
+        match tokio::time::timeout(
+            Duration::from_secs(1),
+            self.tx.send(Msg::Click(Box::new(click))),
+        )
+        .await
+        {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(ServiceError::Internal("the click writer stopped".into())),
             // The buffer stayed full: storage cannot keep up or is down.
@@ -101,8 +106,12 @@ async fn write(store: &Store, clicks: &[click::Model]) -> Result<(), sea_orm::Db
     let txn = store.write_txn().await?;
     // Bound the statement size (SQLite allows 32766 parameters; a click has 20).
     for chunk in clicks.chunks(500) {
-        let rows = chunk.iter().map(|c| c.clone().into_active_model().reset_all());
-        click::Entity::insert_many(rows).exec_without_returning(&txn).await?;
+        let rows = chunk
+            .iter()
+            .map(|c| c.clone().into_active_model().reset_all());
+        click::Entity::insert_many(rows)
+            .exec_without_returning(&txn)
+            .await?;
     }
     txn.commit().await
 }

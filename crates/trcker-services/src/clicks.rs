@@ -44,23 +44,34 @@ pub struct ClickRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ClickTarget {
     /// `/api/r/{brand}/{offer}?via={partner}`
-    Named { brand: String, offer: String, partner: Option<String> },
+    Named {
+        brand: String,
+        offer: String,
+        partner: Option<String>,
+    },
     /// `/c/{code}`
     Link { code: String },
 }
 
 impl Default for ClickTarget {
     fn default() -> Self {
-        ClickTarget::Link { code: String::new() }
+        ClickTarget::Link {
+            code: String::new(),
+        }
     }
 }
 
 /// Where the customer goes.
 #[derive(Debug)]
 pub enum ClickOutcome {
-    Redirect { location: String, click_id: String },
+    Redirect {
+        location: String,
+        click_id: String,
+    },
     /// Paused link, program or affiliate: the program's fallback URL, no click id.
-    Fallback { location: String },
+    Fallback {
+        location: String,
+    },
 }
 
 /// What a tracking URL resolves to.
@@ -72,12 +83,17 @@ struct Resolved {
     link: Option<tracking_link::Model>,
 }
 
+/// A resolution and when it was made (`None`: the link does not exist).
+type CacheEntry = (Instant, Option<Arc<Resolved>>);
+
 /// Per-process click state: the resolution cache and recent clicks for unique counting.
 #[derive(Debug)]
 pub struct ClickState {
-    cache: Mutex<HashMap<ClickTarget, (Instant, Option<Arc<Resolved>>)>>,
+    cache: Mutex<HashMap<ClickTarget, CacheEntry>>,
     recent: Mutex<HashMap<u64, i64>>,
     unique_window_ms: i64,
+    /// When the IP retention sweep last ran (Unix seconds).
+    pub(crate) last_ip_sweep: std::sync::atomic::AtomicI64,
 }
 
 impl ClickState {
@@ -86,6 +102,7 @@ impl ClickState {
             cache: Mutex::default(),
             recent: Mutex::default(),
             unique_window_ms: unique_window.as_millis() as i64,
+            last_ip_sweep: std::sync::atomic::AtomicI64::new(0),
         }
     }
 
@@ -98,7 +115,9 @@ impl ClickState {
 
     fn cached(&self, t: &ClickTarget) -> Option<Option<Arc<Resolved>>> {
         let c = self.cache.lock().ok()?;
-        c.get(t).filter(|(at, _)| at.elapsed() < CACHE_TTL).map(|(_, r)| r.clone())
+        c.get(t)
+            .filter(|(at, _)| at.elapsed() < CACHE_TTL)
+            .map(|(_, r)| r.clone())
     }
 
     fn remember(&self, t: ClickTarget, r: Option<Arc<Resolved>>) {
@@ -127,8 +146,23 @@ impl ClickState {
 }
 
 const BOT_MARKERS: &[&str] = &[
-    "bot", "crawler", "spider", "slurp", "headless", "facebookexternalhit", "preview", "curl/", "wget/",
-    "python-requests", "python-urllib", "go-http-client", "okhttp", "java/", "libwww", "httpclient", "scrapy",
+    "bot",
+    "crawler",
+    "spider",
+    "slurp",
+    "headless",
+    "facebookexternalhit",
+    "preview",
+    "curl/",
+    "wget/",
+    "python-requests",
+    "python-urllib",
+    "go-http-client",
+    "okhttp",
+    "java/",
+    "libwww",
+    "httpclient",
+    "scrapy",
 ];
 
 /// Whether a user agent is an automated client's (an empty one counts as such).
@@ -143,16 +177,27 @@ pub fn is_bot(user_agent: Option<&str>) -> bool {
 }
 
 fn clamp(s: Option<String>, max: usize) -> Option<String> {
-    s.map(|v| v.chars().take(max).collect::<String>()).filter(|v| !v.is_empty())
+    s.map(|v| v.chars().take(max).collect::<String>())
+        .filter(|v| !v.is_empty())
 }
 
 impl Services {
     pub(crate) async fn tenant_by_slug(&self, slug: &str) -> ServiceResult<Option<tenant::Model>> {
-        Ok(tenant::Entity::find().filter(tenant::Column::Slug.eq(slug)).one(&self.store.conn).await?)
+        Ok(tenant::Entity::find()
+            .filter(tenant::Column::Slug.eq(slug))
+            .one(&self.store.conn)
+            .await?)
     }
 
-    pub(crate) async fn program_by_slug(&self, tenant: &TenantId, slug: &str) -> ServiceResult<Option<program::Model>> {
-        Ok(scoped::<program::Entity>(tenant).filter(program::Column::Slug.eq(slug)).one(&self.store.conn).await?)
+    pub(crate) async fn program_by_slug(
+        &self,
+        tenant: &TenantId,
+        slug: &str,
+    ) -> ServiceResult<Option<program::Model>> {
+        Ok(scoped::<program::Entity>(tenant)
+            .filter(program::Column::Slug.eq(slug))
+            .one(&self.store.conn)
+            .await?)
     }
 
     async fn resolve(&self, target: &ClickTarget) -> ServiceResult<Option<Arc<Resolved>>> {
@@ -167,7 +212,11 @@ impl Services {
     async fn resolve_uncached(&self, target: &ClickTarget) -> ServiceResult<Option<Resolved>> {
         let db = &self.store.conn;
         match target {
-            ClickTarget::Named { brand, offer, partner } => {
+            ClickTarget::Named {
+                brand,
+                offer,
+                partner,
+            } => {
                 let Some(partner) = partner.as_deref().filter(|p| !p.is_empty()) else {
                     return Ok(None);
                 };
@@ -182,21 +231,40 @@ impl Services {
                     .filter(affiliate::Column::Slug.eq(partner))
                     .one(db)
                     .await?;
-                Ok(affiliate.map(|affiliate| Resolved { tenant, program, affiliate, link: None }))
+                Ok(affiliate.map(|affiliate| Resolved {
+                    tenant,
+                    program,
+                    affiliate,
+                    link: None,
+                }))
             }
             ClickTarget::Link { code } => {
-                let Some(link) = tracking_link::Entity::find().filter(tracking_link::Column::Code.eq(code)).one(db).await?
+                let Some(link) = tracking_link::Entity::find()
+                    .filter(tracking_link::Column::Code.eq(code))
+                    .one(db)
+                    .await?
                 else {
                     return Ok(None);
                 };
                 let tid = TenantId::from_trusted(link.tenant_id.clone());
-                let tenant = tenant::Entity::find_by_id(link.tenant_id.clone()).one(db).await?;
-                let program = trcker_storage::scoped_by_id::<program::Entity>(&tid, &link.program_id).one(db).await?;
-                let affiliate = trcker_storage::scoped_by_id::<affiliate::Entity>(&tid, &link.affiliate_id).one(db).await?;
+                let tenant = tenant::Entity::find_by_id(link.tenant_id.clone())
+                    .one(db)
+                    .await?;
+                let program =
+                    trcker_storage::scoped_by_id::<program::Entity>(&tid, &link.program_id)
+                        .one(db)
+                        .await?;
+                let affiliate =
+                    trcker_storage::scoped_by_id::<affiliate::Entity>(&tid, &link.affiliate_id)
+                        .one(db)
+                        .await?;
                 Ok(match (tenant, program, affiliate) {
-                    (Some(tenant), Some(program), Some(affiliate)) => {
-                        Some(Resolved { tenant, program, affiliate, link: Some(link) })
-                    }
+                    (Some(tenant), Some(program), Some(affiliate)) => Some(Resolved {
+                        tenant,
+                        program,
+                        affiliate,
+                        link: Some(link),
+                    }),
                     _ => None,
                 })
             }
@@ -205,15 +273,24 @@ impl Services {
 
     /// Records a click and answers where to send the customer.
     pub async fn click(&self, req: ClickRequest) -> ServiceResult<ClickOutcome> {
-        let r = self.resolve(&req.target).await?.ok_or(ServiceError::NotFound("tracking link"))?;
+        let r = self
+            .resolve(&req.target)
+            .await?
+            .ok_or(ServiceError::NotFound("tracking link"))?;
         let link_active = r.link.as_ref().is_none_or(|l| l.status == "active");
-        let active = r.tenant.status == "active" && r.program.status == "active" && r.affiliate.status == "active" && link_active;
+        let active = r.tenant.status == "active"
+            && r.program.status == "active"
+            && r.affiliate.status == "active"
+            && link_active;
 
         let t = now();
         let now_ms = t.timestamp_millis();
         let click_id = ClickId::generate(now_ms.max(0) as u64);
         // Sub-IDs in the URL win over the tracking link's defaults.
-        let defaults = r.link.as_ref().map(|l| [&l.sub1, &l.sub2, &l.sub3, &l.sub4, &l.sub5]);
+        let defaults = r
+            .link
+            .as_ref()
+            .map(|l| [&l.sub1, &l.sub2, &l.sub3, &l.sub4, &l.sub5]);
         let mut subs: [Option<String>; 5] = Default::default();
         for (i, s) in req.subs.into_iter().enumerate() {
             subs[i] = clamp(s.or_else(|| defaults.and_then(|d| d[i].clone())), 255);
@@ -223,7 +300,14 @@ impl Services {
         let bot = is_bot(user_agent.as_deref());
         let visitor = {
             let mut h = std::collections::hash_map::DefaultHasher::new();
-            (&r.program.id, &r.affiliate.id, r.link.as_ref().map(|l| &l.id), &ip, &user_agent).hash(&mut h);
+            (
+                &r.program.id,
+                &r.affiliate.id,
+                r.link.as_ref().map(|l| &l.id),
+                &ip,
+                &user_agent,
+            )
+                .hash(&mut h);
             h.finish()
         };
         let unique = !bot && active && self.click_state.first_in_window(visitor, now_ms);
@@ -249,11 +333,19 @@ impl Services {
             sub5: s5,
         };
         if !active {
-            let location = r.program.fallback_url.clone().ok_or(ServiceError::NotFound("active offer"))?;
+            let location = r
+                .program
+                .fallback_url
+                .clone()
+                .ok_or(ServiceError::NotFound("active offer"))?;
             self.clicks.record(row).await?;
             return Ok(ClickOutcome::Fallback { location });
         }
-        let destination = r.link.as_ref().and_then(|l| l.destination_url.as_deref()).unwrap_or(&r.program.destination_url);
+        let destination = r
+            .link
+            .as_ref()
+            .and_then(|l| l.destination_url.as_deref())
+            .unwrap_or(&r.program.destination_url);
         let location = click_redirect(
             destination,
             &r.program.click_param,
@@ -261,11 +353,20 @@ impl Services {
                 click_id: click_id.as_str(),
                 affiliate_id: &r.affiliate.id,
                 program_id: &r.program.id,
-                subs: [row.sub1.as_deref(), row.sub2.as_deref(), row.sub3.as_deref(), row.sub4.as_deref(), row.sub5.as_deref()],
+                subs: [
+                    row.sub1.as_deref(),
+                    row.sub2.as_deref(),
+                    row.sub3.as_deref(),
+                    row.sub4.as_deref(),
+                    row.sub5.as_deref(),
+                ],
             },
         );
         self.clicks.record(row).await?;
-        Ok(ClickOutcome::Redirect { location, click_id: click_id.into_string() })
+        Ok(ClickOutcome::Redirect {
+            location,
+            click_id: click_id.into_string(),
+        })
     }
 }
 
@@ -275,11 +376,15 @@ mod tests {
 
     #[test]
     fn bots_are_recognised() {
-        assert!(is_bot(Some("Googlebot/2.1 (+http://www.google.com/bot.html)")));
+        assert!(is_bot(Some(
+            "Googlebot/2.1 (+http://www.google.com/bot.html)"
+        )));
         assert!(is_bot(Some("curl/8.5.0")));
         assert!(is_bot(None));
         assert!(is_bot(Some("  ")));
-        assert!(!is_bot(Some("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 Safari/604.1")));
+        assert!(!is_bot(Some(
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 Safari/604.1"
+        )));
     }
 
     #[test]

@@ -56,7 +56,11 @@ pub struct Config {
     pub worker_concurrency: usize,
     /// Repeat clicks of a visitor (same link, IP and user agent) within this many
     /// seconds are counted as raw clicks, not unique ones.
-    #[arg(long, env = "TRCKER_UNIQUE_CLICK_WINDOW_SECS", default_value_t = 86_400)]
+    #[arg(
+        long,
+        env = "TRCKER_UNIQUE_CLICK_WINDOW_SECS",
+        default_value_t = 86_400
+    )]
     pub unique_click_window_secs: u64,
     /// Days after which click IP addresses are erased (0: IP addresses are never stored).
     #[arg(long, env = "TRCKER_IP_RETENTION_DAYS", default_value_t = 30)]

@@ -123,10 +123,16 @@ impl Services {
     /// Finds the affiliate a new conversion belongs to, or says why there is none.
     /// The click, waiting briefly for a very recent one that the click writer
     /// (of this or another process) has not written yet.
-    async fn find_click(&self, tenant: &TenantId, click_id: &ClickId) -> Result<Option<click::Model>, JobError> {
+    async fn find_click(
+        &self,
+        tenant: &TenantId,
+        click_id: &ClickId,
+    ) -> Result<Option<click::Model>, JobError> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
-            let click = scoped_by_id::<click::Entity>(tenant, click_id.as_str()).one(&self.store.conn).await?;
+            let click = scoped_by_id::<click::Entity>(tenant, click_id.as_str())
+                .one(&self.store.conn)
+                .await?;
             let age_ms = now().timestamp_millis() - click_id.unix_millis() as i64;
             let may_be_buffered = (-5_000..15_000).contains(&age_ms);
             if click.is_some() || !may_be_buffered || std::time::Instant::now() >= deadline {
@@ -217,7 +223,10 @@ impl Services {
             );
             return self.unattributed(tenant, pb, reason).await;
         }
-        let (affiliate, click) = match self.resolve_affiliate(tenant, program, params, pb.created_at).await? {
+        let (affiliate, click) = match self
+            .resolve_affiliate(tenant, program, params, pb.created_at)
+            .await?
+        {
             Ok(found) => found,
             Err(reason) => return self.unattributed(tenant, pb, reason).await,
         };

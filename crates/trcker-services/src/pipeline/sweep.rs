@@ -30,6 +30,7 @@ pub struct SweepReport {
     pub postbacks: usize,
     pub deliveries: usize,
     pub approved: usize,
+    pub ips_erased: u64,
 }
 
 impl Services {
@@ -109,6 +110,32 @@ impl Services {
                 })
                 .await?;
         }
+        report.ips_erased = self.erase_old_ips(t).await?;
         Ok(report)
+    }
+
+    /// Erases click IP addresses older than the retention period (at most once a minute).
+    async fn erase_old_ips(&self, t: chrono::DateTime<chrono::Utc>) -> Result<u64, JobError> {
+        use std::sync::atomic::Ordering;
+        let last = self.click_state.last_ip_sweep.load(Ordering::Relaxed);
+        if t.timestamp() - last < 60 {
+            return Ok(0);
+        }
+        self.click_state
+            .last_ip_sweep
+            .store(t.timestamp(), Ordering::Relaxed);
+        self.erase_expired_click_ips().await
+    }
+
+    /// Erases the IP address of every click older than the retention period.
+    pub async fn erase_expired_click_ips(&self) -> Result<u64, JobError> {
+        let cutoff = now() - Duration::days(self.settings.ip_retention_days.into());
+        let erased = click::Entity::update_many()
+            .col_expr(click::Column::Ip, Expr::value(Option::<String>::None))
+            .filter(click::Column::Ip.is_not_null())
+            .filter(click::Column::CreatedAt.lt(cutoff))
+            .exec(&self.store.conn)
+            .await?;
+        Ok(erased.rows_affected)
     }
 }
