@@ -114,3 +114,75 @@ async fn serve_generates_the_operator_token_once_and_stops_on_sigterm() {
     );
     assert!(second.sigterm_and_wait().success());
 }
+
+/// Clicks buffered for the batch writer when SIGTERM arrives are written before
+/// the process exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_loses_no_buffered_click() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = "shutdown-test-operator";
+    let run = serve(dir.path(), Some(token));
+    let base = run.value_after("listening on");
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let post = |path: &str, bearer: &str, body: serde_json::Value| {
+        http.post(format!("{base}{path}"))
+            .bearer_auth(bearer)
+            .json(&body)
+            .send()
+    };
+    let tenant: serde_json::Value = post(
+        "/api/v1/tenants",
+        token,
+        json!({"name":"Acme","slug":"acme"}),
+    )
+    .await
+    .expect("tenant")
+    .json()
+    .await
+    .expect("json");
+    let key = tenant["api_key"].as_str().expect("key").to_owned();
+    post(
+        "/api/v1/programs",
+        &key,
+        json!({"name":"Pro","slug":"pro","destination_url":"https://shop.example/pro",
+        "commission":{"type":"flat","value":"1.00"}}),
+    )
+    .await
+    .expect("program");
+    post(
+        "/api/v1/affiliates",
+        &key,
+        json!({"name":"Jane","email":"jane@example.com","slug":"jane"}),
+    )
+    .await
+    .expect("affiliate");
+
+    let n = 400;
+    let mut handles = Vec::new();
+    for _ in 0..n {
+        let http = http.clone();
+        let url = format!("{base}/api/r/acme/pro?via=jane");
+        handles.push(tokio::spawn(async move {
+            http.get(url).send().await.map(|r| r.status())
+        }));
+    }
+    for h in handles {
+        assert_eq!(h.await.expect("task").expect("click"), StatusCode::FOUND);
+    }
+    // SIGTERM right away: the clicks may still be in the writer's buffer.
+    assert!(run.sigterm_and_wait().success());
+
+    let store = trcker_storage::Store::open(&trcker_storage::Store::sqlite_in(dir.path()))
+        .await
+        .expect("open");
+    use trcker_storage::sea_orm::{EntityTrait, PaginatorTrait};
+    let count = trcker_storage::entities::click::Entity::find()
+        .count(&store.conn)
+        .await
+        .expect("count");
+    assert_eq!(count, n as u64, "every redirected click is stored");
+    store.close().await;
+}
