@@ -9,6 +9,10 @@
 //!
 //! Each row is inserted with `ON CONFLICT (tenant_id, dedupe_key) DO NOTHING`, so
 //! a repeat inside a group, or of an earlier postback, is reported as such.
+//!
+//! Once a group is committed, the writer answers its requests and queues their
+//! attribute jobs in one push (one more transaction per group, not one per
+//! postback). If that push fails, the inbox sweeper queues them.
 
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{ActiveModelTrait, EntityTrait, IntoActiveModel};
@@ -17,6 +21,7 @@ use trcker_storage::entities::postback;
 use trcker_storage::{Store, sea_orm};
 
 use crate::ServiceError;
+use crate::queue::{AttributeJob, JobQueue};
 
 const MAX_BATCH: usize = 256;
 const QUEUE: usize = 4096;
@@ -31,9 +36,9 @@ pub struct InboxWriter {
 
 impl InboxWriter {
     /// Starts the writer on the current Tokio runtime.
-    pub fn start(store: Store) -> InboxWriter {
+    pub fn start(store: Store, queue: JobQueue) -> InboxWriter {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(store, rx));
+        tokio::spawn(run(store, queue, rx));
         InboxWriter { tx }
     }
 
@@ -51,13 +56,24 @@ impl InboxWriter {
     }
 }
 
-async fn run(store: Store, mut rx: mpsc::Receiver<(postback::Model, Reply)>) {
+async fn run(store: Store, queue: JobQueue, mut rx: mpsc::Receiver<(postback::Model, Reply)>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         match write(&store, &batch).await {
             Ok(inserted) => {
-                for ((_, reply), ok) in batch.drain(..).zip(inserted) {
+                let mut jobs = Vec::with_capacity(batch.len());
+                for ((row, reply), ok) in batch.drain(..).zip(inserted) {
+                    if ok {
+                        jobs.push(AttributeJob {
+                            tenant_id: row.tenant_id,
+                            postback_id: row.id,
+                            retry: None,
+                        });
+                    }
                     let _ = reply.send(Ok(ok));
+                }
+                if let Err(e) = queue.push_all(&jobs).await {
+                    tracing::warn!(error = %e, jobs = jobs.len(), "enqueue failed; the inbox sweeper will queue them");
                 }
             }
             Err(e) => {

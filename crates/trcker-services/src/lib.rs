@@ -74,6 +74,7 @@ impl Services {
     /// inbox writer).
     pub fn new(store: Store, settings: Settings) -> Result<Self, ServiceError> {
         let queue = JobQueue::new(store.pool.clone());
+        let inbox = inbox::InboxWriter::start(store.clone(), queue.clone());
         let store_for_inbox = store.clone();
         let unique_window = settings.unique_click_window;
         let http = pipeline::notify::http_client(settings.allow_private_targets)?;
@@ -89,7 +90,7 @@ impl Services {
             http,
             self_http,
             rate_limiter: Arc::default(),
-            inbox: inbox::InboxWriter::start(store_for_inbox.clone()),
+            inbox,
             click_state: Arc::new(clicks::ClickState::new(unique_window)),
             clicks: click_writer::ClickWriter::start(store_for_inbox),
         })

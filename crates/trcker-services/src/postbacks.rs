@@ -18,7 +18,6 @@ use trcker_domain::secret::{hash_secret, test_fire};
 use trcker_storage::entities::*;
 use trcker_storage::{TenantId, scoped, sea_orm};
 
-use crate::queue::AttributeJob;
 use crate::util::{insert, now};
 use crate::{ServiceError, Services};
 
@@ -288,15 +287,7 @@ impl Services {
                 .duplicate(&tenant, row("duplicate", 200), &accepted, ctx)
                 .await;
         }
-        let job = AttributeJob {
-            tenant_id: tenant.to_string(),
-            postback_id: accepted.id.clone(),
-            retry: None,
-        };
-        if let Err(e) = self.queue.push(&job).await {
-            // Stored is stored: the sweeper enqueues it shortly.
-            tracing::warn!(error = %e, postback_id = %accepted.id, "enqueue failed; the sweeper will pick the postback up");
-        }
+        // The inbox writer queues the attribute job with its group.
         Ok(IntakeOutcome::Accepted {
             postback_id: accepted.id,
         })

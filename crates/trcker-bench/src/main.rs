@@ -1,0 +1,502 @@
+//! `trcker-bench`: measures Trcker on this machine, each figure beside a
+//! baseline measured in the same run.
+//!
+//! It starts the `trcker` binary (release build) on a scratch data dir, seeds a
+//! tenant, program, affiliate and integration over HTTP, then drives load from
+//! this process for a fixed time per scenario:
+//! 1. baseline: the server's cheapest route, `/healthz`;
+//! 2. click redirects (`/api/r/...`), each click recorded;
+//! 3. postback intake (accepted, durable), on SQLite and, with `--postgres-url`,
+//!    on PostgreSQL — beside the database's own one-row-per-transaction commit
+//!    rate at the same concurrency (an insert loop over the same driver);
+//! 4. peak resident memory of the Trcker process.
+//!
+//! Results go to stdout as a Markdown table and to a JSON file.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use serde_json::{Value, json};
+
+#[derive(Parser)]
+struct Args {
+    /// The trcker binary to measure.
+    #[arg(long, default_value = "target/release/trcker")]
+    trcker: PathBuf,
+    /// Seconds of load per scenario.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Concurrent connections of the load generator.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// A PostgreSQL server whose user may create databases; enables the PostgreSQL scenarios.
+    #[arg(long, env = "TRCKER_BENCH_POSTGRES_URL")]
+    postgres_url: Option<String>,
+    /// Where to write the JSON results.
+    #[arg(long, default_value = "target/bench-results.json")]
+    json: PathBuf,
+}
+
+struct Server {
+    child: Child,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start(trcker: &PathBuf, database_url: Option<&str>) -> Server {
+        use std::io::{BufRead, BufReader};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cmd = Command::new(trcker);
+        cmd.arg("serve")
+            .env("TRCKER_LISTEN", "127.0.0.1:0")
+            .env("TRCKER_DATA_DIR", dir.path())
+            .env("TRCKER_OPERATOR_TOKEN", "bench-operator")
+            .env("TRCKER_ALLOW_PRIVATE_TARGETS", "true")
+            .env("TRCKER_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        match database_url {
+            Some(url) => cmd.env("DATABASE_URL", url),
+            None => cmd.env_remove("DATABASE_URL"),
+        };
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", trcker.display()));
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let mut base = String::new();
+        for line in lines.by_ref() {
+            let line = line.expect("banner");
+            if let Some(v) = line.trim().strip_prefix("listening on") {
+                base = v.trim().to_owned();
+            }
+            if line.contains("operator token") {
+                break;
+            }
+        }
+        std::thread::spawn(move || lines.for_each(drop));
+        assert!(!base.is_empty(), "trcker printed no address");
+        Server {
+            child,
+            base,
+            _dir: dir,
+        }
+    }
+
+    /// Peak resident memory in MiB (VmHWM).
+    fn peak_rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+            .map(|kib| kib / 1024.0)
+            .unwrap_or(0.0)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+struct Seeded {
+    secret: String,
+}
+
+async fn seed(http: &reqwest::Client, base: &str) -> Seeded {
+    let post = |path: &str, token: &str, body: Value| {
+        let req = http
+            .post(format!("{base}{path}"))
+            .bearer_auth(token)
+            .json(&body);
+        async move {
+            req.send()
+                .await
+                .expect("seed")
+                .json::<Value>()
+                .await
+                .expect("seed json")
+        }
+    };
+    let tenant = post(
+        "/api/v1/tenants",
+        "bench-operator",
+        json!({"name": "Bench", "slug": "bench"}),
+    )
+    .await;
+    let key = tenant["api_key"].as_str().expect("api key").to_owned();
+    let program = post(
+        "/api/v1/programs",
+        &key,
+        json!({"name": "Pro", "slug": "pro", "destination_url": "https://shop.example/pro",
+               "commission": {"type": "percent", "value": "10"}}),
+    )
+    .await;
+    post(
+        "/api/v1/affiliates",
+        &key,
+        json!({"name": "Jane", "email": "jane@example.com", "slug": "jane"}),
+    )
+    .await;
+    let integration = post(
+        "/api/v1/integrations",
+        &key,
+        json!({"name": "Shop", "program_id": program["id"]}),
+    )
+    .await;
+    Seeded {
+        secret: integration["secret"].as_str().expect("secret").to_owned(),
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Result_ {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: u64,
+}
+
+impl Result_ {
+    fn json(&self) -> Value {
+        json!({"requests_per_second": self.rps.round(), "p50_ms": self.p50_ms, "p99_ms": self.p99_ms, "errors": self.errors})
+    }
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+/// Runs `concurrency` loops calling `make(n)` for `seconds`; `ok` judges each answer.
+async fn load<F>(
+    concurrency: usize,
+    seconds: u64,
+    http: &reqwest::Client,
+    make: F,
+    ok: reqwest::StatusCode,
+) -> Result_
+where
+    F: Fn(u64) -> String + Send + Sync + 'static,
+{
+    let make = Arc::new(make);
+    let counter = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (http, make, counter, errors) =
+            (http.clone(), make.clone(), counter.clone(), errors.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(100_000);
+            while Instant::now() < deadline {
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                let t = Instant::now();
+                match http.get(make(n)).send().await {
+                    Ok(r) if r.status() == ok => {
+                        let _ = r.bytes().await;
+                        latencies.push(t.elapsed().as_micros() as u64);
+                    }
+                    _ => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            latencies
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("load task"));
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort_unstable();
+    Result_ {
+        rps: all.len() as f64 / elapsed,
+        p50_ms: percentile(&all, 0.50),
+        p99_ms: percentile(&all, 0.99),
+        errors: errors.load(Ordering::Relaxed),
+    }
+}
+
+/// The database's own durable single-row commit rate at `concurrency`, over sqlx
+/// (the driver Trcker uses): one INSERT per transaction, each committed.
+async fn commit_baseline(database_url: Option<&str>, concurrency: usize, seconds: u64) -> f64 {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let count = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    match database_url {
+        None => {
+            use sqlx::sqlite::{
+                SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+            };
+            let opts = SqliteConnectOptions::new()
+                .filename(dir.path().join("baseline.db"))
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Full)
+                .busy_timeout(Duration::from_secs(10));
+            let pool = SqlitePoolOptions::new()
+                .max_connections(8)
+                .connect_with(opts)
+                .await
+                .expect("sqlite");
+            sqlx::query("CREATE TABLE t (id TEXT PRIMARY KEY, v TEXT)")
+                .execute(&pool)
+                .await
+                .expect("table");
+            for w in 0..concurrency {
+                let (pool, count) = (pool.clone(), count.clone());
+                tasks.push(tokio::spawn(async move {
+                    let mut i = 0u64;
+                    while Instant::now() < deadline {
+                        i += 1;
+                        let id =
+                            format!("{:020}-{w:04}-{i}", chrono::Utc::now().timestamp_micros());
+                        if sqlx::query("INSERT INTO t VALUES (?, 'x')")
+                            .bind(id)
+                            .execute(&pool)
+                            .await
+                            .is_ok()
+                        {
+                            count.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }));
+            }
+        }
+        Some(url) => {
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(concurrency as u32)
+                .connect(url)
+                .await
+                .expect("postgres");
+            sqlx::query("CREATE TABLE IF NOT EXISTS bench_baseline (id TEXT PRIMARY KEY, v TEXT)")
+                .execute(&pool)
+                .await
+                .expect("table");
+            for w in 0..concurrency {
+                let (pool, count) = (pool.clone(), count.clone());
+                tasks.push(tokio::spawn(async move {
+                    let mut i = 0u64;
+                    while Instant::now() < deadline {
+                        i += 1;
+                        let id =
+                            format!("{:020}-{w:04}-{i}", chrono::Utc::now().timestamp_micros());
+                        if sqlx::query("INSERT INTO bench_baseline VALUES ($1, 'x')")
+                            .bind(id)
+                            .execute(&pool)
+                            .await
+                            .is_ok()
+                        {
+                            count.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }));
+            }
+        }
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// A fresh database on the PostgreSQL server at `admin_url`.
+async fn fresh_pg_database(admin_url: &str) -> String {
+    let name = format!("trcker_bench_{}", chrono::Utc::now().timestamp_millis());
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(admin_url)
+        .await
+        .expect("postgres");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&pool)
+        .await
+        .expect("create database");
+    let (base, _) = admin_url
+        .rsplit_once('/')
+        .expect("URL ending in /<database>");
+    format!("{base}/{name}")
+}
+
+async fn intake(
+    args: &Args,
+    http: &reqwest::Client,
+    database_url: Option<&str>,
+) -> (Result_, f64, Option<(Result_, Result_)>) {
+    let server = Server::start(&args.trcker, database_url);
+    let seeded = seed(http, &server.base).await;
+    let mut clicks_and_health = None;
+    if database_url.is_none() {
+        let base = server.base.clone();
+        let health = load(
+            args.concurrency,
+            args.seconds,
+            http,
+            move |_| format!("{base}/healthz"),
+            reqwest::StatusCode::OK,
+        )
+        .await;
+        let base = server.base.clone();
+        let clicks = load(
+            args.concurrency,
+            args.seconds,
+            http,
+            move |_| format!("{base}/api/r/bench/pro?via=jane&sub1=bench"),
+            reqwest::StatusCode::FOUND,
+        )
+        .await;
+        clicks_and_health = Some((health, clicks));
+    }
+    // Each postback needs a click of its own to be realistic; one click serves as
+    // the id (attribution happens later, in the workers).
+    let click_resp = http
+        .get(format!("{}/api/r/bench/pro?via=jane", server.base))
+        .send()
+        .await
+        .expect("click");
+    let location = click_resp.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_owned();
+    let click_id = location
+        .rsplit_once("click_id=")
+        .expect("click id")
+        .1
+        .to_owned();
+    let base = server.base.clone();
+    let secret = seeded.secret.clone();
+    let run = chrono::Utc::now().timestamp_millis();
+    let postbacks = load(
+        args.concurrency,
+        args.seconds,
+        http,
+        move |n| format!("{base}/api/postback/bench/pro?secret={secret}&click_id={click_id}&amount=10&txn_id=r{run}-{n}"),
+        reqwest::StatusCode::OK,
+    )
+    .await;
+    let peak = server.peak_rss_mib();
+    (postbacks, peak, clicks_and_health)
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(args.concurrency)
+        .build()
+        .expect("client");
+    let machine = format!(
+        "{} cores, {}",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| m.lines().next().map(|l| l
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("0")
+                .to_owned()))
+            .and_then(|kib| kib.parse::<f64>().ok())
+            .map(|kib| format!("{:.0} GiB", kib / 1024.0 / 1024.0))
+            .unwrap_or_default()
+    );
+    eprintln!(
+        "measuring on {machine}: {} s per scenario, {} connections",
+        args.seconds, args.concurrency
+    );
+
+    let (sqlite_intake, sqlite_peak, ch) = intake(&args, &http, None).await;
+    let (health, clicks) = ch.expect("click scenario");
+    let sqlite_commit = commit_baseline(None, args.concurrency, args.seconds).await;
+    let mut pg = None;
+    if let Some(admin) = &args.postgres_url {
+        let url = fresh_pg_database(admin).await;
+        let (pg_intake, pg_peak, _) = intake(&args, &http, Some(&url)).await;
+        let pg_commit = commit_baseline(Some(&url), args.concurrency, args.seconds).await;
+        pg = Some((pg_intake, pg_peak, pg_commit));
+    }
+
+    let mut table = String::new();
+    table.push_str("| scenario | requests/s | p50 ms | p99 ms | errors | ratio to baseline |\n| --- | ---: | ---: | ---: | ---: | --- |\n");
+    let row = |name: &str, r: &Result_, ratio: String| {
+        format!(
+            "| {name} | {:.0} | {:.2} | {:.2} | {} | {ratio} |\n",
+            r.rps, r.p50_ms, r.p99_ms, r.errors
+        )
+    };
+    table.push_str(&row("baseline: `/healthz`", &health, "1.00".into()));
+    table.push_str(&row(
+        "click redirect, click recorded",
+        &clicks,
+        format!("{:.2} × `/healthz`", clicks.rps / health.rps),
+    ));
+    table.push_str(&row(
+        "postback intake, SQLite",
+        &sqlite_intake,
+        format!(
+            "{:.2} × SQLite one-row commits ({sqlite_commit:.0}/s)",
+            sqlite_intake.rps / sqlite_commit
+        ),
+    ));
+    if let Some((r, _, commit)) = &pg {
+        table.push_str(&row(
+            "postback intake, PostgreSQL",
+            r,
+            format!(
+                "{:.2} × PostgreSQL one-row commits ({commit:.0}/s)",
+                r.rps / commit
+            ),
+        ));
+    }
+    let peak = pg.as_ref().map(|p| p.1).unwrap_or(0.0).max(sqlite_peak);
+    table.push_str(&format!("\nPeak resident memory of the Trcker process: {peak:.0} MiB (SQLite run {sqlite_peak:.0} MiB).\n"));
+    println!(
+        "Machine: {machine}; load generator in the same process tree, {} connections, {} s per scenario.\n",
+        args.concurrency, args.seconds
+    );
+    println!("{table}");
+
+    let results = json!({
+        "date": chrono::Utc::now().to_rfc3339(),
+        "machine": machine,
+        "concurrency": args.concurrency,
+        "seconds": args.seconds,
+        "healthz": health.json(),
+        "click_redirect": clicks.json(),
+        "click_ratio_to_healthz": clicks.rps / health.rps,
+        "postback_intake_sqlite": sqlite_intake.json(),
+        "sqlite_single_row_commits_per_second": sqlite_commit.round(),
+        "postback_intake_postgres": pg.as_ref().map(|p| p.0.json()),
+        "postgres_single_row_commits_per_second": pg.as_ref().map(|p| p.2.round()),
+        "peak_rss_mib": peak.round(),
+    });
+    if let Some(dir) = args.json.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    std::fs::write(
+        &args.json,
+        serde_json::to_string_pretty(&results).expect("json"),
+    )
+    .expect("write results");
+    eprintln!("results written to {}", args.json.display());
+}
