@@ -86,6 +86,16 @@ async fn postgres_down_answers_503_and_trcker_recovers_by_itself() {
     })
     .await;
     assert!(jane.next().await.contains("payout=7.90"));
+    // The click made during the outage was written once the database was back.
+    let late = format!(
+        "/api/postback/acme/pro?secret={}&click_id={outage_click}&amount=10&txn_id=outage-click",
+        s.secret
+    );
+    assert_eq!(app.postback(&late).await.0, StatusCode::OK);
+    app.conversions_until(&s.tenant.key, "txn_id=outage-click", |b| {
+        b["items"][0]["payout"] == "1.00"
+    })
+    .await;
     app.stop().await;
 }
 
