@@ -23,6 +23,11 @@ test-faults:
 test-sqlite:
     cargo test --workspace
 
+# Measure Trcker against baselines from the same run; writes target/bench-results.json.
+bench seconds="10":
+    cargo build --release -p trcker -p trcker-bench
+    target/release/trcker-bench --seconds {{seconds}} --postgres-url {{postgres_url}}
+
 # Formatting and lints, as CI runs them.
 lint:
     cargo fmt --all --check

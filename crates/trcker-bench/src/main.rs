@@ -336,6 +336,21 @@ async fn fresh_pg_database(admin_url: &str) -> String {
     format!("{base}/{name}")
 }
 
+/// Drops the scratch database (best effort).
+async fn drop_pg_database(admin_url: &str, url: &str) {
+    let Some((_, name)) = url.rsplit_once('/') else {
+        return;
+    };
+    if let Ok(pool) = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(admin_url)
+        .await
+    {
+        let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+        let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await;
+    }
+}
+
 async fn intake(
     args: &Args,
     http: &reqwest::Client,
@@ -434,6 +449,7 @@ async fn main() {
         let (pg_intake, pg_peak, _) = intake(&args, &http, Some(&url)).await;
         let pg_commit = commit_baseline(Some(&url), args.concurrency, args.seconds).await;
         pg = Some((pg_intake, pg_peak, pg_commit));
+        drop_pg_database(admin, &url).await;
     }
 
     let mut table = String::new();
