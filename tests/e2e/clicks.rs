@@ -311,5 +311,36 @@ async fn too_fast_conversions_and_ip_retention(app: &TestApp) {
     assert!(c.ip.is_none());
     let recent = clicks_of(app, &s.tenant.id).await;
     assert_eq!(recent.len(), 1);
+
+    // That click is now 31 days old: past the offer's 30-day attribution window.
+    let (_, body) = app
+        .postback(&format!(
+            "/api/postback/acme/pro?secret={}&click_id={click}&amount=10&txn_id=late",
+            s.secret
+        ))
+        .await;
+    let id = body["postback_id"].as_str().expect("id").to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let row = loop {
+        let row = postback::Entity::find_by_id(id.clone())
+            .one(&services.store.conn)
+            .await
+            .expect("q")
+            .expect("row");
+        if row.state != "received" {
+            break row;
+        }
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(row.state, "unattributed");
+    assert!(
+        row.reason
+            .as_deref()
+            .is_some_and(|r| r
+                .contains("expired: made 31 days ago, the offer's attribution window is 30 days")),
+        "{:?}",
+        row.reason
+    );
 }
 on_both_databases!(too_fast_conversions_and_ip_retention);
