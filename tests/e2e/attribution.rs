@@ -1,8 +1,6 @@
 //! Goals with their own commissions, per-affiliate plans, coupons, currencies,
 //! test postbacks and re-attribution, over real HTTP on both databases.
 
-use std::time::{Duration, Instant};
-
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -10,21 +8,8 @@ use crate::harness::{AffiliateServer, TestApp};
 use crate::on_both_databases;
 
 async fn postback_state(app: &TestApp, id: &str) -> (String, String) {
-    use trcker_storage::entities::postback;
-    use trcker_storage::sea_orm::EntityTrait;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let row = postback::Entity::find_by_id(id.to_owned())
-            .one(&app.services().store.conn)
-            .await
-            .expect("query")
-            .expect("row");
-        if row.state != "received" {
-            return (row.state, row.reason.unwrap_or_default());
-        }
-        assert!(Instant::now() < deadline, "postback {id} never processed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let row = app.processed_postback(id).await;
+    (row.state, row.reason.unwrap_or_default())
 }
 
 fn conversion<'a>(page: &'a Value, txn: &str) -> &'a Value {

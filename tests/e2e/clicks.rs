@@ -1,8 +1,6 @@
 //! Clicks: both link forms, macros, sub-IDs, fallbacks, 404s, unique and bot
 //! clicks, the attribution rules they drive, and IP retention; on both databases.
 
-use std::time::Duration;
-
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -245,7 +243,7 @@ async fn postbacks_right_after_their_click_are_attributed(app: &TestApp) {
 on_both_databases!(postbacks_right_after_their_click_are_attributed);
 
 async fn too_fast_conversions_and_ip_retention(app: &TestApp) {
-    use trcker_storage::entities::{click, postback};
+    use trcker_storage::entities::click;
     use trcker_storage::sea_orm::{ActiveModelTrait, EntityTrait, IntoActiveModel, Set};
     let jane = AffiliateServer::start(200).await;
     let s = app.quickstart_setup("acme", &jane.url).await;
@@ -265,19 +263,7 @@ async fn too_fast_conversions_and_ip_retention(app: &TestApp) {
         ))
         .await;
     let id = body["postback_id"].as_str().expect("id").to_owned();
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    let row = loop {
-        let row = postback::Entity::find_by_id(id.clone())
-            .one(&app.services().store.conn)
-            .await
-            .expect("q")
-            .expect("row");
-        if row.state != "received" {
-            break row;
-        }
-        assert!(std::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let row = app.processed_postback(&id).await;
     assert_eq!(row.state, "unattributed");
     assert!(
         row.reason
@@ -320,19 +306,7 @@ async fn too_fast_conversions_and_ip_retention(app: &TestApp) {
         ))
         .await;
     let id = body["postback_id"].as_str().expect("id").to_owned();
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    let row = loop {
-        let row = postback::Entity::find_by_id(id.clone())
-            .one(&services.store.conn)
-            .await
-            .expect("q")
-            .expect("row");
-        if row.state != "received" {
-            break row;
-        }
-        assert!(std::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let row = app.processed_postback(&id).await;
     assert_eq!(row.state, "unattributed");
     assert!(
         row.reason

@@ -230,6 +230,28 @@ impl TestApp {
         (entries.iter().map(|e| e.amount_minor).sum(), entries.len())
     }
 
+    /// A postback once the pipeline is done with it (its state is no longer `received`).
+    pub async fn processed_postback(&self, id: &str) -> trcker_storage::entities::postback::Model {
+        use trcker_storage::entities::postback;
+        use trcker_storage::sea_orm::EntityTrait;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let row = postback::Entity::find_by_id(id.to_owned())
+                .one(&self.services().store.conn)
+                .await
+                .expect("query")
+                .expect("postback row");
+            if row.state != "received" {
+                return row;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "postback {id} was never processed"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }

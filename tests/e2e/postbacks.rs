@@ -234,21 +234,7 @@ async fn unattributed_postbacks_are_kept_not_converted(app: &TestApp) {
     assert_eq!(status, StatusCode::OK);
     let postback_id = body["postback_id"].as_str().expect("id").to_owned();
     // It stays in the inbox with its reason, and no conversion is made.
-    use trcker_storage::entities::postback;
-    use trcker_storage::sea_orm::EntityTrait;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let row = loop {
-        let row = postback::Entity::find_by_id(postback_id.clone())
-            .one(&app.services().store.conn)
-            .await
-            .expect("query")
-            .expect("row");
-        if row.state != "received" {
-            break row;
-        }
-        assert!(std::time::Instant::now() < deadline, "never processed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let row = app.processed_postback(&postback_id).await;
     assert_eq!(row.state, "unattributed");
     assert!(
         row.reason
