@@ -278,6 +278,7 @@ impl Services {
         )
         .await?;
         txn.commit().await?;
+        self.invalidate_caches();
         Ok(CreatedTenant {
             tenant,
             api_key: key,
@@ -405,6 +406,7 @@ impl Services {
         )
         .await?;
         txn.commit().await?;
+        self.invalidate_caches();
         Ok(ProgramView {
             program,
             commission: Some(rule),
@@ -528,6 +530,7 @@ impl Services {
         )
         .await?;
         txn.commit().await?;
+        self.invalidate_caches();
         let tenant_slug = self.tenant_slug(tenant).await?;
         let invite_url = format!(
             "{}/portal/{}/invite/{}",
@@ -616,6 +619,7 @@ impl Services {
         )
         .await?;
         txn.commit().await?;
+        self.invalidate_caches();
         let tenant_slug = self.tenant_slug(tenant).await?;
         let postback_url = format!(
             "{}/api/postback/{}/{}?secret={}",
@@ -699,6 +703,7 @@ impl Services {
         )
         .await?;
         txn.commit().await?;
+        self.invalidate_caches();
         self.get_integration(caller, id).await
     }
 

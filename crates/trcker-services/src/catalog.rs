@@ -103,6 +103,7 @@ impl Services {
         retire.exec(&txn).await?;
         insert(&txn, plan.clone()).await?;
         txn.commit().await?;
+        self.invalidate_caches();
         Ok(plan)
     }
 
@@ -360,7 +361,10 @@ impl Services {
                 sub5: sub5.clone(),
             };
             match insert(&self.store.conn, link.clone()).await {
-                Ok(l) => return Ok(l),
+                Ok(l) => {
+                    self.invalidate_caches();
+                    return Ok(l);
+                }
                 Err(e) if is_unique_violation(&e) => continue, // a code collision: draw again
                 Err(e) => return Err(e.into()),
             }
@@ -413,7 +417,7 @@ impl Services {
             q = q.col_expr(tracking_link::Column::Status, Expr::value(s));
         }
         q.exec(&self.store.conn).await?;
-        self.click_state.invalidate();
+        self.invalidate_caches();
         scoped_by_id::<tracking_link::Entity>(tenant, id)
             .one(&self.store.conn)
             .await?
@@ -490,7 +494,7 @@ impl Services {
             q = q.col_expr(program::Column::HoldDays, Expr::value(v));
         }
         q.exec(&self.store.conn).await?;
-        self.click_state.invalidate();
+        self.invalidate_caches();
         scoped_by_id::<program::Entity>(tenant, id)
             .one(&self.store.conn)
             .await?
@@ -563,7 +567,8 @@ impl Services {
         }
         q.exec(&txn).await?;
         txn.commit().await?;
-        self.click_state.invalidate();
+        self.invalidate_caches();
+        self.invalidate_caches();
         scoped_by_id::<affiliate::Entity>(tenant, id)
             .one(&self.store.conn)
             .await?

@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use trcker_domain::click_id::ClickId;
@@ -25,11 +25,9 @@ use trcker_domain::destination::{ClickMacros, click_redirect};
 use trcker_storage::entities::*;
 use trcker_storage::{TenantId, scoped, sea_orm};
 
+use crate::ttl_cache::TtlCache;
 use crate::util::now;
 use crate::{ServiceError, ServiceResult, Services};
-
-/// How long a resolved link is trusted without asking the database.
-pub const CACHE_TTL: Duration = Duration::from_secs(5);
 
 /// A click as the receiver saw it.
 #[derive(Debug, Default)]
@@ -83,13 +81,11 @@ struct Resolved {
     link: Option<tracking_link::Model>,
 }
 
-/// A resolution and when it was made (`None`: the link does not exist).
-type CacheEntry = (Instant, Option<Arc<Resolved>>);
-
 /// Per-process click state: the resolution cache and recent clicks for unique counting.
 #[derive(Debug)]
 pub struct ClickState {
-    cache: Mutex<HashMap<ClickTarget, CacheEntry>>,
+    /// Resolutions (`None`: the link does not exist).
+    cache: TtlCache<ClickTarget, Option<Arc<Resolved>>>,
     recent: Mutex<HashMap<u64, i64>>,
     unique_window_ms: i64,
     /// When the IP retention sweep last ran (Unix seconds).
@@ -99,7 +95,7 @@ pub struct ClickState {
 impl ClickState {
     pub fn new(unique_window: Duration) -> Self {
         ClickState {
-            cache: Mutex::default(),
+            cache: TtlCache::default(),
             recent: Mutex::default(),
             unique_window_ms: unique_window.as_millis() as i64,
             last_ip_sweep: std::sync::atomic::AtomicI64::new(0),
@@ -108,25 +104,7 @@ impl ClickState {
 
     /// Forgets every resolved link (after an admin change).
     pub fn invalidate(&self) {
-        if let Ok(mut c) = self.cache.lock() {
-            c.clear();
-        }
-    }
-
-    fn cached(&self, t: &ClickTarget) -> Option<Option<Arc<Resolved>>> {
-        let c = self.cache.lock().ok()?;
-        c.get(t)
-            .filter(|(at, _)| at.elapsed() < CACHE_TTL)
-            .map(|(_, r)| r.clone())
-    }
-
-    fn remember(&self, t: ClickTarget, r: Option<Arc<Resolved>>) {
-        if let Ok(mut c) = self.cache.lock() {
-            if c.len() > 100_000 {
-                c.retain(|_, (at, _)| at.elapsed() < CACHE_TTL);
-            }
-            c.insert(t, (Instant::now(), r));
-        }
+        self.cache.clear();
     }
 
     /// Whether this click is the first of its visitor on this link within the window.
@@ -201,11 +179,11 @@ impl Services {
     }
 
     async fn resolve(&self, target: &ClickTarget) -> ServiceResult<Option<Arc<Resolved>>> {
-        if let Some(hit) = self.click_state.cached(target) {
+        if let Some(hit) = self.click_state.cache.get(target) {
             return Ok(hit);
         }
         let found = self.resolve_uncached(target).await?.map(Arc::new);
-        self.click_state.remember(target.clone(), found.clone());
+        self.click_state.cache.put(target.clone(), found.clone());
         Ok(found)
     }
 

@@ -17,6 +17,7 @@ pub mod pipeline;
 pub mod portal;
 pub mod postbacks;
 pub mod queue;
+pub mod ttl_cache;
 mod util;
 
 use std::sync::Arc;
@@ -65,6 +66,7 @@ pub struct Services {
     pub(crate) rate_limiter: Arc<postbacks::RateLimiter>,
     pub(crate) inbox: inbox::InboxWriter,
     pub(crate) click_state: Arc<clicks::ClickState>,
+    pub(crate) intake_cache: Arc<postbacks::IntakeCache>,
     /// The batch writer of clicks (flushed on shutdown).
     pub clicks: click_writer::ClickWriter,
 }
@@ -92,8 +94,16 @@ impl Services {
             rate_limiter: Arc::default(),
             inbox,
             click_state: Arc::new(clicks::ClickState::new(unique_window)),
+            intake_cache: Arc::default(),
             clicks: click_writer::ClickWriter::start(store_for_inbox),
         })
+    }
+
+    /// Forgets every cached lookup (links, postback integrations): called after
+    /// each change through this process's admin API.
+    pub fn invalidate_caches(&self) {
+        self.click_state.invalidate();
+        self.intake_cache.clear();
     }
 
     /// `public_url` without a trailing slash.

@@ -18,6 +18,7 @@ use trcker_domain::secret::{hash_secret, test_fire};
 use trcker_storage::entities::*;
 use trcker_storage::{TenantId, scoped, sea_orm};
 
+use crate::ttl_cache::TtlCache;
 use crate::util::{insert, now};
 use crate::{ServiceError, Services};
 
@@ -93,12 +94,64 @@ impl From<sea_orm::DbErr> for IntakeError {
     }
 }
 
+/// Postback lookups kept for a few seconds (see `ttl_cache`).
+#[derive(Debug, Default)]
+pub struct IntakeCache {
+    programs: TtlCache<(String, String), Result<program::Model, &'static str>>,
+    integrations: TtlCache<String, Option<integration::Model>>,
+}
+
+impl IntakeCache {
+    pub fn clear(&self) {
+        self.programs.clear();
+        self.integrations.clear();
+    }
+}
+
 /// The dedupe key of an accepted postback: one per program, txn_id and status.
 fn dedupe_key(program_id: &str, p: &PostbackParams) -> String {
     format!("{program_id}\u{1f}{}\u{1f}{}", p.txn_id, p.status)
 }
 
 impl Services {
+    /// The program a postback URL names, or what is unknown in it.
+    async fn named_program(
+        &self,
+        brand: &str,
+        offer: &str,
+    ) -> Result<Result<program::Model, &'static str>, IntakeError> {
+        let key = (brand.to_owned(), offer.to_owned());
+        if let Some(hit) = self.intake_cache.programs.get(&key) {
+            return Ok(hit);
+        }
+        let found = match self.tenant_by_slug(brand).await? {
+            None => Err("brand"),
+            Some(tenant) => self
+                .program_by_slug(&TenantId::from_trusted(tenant.id), offer)
+                .await?
+                .ok_or("offer"),
+        };
+        self.intake_cache.programs.put(key, found.clone());
+        Ok(found)
+    }
+
+    /// The integration whose secret this is (looked up by the secret's hash).
+    async fn integration_by_secret(
+        &self,
+        secret: &str,
+    ) -> Result<Option<integration::Model>, IntakeError> {
+        let hash = hash_secret(secret);
+        if let Some(hit) = self.intake_cache.integrations.get(&hash) {
+            return Ok(hit);
+        }
+        let found = integration::Entity::find()
+            .filter(integration::Column::SecretHash.eq(&hash))
+            .one(&self.store.conn)
+            .await?;
+        self.intake_cache.integrations.put(hash, found.clone());
+        Ok(found)
+    }
+
     pub async fn intake_postback(
         &self,
         req: PostbackRequest,
@@ -117,27 +170,15 @@ impl Services {
 
         // Resolve the URL's brand and offer first: an unknown one is a 404 whatever the secret.
         let named_program = match (&req.brand, &req.offer) {
-            (Some(brand), Some(offer)) => {
-                let tenant = self
-                    .tenant_by_slug(brand)
-                    .await?
-                    .ok_or(IntakeError::NotFound("brand"))?;
-                let program = self
-                    .program_by_slug(&TenantId::from_trusted(tenant.id), offer)
-                    .await?
-                    .ok_or(IntakeError::NotFound("offer"))?;
-                Some(program)
-            }
+            (Some(brand), Some(offer)) => match self.named_program(brand, offer).await? {
+                Ok(p) => Some(p),
+                Err(what) => return Err(IntakeError::NotFound(what)),
+            },
             _ => None,
         };
 
         let found = match (secret, test_fire) {
-            (Some(secret), _) => {
-                integration::Entity::find()
-                    .filter(integration::Column::SecretHash.eq(hash_secret(secret)))
-                    .one(&self.store.conn)
-                    .await?
-            }
+            (Some(secret), _) => self.integration_by_secret(secret).await?,
             (None, Some(token)) => {
                 match test_fire::verify(&self.test_fire_key(), token, now().timestamp()) {
                     Some(id) => {
