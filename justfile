@@ -28,6 +28,12 @@ bench seconds="10":
     cargo build --release -p trcker -p trcker-bench
     target/release/trcker-bench --seconds {{seconds}} --postgres-url {{postgres_url}}
 
+# Fault run on PostgreSQL: two receivers, two worker processes killed with SIGKILL
+# every few seconds, N postbacks; fails on any loss or duplicate.
+chaos postbacks="20000":
+    cargo build --release -p trcker -p trcker-bench
+    target/release/trcker-chaos --postbacks {{postbacks}} --postgres-url {{postgres_url}}
+
 # Formatting and lints, as CI runs them.
 lint:
     cargo fmt --all --check

@@ -36,6 +36,9 @@ pub struct WorkerOptions {
     pub concurrency: usize,
     /// How long shutdown waits for jobs in flight.
     pub shutdown_timeout: Duration,
+    /// A fixed name for this process's workers instead of a unique one. A process
+    /// restarted under its old name takes its own orphaned jobs back at once.
+    pub name: Option<String>,
 }
 
 impl Default for WorkerOptions {
@@ -43,6 +46,7 @@ impl Default for WorkerOptions {
         WorkerOptions {
             concurrency: 8,
             shutdown_timeout: Duration::from_secs(20),
+            name: None,
         }
     }
 }
@@ -152,7 +156,7 @@ pub async fn run(
     opts: WorkerOptions,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
-    let name = unique_worker_name();
+    let name = opts.name.clone().unwrap_or_else(unique_worker_name);
     tracing::info!(worker = %name, "workers starting");
     let monitor = Monitor::new()
         .should_restart(|ctx, err| {

@@ -65,6 +65,9 @@ pub struct Config {
     /// Days after which click IP addresses are erased (0: IP addresses are never stored).
     #[arg(long, env = "TRCKER_IP_RETENTION_DAYS", default_value_t = 30)]
     pub ip_retention_days: u32,
+    /// A fixed name for this process's workers (default: unique per process).
+    #[arg(long, env = "TRCKER_WORKER_NAME")]
+    pub worker_name: Option<String>,
     /// PostgreSQL connections of this process.
     #[arg(long, env = "TRCKER_DB_CONNECTIONS", default_value_t = 16)]
     pub db_connections: u32,
@@ -83,6 +86,7 @@ impl Config {
             worker_concurrency: 8,
             unique_click_window_secs: 86_400,
             ip_retention_days: 30,
+            worker_name: None,
             db_connections: 16,
         }
     }
