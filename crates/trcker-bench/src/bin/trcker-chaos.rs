@@ -229,13 +229,24 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let drain_secs = drain_started.elapsed().as_secs_f64();
+    // Jobs held by a killed worker are handed back once its heartbeat is stale
+    // (10 s); they then run again, changing nothing.
+    let orphans_started = Instant::now();
+    while count(&pool, "SELECT count(*) FROM apalis.jobs WHERE status IN ('Running', 'Queued')").await > 0
+        && orphans_started.elapsed() < Duration::from_secs(120)
+    {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let orphan_secs = orphans_started.elapsed().as_secs_f64();
     let conversions = count(&pool, "SELECT count(*) FROM conversions").await;
     let distinct_txn = count(&pool, "SELECT count(DISTINCT txn_id) FROM conversions").await;
     let ledger = count(&pool, "SELECT count(*) FROM ledger_entries").await;
     let ledger_sum = count(&pool, "SELECT COALESCE(sum(amount_minor), 0)::bigint FROM ledger_entries").await;
     let stuck_inbox = count(&pool, "SELECT count(*) FROM postbacks WHERE state = 'received'").await;
     let unattributed = count(&pool, "SELECT count(*) FROM postbacks WHERE state = 'unattributed'").await;
-    let running = count(&pool, "SELECT count(*) FROM apalis.jobs WHERE status = 'Running'").await;
+    let running = count(&pool, "SELECT count(*) FROM apalis.jobs WHERE status IN ('Running', 'Queued')").await;
+    let conversions_after = count(&pool, "SELECT count(*) FROM conversions").await;
+    let ledger_after = count(&pool, "SELECT count(*) FROM ledger_entries").await;
     let (calls, notified) = seen.lock().map(|s| (s.0, s.1.len())).unwrap_or_default();
 
     for c in [&mut serve_a, &mut serve_b, &mut w1, &mut w2] {
@@ -264,6 +275,7 @@ async fn main() {
         "worker_kills": kills,
         "send_seconds": (send_secs * 10.0).round() / 10.0,
         "drain_seconds_after_last_postback": (drain_secs * 10.0).round() / 10.0,
+        "seconds_until_no_job_running_after_drain": (orphan_secs * 10.0).round() / 10.0,
     });
     println!("{}", serde_json::to_string_pretty(&report).expect("json"));
     let ok = args.postbacks as u64 == acked
@@ -273,6 +285,8 @@ async fn main() {
         && ledger_sum == acked as i64 * 100
         && stuck_inbox == 0
         && running == 0
+        && conversions_after == conversions
+        && ledger_after == ledger
         && notified as i64 == conversions;
     if !ok {
         eprintln!("FAILED: loss, duplicate or leftover work");
