@@ -23,7 +23,11 @@ struct Args {
     #[arg(long, default_value = "target/release/trcker")]
     trcker: PathBuf,
     /// A PostgreSQL server whose user may create databases.
-    #[arg(long, env = "TRCKER_CHAOS_POSTGRES_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    #[arg(
+        long,
+        env = "TRCKER_CHAOS_POSTGRES_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
     postgres_url: String,
     /// Postbacks to send.
     #[arg(long, default_value_t = 5000)]
@@ -33,7 +37,13 @@ struct Args {
     kill_every: u64,
 }
 
-fn spawn(trcker: &PathBuf, role: &str, db: &str, dir: &std::path::Path, name: Option<&str>) -> (Child, Option<String>) {
+fn spawn(
+    trcker: &PathBuf,
+    role: &str,
+    db: &str,
+    dir: &std::path::Path,
+    name: Option<&str>,
+) -> (Child, Option<String>) {
     use std::io::{BufRead, BufReader};
     let mut cmd = Command::new(trcker);
     cmd.arg(role)
@@ -66,26 +76,43 @@ fn spawn(trcker: &PathBuf, role: &str, db: &str, dir: &std::path::Path, name: Op
 }
 
 fn kill9(child: &mut Child) {
-    let _ = Command::new("kill").args(["-KILL", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-KILL", &child.id().to_string()])
+        .status();
     let _ = child.wait();
 }
 
 async fn count(pool: &sqlx::PgPool, sql: &'static str) -> i64 {
-    sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await.unwrap_or(-1)
+    sqlx::query_scalar::<_, i64>(sql)
+        .fetch_one(pool)
+        .await
+        .unwrap_or(-1)
 }
 
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    let admin = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&args.postgres_url).await.expect("postgres");
+    let admin = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&args.postgres_url)
+        .await
+        .expect("postgres");
     let dbname = format!("trcker_chaos_{}", chrono::Utc::now().timestamp_millis());
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {dbname}"))).execute(&admin).await.expect("create db");
-    let db = format!("{}/{dbname}", args.postgres_url.rsplit_once('/').expect("url").0);
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {dbname}")))
+        .execute(&admin)
+        .await
+        .expect("create db");
+    let db = format!(
+        "{}/{dbname}",
+        args.postgres_url.rsplit_once('/').expect("url").0
+    );
     let dir = tempfile::tempdir().expect("tempdir");
 
     // The affiliate's server: counts the conversions it is told about.
     let seen: Arc<Mutex<(u64, HashSet<String>)>> = Arc::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let affiliate_url = format!("http://{}", listener.local_addr().expect("addr"));
     {
         let seen = seen.clone();
@@ -97,13 +124,20 @@ async fn main() {
                     let mut buf = vec![0u8; 4096];
                     let n = sock.read(&mut buf).await.unwrap_or(0);
                     let req = String::from_utf8_lossy(&buf[..n]);
-                    if let Some(cid) = req.split("conv=").nth(1).and_then(|r| r.split([' ', '&']).next())
+                    if let Some(cid) = req
+                        .split("conv=")
+                        .nth(1)
+                        .and_then(|r| r.split([' ', '&']).next())
                         && let Ok(mut s) = seen.lock()
                     {
                         s.0 += 1;
                         s.1.insert(cid.to_owned());
                     }
-                    let _ = sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok").await;
+                    let _ = sock
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                        )
+                        .await;
                 });
             }
         });
@@ -112,22 +146,59 @@ async fn main() {
     let (mut serve_a, base_a) = spawn(&args.trcker, "serve", &db, dir.path(), None);
     let (mut serve_b, base_b) = spawn(&args.trcker, "serve", &db, dir.path(), None);
     let (base_a, base_b) = (base_a.expect("serve a"), base_b.expect("serve b"));
-    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
     let post = |path: String, token: String, body: Value| {
-        let req = http.post(format!("{base_a}{path}")).bearer_auth(token).json(&body);
-        async move { req.send().await.expect("seed").json::<Value>().await.expect("seed json") }
+        let req = http
+            .post(format!("{base_a}{path}"))
+            .bearer_auth(token)
+            .json(&body);
+        async move {
+            req.send()
+                .await
+                .expect("seed")
+                .json::<Value>()
+                .await
+                .expect("seed json")
+        }
     };
-    let tenant = post("/api/v1/tenants".into(), "chaos-operator".into(), json!({"name":"Chaos","slug":"chaos"})).await;
+    let tenant = post(
+        "/api/v1/tenants".into(),
+        "chaos-operator".into(),
+        json!({"name":"Chaos","slug":"chaos"}),
+    )
+    .await;
     let key = tenant["api_key"].as_str().expect("key").to_owned();
-    let program = post("/api/v1/programs".into(), key.clone(), json!({"name":"Pro","slug":"pro",
-        "destination_url":"https://shop.example/","commission":{"type":"flat","value":"1.00"}})).await;
-    post("/api/v1/affiliates".into(), key.clone(), json!({"name":"Jane","email":"jane@example.com","slug":"jane",
-        "postback_url": format!("{affiliate_url}/pb?conv={{conversion_id}}")})).await;
-    let integration = post("/api/v1/integrations".into(), key.clone(), json!({"name":"Shop","program_id":program["id"]})).await;
+    let program = post(
+        "/api/v1/programs".into(),
+        key.clone(),
+        json!({"name":"Pro","slug":"pro",
+        "destination_url":"https://shop.example/","commission":{"type":"flat","value":"1.00"}}),
+    )
+    .await;
+    post(
+        "/api/v1/affiliates".into(),
+        key.clone(),
+        json!({"name":"Jane","email":"jane@example.com","slug":"jane",
+        "postback_url": format!("{affiliate_url}/pb?conv={{conversion_id}}")}),
+    )
+    .await;
+    let integration = post(
+        "/api/v1/integrations".into(),
+        key.clone(),
+        json!({"name":"Shop","program_id":program["id"]}),
+    )
+    .await;
     let secret = integration["secret"].as_str().expect("secret").to_owned();
     let mut clicks = Vec::new();
     for _ in 0..100 {
-        let r = http.get(format!("{base_a}/api/r/chaos/pro?via=jane")).send().await.expect("click");
+        let r = http
+            .get(format!("{base_a}/api/r/chaos/pro?via=jane"))
+            .send()
+            .await
+            .expect("click");
         let loc = r.headers()["location"].to_str().expect("loc").to_owned();
         clicks.push(loc.rsplit_once("click_id=").expect("cid").1.to_owned());
     }
@@ -136,7 +207,13 @@ async fn main() {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let kills = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let killer = {
-        let (trcker, db, dir_path, stop, kills) = (args.trcker.clone(), db.clone(), dir.path().to_owned(), stop.clone(), kills.clone());
+        let (trcker, db, dir_path, stop, kills) = (
+            args.trcker.clone(),
+            db.clone(),
+            dir.path().to_owned(),
+            stop.clone(),
+            kills.clone(),
+        );
         let every = args.kill_every;
         std::thread::spawn(move || {
             let mut w1 = spawn(&trcker, "worker", &db, &dir_path, Some("chaos-w1")).0;
@@ -164,8 +241,19 @@ async fn main() {
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut senders = Vec::new();
     for _ in 0..32 {
-        let (http, next, acked, dups, clicks) = (http.clone(), next.clone(), acked.clone(), duplicates_answered.clone(), clicks.clone());
-        let (a, b, secret, n) = (base_a.clone(), base_b.clone(), secret.clone(), args.postbacks);
+        let (http, next, acked, dups, clicks) = (
+            http.clone(),
+            next.clone(),
+            acked.clone(),
+            duplicates_answered.clone(),
+            clicks.clone(),
+        );
+        let (a, b, secret, n) = (
+            base_a.clone(),
+            base_b.clone(),
+            secret.clone(),
+            args.postbacks,
+        );
         senders.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -212,18 +300,32 @@ async fn main() {
     let acked = acked.load(std::sync::atomic::Ordering::Relaxed);
 
     // Wait for the pipeline to drain.
-    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(&db).await.expect("db");
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&db)
+        .await
+        .expect("db");
     let drain_started = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        let conversions = count(&pool, "SELECT count(*) FROM conversions WHERE payout_minor IS NOT NULL").await;
-        let pending = count(&pool, "SELECT count(*) FROM notification_deliveries WHERE status <> 'delivered'").await;
+        let conversions = count(
+            &pool,
+            "SELECT count(*) FROM conversions WHERE payout_minor IS NOT NULL",
+        )
+        .await;
+        let pending = count(
+            &pool,
+            "SELECT count(*) FROM notification_deliveries WHERE status <> 'delivered'",
+        )
+        .await;
         let deliveries = count(&pool, "SELECT count(*) FROM notification_deliveries").await;
         if conversions as u64 >= acked && deliveries as u64 >= acked && pending == 0 {
             break;
         }
         if Instant::now() > deadline {
-            eprintln!("the pipeline did not drain: {conversions} conversions, {deliveries} deliveries ({pending} not delivered)");
+            eprintln!(
+                "the pipeline did not drain: {conversions} conversions, {deliveries} deliveries ({pending} not delivered)"
+            );
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -232,7 +334,12 @@ async fn main() {
     // Jobs held by a killed worker are handed back once its heartbeat is stale
     // (10 s); they then run again, changing nothing.
     let orphans_started = Instant::now();
-    while count(&pool, "SELECT count(*) FROM apalis.jobs WHERE status IN ('Running', 'Queued')").await > 0
+    while count(
+        &pool,
+        "SELECT count(*) FROM apalis.jobs WHERE status IN ('Running', 'Queued')",
+    )
+    .await
+        > 0
         && orphans_started.elapsed() < Duration::from_secs(120)
     {
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -241,20 +348,42 @@ async fn main() {
     let conversions = count(&pool, "SELECT count(*) FROM conversions").await;
     let distinct_txn = count(&pool, "SELECT count(DISTINCT txn_id) FROM conversions").await;
     let ledger = count(&pool, "SELECT count(*) FROM ledger_entries").await;
-    let ledger_sum = count(&pool, "SELECT COALESCE(sum(amount_minor), 0)::bigint FROM ledger_entries").await;
-    let stuck_inbox = count(&pool, "SELECT count(*) FROM postbacks WHERE state = 'received'").await;
-    let unattributed = count(&pool, "SELECT count(*) FROM postbacks WHERE state = 'unattributed'").await;
-    let running = count(&pool, "SELECT count(*) FROM apalis.jobs WHERE status IN ('Running', 'Queued')").await;
+    let ledger_sum = count(
+        &pool,
+        "SELECT COALESCE(sum(amount_minor), 0)::bigint FROM ledger_entries",
+    )
+    .await;
+    let stuck_inbox = count(
+        &pool,
+        "SELECT count(*) FROM postbacks WHERE state = 'received'",
+    )
+    .await;
+    let unattributed = count(
+        &pool,
+        "SELECT count(*) FROM postbacks WHERE state = 'unattributed'",
+    )
+    .await;
+    let running = count(
+        &pool,
+        "SELECT count(*) FROM apalis.jobs WHERE status IN ('Running', 'Queued')",
+    )
+    .await;
     let conversions_after = count(&pool, "SELECT count(*) FROM conversions").await;
     let ledger_after = count(&pool, "SELECT count(*) FROM ledger_entries").await;
     let (calls, notified) = seen.lock().map(|s| (s.0, s.1.len())).unwrap_or_default();
 
     for c in [&mut serve_a, &mut serve_b, &mut w1, &mut w2] {
-        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
         let _ = c.wait();
     }
     pool.close().await;
-    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {dbname} WITH (FORCE)"))).execute(&admin).await;
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {dbname} WITH (FORCE)"
+    )))
+    .execute(&admin)
+    .await;
 
     let lost = acked as i64 - conversions;
     let report = json!({
