@@ -237,10 +237,6 @@ where
 /// (the driver Trcker uses): one INSERT per transaction, each committed.
 async fn commit_baseline(database_url: Option<&str>, concurrency: usize, seconds: u64) -> f64 {
     let dir = tempfile::tempdir().expect("tempdir");
-    let count = Arc::new(AtomicU64::new(0));
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    let started = Instant::now();
-    let mut tasks = Vec::new();
     match database_url {
         None => {
             use sqlx::sqlite::{
@@ -261,25 +257,17 @@ async fn commit_baseline(database_url: Option<&str>, concurrency: usize, seconds
                 .execute(&pool)
                 .await
                 .expect("table");
-            for w in 0..concurrency {
-                let (pool, count) = (pool.clone(), count.clone());
-                tasks.push(tokio::spawn(async move {
-                    let mut i = 0u64;
-                    while Instant::now() < deadline {
-                        i += 1;
-                        let id =
-                            format!("{:020}-{w:04}-{i}", chrono::Utc::now().timestamp_micros());
-                        if sqlx::query("INSERT INTO t VALUES (?, 'x')")
-                            .bind(id)
-                            .execute(&pool)
-                            .await
-                            .is_ok()
-                        {
-                            count.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                }));
-            }
+            commit_loop(concurrency, seconds, move |id| {
+                let pool = pool.clone();
+                async move {
+                    sqlx::query("INSERT INTO t VALUES (?, 'x')")
+                        .bind(id)
+                        .execute(&pool)
+                        .await
+                        .is_ok()
+                }
+            })
+            .await
         }
         Some(url) => {
             let pool = sqlx::postgres::PgPoolOptions::new()
@@ -291,26 +279,43 @@ async fn commit_baseline(database_url: Option<&str>, concurrency: usize, seconds
                 .execute(&pool)
                 .await
                 .expect("table");
-            for w in 0..concurrency {
-                let (pool, count) = (pool.clone(), count.clone());
-                tasks.push(tokio::spawn(async move {
-                    let mut i = 0u64;
-                    while Instant::now() < deadline {
-                        i += 1;
-                        let id =
-                            format!("{:020}-{w:04}-{i}", chrono::Utc::now().timestamp_micros());
-                        if sqlx::query("INSERT INTO bench_baseline VALUES ($1, 'x')")
-                            .bind(id)
-                            .execute(&pool)
-                            .await
-                            .is_ok()
-                        {
-                            count.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                }));
-            }
+            commit_loop(concurrency, seconds, move |id| {
+                let pool = pool.clone();
+                async move {
+                    sqlx::query("INSERT INTO bench_baseline VALUES ($1, 'x')")
+                        .bind(id)
+                        .execute(&pool)
+                        .await
+                        .is_ok()
+                }
+            })
+            .await
         }
+    }
+}
+
+/// Runs `insert` with fresh time-ordered keys from `concurrency` loops; commits per second.
+async fn commit_loop<F, Fut>(concurrency: usize, seconds: u64, insert: F) -> f64
+where
+    F: Fn(String) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let count = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..concurrency {
+        let (insert, count) = (insert.clone(), count.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0u64;
+            while Instant::now() < deadline {
+                i += 1;
+                let id = format!("{:020}-{w:04}-{i}", chrono::Utc::now().timestamp_micros());
+                if insert(id).await {
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
     }
     for t in tasks {
         let _ = t.await;
