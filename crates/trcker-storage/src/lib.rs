@@ -156,6 +156,65 @@ impl Store {
             .await
     }
 
+    /// Hands back the queue jobs held by workers of these names: called when a
+    /// process starts workers under a fixed name, whose earlier holder (the same
+    /// name) can only be a process that died. Without this, a worker restarted
+    /// under its old name would keep its predecessor's jobs "running" for good,
+    /// since its own heartbeat keeps the name fresh. Returns how many.
+    pub async fn release_jobs_of_workers(&self, names: &[String]) -> Result<u64, StorageError> {
+        let mut released = 0;
+        for name in names {
+            released += match &self.pool {
+                Pool::Sqlite(pool) => sqlx::query(
+                    "UPDATE Jobs SET status = 'Pending', lock_by = NULL, lock_at = NULL, done_at = NULL \
+                     WHERE lock_by = ?1 AND status IN ('Running', 'Queued')",
+                )
+                .bind(name)
+                .execute(pool)
+                .await?
+                .rows_affected(),
+                Pool::Postgres(pool) => sqlx::query(
+                    "UPDATE apalis.jobs SET status = 'Pending', lock_by = NULL, lock_at = NULL, done_at = NULL \
+                     WHERE lock_by = $1 AND status IN ('Running', 'Queued')",
+                )
+                .bind(name)
+                .execute(pool)
+                .await?
+                .rows_affected(),
+            };
+        }
+        Ok(released)
+    }
+
+    /// Hands back the queue jobs held by workers whose heartbeat is older than
+    /// `stale_secs` (their process died). apalis does this too from its workers'
+    /// heartbeats; this pass, run by Trcker's sweepers, bounds the recovery time
+    /// whatever apalis does. A job handed back runs again and changes nothing
+    /// (every job effect is keyed). Returns how many.
+    pub async fn release_orphaned_jobs(&self, stale_secs: i64) -> Result<u64, StorageError> {
+        Ok(match &self.pool {
+            Pool::Sqlite(pool) => sqlx::query(
+                "UPDATE Jobs SET status = 'Pending', lock_by = NULL, lock_at = NULL, done_at = NULL \
+                 WHERE status IN ('Running', 'Queued') AND lock_by IN \
+                 (SELECT id FROM Workers WHERE strftime('%s', 'now') - last_seen >= ?1)",
+            )
+            .bind(stale_secs)
+            .execute(pool)
+            .await?
+            .rows_affected(),
+            Pool::Postgres(pool) => sqlx::query(
+                "UPDATE apalis.jobs SET status = 'Pending', lock_by = NULL, lock_at = NULL, done_at = NULL \
+                 FROM apalis.workers w WHERE apalis.jobs.lock_by = w.id \
+                 AND apalis.jobs.status IN ('Running', 'Queued') \
+                 AND w.last_seen < NOW() - make_interval(secs => $1)",
+            )
+            .bind(stale_secs as f64)
+            .execute(pool)
+            .await?
+            .rows_affected(),
+        })
+    }
+
     /// Whether the database answers.
     pub async fn ping(&self) -> bool {
         self.conn.execute_unprepared("SELECT 1").await.is_ok()

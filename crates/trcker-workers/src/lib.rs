@@ -157,6 +157,22 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), String> {
     let name = opts.name.clone().unwrap_or_else(unique_worker_name);
+    if opts.name.is_some() {
+        // A fixed name's earlier holder died: take its jobs back now.
+        let names: Vec<String> = ["attribute", "commission", "notify"]
+            .iter()
+            .map(|q| format!("{name}-{q}"))
+            .collect();
+        match services.store.release_jobs_of_workers(&names).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(worker = %name, jobs = n, "took back the jobs of this name's previous process")
+            }
+            Err(e) => {
+                tracing::warn!(worker = %name, error = %e, "could not take back this name's jobs")
+            }
+        }
+    }
     tracing::info!(worker = %name, "workers starting");
     let monitor = Monitor::new()
         .should_restart(|ctx, err| {

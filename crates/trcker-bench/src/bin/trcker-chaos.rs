@@ -219,8 +219,15 @@ async fn main() {
             let mut w1 = spawn(&trcker, "worker", &db, &dir_path, Some("chaos-w1")).0;
             let mut w2 = spawn(&trcker, "worker", &db, &dir_path, None).0;
             let mut turn = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_secs(every));
+            let stopped = || stop.load(std::sync::atomic::Ordering::Relaxed);
+            while !stopped() {
+                let slept = Instant::now();
+                while !stopped() && slept.elapsed() < Duration::from_secs(every) {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                if stopped() {
+                    break;
+                }
                 turn += 1;
                 if turn % 2 == 1 {
                     kill9(&mut w1);

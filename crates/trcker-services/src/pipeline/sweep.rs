@@ -24,6 +24,8 @@ use crate::util::now;
 /// How long an accepted postback may wait for its job before the sweeper queues it.
 pub const INBOX_GRACE_SECS: i64 = 5;
 const BATCH: u64 = 500;
+/// Jobs of a worker silent this long are handed back (workers heartbeat every 5 s).
+pub const ORPHAN_AFTER_SECS: i64 = 15;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SweepReport {
@@ -31,6 +33,7 @@ pub struct SweepReport {
     pub deliveries: usize,
     pub approved: usize,
     pub ips_erased: u64,
+    pub orphaned_jobs: u64,
 }
 
 impl Services {
@@ -111,6 +114,11 @@ impl Services {
                 .await?;
         }
         report.ips_erased = self.erase_old_ips(t).await?;
+        report.orphaned_jobs = self
+            .store
+            .release_orphaned_jobs(ORPHAN_AFTER_SECS)
+            .await
+            .map_err(|e| JobError(e.to_string()))?;
         Ok(report)
     }
 
