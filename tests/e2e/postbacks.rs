@@ -572,3 +572,32 @@ async fn the_sweeper_queues_a_stored_postback_that_has_no_job(app: &TestApp) {
     assert!(jane.next().await.contains("payout=7.90"));
 }
 on_both_databases!(the_sweeper_queues_a_stored_postback_that_has_no_job);
+
+/// Pushing a job whose idempotency key exists is a no-op on both databases (the
+/// sweepers and re-run jobs rely on it).
+async fn pushing_a_job_twice_is_harmless(app: &TestApp) {
+    use trcker_services::queue::AttributeJob;
+    let services = app.services();
+    let job = |id: &str| AttributeJob {
+        tenant_id: "ten_none".into(),
+        postback_id: id.into(),
+        retry: None,
+    };
+    services
+        .queue
+        .push(&job("pbk_a"))
+        .await
+        .expect("first push");
+    services
+        .queue
+        .push(&job("pbk_a"))
+        .await
+        .expect("the same again");
+    services
+        .queue
+        .push_all(&[job("pbk_a"), job("pbk_b")])
+        .await
+        .expect("a mix of old and new");
+    services.sweep().await.expect("a sweep");
+}
+on_both_databases!(pushing_a_job_twice_is_harmless);

@@ -87,6 +87,12 @@ mod sqlx_error {
     pub use apalis_sqlite::SqlxError as Error;
 }
 
+/// Whether a push failed only because a job with its idempotency key exists.
+fn is_duplicate_key(e: &apalis_postgres::Error) -> bool {
+    let text = e.to_string();
+    text.contains("idx_jobs_idempotency_key") || text.contains("duplicate key value")
+}
+
 /// Pushes jobs onto the apalis queue that the workers consume.
 #[derive(Debug, Clone)]
 pub struct JobQueue {
@@ -127,8 +133,31 @@ impl JobQueue {
                 tx.commit().await?;
             }
             Pool::Postgres(pool) => {
+                // apalis-postgres 1.0 inserts without ON CONFLICT: a job whose
+                // idempotency key exists fails the whole batch. Then push them one
+                // by one and take "exists already" as done.
                 let mut conn = pool.acquire().await?;
-                apalis_postgres::queries::push_tasks(&mut *conn, J::QUEUE, tasks).await?;
+                match apalis_postgres::queries::push_tasks(&mut *conn, J::QUEUE, tasks.clone())
+                    .await
+                {
+                    Ok(()) => {}
+                    Err(e) if is_duplicate_key(&e) => {
+                        for task in tasks {
+                            match apalis_postgres::queries::push_tasks(
+                                &mut *conn,
+                                J::QUEUE,
+                                vec![task],
+                            )
+                            .await
+                            {
+                                Ok(()) => {}
+                                Err(e) if is_duplicate_key(&e) => {}
+                                Err(e) => return Err(e.into()),
+                            }
+                        }
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
         Ok(())
