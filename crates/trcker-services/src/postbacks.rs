@@ -257,9 +257,7 @@ impl Services {
             };
             let mut log = row("rejected", status);
             log.reason = Some(reason);
-            if let Err(e) = insert(&self.store.conn, log).await {
-                tracing::warn!(error = %e, "could not log a rejected postback");
-            }
+            self.log_postback(log).await;
             return Err(e);
         }
 
@@ -278,10 +276,7 @@ impl Services {
                         .collect::<Vec<_>>()
                         .join("; "),
                 );
-                // The log is best effort: the merchant's answer is the 422 either way.
-                if let Err(e) = insert(&self.store.conn, log).await {
-                    tracing::warn!(error = %e, "could not log a rejected postback");
-                }
+                self.log_postback(log).await;
                 return Err(IntakeError::Invalid(fields));
             }
         };
@@ -310,9 +305,7 @@ impl Services {
             log.status_param = Some(params.status.as_str().to_owned());
             log.conversion_id = Some(conv.id.clone());
             log.reason = Some(format!("status: {}", field.message));
-            if let Err(e) = insert(&self.store.conn, log).await {
-                tracing::warn!(error = %e, "could not log a rejected postback");
-            }
+            self.log_postback(log).await;
             return Err(IntakeError::Invalid(vec![field]));
         }
 
@@ -332,6 +325,14 @@ impl Services {
         Ok(IntakeOutcome::Accepted {
             postback_id: accepted.id,
         })
+    }
+
+    /// Adds a refused or repeated postback to the integration's log. Best effort:
+    /// the merchant's answer is the same whether or not the log row is written.
+    async fn log_postback(&self, row: postback::Model) {
+        if let Err(e) = insert(&self.store.conn, row).await {
+            tracing::warn!(error = %e, "could not write a postback log row");
+        }
     }
 
     /// The integration's optional protections: IP allow-list, signature, rate limit.
@@ -413,9 +414,7 @@ impl Services {
                 log.txn_id = attempted.txn_id.clone();
                 log.duplicate_of = Some(original.id.clone());
                 log.reason = Some(msg.clone());
-                if let Err(e) = insert(&self.store.conn, log).await {
-                    tracing::warn!(error = %e, "could not log a conflicting postback");
-                }
+                self.log_postback(log).await;
                 return Err(IntakeError::Conflict(msg));
             }
         }
@@ -428,9 +427,7 @@ impl Services {
             "repeat of postback {} (same txn_id and status)",
             original.id
         ));
-        if let Err(e) = insert(&self.store.conn, log).await {
-            tracing::warn!(error = %e, "could not log a duplicate postback");
-        }
+        self.log_postback(log).await;
         Ok(IntakeOutcome::Duplicate {
             postback_id: original.id,
             conversion_id: original.conversion_id,
