@@ -8,6 +8,7 @@ mod clicks;
 mod debugger;
 mod faults;
 mod harness;
+mod notify;
 mod portal;
 mod postbacks;
 mod quickstart;

@@ -67,6 +67,7 @@ pub struct Services {
     pub(crate) inbox: inbox::InboxWriter,
     pub(crate) click_state: Arc<clicks::ClickState>,
     pub(crate) intake_cache: Arc<postbacks::IntakeCache>,
+    pub(crate) endpoint_gates: Arc<pipeline::notify::EndpointGates>,
     /// The batch writer of clicks (flushed on shutdown).
     pub clicks: click_writer::ClickWriter,
 }
@@ -95,6 +96,7 @@ impl Services {
             inbox,
             click_state: Arc::new(clicks::ClickState::new(unique_window)),
             intake_cache: Arc::default(),
+            endpoint_gates: Arc::default(),
             clicks: click_writer::ClickWriter::start(store_for_inbox),
         })
     }

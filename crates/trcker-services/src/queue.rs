@@ -40,6 +40,11 @@ pub struct NotifyJob {
     pub delivery_id: String,
     /// The attempt this job makes (0 for the first); a stale job is a no-op.
     pub attempt: i32,
+    /// When the attempt was due (ms since the epoch), for attempts the sweeper
+    /// queues: a retry, or an attempt put off because its endpoint was busy, is
+    /// a new job rather than a repeat of the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due: Option<i64>,
 }
 
 pub trait Job: Serialize {
@@ -67,7 +72,10 @@ impl Job for CommissionJob {
 impl Job for NotifyJob {
     const QUEUE: &'static str = NOTIFY_QUEUE;
     fn idempotency_key(&self) -> String {
-        format!("{}:{}", self.delivery_id, self.attempt)
+        match self.due {
+            Some(due) => format!("{}:{}:{due}", self.delivery_id, self.attempt),
+            None => format!("{}:{}", self.delivery_id, self.attempt),
+        }
     }
 }
 

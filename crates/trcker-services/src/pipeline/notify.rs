@@ -6,12 +6,20 @@
 //! a day), and the retry sweeper queues it when due, so the schedule survives
 //! restarts; after the last try the delivery is dead-lettered.
 //!
+//! One endpoint cannot hold up the others: a process makes at most
+//! [`PER_ENDPOINT_CONCURRENCY`] calls to one endpoint at a time, and a job whose
+//! endpoint is at that limit does not wait for it: it puts its attempt off by
+//! [`BUSY_DEFER_SECS`] (not counted as a try) and frees its worker slot for
+//! other endpoints; the retry sweeper queues it again when due. Every call has a
+//! 5 s connect and 10 s overall timeout.
+//!
 //! Outgoing requests never reach loopback, private or link-local addresses
 //! unless the operator allows it: names are resolved through a resolver that
 //! drops such addresses, and literal IPs are checked before the request.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Duration as ChronoDuration;
@@ -32,6 +40,35 @@ use crate::{ServiceError, Services};
 /// Delay before each retry; the number of entries is the number of retries.
 pub const RETRY_SCHEDULE_SECS: [i64; 10] =
     [30, 120, 300, 900, 1800, 3600, 7200, 14400, 28800, 28800];
+
+/// Calls one process makes to one endpoint at the same time.
+pub const PER_ENDPOINT_CONCURRENCY: usize = 8;
+/// How long an attempt is put off when its endpoint is at its limit.
+pub const BUSY_DEFER_SECS: i64 = 2;
+
+/// Per-endpoint limits on calls in flight in this process.
+#[derive(Default)]
+pub struct EndpointGates {
+    gates: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
+}
+
+impl EndpointGates {
+    /// A permit to call `endpoint_id`, or `None` when it is at its limit.
+    fn try_enter(&self, endpoint_id: &str) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let gate = {
+            let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
+            // Forget idle endpoints now and then so the map stays small.
+            if gates.len() > 10_000 {
+                gates.retain(|_, g| g.available_permits() < PER_ENDPOINT_CONCURRENCY);
+            }
+            gates
+                .entry(endpoint_id.to_owned())
+                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(PER_ENDPOINT_CONCURRENCY)))
+                .clone()
+        };
+        gate.try_acquire_owned().ok()
+    }
+}
 
 /// Resolves names to public addresses only (unless private targets are allowed).
 struct GuardedResolver {
@@ -196,6 +233,7 @@ impl Services {
                     tenant_id: tenant.to_string(),
                     delivery_id,
                     attempt: 0,
+                    due: None,
                 });
             }
         }
@@ -214,6 +252,23 @@ impl Services {
         if d.status != "pending" || d.attempts != job.attempt {
             return Ok(()); // delivered, dead, or this attempt was made already
         }
+        let Some(_permit) = self.endpoint_gates.try_enter(&d.endpoint_id) else {
+            // The endpoint is at its limit: try later, keep this slot for others.
+            let later = now() + ChronoDuration::seconds(BUSY_DEFER_SECS);
+            notification_delivery::Entity::update_many()
+                .col_expr(
+                    notification_delivery::Column::NextAttemptAt,
+                    Expr::value(later),
+                )
+                .filter(notification_delivery::Column::TenantId.eq(tenant.as_str()))
+                .filter(notification_delivery::Column::Id.eq(&d.id))
+                .filter(notification_delivery::Column::Status.eq("pending"))
+                .filter(notification_delivery::Column::Attempts.eq(d.attempts))
+                .exec(&self.store.conn)
+                .await?;
+            tracing::debug!(delivery_id = %d.id, endpoint_id = %d.endpoint_id, "endpoint busy; attempt put off");
+            return Ok(());
+        };
         let started = Instant::now();
         let outcome = self.deliver(&d.url).await;
         let latency_ms = started.elapsed().as_millis().min(i32::MAX as u128) as i32;

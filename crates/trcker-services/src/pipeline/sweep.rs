@@ -70,8 +70,15 @@ impl Services {
             .await?;
         let jobs: Vec<NotifyJob> = due
             .into_iter()
-            .filter(|d| d.attempts > 0 || d.created_at < t - Duration::seconds(INBOX_GRACE_SECS))
+            .filter(|d| {
+                d.attempts > 0
+                    || d.next_attempt_at != d.created_at
+                    || d.created_at < t - Duration::seconds(INBOX_GRACE_SECS)
+            })
             .map(|d| NotifyJob {
+                // A first attempt never put off has the key its first push had.
+                due: (d.next_attempt_at != d.created_at)
+                    .then(|| d.next_attempt_at.timestamp_millis()),
                 tenant_id: d.tenant_id,
                 delivery_id: d.id,
                 attempt: d.attempts,

@@ -1,0 +1,168 @@
+//! Notifications: one affiliate's endpoint that hangs cannot hold up other
+//! affiliates' notifications, gets at most a bounded number of calls at once,
+//! and hears of every conversion once it answers again.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::harness::{AffiliateServer, TestApp};
+use crate::on_both_databases;
+
+/// An affiliate's server that holds every request open until released.
+struct HangingServer {
+    url: String,
+    in_flight: Arc<AtomicUsize>,
+    most_at_once: Arc<AtomicUsize>,
+    /// Requests that ended before release (the caller gave up).
+    abandoned: Arc<AtomicUsize>,
+    answered: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    release: tokio::sync::watch::Sender<bool>,
+}
+
+impl HangingServer {
+    async fn start() -> HangingServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let (release, released) = tokio::sync::watch::channel(false);
+        let server = HangingServer {
+            url,
+            in_flight: Arc::default(),
+            most_at_once: Arc::default(),
+            abandoned: Arc::default(),
+            answered: Arc::default(),
+            release,
+        };
+        let (in_flight, most, abandoned, answered) = (
+            server.in_flight.clone(),
+            server.most_at_once.clone(),
+            server.abandoned.clone(),
+            server.answered.clone(),
+        );
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let (in_flight, most, abandoned, answered) = (
+                    in_flight.clone(),
+                    most.clone(),
+                    abandoned.clone(),
+                    answered.clone(),
+                );
+                let mut released = released.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let n = sock.read(&mut buf).await.unwrap_or(0);
+                    let request = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    let mut rest = [0u8; 1];
+                    let closed_early = tokio::select! {
+                        _ = released.wait_for(|r| *r) => false,
+                        // The client hung up (its timeout) before release.
+                        _ = sock.read(&mut rest) => true,
+                    };
+                    in_flight.fetch_sub(1, Ordering::SeqCst);
+                    if closed_early {
+                        abandoned.fetch_add(1, Ordering::SeqCst);
+                        return;
+                    }
+                    if let Some(cid) = request
+                        .split("conv=")
+                        .nth(1)
+                        .and_then(|r| r.split([' ', '&']).next())
+                    {
+                        answered.lock().expect("lock").insert(cid.to_owned());
+                    }
+                    let _ = sock
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                        )
+                        .await;
+                });
+            }
+        });
+        server
+    }
+}
+
+async fn hanging_endpoint_does_not_hold_up_others(app: &TestApp) {
+    const SLOW_CONVERSIONS: usize = 40;
+    let slow = HangingServer::start().await;
+    let fast = AffiliateServer::start(200).await;
+    let a = app.quickstart_setup("slowco", &fast.url).await;
+    // Slowco's affiliate answers through the hanging server.
+    let (status, body) = app
+        .api(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/affiliates/{}", a.affiliate_id),
+            Some(&a.tenant.key),
+            Some(serde_json::json!({
+                "postback_url": format!("{}/pb?conv={{conversion_id}}", slow.url)
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let b = app.quickstart_setup("fastco", &fast.url).await;
+
+    let click = app.click_id("/api/r/slowco/pro?via=jane").await;
+    for i in 0..SLOW_CONVERSIONS {
+        let (status, body) = app
+            .postback(&format!(
+                "/api/postback/slowco/pro?secret={}&click_id={click}&amount=10&txn_id=s{i}",
+                a.secret
+            ))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    // Wait until slowco's endpoint holds as many calls as it will get.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while slow.in_flight.load(Ordering::SeqCst)
+        < trcker_services::pipeline::notify::PER_ENDPOINT_CONCURRENCY
+    {
+        assert!(
+            Instant::now() < deadline,
+            "slowco's endpoint was never called"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Fastco's conversion is notified while slowco's calls still hang.
+    let click_b = app.click_id("/api/r/fastco/pro?via=jane").await;
+    let (status, _) = app
+        .postback(&format!(
+            "/api/postback/fastco/pro?secret={}&click_id={click_b}&amount=50&txn_id=f1",
+            b.secret
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let got = fast.next().await;
+    assert!(got.contains(&format!("cid={click_b}")), "{got}");
+    assert_eq!(
+        slow.abandoned.load(Ordering::SeqCst),
+        0,
+        "fastco was notified only after slowco's calls timed out"
+    );
+    assert!(slow.in_flight.load(Ordering::SeqCst) > 0);
+    assert_eq!(
+        slow.most_at_once.load(Ordering::SeqCst),
+        trcker_services::pipeline::notify::PER_ENDPOINT_CONCURRENCY,
+        "calls in flight to one endpoint are bounded"
+    );
+
+    // Once slowco's endpoint answers, every conversion reaches it, once each.
+    let _ = slow.release.send(true);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while slow.answered.lock().expect("lock").len() < SLOW_CONVERSIONS {
+        assert!(
+            Instant::now() < deadline,
+            "slowco's affiliate heard of {} of {SLOW_CONVERSIONS} conversions",
+            slow.answered.lock().expect("lock").len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+on_both_databases!(hanging_endpoint_does_not_hold_up_others);
