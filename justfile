@@ -28,11 +28,21 @@ bench seconds="10":
     cargo build --release -p trcker -p trcker-bench
     target/release/trcker-bench --seconds {{seconds}} --postgres-url {{postgres_url}}
 
-# Fault run on PostgreSQL: two receivers, two worker processes killed with SIGKILL
-# every few seconds, N postbacks; fails on any loss or duplicate.
+# The full fault run (needs root: it creates, stops and starts a second
+# PostgreSQL cluster on port 5439): on PostgreSQL, two receivers and two worker
+# processes, workers stopped every few seconds, a receiver SIGKILLed, PostgreSQL
+# restarted, a receiver SIGTERMed under load; then the same on SQLite (one
+# receiver, one worker process). Fails on any loss or duplicate.
 chaos postbacks="20000":
     cargo build --release -p trcker -p trcker-bench
-    target/release/trcker-chaos --postbacks {{postbacks}} --postgres-url {{postgres_url}}
+    target/release/trcker-chaos --database postgres --postbacks {{postbacks}} --pg-cluster $(bash .ci/fault-cluster) --postgres-url postgres://postgres@127.0.0.1:5439/postgres --json target/chaos-postgres.json
+    target/release/trcker-chaos --database sqlite --postbacks {{postbacks}} --json target/chaos-sqlite.json
+
+# The short fault run that CI makes (debug build).
+chaos-smoke:
+    cargo build -p trcker -p trcker-bench
+    target/debug/trcker-chaos --trcker target/debug/trcker --database postgres --postbacks 2000 --kill-every 2 --pg-cluster $(bash .ci/fault-cluster) --postgres-url postgres://postgres@127.0.0.1:5439/postgres
+    target/debug/trcker-chaos --trcker target/debug/trcker --database sqlite --postbacks 1000 --kill-every 2
 
 # Formatting and lints, as CI runs them.
 lint:

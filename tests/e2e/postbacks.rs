@@ -1,6 +1,6 @@
 //! Postback intake and the pipeline behind it, over real HTTP, on both databases.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::json;
@@ -601,3 +601,79 @@ async fn pushing_a_job_twice_is_harmless(app: &TestApp) {
     services.sweep().await.expect("a sweep");
 }
 on_both_databases!(pushing_a_job_twice_is_harmless);
+
+/// A job lost inside a live process (its worker fetched it, then broke and was
+/// restarted under the same name, which keeps heartbeating) is handed back
+/// after the stuck limit, runs again, and changes nothing.
+async fn a_job_stuck_in_a_live_worker_is_handed_back(app: &TestApp) {
+    use trcker_storage::sea_orm::{ConnectionTrait, Statement};
+    let jane = AffiliateServer::start(200).await;
+    let s = app.quickstart_setup("acme", &jane.url).await;
+    let click = app.click_id("/api/r/acme/pro?via=jane").await;
+    let (status, body) = app
+        .postback(&format!(
+            "/api/postback/acme/pro?secret={}&click_id={click}&amount=79&txn_id=o1",
+            s.secret
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let pb = body["postback_id"]
+        .as_str()
+        .expect("postback id")
+        .to_owned();
+    let row = app.processed_postback(&pb).await;
+    let conversion = row.conversion_id.expect("conversion");
+    jane.next().await;
+
+    let services = app.services();
+    let conn = &services.store.conn;
+    let (jobs, workers, ago) = if services.store.is_postgres() {
+        (
+            "apalis.jobs",
+            "apalis.workers",
+            "NOW() - interval '120 seconds'",
+        )
+    } else {
+        ("Jobs", "Workers", "strftime('%s', 'now') - 120")
+    };
+    let status_of_job = || {
+        let sql = format!("SELECT status FROM {jobs} WHERE idempotency_key = '{pb}'");
+        async move {
+            conn.query_one_raw(Statement::from_string(conn.get_database_backend(), sql))
+                .await
+                .expect("query")
+                .expect("the attribute job")
+                .try_get::<String>("", "status")
+                .expect("status")
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status_of_job().await != "Done" {
+        assert!(
+            Instant::now() < deadline,
+            "the attribute job never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The job is marked running, two minutes ago, by a worker that is alive.
+    let moved = conn
+        .execute_unprepared(&format!(
+            "UPDATE {jobs} SET status = 'Running', done_at = NULL, lock_at = {ago}, \
+             lock_by = (SELECT id FROM {workers} WHERE id LIKE '%-attribute' LIMIT 1) \
+             WHERE idempotency_key = '{pb}'"
+        ))
+        .await
+        .expect("update");
+    assert_eq!(moved.rows_affected(), 1);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while status_of_job().await != "Done" {
+        assert!(
+            Instant::now() < deadline,
+            "a job stuck in a live worker was never handed back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(app.ledger_sum(&s.tenant.id, &conversion).await, (790, 1));
+    jane.assert_quiet(Duration::from_millis(500)).await;
+}
+on_both_databases!(a_job_stuck_in_a_live_worker_is_handed_back);

@@ -187,28 +187,40 @@ impl Store {
     }
 
     /// Hands back the queue jobs held by workers whose heartbeat is older than
-    /// `stale_secs` (their process died). apalis does this too from its workers'
-    /// heartbeats; this pass, run by Trcker's sweepers, bounds the recovery time
-    /// whatever apalis does. A job handed back runs again and changes nothing
-    /// (every job effect is keyed). Returns how many.
-    pub async fn release_orphaned_jobs(&self, stale_secs: i64) -> Result<u64, StorageError> {
+    /// `stale_secs` (their process died), and jobs locked more than `stuck_secs`
+    /// ago whoever holds them: no Trcker job runs that long (a notification call
+    /// times out after 10 s), so such a job was lost inside a live process (a
+    /// worker whose fetch broke mid-way, when the database restarted, is
+    /// restarted under the same name and keeps heartbeating). apalis recovers
+    /// dead workers' jobs too; this pass, run by Trcker's sweepers, bounds the
+    /// recovery time whatever apalis does. A job handed back runs again and
+    /// changes nothing (every job effect is keyed). Returns how many.
+    pub async fn release_orphaned_jobs(
+        &self,
+        stale_secs: i64,
+        stuck_secs: i64,
+    ) -> Result<u64, StorageError> {
         Ok(match &self.pool {
             Pool::Sqlite(pool) => sqlx::query(
                 "UPDATE Jobs SET status = 'Pending', lock_by = NULL, lock_at = NULL, done_at = NULL \
-                 WHERE status IN ('Running', 'Queued') AND lock_by IN \
-                 (SELECT id FROM Workers WHERE strftime('%s', 'now') - last_seen >= ?1)",
+                 WHERE status IN ('Running', 'Queued') AND (lock_by IN \
+                 (SELECT id FROM Workers WHERE strftime('%s', 'now') - last_seen >= ?1) \
+                 OR strftime('%s', 'now') - lock_at >= ?2)",
             )
             .bind(stale_secs)
+            .bind(stuck_secs)
             .execute(pool)
             .await?
             .rows_affected(),
             Pool::Postgres(pool) => sqlx::query(
-                "UPDATE apalis.jobs SET status = 'Pending', lock_by = NULL, lock_at = NULL, done_at = NULL \
-                 FROM apalis.workers w WHERE apalis.jobs.lock_by = w.id \
-                 AND apalis.jobs.status IN ('Running', 'Queued') \
-                 AND w.last_seen < NOW() - make_interval(secs => $1)",
+                "UPDATE apalis.jobs j SET status = 'Pending', lock_by = NULL, lock_at = NULL, done_at = NULL \
+                 WHERE j.status IN ('Running', 'Queued') \
+                 AND (j.lock_at < NOW() - make_interval(secs => $2) \
+                 OR EXISTS (SELECT 1 FROM apalis.workers w WHERE w.id = j.lock_by \
+                 AND w.last_seen < NOW() - make_interval(secs => $1)))",
             )
             .bind(stale_secs as f64)
+            .bind(stuck_secs as f64)
             .execute(pool)
             .await?
             .rows_affected(),

@@ -45,7 +45,7 @@ impl Default for WorkerOptions {
     fn default() -> Self {
         WorkerOptions {
             concurrency: 8,
-            shutdown_timeout: Duration::from_secs(20),
+            shutdown_timeout: Duration::from_secs(15),
             name: None,
         }
     }
@@ -199,7 +199,11 @@ pub async fn run(
         .run_with_signal(signal)
         .await
         .map_err(|e| e.to_string());
-    sweeper.abort();
+    // A sweep pass in progress finishes (it stops between passes); aborting it
+    // mid-query would hand its connection back in a broken state.
+    if tokio::time::timeout(Duration::from_secs(5), sweeper).await.is_err() {
+        tracing::warn!("a sweep pass was still running at shutdown");
+    }
     tracing::info!(worker = %name, "workers stopped");
     result
 }

@@ -209,12 +209,40 @@ impl App {
 
     /// Waits until the app has stopped (after its shutdown token is cancelled).
     pub async fn wait(self) {
-        for t in self.tasks {
-            let _ = t.await;
+        let deadline = tokio::time::Instant::now() + TASKS_BOUND;
+        for mut t in self.tasks {
+            if tokio::time::timeout_at(deadline, &mut t).await.is_err() {
+                tracing::error!(
+                    "requests or jobs still running after {}s; stopping them",
+                    TASKS_BOUND.as_secs()
+                );
+                t.abort();
+            }
         }
         // Requests are done: write the clicks still buffered, then close.
-        self.services.clicks.flush().await;
-        self.services.store.close().await;
+        tracing::info!("writing buffered clicks");
+        if tokio::time::timeout(FLUSH_BOUND, self.services.clicks.flush())
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                "buffered clicks could not be written within {}s (is the database down?); stopping without them",
+                FLUSH_BOUND.as_secs()
+            );
+        }
+        // Closing waits for every pooled connection to come back; one held by a
+        // listener or a job that outlived the worker timeout must not keep the
+        // process alive: everything acknowledged is committed already.
+        if tokio::time::timeout(CLOSE_BOUND, self.services.store.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "database connections still in use after {}s; exiting anyway",
+                CLOSE_BOUND.as_secs()
+            );
+        }
+        tracing::info!("stopped");
     }
 
     /// Stops the app: in-flight requests and jobs finish, then it returns.
@@ -223,6 +251,14 @@ impl App {
         self.wait().await;
     }
 }
+
+/// How long shutdown waits for requests and jobs in flight (the HTTP server
+/// gives connections 10 s, the workers give jobs 15 s).
+const TASKS_BOUND: Duration = Duration::from_secs(20);
+/// How long shutdown waits for buffered clicks to be written.
+const FLUSH_BOUND: Duration = Duration::from_secs(5);
+/// How long shutdown waits for database connections to close.
+const CLOSE_BOUND: Duration = Duration::from_secs(2);
 
 /// Brings the schema up to date and exits (`trcker migrate`).
 pub async fn migrate(config: &Config) -> Result<(), AppError> {

@@ -1,27 +1,53 @@
-//! `trcker-chaos`: a fault run against real Trcker processes on PostgreSQL.
+//! `trcker-chaos`: a fault run against real Trcker processes.
 //!
-//! Two `trcker serve` processes (receivers, API and workers) and two `trcker
-//! worker` processes share one PostgreSQL database. Postbacks are spread over
-//! both receivers, a tenth of them sent twice at once, while the worker
-//! processes are killed with SIGKILL every few seconds and restarted (one under
-//! its old name, one under a new one). When the queue has drained, every
-//! acknowledged postback must be exactly one conversion with exactly one ledger
-//! entry, the ledger exact to the cent, no job left running, and the affiliate
-//! notified of each conversion. Exits non-zero on any loss or duplicate.
+//! On PostgreSQL, two `trcker serve` processes (receivers, API and workers)
+//! and two `trcker worker` processes share one database; on SQLite, one `trcker
+//! serve` and one `trcker worker` share one database file. Postbacks are spread
+//! over the receivers, a tenth of them sent twice at the same moment, while:
+//!
+//! - a worker process is stopped every few seconds, by SIGKILL (three times in
+//!   four) or SIGTERM (the fourth, timed), and restarted, alternately under its
+//!   old name and under a new one;
+//! - at a quarter of the load, a receiver is SIGKILLed and restarted on its port;
+//! - at half the load, PostgreSQL itself is restarted (`--pg-cluster`), and
+//!   every receiver's API must answer again without a restart;
+//! - at three quarters, a receiver gets SIGTERM under load and must exit within
+//!   [`SHUTDOWN_BOUND`] with success; it is started again.
+//!
+//! The client behaves as a merchant's server does: it retries a postback that
+//! got no answer or a 503 until it gets a 200. When the pipeline has drained,
+//! every acknowledged postback must be exactly one conversion with exactly one
+//! ledger entry, the ledger exact to the cent, the affiliate notified of each
+//! conversion, and no job left waiting or running. Prints the figures as JSON
+//! and exits non-zero on any loss, duplicate or leftover.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use serde_json::{Value, json};
+
+/// A process told to stop (SIGTERM) must have exited within this.
+const SHUTDOWN_BOUND: Duration = Duration::from_secs(30);
+/// How long PostgreSQL stays down in the restart.
+const PG_OUTAGE: Duration = Duration::from_secs(3);
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Database {
+    Postgres,
+    Sqlite,
+}
 
 #[derive(Parser)]
 struct Args {
     #[arg(long, default_value = "target/release/trcker")]
     trcker: PathBuf,
+    #[arg(long, value_enum, default_value = "postgres")]
+    database: Database,
     /// A PostgreSQL server whose user may create databases.
     #[arg(
         long,
@@ -29,84 +55,238 @@ struct Args {
         default_value = "postgres://postgres@127.0.0.1:5432/postgres"
     )]
     postgres_url: String,
+    /// `<version>/<name>` of the cluster behind `--postgres-url`: the run
+    /// restarts it at half the load (never point this at a shared server).
+    #[arg(long, env = "TRCKER_CHAOS_PG_CLUSTER")]
+    pg_cluster: Option<String>,
     /// Postbacks to send.
     #[arg(long, default_value_t = 5000)]
     postbacks: usize,
-    /// Seconds between worker kills.
+    /// Seconds between worker stops.
     #[arg(long, default_value_t = 3)]
     kill_every: u64,
+    /// Also write the figures to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Keep each process's log (at info level) in this directory.
+    #[arg(long)]
+    logs: Option<PathBuf>,
 }
 
-fn spawn(
-    trcker: &PathBuf,
-    role: &str,
-    db: &str,
-    dir: &std::path::Path,
-    name: Option<&str>,
-) -> (Child, Option<String>) {
-    use std::io::{BufRead, BufReader};
-    let mut cmd = Command::new(trcker);
-    cmd.arg(role)
-        .env("DATABASE_URL", db)
-        .env("TRCKER_LISTEN", "127.0.0.1:0")
-        .env("TRCKER_DATA_DIR", dir)
-        .env("TRCKER_OPERATOR_TOKEN", "chaos-operator")
-        .env("TRCKER_ALLOW_PRIVATE_TARGETS", "true")
-        .env("TRCKER_LOG", "error")
-        .env("TRCKER_DB_CONNECTIONS", "8")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    if let Some(n) = name {
-        cmd.env("TRCKER_WORKER_NAME", n);
-    }
-    let mut child = cmd.spawn().expect("spawn trcker");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let mut base = None;
-    for line in lines.by_ref() {
-        let line = line.expect("banner");
-        if let Some(v) = line.trim().strip_prefix("listening on") {
-            base = Some(v.trim().to_owned());
+/// How Trcker processes of this run are started.
+#[derive(Clone)]
+struct Launcher {
+    trcker: PathBuf,
+    database_url: Option<String>,
+    dir: PathBuf,
+    logs: Option<PathBuf>,
+}
+
+impl Launcher {
+    /// Starts `trcker <role>` and waits for its banner; `None` if it exited first.
+    fn spawn(&self, role: &str, port: Option<u16>, name: Option<&str>) -> Option<Child> {
+        use std::io::{BufRead, BufReader};
+        let mut cmd = Command::new(&self.trcker);
+        cmd.arg(role)
+            .env(
+                "TRCKER_LISTEN",
+                format!("127.0.0.1:{}", port.unwrap_or_default()),
+            )
+            .env("TRCKER_DATA_DIR", &self.dir)
+            .env("TRCKER_OPERATOR_TOKEN", "chaos-operator")
+            .env("TRCKER_ALLOW_PRIVATE_TARGETS", "true")
+            .env("TRCKER_DB_CONNECTIONS", "8")
+            .env_remove("DATABASE_URL")
+            .stdout(Stdio::piped());
+        match &self.logs {
+            Some(logs) => {
+                static STARTED: AtomicUsize = AtomicUsize::new(0);
+                let k = STARTED.fetch_add(1, Ordering::Relaxed);
+                let file = std::fs::File::create(logs.join(format!("{k:03}-{role}.log")))
+                    .expect("log file");
+                cmd.env("TRCKER_LOG", "info,sqlx=warn").stderr(file);
+            }
+            None => {
+                cmd.env("TRCKER_LOG", "error").stderr(Stdio::null());
+            }
         }
-        if line.contains("operator token") || line.contains("workers are running") {
-            break;
+        if let Some(url) = &self.database_url {
+            cmd.env("DATABASE_URL", url);
+        }
+        if let Some(n) = name {
+            cmd.env("TRCKER_WORKER_NAME", n);
+        }
+        let mut child = cmd.spawn().expect("spawn trcker");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let mut started = false;
+        for line in lines.by_ref() {
+            let Ok(line) = line else { break };
+            if line.contains("operator token") || line.contains("workers are running") {
+                started = true;
+                break;
+            }
+        }
+        if !started {
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::spawn(move || lines.for_each(drop));
+        Some(child)
+    }
+
+    /// Starts a receiver on `port`, trying again until it is up (the database
+    /// may be restarting).
+    fn serve(&self, port: u16) -> Child {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(child) = self.spawn("serve", Some(port), None) {
+                return child;
+            }
+            assert!(Instant::now() < deadline, "trcker serve never started");
+            std::thread::sleep(Duration::from_millis(500));
         }
     }
-    std::thread::spawn(move || lines.for_each(drop));
-    (child, base)
+}
+
+fn signal(child: &Child, sig: &str) {
+    let _ = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status();
+}
+
+/// SIGTERM, then the time until exit and whether it exited with success
+/// (SIGKILL after [`SHUTDOWN_BOUND`]).
+fn terminate(child: &mut Child) -> (f64, bool) {
+    let started = Instant::now();
+    signal(child, "-TERM");
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return (started.elapsed().as_secs_f64(), status.success());
+        }
+        if started.elapsed() > SHUTDOWN_BOUND {
+            signal(child, "-KILL");
+            let _ = child.wait();
+            return (started.elapsed().as_secs_f64(), false);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn kill9(child: &mut Child) {
-    let _ = Command::new("kill")
-        .args(["-KILL", &child.id().to_string()])
-        .status();
+    signal(child, "-KILL");
     let _ = child.wait();
 }
 
-async fn count(pool: &sqlx::PgPool, sql: &'static str) -> i64 {
-    sqlx::query_scalar::<_, i64>(sql)
-        .fetch_one(pool)
-        .await
-        .unwrap_or(-1)
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn pg_ctl(cluster: &str, action: &str) {
+    let (version, name) = cluster
+        .split_once('/')
+        .expect("--pg-cluster <version>/<name>");
+    let mut cmd = Command::new("pg_ctlcluster");
+    cmd.args(["--skip-systemctl-redirect", version, name, action]);
+    if action == "stop" {
+        cmd.args(["-m", "fast"]);
+    }
+    let ok = cmd.status().map(|s| s.success()).unwrap_or(false);
+    assert!(ok, "pg_ctlcluster {action} {cluster} failed");
+}
+
+/// Read-only checks on the run's database.
+enum Probe {
+    Postgres(sqlx::PgPool),
+    Sqlite(sqlx::SqlitePool),
+}
+
+impl Probe {
+    async fn scalar(&self, sql: &str) -> i64 {
+        let sql = match self {
+            Probe::Postgres(_) => sql.replace("{jobs}", "apalis.jobs"),
+            Probe::Sqlite(_) => sql.replace("{jobs}", "Jobs"),
+        };
+        let r = match self {
+            Probe::Postgres(p) => {
+                sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql))
+                    .fetch_one(p)
+                    .await
+            }
+            Probe::Sqlite(p) => {
+                sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql))
+                    .fetch_one(p)
+                    .await
+            }
+        };
+        r.unwrap_or(-1)
+    }
+
+    async fn conversions_per_txn(&self) -> HashMap<String, i64> {
+        let sql = "SELECT txn_id, CAST(count(*) AS BIGINT) FROM conversions GROUP BY txn_id";
+        let rows = match self {
+            Probe::Postgres(p) => sqlx::query_as::<_, (String, i64)>(sql).fetch_all(p).await,
+            Probe::Sqlite(p) => sqlx::query_as::<_, (String, i64)>(sql).fetch_all(p).await,
+        };
+        rows.expect("conversions").into_iter().collect()
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    acked: Mutex<HashSet<usize>>,
+    accepted_twice: AtomicU64,
+    duplicate_answers: AtomicU64,
+    answers_503: AtomicU64,
+    no_answer: AtomicU64,
+    other_answers: AtomicU64,
+}
+
+fn secs(d: f64) -> f64 {
+    (d * 10.0).round() / 10.0
 }
 
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    let admin = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&args.postgres_url)
-        .await
-        .expect("postgres");
-    let dbname = format!("trcker_chaos_{}", chrono::Utc::now().timestamp_millis());
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {dbname}")))
-        .execute(&admin)
-        .await
-        .expect("create db");
-    let db = format!(
-        "{}/{dbname}",
-        args.postgres_url.rsplit_once('/').expect("url").0
-    );
     let dir = tempfile::tempdir().expect("tempdir");
+    let mut cleanup: Option<(sqlx::PgPool, String)> = None;
+    let database_url = match args.database {
+        Database::Postgres => {
+            let admin = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect(&args.postgres_url)
+                .await
+                .expect("postgres");
+            let dbname = format!("trcker_chaos_{}", chrono::Utc::now().timestamp_millis());
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {dbname}")))
+                .execute(&admin)
+                .await
+                .expect("create db");
+            let url = format!(
+                "{}/{dbname}",
+                args.postgres_url.rsplit_once('/').expect("url").0
+            );
+            cleanup = Some((admin, dbname));
+            Some(url)
+        }
+        Database::Sqlite => None,
+    };
+    if args.pg_cluster.is_some() && args.database == Database::Sqlite {
+        eprintln!("--pg-cluster applies to --database postgres only");
+        std::process::exit(2);
+    }
+    let launcher = Launcher {
+        trcker: args.trcker.clone(),
+        database_url: database_url.clone(),
+        dir: dir.path().to_owned(),
+        logs: args.logs.clone(),
+    };
+    if let Some(logs) = &args.logs {
+        std::fs::create_dir_all(logs).expect("log dir");
+    }
 
     // The affiliate's server: counts the conversions it is told about.
     let seen: Arc<Mutex<(u64, HashSet<String>)>> = Arc::default();
@@ -143,16 +323,28 @@ async fn main() {
         });
     }
 
-    let (mut serve_a, base_a) = spawn(&args.trcker, "serve", &db, dir.path(), None);
-    let (mut serve_b, base_b) = spawn(&args.trcker, "serve", &db, dir.path(), None);
-    let (base_a, base_b) = (base_a.expect("serve a"), base_b.expect("serve b"));
+    // Receivers on fixed ports, so that a restarted one is found where it was.
+    let receiver_count = match args.database {
+        Database::Postgres => 2,
+        Database::Sqlite => 1,
+    };
+    let ports: Vec<u16> = (0..receiver_count).map(|_| free_port()).collect();
+    let bases: Vec<String> = ports
+        .iter()
+        .map(|p| format!("http://127.0.0.1:{p}"))
+        .collect();
+    let receivers: Arc<Mutex<Vec<Child>>> = Arc::new(Mutex::new(
+        ports.iter().map(|p| launcher.serve(*p)).collect(),
+    ));
+
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
         .build()
         .expect("client");
-    let post = |path: String, token: String, body: Value| {
+    let post = |path: &str, token: &str, body: Value| {
         let req = http
-            .post(format!("{base_a}{path}"))
+            .post(format!("{}{path}", bases[0]))
             .bearer_auth(token)
             .json(&body);
         async move {
@@ -165,29 +357,29 @@ async fn main() {
         }
     };
     let tenant = post(
-        "/api/v1/tenants".into(),
-        "chaos-operator".into(),
+        "/api/v1/tenants",
+        "chaos-operator",
         json!({"name":"Chaos","slug":"chaos"}),
     )
     .await;
     let key = tenant["api_key"].as_str().expect("key").to_owned();
     let program = post(
-        "/api/v1/programs".into(),
-        key.clone(),
+        "/api/v1/programs",
+        &key,
         json!({"name":"Pro","slug":"pro",
         "destination_url":"https://shop.example/","commission":{"type":"flat","value":"1.00"}}),
     )
     .await;
     post(
-        "/api/v1/affiliates".into(),
-        key.clone(),
+        "/api/v1/affiliates",
+        &key,
         json!({"name":"Jane","email":"jane@example.com","slug":"jane",
         "postback_url": format!("{affiliate_url}/pb?conv={{conversion_id}}")}),
     )
     .await;
     let integration = post(
-        "/api/v1/integrations".into(),
-        key.clone(),
+        "/api/v1/integrations",
+        &key,
         json!({"name":"Shop","program_id":program["id"]}),
     )
     .await;
@@ -195,104 +387,214 @@ async fn main() {
     let mut clicks = Vec::new();
     for _ in 0..100 {
         let r = http
-            .get(format!("{base_a}/api/r/chaos/pro?via=jane"))
+            .get(format!("{}/api/r/chaos/pro?via=jane", bases[0]))
             .send()
             .await
             .expect("click");
         let loc = r.headers()["location"].to_str().expect("loc").to_owned();
         clicks.push(loc.rsplit_once("click_id=").expect("cid").1.to_owned());
     }
+    // Clicks are written in batches: let them land before conversions need them.
+    tokio::time::sleep(Duration::from_millis(500)).await;
 
-    // Worker processes, killed and restarted while the postbacks arrive.
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let kills = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // Worker processes, stopped and restarted while the postbacks arrive.
+    let stop = Arc::new(AtomicBool::new(false));
+    let worker_slots = receiver_count;
     let killer = {
-        let (trcker, db, dir_path, stop, kills) = (
-            args.trcker.clone(),
-            db.clone(),
-            dir.path().to_owned(),
-            stop.clone(),
-            kills.clone(),
-        );
+        let (launcher, stop) = (launcher.clone(), stop.clone());
         let every = args.kill_every;
         std::thread::spawn(move || {
-            let mut w1 = spawn(&trcker, "worker", &db, &dir_path, Some("chaos-w1")).0;
-            let mut w2 = spawn(&trcker, "worker", &db, &dir_path, None).0;
-            let mut turn = 0u64;
-            let stopped = || stop.load(std::sync::atomic::Ordering::Relaxed);
+            let fixed = |slot: usize| format!("chaos-w{slot}");
+            let mut workers: Vec<Option<Child>> = (0..worker_slots)
+                .map(|s| launcher.spawn("worker", None, Some(&fixed(s))))
+                .collect();
+            let (mut kills, mut terms, mut worst_term, mut term_failures) =
+                (0u64, 0u64, 0f64, 0u64);
+            let mut turn = 0usize;
+            let stopped = || stop.load(Ordering::Relaxed);
             while !stopped() {
                 let slept = Instant::now();
                 while !stopped() && slept.elapsed() < Duration::from_secs(every) {
-                    std::thread::sleep(Duration::from_millis(100));
+                    std::thread::sleep(Duration::from_millis(50));
                 }
                 if stopped() {
                     break;
                 }
-                turn += 1;
-                if turn % 2 == 1 {
-                    kill9(&mut w1);
-                    w1 = spawn(&trcker, "worker", &db, &dir_path, Some("chaos-w1")).0; // same name
-                } else {
-                    kill9(&mut w2);
-                    w2 = spawn(&trcker, "worker", &db, &dir_path, None).0; // a new name
+                let slot = turn % worker_slots;
+                if let Some(mut w) = workers[slot].take() {
+                    if turn % 4 == 3 {
+                        let (took, ok) = terminate(&mut w);
+                        terms += 1;
+                        worst_term = worst_term.max(took);
+                        if !ok {
+                            term_failures += 1;
+                        }
+                    } else {
+                        kill9(&mut w);
+                        kills += 1;
+                    }
                 }
-                kills.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                // Alternately under its old name and under a new one.
+                let name = ((turn / worker_slots) % 2 == 1).then(|| fixed(slot));
+                workers[slot] = launcher.spawn("worker", None, name.as_deref());
+                turn += 1;
             }
-            (w1, w2)
+            (workers, kills, terms, worst_term, term_failures)
+        })
+    };
+
+    // The conductor: receiver and database faults at set points of the load.
+    let next = Arc::new(AtomicUsize::new(0));
+    let n = args.postbacks;
+    let conductor = {
+        let (launcher, receivers, next, bases, ports) = (
+            launcher.clone(),
+            receivers.clone(),
+            next.clone(),
+            bases.clone(),
+            ports.clone(),
+        );
+        let (cluster, key, api) = (args.pg_cluster.clone(), key.clone(), http.clone());
+        let rt = tokio::runtime::Handle::current();
+        std::thread::spawn(move || {
+            let mut figures = serde_json::Map::new();
+            let wait_for = |share: usize| {
+                while next.load(Ordering::Relaxed) < n * share / 4 {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            };
+            let last = ports.len() - 1;
+            wait_for(1);
+            {
+                let mut r = receivers.lock().expect("receivers");
+                kill9(&mut r[last]);
+                let started = Instant::now();
+                r[last] = launcher.serve(ports[last]);
+                figures.insert("receiver_kills".into(), json!(1));
+                figures.insert(
+                    "receiver_restart_seconds".into(),
+                    json!(secs(started.elapsed().as_secs_f64())),
+                );
+            }
+            wait_for(2);
+            if let Some(cluster) = &cluster {
+                pg_ctl(cluster, "stop");
+                std::thread::sleep(PG_OUTAGE);
+                pg_ctl(cluster, "start");
+                // Every receiver's API answers again, without a restart.
+                let back = Instant::now();
+                for base in &bases {
+                    loop {
+                        let ok = rt.block_on(async {
+                            api.get(format!("{base}/api/v1/conversions?limit=1"))
+                                .bearer_auth(&key)
+                                .send()
+                                .await
+                                .map(|r| r.status() == 200)
+                                .unwrap_or(false)
+                        });
+                        if ok {
+                            break;
+                        }
+                        assert!(
+                            back.elapsed() < Duration::from_secs(60),
+                            "{base}: the API did not recover after PostgreSQL came back"
+                        );
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+                figures.insert("postgres_restarts".into(), json!(1));
+                figures.insert(
+                    "postgres_outage_seconds".into(),
+                    json!(PG_OUTAGE.as_secs_f64()),
+                );
+                figures.insert(
+                    "api_recovery_seconds_after_postgres_start".into(),
+                    json!(secs(back.elapsed().as_secs_f64())),
+                );
+            }
+            wait_for(3);
+            {
+                let mut r = receivers.lock().expect("receivers");
+                let (took, ok) = terminate(&mut r[0]);
+                figures.insert("receiver_sigterm_exit_seconds".into(), json!(secs(took)));
+                figures.insert("receiver_sigterm_clean_exit".into(), json!(ok));
+                r[0] = launcher.serve(ports[0]);
+            }
+            figures
         })
     };
 
     let started = Instant::now();
-    let acked = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let duplicates_answered = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let tally = Arc::new(Tally::default());
     let mut senders = Vec::new();
     for _ in 0..32 {
-        let (http, next, acked, dups, clicks) = (
+        let (http, next, tally, clicks, bases, secret) = (
             http.clone(),
             next.clone(),
-            acked.clone(),
-            duplicates_answered.clone(),
+            tally.clone(),
             clicks.clone(),
-        );
-        let (a, b, secret, n) = (
-            base_a.clone(),
-            base_b.clone(),
+            bases.clone(),
             secret.clone(),
-            args.postbacks,
         );
         senders.push(tokio::spawn(async move {
             loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= n {
                     return;
                 }
-                let base = if i % 2 == 0 { &a } else { &b };
-                let url = format!("{base}/api/postback/chaos/pro?secret={secret}&click_id={}&amount=10&txn_id=t{i}", clicks[i % clicks.len()]);
-                let copies = if i % 10 == 0 { 2 } else { 1 };
-                let mut accepted = 0;
-                for _ in 0..copies {
-                    // A merchant retries until it gets an answer.
-                    for _attempt in 0..20 {
-                        match http.get(&url).send().await {
-                            Ok(r) if r.status() == 200 => {
-                                let body: Value = r.json().await.unwrap_or_default();
-                                if body["status"] == "accepted" {
-                                    accepted += 1;
-                                } else {
-                                    dups.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let path = format!(
+                    "/api/postback/chaos/pro?secret={secret}&click_id={}&amount=10&txn_id=t{i}",
+                    clicks[i % clicks.len()]
+                );
+                // A merchant retries until it gets an answer; a tenth of the
+                // postbacks are sent twice at the same moment.
+                let send = |copy: usize| {
+                    let (http, bases, path, tally) = (&http, &bases, &path, &tally);
+                    async move {
+                        let deadline = Instant::now() + Duration::from_secs(120);
+                        let mut attempt = i + copy;
+                        while Instant::now() < deadline {
+                            let base = &bases[attempt % bases.len()];
+                            attempt += 1;
+                            match http.get(format!("{base}{path}")).send().await {
+                                Ok(r) if r.status() == 200 => {
+                                    let body: Value = r.json().await.unwrap_or_default();
+                                    return Some(body["status"] == "accepted");
                                 }
-                                break;
+                                Ok(r) if r.status() == 503 => {
+                                    tally.answers_503.fetch_add(1, Ordering::Relaxed);
+                                }
+                                Ok(r) => {
+                                    tally.other_answers.fetch_add(1, Ordering::Relaxed);
+                                    eprintln!("t{i}: unexpected answer {}", r.status());
+                                }
+                                Err(_) => {
+                                    tally.no_answer.fetch_add(1, Ordering::Relaxed);
+                                }
                             }
-                            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+                            tokio::time::sleep(Duration::from_millis(100)).await;
                         }
+                        None
                     }
-                }
+                };
+                let answers = if i % 10 == 0 {
+                    let (a, b) = tokio::join!(send(0), send(1));
+                    vec![a, b]
+                } else {
+                    vec![send(0).await]
+                };
+                let accepted = answers.iter().filter(|a| **a == Some(true)).count();
+                let repeats = answers.iter().filter(|a| **a == Some(false)).count();
+                tally
+                    .duplicate_answers
+                    .fetch_add(repeats as u64, Ordering::Relaxed);
                 if accepted > 1 {
+                    tally.accepted_twice.fetch_add(1, Ordering::Relaxed);
                     eprintln!("txn t{i} was accepted {accepted} times");
                 }
-                if accepted >= 1 {
-                    acked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if answers.iter().any(Option::is_some) {
+                    tally.acked.lock().expect("acked").insert(i);
                 }
             }
         }));
@@ -301,32 +603,46 @@ async fn main() {
         let _ = s.await;
     }
     let send_secs = started.elapsed().as_secs_f64();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (mut w1, mut w2) = killer.join().expect("killer");
-    let kills = kills.load(std::sync::atomic::Ordering::Relaxed);
-    let acked = acked.load(std::sync::atomic::Ordering::Relaxed);
+    let fault_figures = conductor.join().expect("conductor");
+    stop.store(true, Ordering::Relaxed);
+    let (workers, kills, terms, worst_term, term_failures) = killer.join().expect("killer");
+    let acked: HashSet<usize> = tally.acked.lock().expect("acked").clone();
 
     // Wait for the pipeline to drain.
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(2)
-        .connect(&db)
-        .await
-        .expect("db");
+    let probe = match &database_url {
+        Some(url) => Probe::Postgres(
+            sqlx::postgres::PgPoolOptions::new()
+                .max_connections(2)
+                .connect(url)
+                .await
+                .expect("db"),
+        ),
+        None => Probe::Sqlite(
+            sqlx::sqlite::SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(
+                    sqlx::sqlite::SqliteConnectOptions::new()
+                        .filename(dir.path().join("trcker.db"))
+                        .read_only(true),
+                )
+                .await
+                .expect("db"),
+        ),
+    };
     let drain_started = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        let conversions = count(
-            &pool,
-            "SELECT count(*) FROM conversions WHERE payout_minor IS NOT NULL",
-        )
-        .await;
-        let pending = count(
-            &pool,
-            "SELECT count(*) FROM notification_deliveries WHERE status <> 'delivered'",
-        )
-        .await;
-        let deliveries = count(&pool, "SELECT count(*) FROM notification_deliveries").await;
-        if conversions as u64 >= acked && deliveries as u64 >= acked && pending == 0 {
+        let conversions = probe
+            .scalar("SELECT count(*) FROM conversions WHERE payout_minor IS NOT NULL")
+            .await;
+        let pending = probe
+            .scalar("SELECT count(*) FROM notification_deliveries WHERE status <> 'delivered'")
+            .await;
+        let deliveries = probe
+            .scalar("SELECT count(*) FROM notification_deliveries")
+            .await;
+        let want = acked.len() as i64;
+        if conversions >= want && deliveries >= want && pending == 0 {
             break;
         }
         if Instant::now() > deadline {
@@ -335,98 +651,175 @@ async fn main() {
             );
             break;
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let drain_secs = drain_started.elapsed().as_secs_f64();
-    // Jobs held by a killed worker are handed back once its heartbeat is stale
-    // (10 s); they then run again, changing nothing.
+    // Jobs held by a killed worker are handed back once its heartbeat is stale;
+    // they then run again, changing nothing.
+    let waiting_jobs =
+        "SELECT count(*) FROM {jobs} WHERE status IN ('Pending', 'Running', 'Queued')";
     let orphans_started = Instant::now();
-    while count(
-        &pool,
-        "SELECT count(*) FROM apalis.jobs WHERE status IN ('Running', 'Queued')",
-    )
-    .await
-        > 0
+    while probe.scalar(waiting_jobs).await > 0
         && orphans_started.elapsed() < Duration::from_secs(120)
     {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let orphan_secs = orphans_started.elapsed().as_secs_f64();
-    let conversions = count(&pool, "SELECT count(*) FROM conversions").await;
-    let distinct_txn = count(&pool, "SELECT count(DISTINCT txn_id) FROM conversions").await;
-    let ledger = count(&pool, "SELECT count(*) FROM ledger_entries").await;
-    let ledger_sum = count(
-        &pool,
-        "SELECT COALESCE(sum(amount_minor), 0)::bigint FROM ledger_entries",
-    )
-    .await;
-    let stuck_inbox = count(
-        &pool,
-        "SELECT count(*) FROM postbacks WHERE state = 'received'",
-    )
-    .await;
-    let unattributed = count(
-        &pool,
-        "SELECT count(*) FROM postbacks WHERE state = 'unattributed'",
-    )
-    .await;
-    let running = count(
-        &pool,
-        "SELECT count(*) FROM apalis.jobs WHERE status IN ('Running', 'Queued')",
-    )
-    .await;
-    let conversions_after = count(&pool, "SELECT count(*) FROM conversions").await;
-    let ledger_after = count(&pool, "SELECT count(*) FROM ledger_entries").await;
+    let per_txn = probe.conversions_per_txn().await;
+    let conversions: i64 = per_txn.values().sum();
+    let lost = acked
+        .iter()
+        .filter(|i| !per_txn.contains_key(&format!("t{i}")))
+        .count();
+    let duplicate_conversions: i64 = per_txn.values().map(|c| c - 1).sum();
+    let never_acknowledged = per_txn
+        .keys()
+        .filter(|t| {
+            t.strip_prefix('t')
+                .and_then(|i| i.parse::<usize>().ok())
+                .is_none_or(|i| !acked.contains(&i))
+        })
+        .count();
+    let ledger = probe.scalar("SELECT count(*) FROM ledger_entries").await;
+    let ledger_sum = probe
+        .scalar("SELECT CAST(COALESCE(sum(amount_minor), 0) AS BIGINT) FROM ledger_entries")
+        .await;
+    let stuck_inbox = probe
+        .scalar("SELECT count(*) FROM postbacks WHERE state = 'received'")
+        .await;
+    let unattributed = probe
+        .scalar("SELECT count(*) FROM postbacks WHERE state = 'unattributed'")
+        .await;
+    let jobs_left = probe.scalar(waiting_jobs).await;
+    if jobs_left > 0
+        && let Probe::Postgres(p) = &probe
+    {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT row_to_json(j)::text || ' worker: ' || COALESCE((SELECT row_to_json(w)::text \
+             FROM apalis.workers w WHERE w.id = j.lock_by), 'none') FROM apalis.jobs j \
+             WHERE status IN ('Pending', 'Running', 'Queued') LIMIT 10",
+        )
+        .fetch_all(p)
+        .await
+        .unwrap_or_default();
+        for r in rows {
+            eprintln!("left: {r}");
+        }
+    }
     let (calls, notified) = seen.lock().map(|s| (s.0, s.1.len())).unwrap_or_default();
 
-    for c in [&mut serve_a, &mut serve_b, &mut w1, &mut w2] {
-        let _ = Command::new("kill")
-            .args(["-TERM", &c.id().to_string()])
-            .status();
-        let _ = c.wait();
+    // Everything stops cleanly and in bounded time.
+    let mut shutdown_worst = 0f64;
+    let mut unclean = 0;
+    let mut all: Vec<Child> = receivers.lock().expect("receivers").drain(..).collect();
+    all.extend(workers.into_iter().flatten());
+    for c in &mut all {
+        let (took, ok) = terminate(c);
+        shutdown_worst = shutdown_worst.max(took);
+        if !ok {
+            unclean += 1;
+        }
     }
-    pool.close().await;
-    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {dbname} WITH (FORCE)"
-    )))
-    .execute(&admin)
-    .await;
+    match &probe {
+        Probe::Postgres(p) => p.close().await,
+        Probe::Sqlite(p) => p.close().await,
+    }
+    if let Some((admin, dbname)) = cleanup {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {dbname} WITH (FORCE)"
+        )))
+        .execute(&admin)
+        .await;
+    }
 
-    let lost = acked as i64 - conversions;
-    let report = json!({
-        "postbacks_sent": args.postbacks,
-        "acknowledged": acked,
-        "duplicate_answers": duplicates_answered.load(std::sync::atomic::Ordering::Relaxed),
+    let mut report = json!({
+        "database": match args.database { Database::Postgres => "postgres", Database::Sqlite => "sqlite" },
+        "receivers": receiver_count,
+        "worker_processes": worker_slots,
+        "postbacks_sent": n,
+        "acknowledged": acked.len(),
+        "sent_twice_at_once": n.div_ceil(10),
+        "accepted_twice": tally.accepted_twice.load(Ordering::Relaxed),
+        "duplicate_answers": tally.duplicate_answers.load(Ordering::Relaxed),
+        "answers_503": tally.answers_503.load(Ordering::Relaxed),
+        "requests_without_answer": tally.no_answer.load(Ordering::Relaxed),
+        "other_answers": tally.other_answers.load(Ordering::Relaxed),
         "conversions": conversions,
-        "duplicate_conversions": conversions - distinct_txn,
+        "duplicate_conversions": duplicate_conversions,
         "lost": lost,
+        "conversions_never_acknowledged": never_acknowledged,
         "ledger_entries": ledger,
         "ledger_sum_minor": ledger_sum,
-        "ledger_expected_minor": acked as i64 * 100,
+        "ledger_expected_minor": acked.len() as i64 * 100,
         "unattributed": unattributed,
         "inbox_still_received": stuck_inbox,
-        "jobs_still_running": running,
+        "jobs_left": jobs_left,
         "affiliate_calls": calls,
         "affiliate_conversions_notified": notified,
-        "worker_kills": kills,
-        "send_seconds": (send_secs * 10.0).round() / 10.0,
-        "drain_seconds_after_last_postback": (drain_secs * 10.0).round() / 10.0,
-        "seconds_until_no_job_running_after_drain": (orphan_secs * 10.0).round() / 10.0,
+        "worker_sigkills": kills,
+        "worker_sigterms": terms,
+        "worker_sigterm_worst_exit_seconds": secs(worst_term),
+        "send_seconds": secs(send_secs),
+        "drain_seconds_after_last_postback": secs(drain_secs),
+        "seconds_until_no_job_left_after_drain": secs(orphan_secs),
+        "final_shutdown_worst_seconds": secs(shutdown_worst),
     });
-    println!("{}", serde_json::to_string_pretty(&report).expect("json"));
-    let ok = args.postbacks as u64 == acked
-        && lost == 0
-        && conversions == distinct_txn
-        && ledger == conversions
-        && ledger_sum == acked as i64 * 100
-        && stuck_inbox == 0
-        && running == 0
-        && conversions_after == conversions
-        && ledger_after == ledger
-        && notified as i64 == conversions;
-    if !ok {
-        eprintln!("FAILED: loss, duplicate or leftover work");
+    if let Value::Object(map) = &mut report {
+        map.extend(fault_figures);
+    }
+    let text = serde_json::to_string_pretty(&report).expect("json");
+    println!("{text}");
+    if let Some(path) = &args.json {
+        let _ = std::fs::write(path, &text);
+    }
+    let mut failures = Vec::new();
+    let mut check = |ok: bool, what: &str| {
+        if !ok {
+            failures.push(what.to_owned());
+        }
+    };
+    check(acked.len() == n, "a postback never got a 200");
+    check(lost == 0, "an acknowledged postback has no conversion");
+    check(
+        duplicate_conversions == 0,
+        "a transaction was counted twice",
+    );
+    check(
+        tally.accepted_twice.load(Ordering::Relaxed) == 0,
+        "a postback was accepted twice",
+    );
+    check(
+        conversions == acked.len() as i64,
+        "conversions differ from acknowledged postbacks",
+    );
+    check(
+        ledger == conversions,
+        "ledger entries differ from conversions",
+    );
+    check(ledger_sum == conversions * 100, "the ledger is not exact");
+    check(stuck_inbox == 0, "an accepted postback was never processed");
+    check(jobs_left == 0, "jobs are left waiting or running");
+    check(
+        notified as i64 == conversions,
+        "a conversion was never notified",
+    );
+    check(
+        term_failures == 0 && unclean == 0,
+        "a process did not stop cleanly in time",
+    );
+    check(
+        fault_figures_ok(&report),
+        "a receiver did not stop cleanly in time under SIGTERM",
+    );
+    if !failures.is_empty() {
+        for f in &failures {
+            eprintln!("FAILED: {f}");
+        }
         std::process::exit(1);
     }
     eprintln!("chaos run passed");
+}
+
+fn fault_figures_ok(report: &Value) -> bool {
+    report["receiver_sigterm_clean_exit"] != json!(false)
 }

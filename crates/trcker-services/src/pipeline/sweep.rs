@@ -26,6 +26,9 @@ pub const INBOX_GRACE_SECS: i64 = 5;
 const BATCH: u64 = 500;
 /// Jobs of a worker silent this long are handed back (workers heartbeat every 5 s).
 pub const ORPHAN_AFTER_SECS: i64 = 15;
+/// Jobs locked this long are handed back whoever holds them: no job runs this
+/// long, so one locked this long was lost inside a live process.
+pub const STUCK_AFTER_SECS: i64 = 60;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SweepReport {
@@ -123,7 +126,7 @@ impl Services {
         report.ips_erased = self.erase_old_ips(t).await?;
         report.orphaned_jobs = self
             .store
-            .release_orphaned_jobs(ORPHAN_AFTER_SECS)
+            .release_orphaned_jobs(ORPHAN_AFTER_SECS, STUCK_AFTER_SECS)
             .await
             .map_err(|e| JobError(e.to_string()))?;
         Ok(report)
