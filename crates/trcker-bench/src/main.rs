@@ -9,7 +9,16 @@
 //! 3. postback intake (accepted, durable), on SQLite and, with `--postgres-url`,
 //!    on PostgreSQL — beside the database's own one-row-per-transaction commit
 //!    rate at the same concurrency (an insert loop over the same driver);
-//! 4. peak resident memory of the Trcker process.
+//! 4. the pipeline: sustained conversions per second attributed, commissioned
+//!    and notified (the affiliate is a local listener), then end-to-end latency
+//!    (accepted → affiliate notified) at half that rate;
+//! 5. peak resident memory of the Trcker process;
+//! 6. attribution latency with 10,000 and with 10,000,000 clicks stored
+//!    (PostgreSQL; the clicks are generated in bulk inside the database).
+//!
+//! The PostgreSQL commit-rate baseline is pgbench running a one-row INSERT
+//! script at the same concurrency (the sqlx loop is kept beside it).
+//! `--smoke` runs everything briefly and small, to keep the harness working.
 //!
 //! Results go to stdout as a Markdown table and to a JSON file.
 
@@ -21,6 +30,8 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use serde_json::{Value, json};
+
+mod pipeline;
 
 #[derive(Parser)]
 struct Args {
@@ -39,6 +50,18 @@ struct Args {
     /// Where to write the JSON results.
     #[arg(long, default_value = "target/bench-results.json")]
     json: PathBuf,
+    /// Postbacks pushed through the pipeline at its maximum rate.
+    #[arg(long, default_value_t = 20_000)]
+    pipeline_postbacks: usize,
+    /// Postbacks timed one by one at each click-table size.
+    #[arg(long, default_value_t = 200)]
+    attribution_samples: usize,
+    /// The large click-table size for attribution latency.
+    #[arg(long, default_value_t = 10_000_000)]
+    scale_clicks: u64,
+    /// Everything briefly and small: keeps the harness working, measures nothing.
+    #[arg(long)]
+    smoke: bool,
 }
 
 struct Server {
@@ -113,7 +136,9 @@ struct Seeded {
     secret: String,
 }
 
-async fn seed(http: &reqwest::Client, base: &str) -> Seeded {
+/// A tenant `bench` with program `pro` (10%), affiliate `jane` (told of each
+/// conversion at `affiliate_url` when given) and an integration.
+async fn seed(http: &reqwest::Client, base: &str, affiliate_url: Option<&str>) -> Seeded {
     let post = |path: &str, token: &str, body: Value| {
         let req = http
             .post(format!("{base}{path}"))
@@ -145,7 +170,12 @@ async fn seed(http: &reqwest::Client, base: &str) -> Seeded {
     post(
         "/api/v1/affiliates",
         &key,
-        json!({"name": "Jane", "email": "jane@example.com", "slug": "jane"}),
+        match affiliate_url {
+            Some(url) => {
+                json!({"name": "Jane", "email": "jane@example.com", "slug": "jane", "postback_url": url})
+            }
+            None => json!({"name": "Jane", "email": "jane@example.com", "slug": "jane"}),
+        },
     )
     .await;
     let integration = post(
@@ -173,7 +203,8 @@ impl Result_ {
     }
 }
 
-fn percentile(sorted: &[u64], p: f64) -> f64 {
+/// The `p` quantile of sorted microseconds, in milliseconds.
+fn percentile_ms(sorted: &[u64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -227,8 +258,8 @@ where
     all.sort_unstable();
     Result_ {
         rps: all.len() as f64 / elapsed,
-        p50_ms: percentile(&all, 0.50),
-        p99_ms: percentile(&all, 0.99),
+        p50_ms: percentile_ms(&all, 0.50),
+        p99_ms: percentile_ms(&all, 0.99),
         errors: errors.load(Ordering::Relaxed),
     }
 }
@@ -323,6 +354,51 @@ where
     count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
 }
 
+/// PostgreSQL's own single-row commit rate at `concurrency`, as pgbench
+/// measures it: a script of one INSERT, each in its own transaction.
+fn pgbench_baseline(url: &str, concurrency: usize, seconds: u64) -> Result<f64, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let script = dir.path().join("insert.sql");
+    std::fs::write(&script, "INSERT INTO bench_pgbench (v) VALUES ('x');\n")
+        .map_err(|e| e.to_string())?;
+    let psql = Command::new("psql")
+        .args([
+            url,
+            "-qc",
+            "CREATE TABLE IF NOT EXISTS bench_pgbench (id bigserial PRIMARY KEY, v text)",
+        ])
+        .output()
+        .map_err(|e| format!("psql: {e}"))?;
+    if !psql.status.success() {
+        return Err(String::from_utf8_lossy(&psql.stderr).into_owned());
+    }
+    let out = Command::new("pgbench")
+        .args([
+            "-n",
+            "-c",
+            &concurrency.to_string(),
+            "-j",
+            "2",
+            "-T",
+            &seconds.to_string(),
+            "-f",
+            &script.to_string_lossy(),
+            url,
+        ])
+        .output()
+        .map_err(|e| format!("pgbench: {e} (install PostgreSQL's client tools)"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("tps = "))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .ok_or_else(|| {
+            format!(
+                "pgbench printed no tps: {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+}
+
 /// A fresh database on the PostgreSQL server at `admin_url`.
 async fn fresh_pg_database(admin_url: &str) -> String {
     let name = format!("trcker_bench_{}", chrono::Utc::now().timestamp_millis());
@@ -362,7 +438,7 @@ async fn intake(
     database_url: Option<&str>,
 ) -> (Result_, f64, Option<(Result_, Result_)>) {
     let server = Server::start(&args.trcker, database_url);
-    let seeded = seed(http, &server.base).await;
+    let seeded = seed(http, &server.base, None).await;
     let mut clicks_and_health = None;
     if database_url.is_none() {
         let base = server.base.clone();
@@ -418,7 +494,13 @@ async fn intake(
 
 #[tokio::main]
 async fn main() {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if args.smoke {
+        args.seconds = 1;
+        args.pipeline_postbacks = 300;
+        args.attribution_samples = 10;
+        args.scale_clicks = 20_000;
+    }
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .pool_max_idle_per_host(args.concurrency)
@@ -445,16 +527,44 @@ async fn main() {
         args.seconds, args.concurrency
     );
 
+    eprintln!("SQLite: /healthz, clicks, postback intake, commit baseline");
     let (sqlite_intake, sqlite_peak, ch) = intake(&args, &http, None).await;
     let (health, clicks) = ch.expect("click scenario");
     let sqlite_commit = commit_baseline(None, args.concurrency, args.seconds).await;
+    eprintln!("SQLite: pipeline");
+    let sqlite_pipeline = pipeline::pipeline(&args, &http, None).await;
     let mut pg = None;
     if let Some(admin) = &args.postgres_url {
+        eprintln!("PostgreSQL: postback intake, commit baselines (sqlx, pgbench)");
         let url = fresh_pg_database(admin).await;
         let (pg_intake, pg_peak, _) = intake(&args, &http, Some(&url)).await;
-        let pg_commit = commit_baseline(Some(&url), args.concurrency, args.seconds).await;
-        pg = Some((pg_intake, pg_peak, pg_commit));
+        let sqlx_commit = commit_baseline(Some(&url), args.concurrency, args.seconds).await;
+        let pgbench = pgbench_baseline(&url, args.concurrency, args.seconds);
+        if let Err(e) = &pgbench {
+            eprintln!("pgbench failed: {e}");
+        }
         drop_pg_database(admin, &url).await;
+        eprintln!("PostgreSQL: pipeline");
+        let url = fresh_pg_database(admin).await;
+        let pipe = pipeline::pipeline(&args, &http, Some(&url)).await;
+        drop_pg_database(admin, &url).await;
+        eprintln!(
+            "PostgreSQL: attribution latency with {} clicks stored (bulk fill)",
+            args.scale_clicks
+        );
+        let url = fresh_pg_database(admin).await;
+        let small = if args.smoke { 1_000 } else { 10_000 };
+        let scale =
+            pipeline::attribution_at_scale(&args, &http, &url, &[small, args.scale_clicks]).await;
+        drop_pg_database(admin, &url).await;
+        pg = Some(PgFigures {
+            intake: pg_intake,
+            peak: pg_peak,
+            sqlx_commit,
+            pgbench: pgbench.ok(),
+            pipeline: pipe,
+            scale,
+        });
     }
 
     let mut table = String::new();
@@ -479,18 +589,59 @@ async fn main() {
             sqlite_intake.rps / sqlite_commit
         ),
     ));
-    if let Some((r, _, commit)) = &pg {
-        table.push_str(&row(
-            "postback intake, PostgreSQL",
-            r,
-            format!(
-                "{:.2} × PostgreSQL one-row commits ({commit:.0}/s)",
-                r.rps / commit
+    if let Some(p) = &pg {
+        let ratio = match p.pgbench {
+            Some(tps) => format!(
+                "{:.2} × pgbench one-row commits ({tps:.0}/s; sqlx loop {:.0}/s)",
+                p.intake.rps / tps,
+                p.sqlx_commit
             ),
-        ));
+            None => format!(
+                "{:.2} × sqlx one-row commits ({:.0}/s; pgbench unavailable)",
+                p.intake.rps / p.sqlx_commit,
+                p.sqlx_commit
+            ),
+        };
+        table.push_str(&row("postback intake, PostgreSQL", &p.intake, ratio));
     }
-    let peak = pg.as_ref().map(|p| p.1).unwrap_or(0.0).max(sqlite_peak);
-    table.push_str(&format!("\nPeak resident memory of the Trcker process: {peak:.0} MiB (SQLite run {sqlite_peak:.0} MiB).\n"));
+    table.push_str("\n| pipeline | conversions/s (attributed, commissioned, notified) | end-to-end p50 ms | p99 ms | at (postbacks/s) |\n| --- | ---: | ---: | ---: | ---: |\n");
+    let pipe_row = |name: &str, v: &Value| {
+        format!(
+            "| {name} | {} | {} | {} | {} |\n",
+            v["conversions_per_second"],
+            v["end_to_end_p50_ms"],
+            v["end_to_end_p99_ms"],
+            v["half_load_per_second"]
+        )
+    };
+    table.push_str(&pipe_row("SQLite", &sqlite_pipeline));
+    if let Some(p) = &pg {
+        table.push_str(&pipe_row("PostgreSQL", &p.pipeline));
+        table.push_str("\n| clicks stored (PostgreSQL) | attribution p50 ms | p99 ms | samples |\n| ---: | ---: | ---: | ---: |\n");
+        for r in p.scale.as_array().into_iter().flatten() {
+            table.push_str(&format!(
+                "| {} | {} | {} | {} |\n",
+                r["clicks_stored"], r["p50_ms"], r["p99_ms"], r["attributed"]
+            ));
+        }
+    }
+    let mut peaks = vec![
+        sqlite_peak,
+        sqlite_pipeline["peak_rss_mib"].as_f64().unwrap_or(0.0),
+    ];
+    if let Some(p) = &pg {
+        peaks.push(p.peak);
+        peaks.push(p.pipeline["peak_rss_mib"].as_f64().unwrap_or(0.0));
+    }
+    let peak = peaks.iter().copied().fold(0.0, f64::max);
+    table.push_str(&format!(
+        "\nPeak resident memory of a Trcker process: {peak:.0} MiB (intake runs {}).\n",
+        peaks
+            .iter()
+            .map(|p| format!("{p:.0}"))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    ));
     println!(
         "Machine: {machine}; load generator in the same process tree, {} connections, {} s per scenario.\n",
         args.concurrency, args.seconds
@@ -500,6 +651,7 @@ async fn main() {
     let results = json!({
         "date": chrono::Utc::now().to_rfc3339(),
         "machine": machine,
+        "smoke": args.smoke,
         "concurrency": args.concurrency,
         "seconds": args.seconds,
         "healthz": health.json(),
@@ -507,8 +659,12 @@ async fn main() {
         "click_ratio_to_healthz": clicks.rps / health.rps,
         "postback_intake_sqlite": sqlite_intake.json(),
         "sqlite_single_row_commits_per_second": sqlite_commit.round(),
-        "postback_intake_postgres": pg.as_ref().map(|p| p.0.json()),
-        "postgres_single_row_commits_per_second": pg.as_ref().map(|p| p.2.round()),
+        "pipeline_sqlite": sqlite_pipeline,
+        "postback_intake_postgres": pg.as_ref().map(|p| p.intake.json()),
+        "postgres_single_row_commits_per_second_pgbench": pg.as_ref().and_then(|p| p.pgbench).map(f64::round),
+        "postgres_single_row_commits_per_second_sqlx": pg.as_ref().map(|p| p.sqlx_commit.round()),
+        "pipeline_postgres": pg.as_ref().map(|p| p.pipeline.clone()),
+        "attribution_latency_postgres": pg.as_ref().map(|p| p.scale.clone()),
         "peak_rss_mib": peak.round(),
     });
     if let Some(dir) = args.json.parent() {
@@ -520,4 +676,13 @@ async fn main() {
     )
     .expect("write results");
     eprintln!("results written to {}", args.json.display());
+}
+
+struct PgFigures {
+    intake: Result_,
+    peak: f64,
+    sqlx_commit: f64,
+    pgbench: Option<f64>,
+    pipeline: Value,
+    scale: Value,
 }

@@ -94,14 +94,45 @@ async fn run(store: Store, queue: JobQueue, mut rx: mpsc::Receiver<(postback::Mo
     }
 }
 
+/// Writes one group in one transaction. Rows go in in dedupe-key order, so
+/// that two receivers committing groups that share keys (a merchant sending the
+/// same postback to both at once) take their locks in the same order instead of
+/// deadlocking; a group that still meets a deadlock is written again.
 async fn write(
     store: &Store,
     batch: &[(postback::Model, Reply)],
 ) -> Result<Vec<bool>, sea_orm::DbErr> {
+    let mut order: Vec<usize> = (0..batch.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (a, b) = (&batch[a].0, &batch[b].0);
+        (&a.tenant_id, &a.dedupe_key).cmp(&(&b.tenant_id, &b.dedupe_key))
+    });
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match write_in_order(store, batch, &order).await {
+            Err(e) if tries < 3 && is_deadlock(&e) => {
+                tracing::warn!(error = %e, "inbox group met a deadlock; writing it again");
+            }
+            other => return other,
+        }
+    }
+}
+
+fn is_deadlock(e: &sea_orm::DbErr) -> bool {
+    let text = e.to_string();
+    text.contains("deadlock detected") || text.contains("could not serialize access")
+}
+
+async fn write_in_order(
+    store: &Store,
+    batch: &[(postback::Model, Reply)],
+    order: &[usize],
+) -> Result<Vec<bool>, sea_orm::DbErr> {
     let txn = store.write_txn().await?;
-    let mut inserted = Vec::with_capacity(batch.len());
-    for (row, _) in batch {
-        let am = row.clone().into_active_model().reset_all();
+    let mut inserted = vec![false; batch.len()];
+    for &i in order {
+        let am = batch[i].0.clone().into_active_model().reset_all();
         let n = postback::Entity::insert(am)
             .on_conflict(
                 OnConflict::columns([postback::Column::TenantId, postback::Column::DedupeKey])
@@ -110,7 +141,7 @@ async fn write(
             )
             .exec_without_returning(&txn)
             .await?;
-        inserted.push(n == 1);
+        inserted[i] = n == 1;
     }
     txn.commit().await?;
     Ok(inserted)

@@ -201,7 +201,10 @@ pub async fn run(
         .map_err(|e| e.to_string());
     // A sweep pass in progress finishes (it stops between passes); aborting it
     // mid-query would hand its connection back in a broken state.
-    if tokio::time::timeout(Duration::from_secs(5), sweeper).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), sweeper)
+        .await
+        .is_err()
+    {
         tracing::warn!("a sweep pass was still running at shutdown");
     }
     tracing::info!(worker = %name, "workers stopped");

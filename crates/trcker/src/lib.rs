@@ -209,14 +209,25 @@ impl App {
 
     /// Waits until the app has stopped (after its shutdown token is cancelled).
     pub async fn wait(self) {
-        let deadline = tokio::time::Instant::now() + TASKS_BOUND;
-        for mut t in self.tasks {
-            if tokio::time::timeout_at(deadline, &mut t).await.is_err() {
-                tracing::error!(
-                    "requests or jobs still running after {}s; stopping them",
-                    TASKS_BOUND.as_secs()
-                );
-                t.abort();
+        let aborts: Vec<_> = self.tasks.iter().map(|t| t.abort_handle()).collect();
+        let mut all = std::pin::pin!(async {
+            for t in self.tasks {
+                let _ = t.await;
+            }
+        });
+        // Until shutdown is asked for, the tasks run as long as they like; from
+        // then on they have TASKS_BOUND to finish.
+        let finished = tokio::select! {
+            _ = &mut all => true,
+            _ = self.shutdown.cancelled() => false,
+        };
+        if !finished && tokio::time::timeout(TASKS_BOUND, &mut all).await.is_err() {
+            tracing::error!(
+                "requests or jobs still running {}s after shutdown began; stopping them",
+                TASKS_BOUND.as_secs()
+            );
+            for a in aborts {
+                a.abort();
             }
         }
         // Requests are done: write the clicks still buffered, then close.

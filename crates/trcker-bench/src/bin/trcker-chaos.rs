@@ -781,6 +781,10 @@ async fn main() {
     check(acked.len() == n, "a postback never got a 200");
     check(lost == 0, "an acknowledged postback has no conversion");
     check(
+        tally.other_answers.load(Ordering::Relaxed) == 0,
+        "a postback got an answer other than 200 or 503",
+    );
+    check(
         duplicate_conversions == 0,
         "a transaction was counted twice",
     );

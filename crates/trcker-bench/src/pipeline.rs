@@ -1,0 +1,357 @@
+//! The pipeline scenarios: sustained conversions per second (attributed,
+//! commissioned and the affiliate notified), end-to-end latency at half that
+//! rate, and attribution latency with many clicks stored.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::{Args, Server, percentile_ms, seed};
+
+/// A local HTTP/1.1 server standing in for the affiliate: answers 200 on
+/// keep-alive connections and notes when each `txn=` first arrived.
+pub struct Affiliate {
+    pub url: String,
+    seen: Arc<Mutex<HashMap<String, Instant>>>,
+}
+
+impl Affiliate {
+    pub async fn start() -> Affiliate {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let seen: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+        let record = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                tokio::spawn(serve_connection(sock, record.clone()));
+            }
+        });
+        Affiliate { url, seen }
+    }
+
+    fn count_with_prefix(&self, prefix: &str) -> usize {
+        let seen = self.seen.lock().expect("seen");
+        seen.keys().filter(|k| k.starts_with(prefix)).count()
+    }
+
+    fn arrival(&self, txn: &str) -> Option<Instant> {
+        self.seen.lock().expect("seen").get(txn).copied()
+    }
+}
+
+async fn serve_connection(
+    mut sock: tokio::net::TcpStream,
+    seen: Arc<Mutex<HashMap<String, Instant>>>,
+) {
+    let mut buf = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 4096];
+    loop {
+        // One request per loop: a GET has no body, so it ends at the blank line.
+        let end = loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end + 4;
+            }
+            match sock.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let arrived = Instant::now();
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        buf.drain(..end);
+        if let Some(txn) = head
+            .split("txn=")
+            .nth(1)
+            .and_then(|r| r.split([' ', '&']).next())
+        {
+            seen.lock()
+                .expect("seen")
+                .entry(txn.to_owned())
+                .or_insert(arrived);
+        }
+        if sock
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Makes one click and returns its id.
+pub async fn click(http: &reqwest::Client, base: &str) -> String {
+    let r = http
+        .get(format!("{base}/api/r/bench/pro?via=jane"))
+        .send()
+        .await
+        .expect("click");
+    let location = r.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_owned();
+    location
+        .rsplit_once("click_id=")
+        .expect("click id")
+        .1
+        .to_owned()
+}
+
+async fn postback(
+    http: &reqwest::Client,
+    base: &str,
+    secret: &str,
+    click_id: &str,
+    txn: &str,
+) -> Option<(Instant, Value)> {
+    let url = format!(
+        "{base}/api/postback/bench/pro?secret={secret}&click_id={click_id}&amount=10&txn_id={txn}"
+    );
+    for _ in 0..100 {
+        match http.get(&url).send().await {
+            Ok(r) if r.status() == 200 => {
+                let at = Instant::now();
+                return Some((at, r.json().await.unwrap_or_default()));
+            }
+            // Back-pressure (429/503): a merchant's server tries again.
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    None
+}
+
+async fn wait_for(affiliate: &Affiliate, prefix: &str, n: usize, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while affiliate.count_with_prefix(prefix) < n {
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    true
+}
+
+/// Conversions per second through the whole pipeline, then end-to-end latency
+/// (accepted → affiliate notified) at half that rate.
+pub async fn pipeline(args: &Args, http: &reqwest::Client, database_url: Option<&str>) -> Value {
+    let affiliate = Affiliate::start().await;
+    let server = Server::start(&args.trcker, database_url);
+    let seeded = seed(
+        http,
+        &server.base,
+        Some(&format!("{}/n?txn={{txn_id}}", affiliate.url)),
+    )
+    .await;
+    let click_id = click(http, &server.base).await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // the click writer's batch
+
+    // Maximum: N postbacks as fast as intake takes them; the clock stops when
+    // the affiliate has heard of the last one.
+    let n = args.pipeline_postbacks;
+    let started = Instant::now();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..args.concurrency {
+        let (http, base, secret, click_id, next) = (
+            http.clone(),
+            server.base.clone(),
+            seeded.secret.clone(),
+            click_id.clone(),
+            next.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut failed = 0u64;
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= n {
+                    return failed;
+                }
+                if postback(&http, &base, &secret, &click_id, &format!("max{i}"))
+                    .await
+                    .is_none()
+                {
+                    failed += 1;
+                }
+            }
+        }));
+    }
+    let mut failed = 0;
+    for t in tasks {
+        failed += t.await.unwrap_or(1);
+    }
+    let intake_secs = started.elapsed().as_secs_f64();
+    let drained = wait_for(&affiliate, "max", n, Duration::from_secs(900)).await;
+    let total_secs = started.elapsed().as_secs_f64();
+    let rate = affiliate.count_with_prefix("max") as f64 / total_secs;
+
+    // Half that rate, paced (open loop), for the scenario's time.
+    let half = (rate / 2.0).max(1.0);
+    let count = ((half * args.seconds as f64) as usize).max(10);
+    let accepted: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let t0 = Instant::now();
+    let mut tasks = Vec::with_capacity(count);
+    for k in 0..count {
+        tokio::time::sleep_until((t0 + Duration::from_secs_f64(k as f64 / half)).into()).await;
+        let (http, base, secret, click_id, accepted) = (
+            http.clone(),
+            server.base.clone(),
+            seeded.secret.clone(),
+            click_id.clone(),
+            accepted.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let txn = format!("half{k}");
+            if let Some((at, _)) = postback(&http, &base, &secret, &click_id, &txn).await {
+                accepted.lock().expect("accepted").insert(txn, at);
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let half_drained = wait_for(&affiliate, "half", count, Duration::from_secs(300)).await;
+    let mut latencies: Vec<u64> = accepted
+        .lock()
+        .expect("accepted")
+        .iter()
+        .filter_map(|(txn, at)| {
+            affiliate
+                .arrival(txn)
+                .map(|n| n.saturating_duration_since(*at).as_micros() as u64)
+        })
+        .collect();
+    latencies.sort_unstable();
+    let peak = server.peak_rss_mib();
+    json!({
+        "postbacks": n,
+        "failed_postbacks": failed,
+        "intake_seconds": round1(intake_secs),
+        "all_notified": drained,
+        "seconds_until_all_notified": round1(total_secs),
+        "conversions_per_second": rate.round(),
+        "half_load_per_second": half.round(),
+        "half_load_postbacks": count,
+        "half_load_all_notified": half_drained,
+        "end_to_end_p50_ms": percentile_ms(&latencies, 0.50),
+        "end_to_end_p99_ms": percentile_ms(&latencies, 0.99),
+        "peak_rss_mib": peak.round(),
+    })
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+/// Attribution latency (postback accepted → conversion attributed) with
+/// `sizes` clicks stored, on PostgreSQL; the clicks beyond the real ones are
+/// generated in bulk inside the database.
+pub async fn attribution_at_scale(
+    args: &Args,
+    http: &reqwest::Client,
+    database_url: &str,
+    sizes: &[u64],
+) -> Value {
+    let server = Server::start(&args.trcker, Some(database_url));
+    let seeded = seed(http, &server.base, None).await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(database_url)
+        .await
+        .expect("postgres");
+    let template = click(http, &server.base).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let samples = args.attribution_samples;
+    let mut rows = Vec::new();
+    for (round, &size) in sizes.iter().enumerate() {
+        let have: i64 = sqlx::query_scalar("SELECT count(*) FROM clicks")
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+        let missing = (size as i64 - have - samples as i64).max(0);
+        let fill_started = Instant::now();
+        // In chunks, spread over the last 30 days, all of the tenant's program.
+        let mut done = 0i64;
+        while done < missing {
+            let chunk = (missing - done).min(1_000_000);
+            sqlx::query(
+                "INSERT INTO clicks (id, tenant_id, created_at, program_id, affiliate_id, link_id, \
+                 ip, user_agent, referrer, is_unique, is_bot, is_test, outcome, sub1, sub2, sub3, sub4, sub5) \
+                 SELECT 'b' || substr(md5(g::text || $4), 1, 31), c.tenant_id, \
+                 c.created_at - ((g % 2592000) * interval '1 second'), c.program_id, c.affiliate_id, \
+                 c.link_id, c.ip, c.user_agent, c.referrer, c.is_unique, c.is_bot, c.is_test, c.outcome, \
+                 c.sub1, c.sub2, c.sub3, c.sub4, c.sub5 \
+                 FROM clicks c, generate_series($2::bigint, $3::bigint) g WHERE c.id = $1",
+            )
+            .bind(&template)
+            .bind(done + 1)
+            .bind(done + chunk)
+            .bind(format!("r{round}"))
+            .execute(&pool)
+            .await
+            .expect("bulk clicks");
+            done += chunk;
+        }
+        let _ = sqlx::query("ANALYZE clicks").execute(&pool).await;
+        let fill_secs = fill_started.elapsed().as_secs_f64();
+        // Fresh clicks, as customers make them, then one postback each, in turn.
+        let mut ids = Vec::with_capacity(samples);
+        for _ in 0..samples {
+            ids.push(click(http, &server.base).await);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM clicks")
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+        let mut latencies = Vec::with_capacity(samples);
+        for (i, id) in ids.iter().enumerate() {
+            let Some((at, body)) = postback(
+                http,
+                &server.base,
+                &seeded.secret,
+                id,
+                &format!("scale{round}-{i}"),
+            )
+            .await
+            else {
+                continue;
+            };
+            let Some(pb) = body["postback_id"].as_str() else {
+                continue;
+            };
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let state: String = sqlx::query_scalar("SELECT state FROM postbacks WHERE id = $1")
+                    .bind(pb)
+                    .fetch_one(&pool)
+                    .await
+                    .expect("state");
+                if state != "received" {
+                    if state == "processed" {
+                        latencies.push(at.elapsed().as_micros() as u64);
+                    }
+                    break;
+                }
+                if Instant::now() > deadline {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_micros(500)).await;
+            }
+        }
+        latencies.sort_unstable();
+        rows.push(json!({
+            "clicks_stored": stored,
+            "bulk_fill_seconds": round1(fill_secs),
+            "attributed": latencies.len(),
+            "p50_ms": percentile_ms(&latencies, 0.50),
+            "p99_ms": percentile_ms(&latencies, 0.99),
+        }));
+    }
+    pool.close().await;
+    Value::Array(rows)
+}
