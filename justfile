@@ -28,6 +28,11 @@ bench seconds="10":
     cargo build --release -p trcker -p trcker-bench
     target/release/trcker-bench --seconds {{seconds}} --postgres-url {{postgres_url}}
 
+# A quick run of every benchmark scenario (what CI runs; asserts nothing about speed).
+bench-smoke:
+    cargo build -p trcker -p trcker-bench
+    target/debug/trcker-bench --trcker target/debug/trcker --smoke --postgres-url {{postgres_url}} --json target/bench-smoke.json
+
 # The full fault run (needs root: it creates, stops and starts a second
 # PostgreSQL cluster on port 5439): on PostgreSQL, two receivers and two worker
 # processes, workers stopped every few seconds, a receiver SIGKILLed, PostgreSQL

@@ -8,9 +8,9 @@
 //!
 //! One endpoint cannot hold up the others: a process makes at most
 //! [`PER_ENDPOINT_CONCURRENCY`] calls to one endpoint at a time, and a job whose
-//! endpoint is at that limit does not wait for it: it puts its attempt off by
-//! [`BUSY_DEFER_SECS`] (not counted as a try) and frees its worker slot for
-//! other endpoints; the retry sweeper queues it again when due. Every call has a
+//! endpoint stays at that limit for [`BUSY_WAIT`] does not wait longer: it puts
+//! its attempt off by [`BUSY_DEFER_SECS`] (not counted as a try) and frees its
+//! worker slot for other endpoints; the retry sweeper queues it again when due. Every call has a
 //! 5 s connect and 10 s overall timeout.
 //!
 //! Outgoing requests never reach loopback, private or link-local addresses
@@ -43,6 +43,9 @@ pub const RETRY_SCHEDULE_SECS: [i64; 10] =
 
 /// Calls one process makes to one endpoint at the same time.
 pub const PER_ENDPOINT_CONCURRENCY: usize = 8;
+/// How long a job waits for its endpoint to have room before putting its
+/// attempt off.
+pub const BUSY_WAIT: Duration = Duration::from_millis(500);
 /// How long an attempt is put off when its endpoint is at its limit.
 pub const BUSY_DEFER_SECS: i64 = 2;
 
@@ -53,8 +56,10 @@ pub struct EndpointGates {
 }
 
 impl EndpointGates {
-    /// A permit to call `endpoint_id`, or `None` when it is at its limit.
-    fn try_enter(&self, endpoint_id: &str) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    /// A permit to call `endpoint_id`, waiting up to [`BUSY_WAIT`] for one
+    /// (a fast endpoint frees its permits within that); `None` when the
+    /// endpoint stays at its limit.
+    async fn enter(&self, endpoint_id: &str) -> Option<tokio::sync::OwnedSemaphorePermit> {
         let gate = {
             let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
             // Forget idle endpoints now and then so the map stays small.
@@ -66,7 +71,13 @@ impl EndpointGates {
                 .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(PER_ENDPOINT_CONCURRENCY)))
                 .clone()
         };
-        gate.try_acquire_owned().ok()
+        match gate.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => tokio::time::timeout(BUSY_WAIT, gate.acquire_owned())
+                .await
+                .ok()
+                .and_then(Result::ok),
+        }
     }
 }
 
@@ -252,7 +263,7 @@ impl Services {
         if d.status != "pending" || d.attempts != job.attempt {
             return Ok(()); // delivered, dead, or this attempt was made already
         }
-        let Some(_permit) = self.endpoint_gates.try_enter(&d.endpoint_id) else {
+        let Some(_permit) = self.endpoint_gates.enter(&d.endpoint_id).await else {
             // The endpoint is at its limit: try later, keep this slot for others.
             let later = now() + ChronoDuration::seconds(BUSY_DEFER_SECS);
             notification_delivery::Entity::update_many()
