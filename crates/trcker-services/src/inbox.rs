@@ -14,8 +14,9 @@
 //! attribute jobs in one push (one more transaction per group, not one per
 //! postback). If that push fails, the inbox sweeper queues them.
 
-use sea_orm::sea_query::OnConflict;
-use sea_orm::{ActiveModelTrait, EntityTrait, IntoActiveModel};
+use std::collections::HashSet;
+
+use sea_orm::{ActiveModelTrait, EntityTrait, IntoActiveModel, TryInsertResult};
 use tokio::sync::{mpsc, oneshot};
 use trcker_storage::entities::postback;
 use trcker_storage::{Store, sea_orm};
@@ -124,25 +125,25 @@ fn is_deadlock(e: &sea_orm::DbErr) -> bool {
     text.contains("deadlock detected") || text.contains("could not serialize access")
 }
 
+/// One multi-row `INSERT … ON CONFLICT DO NOTHING RETURNING id`: one round trip
+/// for the whole group; the ids returned are the rows that were new.
 async fn write_in_order(
     store: &Store,
     batch: &[(postback::Model, Reply)],
     order: &[usize],
 ) -> Result<Vec<bool>, sea_orm::DbErr> {
     let txn = store.write_txn().await?;
-    let mut inserted = vec![false; batch.len()];
-    for &i in order {
-        let am = batch[i].0.clone().into_active_model().reset_all();
-        let n = postback::Entity::insert(am)
-            .on_conflict(
-                OnConflict::columns([postback::Column::TenantId, postback::Column::DedupeKey])
-                    .do_nothing()
-                    .to_owned(),
-            )
-            .exec_without_returning(&txn)
-            .await?;
-        inserted[i] = n == 1;
-    }
+    let rows = order
+        .iter()
+        .map(|&i| batch[i].0.clone().into_active_model().reset_all());
+    let result = postback::Entity::insert_many(rows)
+        .on_conflict_do_nothing_on([postback::Column::TenantId, postback::Column::DedupeKey])
+        .exec_with_returning_keys(&txn)
+        .await?;
     txn.commit().await?;
-    Ok(inserted)
+    let new: HashSet<String> = match result {
+        TryInsertResult::Inserted(ids) => ids.into_iter().collect(),
+        TryInsertResult::Conflicted | TryInsertResult::Empty => HashSet::new(),
+    };
+    Ok(batch.iter().map(|(row, _)| new.contains(&row.id)).collect())
 }
