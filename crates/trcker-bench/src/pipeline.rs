@@ -150,6 +150,29 @@ pub async fn pipeline(args: &Args, http: &reqwest::Client, database_url: Option<
     let click_id = click(http, &server.base).await;
     tokio::time::sleep(Duration::from_millis(300)).await; // the click writer's batch
 
+    // On PostgreSQL, the database's own count of commits tells how many
+    // transactions a conversion costs.
+    let stats = match database_url {
+        Some(url) => Some(
+            sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect(url)
+                .await
+                .expect("postgres"),
+        ),
+        None => None,
+    };
+    let commits = |pool: Option<sqlx::PgPool>| async move {
+        let pool = pool?;
+        sqlx::query_scalar::<_, i64>(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
+        )
+        .fetch_one(&pool)
+        .await
+        .ok()
+    };
+    let commits_before = commits(stats.clone()).await;
+
     // Maximum: N postbacks as fast as intake takes them; the clock stops when
     // the affiliate has heard of the last one.
     let n = args.pipeline_postbacks;
@@ -188,6 +211,11 @@ pub async fn pipeline(args: &Args, http: &reqwest::Client, database_url: Option<
     let drained = wait_for(&affiliate, "max", n, Duration::from_secs(900)).await;
     let total_secs = started.elapsed().as_secs_f64();
     let rate = affiliate.count_with_prefix("max") as f64 / total_secs;
+    tokio::time::sleep(Duration::from_millis(1500)).await; // statistics are flushed each second
+    let commits_per_conversion = match (commits_before, commits(stats.clone()).await) {
+        (Some(a), Some(b)) => Some(((b - a) as f64 / n as f64 * 10.0).round() / 10.0),
+        _ => None,
+    };
 
     // Half that rate, paced (open loop), for the scenario's time.
     let half = (rate / 2.0).max(1.0);
@@ -234,6 +262,7 @@ pub async fn pipeline(args: &Args, http: &reqwest::Client, database_url: Option<
         "all_notified": drained,
         "seconds_until_all_notified": round1(total_secs),
         "conversions_per_second": rate.round(),
+        "database_commits_per_conversion": commits_per_conversion,
         "half_load_per_second": half.round(),
         "half_load_postbacks": count,
         "half_load_all_notified": half_drained,
