@@ -51,7 +51,7 @@ struct Args {
     #[arg(long, default_value = "target/bench-results.json")]
     json: PathBuf,
     /// Postbacks pushed through the pipeline at its maximum rate.
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, default_value_t = 5_000)]
     pipeline_postbacks: usize,
     /// Postbacks timed one by one at each click-table size.
     #[arg(long, default_value_t = 200)]

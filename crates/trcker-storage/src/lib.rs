@@ -227,6 +227,34 @@ impl Store {
         })
     }
 
+    /// Deletes queue jobs that finished well (`Done`) more than `older_than_secs`
+    /// ago, at most 10,000 per call. Trcker's own tables are the record of what
+    /// happened (postback log, conversions, deliveries and attempts); a job's
+    /// effects are keyed, so a job pushed again after its row is gone runs again
+    /// and changes nothing. Without this, apalis-sqlite's acknowledgement, which
+    /// visits every job a worker ever locked, slows down as the table grows.
+    /// Failed jobs are kept for inspection. Returns how many were deleted.
+    pub async fn prune_done_jobs(&self, older_than_secs: i64) -> Result<u64, StorageError> {
+        Ok(match &self.pool {
+            Pool::Sqlite(pool) => sqlx::query(
+                "DELETE FROM Jobs WHERE rowid IN (SELECT rowid FROM Jobs WHERE status = 'Done' \
+                 AND done_at IS NOT NULL AND done_at < strftime('%s', 'now') - ?1 LIMIT 10000)",
+            )
+            .bind(older_than_secs)
+            .execute(pool)
+            .await?
+            .rows_affected(),
+            Pool::Postgres(pool) => sqlx::query(
+                "DELETE FROM apalis.jobs WHERE id IN (SELECT id FROM apalis.jobs WHERE status = 'Done' \
+                 AND done_at < NOW() - make_interval(secs => $1) LIMIT 10000)",
+            )
+            .bind(older_than_secs as f64)
+            .execute(pool)
+            .await?
+            .rows_affected(),
+        })
+    }
+
     /// Whether the database answers.
     pub async fn ping(&self) -> bool {
         self.conn.execute_unprepared("SELECT 1").await.is_ok()

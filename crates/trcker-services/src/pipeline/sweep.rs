@@ -29,6 +29,8 @@ pub const ORPHAN_AFTER_SECS: i64 = 15;
 /// Jobs locked this long are handed back whoever holds them: no job runs this
 /// long, so one locked this long was lost inside a live process.
 pub const STUCK_AFTER_SECS: i64 = 60;
+/// Finished jobs are deleted this long after they finished.
+pub const KEEP_DONE_JOBS_SECS: i64 = 5;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SweepReport {
@@ -37,6 +39,7 @@ pub struct SweepReport {
     pub approved: usize,
     pub ips_erased: u64,
     pub orphaned_jobs: u64,
+    pub pruned_jobs: u64,
 }
 
 impl Services {
@@ -127,6 +130,11 @@ impl Services {
         report.orphaned_jobs = self
             .store
             .release_orphaned_jobs(ORPHAN_AFTER_SECS, STUCK_AFTER_SECS)
+            .await
+            .map_err(|e| JobError(e.to_string()))?;
+        report.pruned_jobs = self
+            .store
+            .prune_done_jobs(KEEP_DONE_JOBS_SECS)
             .await
             .map_err(|e| JobError(e.to_string()))?;
         Ok(report)
