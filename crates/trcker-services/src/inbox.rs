@@ -12,12 +12,19 @@
 //!
 //! Once a group is committed, the writer answers its requests and queues their
 //! attribute jobs in one push (one more transaction per group, not one per
-//! postback). If that push fails, the inbox sweeper queues them.
+//! postback), in the background so that the next group's commit does not wait
+//! for it. If that push fails, the inbox sweeper queues them.
+//!
+//! On PostgreSQL several writers take turns at the channel, so that groups
+//! commit side by side (the server syncs concurrent commits together); SQLite
+//! has one writer, since its writes are serialised by its lock anyway.
 
 use std::collections::HashSet;
 
 use sea_orm::{ActiveModelTrait, EntityTrait, IntoActiveModel, TryInsertResult};
-use tokio::sync::{mpsc, oneshot};
+use std::sync::Arc;
+
+use tokio::sync::{Mutex, mpsc, oneshot};
 use trcker_storage::entities::postback;
 use trcker_storage::{Store, sea_orm};
 
@@ -26,6 +33,8 @@ use crate::queue::{AttributeJob, JobQueue};
 
 const MAX_BATCH: usize = 256;
 const QUEUE: usize = 4096;
+/// Groups committing at the same time on PostgreSQL.
+const POSTGRES_WRITERS: usize = 4;
 
 type Reply = oneshot::Sender<Result<bool, ServiceError>>;
 
@@ -36,10 +45,18 @@ pub struct InboxWriter {
 }
 
 impl InboxWriter {
-    /// Starts the writer on the current Tokio runtime.
+    /// Starts the writer(s) on the current Tokio runtime.
     pub fn start(store: Store, queue: JobQueue) -> InboxWriter {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(store, queue, rx));
+        let rx = Arc::new(Mutex::new(rx));
+        let writers = if store.is_postgres() {
+            POSTGRES_WRITERS
+        } else {
+            1
+        };
+        for _ in 0..writers {
+            tokio::spawn(run(store.clone(), queue.clone(), rx.clone()));
+        }
         InboxWriter { tx }
     }
 
@@ -57,9 +74,17 @@ impl InboxWriter {
     }
 }
 
-async fn run(store: Store, queue: JobQueue, mut rx: mpsc::Receiver<(postback::Model, Reply)>) {
+async fn run(
+    store: Store,
+    queue: JobQueue,
+    rx: Arc<Mutex<mpsc::Receiver<(postback::Model, Reply)>>>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    loop {
+        // Whatever waits now is this writer's group; the others take the next.
+        if rx.lock().await.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            return;
+        }
         match write(&store, &batch).await {
             Ok(inserted) => {
                 let mut jobs = Vec::with_capacity(batch.len());
@@ -73,9 +98,12 @@ async fn run(store: Store, queue: JobQueue, mut rx: mpsc::Receiver<(postback::Mo
                     }
                     let _ = reply.send(Ok(ok));
                 }
-                if let Err(e) = queue.push_all(&jobs).await {
-                    tracing::warn!(error = %e, jobs = jobs.len(), "enqueue failed; the inbox sweeper will queue them");
-                }
+                let queue = queue.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = queue.push_all(&jobs).await {
+                        tracing::warn!(error = %e, jobs = jobs.len(), "enqueue failed; the inbox sweeper will queue them");
+                    }
+                });
             }
             Err(e) => {
                 let unavailable = trcker_storage::is_unavailable(&e);
