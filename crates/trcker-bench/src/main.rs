@@ -132,61 +132,21 @@ impl Drop for Server {
     }
 }
 
-struct Seeded {
-    secret: String,
-}
-
-/// A tenant `bench` with program `pro` (10%), affiliate `jane` (told of each
-/// conversion at `affiliate_url` when given) and an integration.
-async fn seed(http: &reqwest::Client, base: &str, affiliate_url: Option<&str>) -> Seeded {
-    let post = |path: &str, token: &str, body: Value| {
-        let req = http
-            .post(format!("{base}{path}"))
-            .bearer_auth(token)
-            .json(&body);
-        async move {
-            req.send()
-                .await
-                .expect("seed")
-                .json::<Value>()
-                .await
-                .expect("seed json")
-        }
-    };
-    let tenant = post(
-        "/api/v1/tenants",
+/// The benchmark's tenant: `bench`, program `pro` paying 10 %.
+async fn bench_seed(
+    http: &reqwest::Client,
+    base: &str,
+    affiliate_url: Option<&str>,
+) -> trcker_bench::Seeded {
+    trcker_bench::seed(
+        http,
+        base,
         "bench-operator",
-        json!({"name": "Bench", "slug": "bench"}),
+        "bench",
+        json!({"type": "percent", "value": "10"}),
+        affiliate_url,
     )
-    .await;
-    let key = tenant["api_key"].as_str().expect("api key").to_owned();
-    let program = post(
-        "/api/v1/programs",
-        &key,
-        json!({"name": "Pro", "slug": "pro", "destination_url": "https://shop.example/pro",
-               "commission": {"type": "percent", "value": "10"}}),
-    )
-    .await;
-    post(
-        "/api/v1/affiliates",
-        &key,
-        match affiliate_url {
-            Some(url) => {
-                json!({"name": "Jane", "email": "jane@example.com", "slug": "jane", "postback_url": url})
-            }
-            None => json!({"name": "Jane", "email": "jane@example.com", "slug": "jane"}),
-        },
-    )
-    .await;
-    let integration = post(
-        "/api/v1/integrations",
-        &key,
-        json!({"name": "Shop", "program_id": program["id"]}),
-    )
-    .await;
-    Seeded {
-        secret: integration["secret"].as_str().expect("secret").to_owned(),
-    }
+    .await
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -438,7 +398,7 @@ async fn intake(
     database_url: Option<&str>,
 ) -> (Result_, f64, Option<(Result_, Result_)>) {
     let server = Server::start(&args.trcker, database_url);
-    let seeded = seed(http, &server.base, None).await;
+    let seeded = bench_seed(http, &server.base, None).await;
     let mut clicks_and_health = None;
     if database_url.is_none() {
         let base = server.base.clone();

@@ -7,82 +7,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::{Args, Server, percentile_ms, seed};
+use trcker_bench::Affiliate;
 
-/// A local HTTP/1.1 server standing in for the affiliate: answers 200 on
-/// keep-alive connections and notes when each `txn=` first arrived.
-pub struct Affiliate {
-    pub url: String,
-    seen: Arc<Mutex<HashMap<String, Instant>>>,
-}
-
-impl Affiliate {
-    pub async fn start() -> Affiliate {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
-        let seen: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-        let record = seen.clone();
-        tokio::spawn(async move {
-            while let Ok((sock, _)) = listener.accept().await {
-                tokio::spawn(serve_connection(sock, record.clone()));
-            }
-        });
-        Affiliate { url, seen }
-    }
-
-    fn count_with_prefix(&self, prefix: &str) -> usize {
-        let seen = self.seen.lock().expect("seen");
-        seen.keys().filter(|k| k.starts_with(prefix)).count()
-    }
-
-    fn arrival(&self, txn: &str) -> Option<Instant> {
-        self.seen.lock().expect("seen").get(txn).copied()
-    }
-}
-
-async fn serve_connection(
-    mut sock: tokio::net::TcpStream,
-    seen: Arc<Mutex<HashMap<String, Instant>>>,
-) {
-    let mut buf = Vec::with_capacity(4096);
-    let mut chunk = [0u8; 4096];
-    loop {
-        // One request per loop: a GET has no body, so it ends at the blank line.
-        let end = loop {
-            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break end + 4;
-            }
-            match sock.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        };
-        let arrived = Instant::now();
-        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-        buf.drain(..end);
-        if let Some(txn) = head
-            .split("txn=")
-            .nth(1)
-            .and_then(|r| r.split([' ', '&']).next())
-        {
-            seen.lock()
-                .expect("seen")
-                .entry(txn.to_owned())
-                .or_insert(arrived);
-        }
-        if sock
-            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-            .await
-            .is_err()
-        {
-            return;
-        }
-    }
-}
+use crate::{Args, Server, bench_seed, percentile_ms};
 
 /// Makes one click and returns its id.
 pub async fn click(http: &reqwest::Client, base: &str) -> String {
@@ -139,9 +67,9 @@ async fn wait_for(affiliate: &Affiliate, prefix: &str, n: usize, limit: Duration
 /// Conversions per second through the whole pipeline, then end-to-end latency
 /// (accepted → affiliate notified) at half that rate.
 pub async fn pipeline(args: &Args, http: &reqwest::Client, database_url: Option<&str>) -> Value {
-    let affiliate = Affiliate::start().await;
+    let affiliate = Affiliate::start("txn").await;
     let server = Server::start(&args.trcker, database_url);
-    let seeded = seed(
+    let seeded = bench_seed(
         http,
         &server.base,
         Some(&format!("{}/n?txn={{txn_id}}", affiliate.url)),
@@ -286,7 +214,7 @@ pub async fn attribution_at_scale(
     sizes: &[u64],
 ) -> Value {
     let server = Server::start(&args.trcker, Some(database_url));
-    let seeded = seed(http, &server.base, None).await;
+    let seeded = bench_seed(http, &server.base, None).await;
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(2)
         .connect(database_url)

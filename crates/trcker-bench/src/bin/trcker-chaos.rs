@@ -289,39 +289,8 @@ async fn main() {
     }
 
     // The affiliate's server: counts the conversions it is told about.
-    let seen: Arc<Mutex<(u64, HashSet<String>)>> = Arc::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let affiliate_url = format!("http://{}", listener.local_addr().expect("addr"));
-    {
-        let seen = seen.clone();
-        tokio::spawn(async move {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            while let Ok((mut sock, _)) = listener.accept().await {
-                let seen = seen.clone();
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 4096];
-                    let n = sock.read(&mut buf).await.unwrap_or(0);
-                    let req = String::from_utf8_lossy(&buf[..n]);
-                    if let Some(cid) = req
-                        .split("conv=")
-                        .nth(1)
-                        .and_then(|r| r.split([' ', '&']).next())
-                        && let Ok(mut s) = seen.lock()
-                    {
-                        s.0 += 1;
-                        s.1.insert(cid.to_owned());
-                    }
-                    let _ = sock
-                        .write_all(
-                            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
-                        )
-                        .await;
-                });
-            }
-        });
-    }
+    let affiliate = trcker_bench::Affiliate::start("conv").await;
+    let affiliate_url = affiliate.url.clone();
 
     // Receivers on fixed ports, so that a restarted one is found where it was.
     let receiver_count = match args.database {
@@ -342,48 +311,16 @@ async fn main() {
         .timeout(Duration::from_secs(30))
         .build()
         .expect("client");
-    let post = |path: &str, token: &str, body: Value| {
-        let req = http
-            .post(format!("{}{path}", bases[0]))
-            .bearer_auth(token)
-            .json(&body);
-        async move {
-            req.send()
-                .await
-                .expect("seed")
-                .json::<Value>()
-                .await
-                .expect("seed json")
-        }
-    };
-    let tenant = post(
-        "/api/v1/tenants",
+    let seeded = trcker_bench::seed(
+        &http,
+        &bases[0],
         "chaos-operator",
-        json!({"name":"Chaos","slug":"chaos"}),
+        "chaos",
+        json!({"type": "flat", "value": "1.00"}),
+        Some(&format!("{affiliate_url}/pb?conv={{conversion_id}}")),
     )
     .await;
-    let key = tenant["api_key"].as_str().expect("key").to_owned();
-    let program = post(
-        "/api/v1/programs",
-        &key,
-        json!({"name":"Pro","slug":"pro",
-        "destination_url":"https://shop.example/","commission":{"type":"flat","value":"1.00"}}),
-    )
-    .await;
-    post(
-        "/api/v1/affiliates",
-        &key,
-        json!({"name":"Jane","email":"jane@example.com","slug":"jane",
-        "postback_url": format!("{affiliate_url}/pb?conv={{conversion_id}}")}),
-    )
-    .await;
-    let integration = post(
-        "/api/v1/integrations",
-        &key,
-        json!({"name":"Shop","program_id":program["id"]}),
-    )
-    .await;
-    let secret = integration["secret"].as_str().expect("secret").to_owned();
+    let (key, secret) = (seeded.key, seeded.secret);
     let mut clicks = Vec::new();
     for _ in 0..100 {
         let r = http
@@ -706,7 +643,7 @@ async fn main() {
             eprintln!("left: {r}");
         }
     }
-    let (calls, notified) = seen.lock().map(|s| (s.0, s.1.len())).unwrap_or_default();
+    let (calls, notified) = (affiliate.calls(), affiliate.distinct());
 
     // Everything stops cleanly and in bounded time.
     let mut shutdown_worst = 0f64;
