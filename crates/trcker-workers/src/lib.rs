@@ -24,8 +24,9 @@ use trcker_storage::Pool;
 /// How often workers prove they are alive; a worker silent for twice this long
 /// is presumed dead and its running jobs are handed to others.
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
-/// How often an idle SQLite worker looks for new jobs (PostgreSQL workers are
-/// also woken by LISTEN/NOTIFY).
+/// How often an idle worker looks for new jobs. PostgreSQL workers are also
+/// woken by LISTEN/NOTIFY, but a wake-up that arrives while a worker is busy is
+/// not repeated, so the poll bounds how long such a job waits.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// How often the sweepers run.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -89,7 +90,7 @@ fn postgres_backend<T>(
         .poll_with_strategy(
             Strategy::new()
                 .stream(pubsub)
-                .interval(Duration::from_millis(500)),
+                .interval(POLL_INTERVAL),
         )
 }
 
