@@ -87,11 +87,7 @@ fn postgres_backend<T>(
     let pubsub = apalis_postgres::Pubsub::new(pool.clone(), queue.to_owned());
     PostgresStorage::<T>::new(pool)
         .with_config(config)
-        .poll_with_strategy(
-            Strategy::new()
-                .stream(pubsub)
-                .interval(POLL_INTERVAL),
-        )
+        .poll_with_strategy(Strategy::new().stream(pubsub).interval(POLL_INTERVAL))
 }
 
 /// Registers one worker per job type, all on the same backend.
