@@ -10,8 +10,8 @@
 //! [`PER_ENDPOINT_CONCURRENCY`] calls to one endpoint at a time, and a job whose
 //! endpoint stays at that limit for [`BUSY_WAIT`] does not wait longer: it puts
 //! its attempt off by [`BUSY_DEFER_SECS`] (not counted as a try) and frees its
-//! worker slot for other endpoints; the retry sweeper queues it again when due. Every call has a
-//! 5 s connect and 10 s overall timeout.
+//! worker slot for other endpoints; the retry sweeper queues it again when due.
+//! Every call has a 5 s connect and 10 s overall timeout.
 //!
 //! Outgoing requests never reach loopback, private or link-local addresses
 //! unless the operator allows it: names are resolved through a resolver that
