@@ -149,6 +149,32 @@ async fn bench_seed(
     .await
 }
 
+/// A process's peak resident memory (MiB) after each phase it ran.
+struct Peaks(Vec<(&'static str, f64)>);
+
+impl Peaks {
+    fn last(&self) -> f64 {
+        self.0.last().map(|p| p.1).unwrap_or(0.0)
+    }
+
+    fn json(&self) -> Value {
+        Value::Object(
+            self.0
+                .iter()
+                .map(|(phase, mib)| ((*phase).to_owned(), json!(mib.round())))
+                .collect(),
+        )
+    }
+
+    fn text(&self) -> String {
+        self.0
+            .iter()
+            .map(|(phase, mib)| format!("{phase} {mib:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Result_ {
     rps: f64,
@@ -396,9 +422,10 @@ async fn intake(
     args: &Args,
     http: &reqwest::Client,
     database_url: Option<&str>,
-) -> (Result_, f64, Option<(Result_, Result_)>) {
+) -> (Result_, Peaks, Option<(Result_, Result_)>) {
     let server = Server::start(&args.trcker, database_url);
     let seeded = bench_seed(http, &server.base, None).await;
+    let mut peaks = vec![("seeded", server.peak_rss_mib())];
     let mut clicks_and_health = None;
     if database_url.is_none() {
         let base = server.base.clone();
@@ -410,6 +437,7 @@ async fn intake(
             reqwest::StatusCode::OK,
         )
         .await;
+        peaks.push(("/healthz", server.peak_rss_mib()));
         let base = server.base.clone();
         let clicks = load(
             args.concurrency,
@@ -419,6 +447,7 @@ async fn intake(
             reqwest::StatusCode::FOUND,
         )
         .await;
+        peaks.push(("clicks", server.peak_rss_mib()));
         clicks_and_health = Some((health, clicks));
     }
     // Each postback needs a click of its own to be realistic; one click serves as
@@ -448,8 +477,8 @@ async fn intake(
         reqwest::StatusCode::OK,
     )
     .await;
-    let peak = server.peak_rss_mib();
-    (postbacks, peak, clicks_and_health)
+    peaks.push(("intake", server.peak_rss_mib()));
+    (postbacks, Peaks(peaks), clicks_and_health)
 }
 
 #[tokio::main]
@@ -488,7 +517,8 @@ async fn main() {
     );
 
     eprintln!("SQLite: /healthz, clicks, postback intake, commit baseline");
-    let (sqlite_intake, sqlite_peak, ch) = intake(&args, &http, None).await;
+    let (sqlite_intake, sqlite_peaks, ch) = intake(&args, &http, None).await;
+    let sqlite_peak = sqlite_peaks.last();
     let (health, clicks) = ch.expect("click scenario");
     let sqlite_commit = commit_baseline(None, args.concurrency, args.seconds).await;
     eprintln!("SQLite: pipeline");
@@ -497,7 +527,8 @@ async fn main() {
     if let Some(admin) = &args.postgres_url {
         eprintln!("PostgreSQL: postback intake, commit baselines (sqlx, pgbench)");
         let url = fresh_pg_database(admin).await;
-        let (pg_intake, pg_peak, _) = intake(&args, &http, Some(&url)).await;
+        let (pg_intake, pg_peaks, _) = intake(&args, &http, Some(&url)).await;
+        let pg_peak = pg_peaks.last();
         let sqlx_commit = commit_baseline(Some(&url), args.concurrency, args.seconds).await;
         let pgbench = pgbench_baseline(&url, args.concurrency, args.seconds);
         if let Err(e) = &pgbench {
@@ -595,12 +626,14 @@ async fn main() {
     }
     let peak = peaks.iter().copied().fold(0.0, f64::max);
     table.push_str(&format!(
-        "\nPeak resident memory of a Trcker process: {peak:.0} MiB (intake runs {}).\n",
+        "\nPeak resident memory of a Trcker process: {peak:.0} MiB (per process, in run order: {}).\n\
+         The process that took /healthz, clicks and SQLite intake, after each phase (MiB): {}.\n",
         peaks
             .iter()
             .map(|p| format!("{p:.0}"))
             .collect::<Vec<_>>()
-            .join(" / ")
+            .join(" / "),
+        sqlite_peaks.text()
     ));
     println!(
         "Machine: {machine}; load generator in the same process tree, {} connections, {} s per scenario.\n",
@@ -626,6 +659,7 @@ async fn main() {
         "pipeline_postgres": pg.as_ref().map(|p| p.pipeline.clone()),
         "attribution_latency_postgres": pg.as_ref().map(|p| p.scale.clone()),
         "peak_rss_mib": peak.round(),
+        "peak_rss_mib_after_each_phase_sqlite": sqlite_peaks.json(),
     });
     if let Some(dir) = args.json.parent() {
         let _ = std::fs::create_dir_all(dir);
