@@ -267,6 +267,14 @@ pub struct AffiliateUpdate {
     pub postback_url: Option<Option<String>>,
 }
 
+fn check_name(errors: &mut Vec<FieldError>, name: &Option<String>) {
+    if let Some(n) = name
+        && (n.trim().is_empty() || n.chars().count() > 200)
+    {
+        errors.push(FieldError::new("name", "must be 1 to 200 characters"));
+    }
+}
+
 fn check_status(errors: &mut Vec<FieldError>, status: &Option<String>) {
     if let Some(s) = status
         && s != "active"
@@ -436,11 +444,7 @@ impl Services {
             .await?
             .ok_or(ServiceError::NotFound("program"))?;
         let mut errors = Vec::new();
-        if let Some(n) = &input.name
-            && (n.trim().is_empty() || n.chars().count() > 200)
-        {
-            errors.push(FieldError::new("name", "must be 1 to 200 characters"));
-        }
+        check_name(&mut errors, &input.name);
         check_url(
             &mut errors,
             "destination_url",
@@ -513,11 +517,7 @@ impl Services {
             .await?
             .ok_or(ServiceError::NotFound("affiliate"))?;
         let mut errors = Vec::new();
-        if let Some(n) = &input.name
-            && (n.trim().is_empty() || n.chars().count() > 200)
-        {
-            errors.push(FieldError::new("name", "must be 1 to 200 characters"));
-        }
+        check_name(&mut errors, &input.name);
         check_status(&mut errors, &input.status);
         check_url(
             &mut errors,
