@@ -578,11 +578,7 @@ on_both_databases!(the_sweeper_queues_a_stored_postback_that_has_no_job);
 async fn pushing_a_job_twice_is_harmless(app: &TestApp) {
     use trcker_services::queue::AttributeJob;
     let services = app.services();
-    let job = |id: &str| AttributeJob {
-        tenant_id: "ten_none".into(),
-        postback_id: id.into(),
-        retry: None,
-    };
+    let job = |id: &str| AttributeJob::one("ten_none", id);
     services
         .queue
         .push(&job("pbk_a"))

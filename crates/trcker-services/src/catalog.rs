@@ -216,9 +216,8 @@ impl Services {
         if moved.rows_affected == 1 {
             // If this push fails, the inbox sweeper pushes the same job.
             let job = AttributeJob {
-                tenant_id: tenant.to_string(),
-                postback_id: pb.id.clone(),
                 retry: Some(pb.processed_at.unwrap_or(pb.created_at).timestamp_millis()),
+                ..AttributeJob::one(tenant.to_string(), pb.id.clone())
             };
             if let Err(e) = self.queue.push(&job).await {
                 tracing::warn!(error = %e, postback_id = %pb.id, "enqueue failed; the sweeper will pick it up");

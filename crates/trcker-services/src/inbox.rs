@@ -10,9 +10,9 @@
 //! Each row is inserted with `ON CONFLICT (tenant_id, dedupe_key) DO NOTHING`, so
 //! a repeat inside a group, or of an earlier postback, is reported as such.
 //!
-//! Once a group is committed, the writer answers its requests and queues their
-//! attribute jobs in one push (one more transaction per group, not one per
-//! postback), in the background so that the next group's commit does not wait
+//! Once a group is committed, the writer answers its requests and queues one
+//! attribute job per tenant of the group, carrying the group's postbacks (one
+//! more transaction per group, not one per postback), in the background so that the next group's commit does not wait
 //! for it. If that push fails, the inbox sweeper queues them.
 //!
 //! On PostgreSQL several writers take turns at the channel, so that groups
@@ -87,14 +87,14 @@ async fn run(
         }
         match write(&store, &batch).await {
             Ok(inserted) => {
-                let mut jobs = Vec::with_capacity(batch.len());
+                // One attribute job per tenant of the group.
+                let mut jobs: Vec<AttributeJob> = Vec::new();
                 for ((row, reply), ok) in batch.drain(..).zip(inserted) {
                     if ok {
-                        jobs.push(AttributeJob {
-                            tenant_id: row.tenant_id,
-                            postback_id: row.id,
-                            retry: None,
-                        });
+                        match jobs.iter_mut().find(|j| j.tenant_id == row.tenant_id) {
+                            Some(job) => job.postback_ids.push(row.id),
+                            None => jobs.push(AttributeJob::one(row.tenant_id, row.id)),
+                        }
                     }
                     let _ = reply.send(Ok(ok));
                 }

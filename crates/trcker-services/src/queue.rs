@@ -2,7 +2,10 @@
 //!
 //! Every job carries ids (and its tenant), never data, and an idempotency key:
 //! pushing the same job twice (a sweeper catching up after a crash, a job that
-//! runs again) leaves one job in the queue.
+//! runs again) leaves one job in the queue. A job carries a batch of ids of one
+//! tenant (an inbox group's postbacks, the conversions they made, the
+//! deliveries those made), so that each step reads, writes and commits once
+//! per batch rather than once per conversion.
 
 use apalis::prelude::TaskBuilder;
 use serde::{Deserialize, Serialize};
@@ -12,34 +15,66 @@ pub const ATTRIBUTE_QUEUE: &str = "trcker.attribute";
 pub const COMMISSION_QUEUE: &str = "trcker.commission";
 pub const NOTIFY_QUEUE: &str = "trcker.notify";
 
-/// Attribute one accepted postback to a click (or coupon) and its affiliate.
+/// Attribute accepted postbacks of one tenant: an inbox group's, or one that a
+/// sweeper or a tenant queues again.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AttributeJob {
     pub tenant_id: String,
-    pub postback_id: String,
+    pub postback_ids: Vec<String>,
     /// Set when a tenant asks for attribution again: a new job, not a repeat.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<i64>,
 }
 
-/// Book the commission a conversion earns (once) and notify its affiliate of
-/// the conversion's status.
+impl AttributeJob {
+    /// The job of one postback.
+    pub fn one(tenant_id: impl Into<String>, postback_id: impl Into<String>) -> Self {
+        AttributeJob {
+            tenant_id: tenant_id.into(),
+            postback_ids: vec![postback_id.into()],
+            retry: None,
+        }
+    }
+}
+
+/// Book the commissions that conversions of one tenant earn (once each) and
+/// notify their affiliates of each conversion's status.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CommissionJob {
     pub tenant_id: String,
+    pub items: Vec<CommissionItem>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommissionItem {
     pub conversion_id: String,
     /// The conversion's status when the job was queued: each status gets its
     /// own job (and its own notification).
     pub status: String,
 }
 
-/// Make one attempt at one notification delivery.
+impl CommissionJob {
+    /// The job of one conversion's status.
+    pub fn one(
+        tenant_id: impl Into<String>,
+        conversion_id: impl Into<String>,
+        status: impl Into<String>,
+    ) -> Self {
+        CommissionJob {
+            tenant_id: tenant_id.into(),
+            items: vec![CommissionItem {
+                conversion_id: conversion_id.into(),
+                status: status.into(),
+            }],
+        }
+    }
+}
+
+/// Make one attempt at each of some notification deliveries of one tenant.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NotifyJob {
     pub tenant_id: String,
-    pub delivery_id: String,
-    /// The attempt this job makes (0 for the first); a stale job is a no-op.
-    pub attempt: i32,
+    pub items: Vec<NotifyItem>,
     /// When the attempt was due (ms since the epoch), for attempts the sweeper
     /// queues: a retry, or an attempt put off because its endpoint was busy, is
     /// a new job rather than a repeat of the first.
@@ -47,17 +82,35 @@ pub struct NotifyJob {
     pub due: Option<i64>,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotifyItem {
+    pub delivery_id: String,
+    /// The attempt this job makes (0 for the first); a stale one is a no-op.
+    pub attempt: i32,
+}
+
 pub trait Job: Serialize {
     const QUEUE: &'static str;
     fn idempotency_key(&self) -> String;
 }
 
+/// A batch's key: a lone item keeps its own key (so that a sweeper pushing it
+/// again finds it); a batch is named by its first and last items and its size.
+fn batch_key<T>(items: &[T], key: impl Fn(&T) -> String) -> String {
+    match items {
+        [] => String::new(),
+        [one] => key(one),
+        [first, .., last] => format!("{}..{}+{}", key(first), key(last), items.len()),
+    }
+}
+
 impl Job for AttributeJob {
     const QUEUE: &'static str = ATTRIBUTE_QUEUE;
     fn idempotency_key(&self) -> String {
+        let ids = batch_key(&self.postback_ids, String::clone);
         match self.retry {
-            Some(r) => format!("{}:{r}", self.postback_id),
-            None => self.postback_id.clone(),
+            Some(r) => format!("{ids}:{r}"),
+            None => ids,
         }
     }
 }
@@ -65,16 +118,17 @@ impl Job for AttributeJob {
 impl Job for CommissionJob {
     const QUEUE: &'static str = COMMISSION_QUEUE;
     fn idempotency_key(&self) -> String {
-        format!("{}:{}", self.conversion_id, self.status)
+        batch_key(&self.items, |i| format!("{}:{}", i.conversion_id, i.status))
     }
 }
 
 impl Job for NotifyJob {
     const QUEUE: &'static str = NOTIFY_QUEUE;
     fn idempotency_key(&self) -> String {
+        let items = batch_key(&self.items, |i| format!("{}:{}", i.delivery_id, i.attempt));
         match self.due {
-            Some(due) => format!("{}:{}:{due}", self.delivery_id, self.attempt),
-            None => format!("{}:{}", self.delivery_id, self.attempt),
+            Some(due) => format!("{items}:{due}"),
+            None => items,
         }
     }
 }

@@ -255,6 +255,35 @@ impl Store {
         })
     }
 
+    /// When the oldest job of a queue that has not finished (waiting, fetched
+    /// or running) was queued, if there is one. The sweepers use it to tell a
+    /// postback or delivery that lost its job from one whose job is simply
+    /// still waiting behind others.
+    pub async fn oldest_open_job(
+        &self,
+        queue: &str,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, StorageError> {
+        Ok(match &self.pool {
+            Pool::Sqlite(pool) => sqlx::query_scalar::<_, Option<i64>>(
+                "SELECT MIN(run_at) FROM Jobs WHERE job_type = ?1 \
+                 AND status IN ('Pending', 'Queued', 'Running')",
+            )
+            .bind(queue)
+            .fetch_one(pool)
+            .await?
+            .and_then(|secs| chrono::DateTime::from_timestamp(secs, 0)),
+            Pool::Postgres(pool) => {
+                sqlx::query_scalar::<_, Option<chrono::DateTime<chrono::Utc>>>(
+                    "SELECT MIN(run_at) FROM apalis.jobs WHERE job_type = $1 \
+                 AND status IN ('Pending', 'Queued', 'Running')",
+                )
+                .bind(queue)
+                .fetch_one(pool)
+                .await?
+            }
+        })
+    }
+
     /// Whether the database answers.
     pub async fn ping(&self) -> bool {
         self.conn.execute_unprepared("SELECT 1").await.is_ok()

@@ -6,23 +6,25 @@ use trcker_services::Services;
 use trcker_services::queue::{AttributeJob, CommissionJob, NotifyJob};
 
 pub async fn attribute(job: AttributeJob, services: Data<Services>) -> Result<(), BoxDynError> {
-    let outcome = services.run_attribute(&job).await.inspect_err(|e| {
-        tracing::warn!(postback_id = %job.postback_id, error = %e, "attribute failed; will retry");
+    let outcomes = services.run_attribute(&job).await.inspect_err(|e| {
+        tracing::warn!(postbacks = job.postback_ids.len(), first = ?job.postback_ids.first(), error = %e, "attribute failed; will retry");
     })?;
-    tracing::debug!(postback_id = %job.postback_id, ?outcome, "attributed");
+    for (postback_id, outcome) in outcomes {
+        tracing::debug!(%postback_id, ?outcome, "attributed");
+    }
     Ok(())
 }
 
 pub async fn commission(job: CommissionJob, services: Data<Services>) -> Result<(), BoxDynError> {
     services.run_commission(&job).await.inspect_err(|e| {
-        tracing::warn!(conversion_id = %job.conversion_id, error = %e, "commission failed; will retry");
+        tracing::warn!(conversions = job.items.len(), first = ?job.items.first().map(|i| &i.conversion_id), error = %e, "commission failed; will retry");
     })?;
     Ok(())
 }
 
 pub async fn notify(job: NotifyJob, services: Data<Services>) -> Result<(), BoxDynError> {
     services.run_notify(&job).await.inspect_err(|e| {
-        tracing::warn!(delivery_id = %job.delivery_id, error = %e, "notify failed; will retry");
+        tracing::warn!(deliveries = job.items.len(), first = ?job.items.first().map(|i| &i.delivery_id), error = %e, "notify failed; will retry");
     })?;
     Ok(())
 }

@@ -1,30 +1,42 @@
-//! Job 1: attribute an accepted postback.
+//! Job 1: attribute accepted postbacks.
 //!
 //! A new txn_id becomes a conversion, attributed to the click's (or coupon's)
 //! affiliate, once per tenant, program and txn_id. A known txn_id with a new
 //! status moves that conversion along the state machine and, when the
 //! commission is no longer owed, books a reversing ledger entry. A postback that
 //! cannot be attributed is kept with its reason ("unattributed"), never dropped.
+//!
+//! A job carries a batch of one tenant's postbacks (an inbox group). They are
+//! read together (a handful of queries for the whole batch), decided one by one
+//! by plain rules, and written in one transaction; the commission step of every
+//! conversion made or moved is then queued as one job. Two postbacks of one
+//! transaction in the same batch are taken in turn (a later round sees what the
+//! earlier one did), and so is a postback whose conversion another worker
+//! created or moved meanwhile.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Instant;
 
 use chrono::Duration;
-use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use sea_orm::sea_query::{CaseStatement, Expr, SimpleExpr};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, TryInsertResult,
+    Value,
+};
 use trcker_domain::ConversionStatus;
 use trcker_domain::click_id::ClickId;
 use trcker_domain::ids::IdKind;
 use trcker_domain::money::{Currency, format_minor};
 use trcker_domain::postback::PostbackParams;
 use trcker_storage::entities::*;
-use trcker_storage::{TenantId, is_unique_violation, scoped, scoped_by_id, sea_orm};
+use trcker_storage::{TenantId, scoped, sea_orm};
 
 use super::JobError;
 use crate::Services;
-use crate::queue::{AttributeJob, CommissionJob};
-use crate::util::{from_json, insert, now};
+use crate::queue::{AttributeJob, CommissionItem, CommissionJob};
+use crate::util::{from_json, now};
 
-/// What attribution decided.
+/// What attribution decided for one postback.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Attribution {
     Converted {
@@ -40,196 +52,415 @@ pub enum Attribution {
     AlreadyDone,
 }
 
+/// How long a postback waits for a click that is very recent and may still be
+/// in a click writer's buffer (of this or another process).
+const CLICK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How often such a postback looks for its click again.
+const CLICK_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+/// Rounds in which a postback may meet a concurrent change to its conversion
+/// before the job gives up and is run again by the queue.
+const MAX_RETRY_ROUNDS: usize = 5;
+
+/// What one postback's attribution writes.
+enum Effect {
+    Unattributed {
+        reason: String,
+    },
+    Convert {
+        conv: conversion::Model,
+        reason: String,
+    },
+    Move {
+        conv: conversion::Model,
+        from: ConversionStatus,
+        to: ConversionStatus,
+    },
+    /// The conversion has this status already (or is held): nothing moves.
+    Same {
+        conversion_id: String,
+        reason: String,
+    },
+}
+
+/// Everything a batch's decisions read, loaded with one query per table.
+#[derive(Default)]
+struct Loaded {
+    programs: HashMap<String, program::Model>,
+    aliases: HashMap<String, BTreeMap<String, String>>,
+    existing: HashMap<(String, String), conversion::Model>,
+    clicks: HashMap<String, click::Model>,
+    coupons: HashMap<(String, String), coupon::Model>,
+    affiliates: HashMap<String, affiliate::Model>,
+}
+
+#[derive(Default)]
+struct Round {
+    done: Vec<(String, Attribution)>,
+    /// Postbacks to take in the next round at once.
+    again: Vec<String>,
+    /// Postbacks waiting for their click.
+    waiting: Vec<String>,
+    /// The commission steps to queue.
+    next: Vec<CommissionItem>,
+}
+
+fn distinct<'a>(values: impl IntoIterator<Item = &'a String>) -> Vec<String> {
+    let set: HashSet<&String> = values.into_iter().collect();
+    set.into_iter().cloned().collect()
+}
+
+/// `CASE id WHEN … THEN … END` over a batch, for one UPDATE of many rows
+/// with a value of their own each.
+fn per_row<C: ColumnTrait>(id: C, values: &[(String, Value)]) -> SimpleExpr {
+    let mut case = CaseStatement::new();
+    for (row, value) in values {
+        case = case.case(id.eq(row.as_str()), Expr::val(value.clone()));
+    }
+    case.into()
+}
+
 impl Services {
-    pub async fn run_attribute(&self, job: &AttributeJob) -> Result<Attribution, JobError> {
+    /// Attributes a batch of postbacks; returns what became of each.
+    pub async fn run_attribute(
+        &self,
+        job: &AttributeJob,
+    ) -> Result<Vec<(String, Attribution)>, JobError> {
         let tenant = TenantId::from_trusted(job.tenant_id.clone());
-        let Some(pb) = scoped_by_id::<postback::Entity>(&tenant, &job.postback_id)
-            .one(&self.store.conn)
-            .await?
-        else {
-            return Ok(Attribution::AlreadyDone);
-        };
-        if pb.state != "received" {
-            // Done before (this job runs again after a crash): make sure the
-            // next step is queued, then stop.
-            if let Some(cid) = pb
-                .conversion_id
-                .as_deref()
-                .filter(|_| pb.state == "processed")
-            {
-                self.push_commission(&tenant, cid).await?;
+        let mut ids = distinct(&job.postback_ids);
+        ids.sort();
+        let mut outcomes = Vec::with_capacity(ids.len());
+        let click_deadline = Instant::now() + CLICK_WAIT;
+        let mut retry_rounds = 0;
+        while !ids.is_empty() {
+            let wait_for_clicks = Instant::now() < click_deadline;
+            let round = self.attribute_round(&tenant, &ids, wait_for_clicks).await?;
+            outcomes.extend(round.done);
+            if !round.again.is_empty() {
+                retry_rounds += 1;
+                if retry_rounds > MAX_RETRY_ROUNDS {
+                    return Err(JobError(format!(
+                        "{} postbacks met concurrent changes to their conversions; retrying",
+                        round.again.len()
+                    )));
+                }
+            } else if !round.waiting.is_empty() {
+                tokio::time::sleep(CLICK_POLL).await;
             }
-            return Ok(Attribution::AlreadyDone);
+            ids = round.again.into_iter().chain(round.waiting).collect();
+            ids.sort();
         }
-        let program = scoped_by_id::<program::Entity>(&tenant, &pb.program_id)
-            .one(&self.store.conn)
-            .await?
-            .ok_or_else(|| {
-                JobError(format!(
-                    "program {} of postback {} is gone",
-                    pb.program_id, pb.id
-                ))
-            })?;
-        let pairs: Vec<(String, String)> = from_json(&pb.raw_params)?;
-        let integration = scoped_by_id::<integration::Entity>(&tenant, &pb.integration_id)
-            .one(&self.store.conn)
+        Ok(outcomes)
+    }
+
+    async fn attribute_round(
+        &self,
+        tenant: &TenantId,
+        ids: &[String],
+        wait_for_clicks: bool,
+    ) -> Result<Round, JobError> {
+        let db = &self.store.conn;
+        let mut round = Round::default();
+        let mut pbs = scoped::<postback::Entity>(tenant)
+            .filter(postback::Column::Id.is_in(ids.iter().cloned()))
+            .all(db)
             .await?;
-        let aliases: BTreeMap<String, String> = integration
-            .and_then(|i| i.param_aliases)
-            .and_then(|s| serde_json::from_str(&s).ok())
-            .unwrap_or_default();
+        pbs.sort_by(|a, b| a.id.cmp(&b.id));
+        let found: HashSet<&String> = pbs.iter().map(|p| &p.id).collect();
+        for id in ids.iter().filter(|id| !found.contains(id)) {
+            round.done.push((id.clone(), Attribution::AlreadyDone));
+        }
+        // Done before (this job runs again after a crash): make sure the next
+        // step is queued.
+        let done_before: Vec<String> = pbs
+            .iter()
+            .filter(|p| p.state == "processed")
+            .filter_map(|p| p.conversion_id.clone())
+            .collect();
+        let mut next: Vec<CommissionItem> = Vec::new();
+        if !done_before.is_empty() {
+            for conv in scoped::<conversion::Entity>(tenant)
+                .filter(conversion::Column::Id.is_in(done_before))
+                .all(db)
+                .await?
+            {
+                next.push(CommissionItem {
+                    conversion_id: conv.id,
+                    status: conv.status,
+                });
+            }
+        }
+        let (received, earlier): (Vec<_>, Vec<_>) =
+            pbs.into_iter().partition(|p| p.state == "received");
+        for pb in earlier {
+            round.done.push((pb.id, Attribution::AlreadyDone));
+        }
+
+        let loaded = self.load_batch(tenant, &received).await?;
+        let mut effects: Vec<(postback::Model, Effect)> = Vec::new();
+        let mut claimed: HashSet<(String, String)> = HashSet::new();
+        for pb in received {
+            let params = match self.parse_postback(&pb, &loaded) {
+                Ok(Ok(p)) => p,
+                Ok(Err(reason)) => {
+                    effects.push((pb, Effect::Unattributed { reason }));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let key = (pb.program_id.clone(), params.txn_id.clone());
+            if claimed.contains(&key) {
+                round.again.push(pb.id);
+                continue;
+            }
+            let effect = match loaded.existing.get(&key) {
+                Some(conv) => Some(change_status(conv, &params)),
+                None => self.convert(tenant, &pb, &params, &loaded, wait_for_clicks),
+            };
+            match effect {
+                // The click may not be written yet: look again shortly.
+                None => round.waiting.push(pb.id),
+                Some(effect) => {
+                    // A later postback of this transaction in the batch sees
+                    // what this one did, in the next round.
+                    claimed.insert(key);
+                    effects.push((pb, effect));
+                }
+            }
+        }
+        if !effects.is_empty() {
+            let written = self.write_attributions(tenant, effects).await?;
+            round.again.extend(written.again);
+            round.done.extend(written.done);
+            next.extend(written.next);
+        }
+        if !next.is_empty() {
+            self.queue
+                .push(&CommissionJob {
+                    tenant_id: tenant.to_string(),
+                    items: next,
+                })
+                .await?;
+        }
+        Ok(round)
+    }
+
+    /// Reads what the received postbacks of a batch need, one query per table.
+    async fn load_batch(
+        &self,
+        tenant: &TenantId,
+        received: &[postback::Model],
+    ) -> Result<Loaded, JobError> {
+        let db = &self.store.conn;
+        let mut loaded = Loaded::default();
+        if received.is_empty() {
+            return Ok(loaded);
+        }
+        let program_ids = distinct(received.iter().map(|p| &p.program_id));
+        for p in scoped::<program::Entity>(tenant)
+            .filter(program::Column::Id.is_in(program_ids.clone()))
+            .all(db)
+            .await?
+        {
+            loaded.programs.insert(p.id.clone(), p);
+        }
+        for i in scoped::<integration::Entity>(tenant)
+            .filter(
+                integration::Column::Id.is_in(distinct(received.iter().map(|p| &p.integration_id))),
+            )
+            .all(db)
+            .await?
+        {
+            let aliases = i
+                .param_aliases
+                .as_deref()
+                .and_then(|s| serde_json::from_str(s).ok())
+                .unwrap_or_default();
+            loaded.aliases.insert(i.id, aliases);
+        }
+        let parsed: Vec<PostbackParams> = received
+            .iter()
+            .filter_map(|pb| self.parse_postback(pb, &loaded).ok()?.ok())
+            .collect();
+        if parsed.is_empty() {
+            return Ok(loaded);
+        }
+        for c in scoped::<conversion::Entity>(tenant)
+            .filter(conversion::Column::ProgramId.is_in(program_ids.clone()))
+            .filter(conversion::Column::TxnId.is_in(distinct(parsed.iter().map(|p| &p.txn_id))))
+            .all(db)
+            .await?
+        {
+            loaded
+                .existing
+                .insert((c.program_id.clone(), c.txn_id.clone()), c);
+        }
+        let click_ids: Vec<String> = parsed
+            .iter()
+            .filter_map(|p| p.click_id.as_ref().map(|c| c.as_str().to_owned()))
+            .collect();
+        if !click_ids.is_empty() {
+            for c in scoped::<click::Entity>(tenant)
+                .filter(click::Column::Id.is_in(click_ids))
+                .all(db)
+                .await?
+            {
+                loaded.clicks.insert(c.id.clone(), c);
+            }
+        }
+        let codes: Vec<String> = parsed
+            .iter()
+            .filter(|p| p.click_id.is_none())
+            .filter_map(|p| p.coupon_code.clone())
+            .collect();
+        if !codes.is_empty() {
+            for c in scoped::<coupon::Entity>(tenant)
+                .filter(coupon::Column::ProgramId.is_in(program_ids))
+                .filter(coupon::Column::Code.is_in(codes))
+                .filter(coupon::Column::Status.eq("active"))
+                .all(db)
+                .await?
+            {
+                loaded
+                    .coupons
+                    .insert((c.program_id.clone(), c.code.clone()), c);
+            }
+        }
+        let affiliate_ids = distinct(
+            loaded
+                .clicks
+                .values()
+                .map(|c| &c.affiliate_id)
+                .chain(loaded.coupons.values().map(|c| &c.affiliate_id)),
+        );
+        if !affiliate_ids.is_empty() {
+            for a in scoped::<affiliate::Entity>(tenant)
+                .filter(affiliate::Column::Id.is_in(affiliate_ids))
+                .all(db)
+                .await?
+            {
+                loaded.affiliates.insert(a.id.clone(), a);
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// The postback's parameters, or why they cannot be read.
+    fn parse_postback(
+        &self,
+        pb: &postback::Model,
+        loaded: &Loaded,
+    ) -> Result<Result<PostbackParams, String>, JobError> {
+        let program = loaded.programs.get(&pb.program_id).ok_or_else(|| {
+            JobError(format!(
+                "program {} of postback {} is gone",
+                pb.program_id, pb.id
+            ))
+        })?;
+        let pairs: Vec<(String, String)> = from_json(&pb.raw_params)?;
+        let no_aliases = BTreeMap::new();
+        let aliases = loaded
+            .aliases
+            .get(&pb.integration_id)
+            .unwrap_or(&no_aliases);
         let currency = Currency::parse(&program.currency).unwrap_or(Currency::USD);
-        let params = match trcker_domain::postback::parse(&pairs, &aliases, currency) {
-            Ok(p) => p,
-            Err(fields) => {
-                let reason = fields
+        Ok(
+            trcker_domain::postback::parse(&pairs, aliases, currency).map_err(|fields| {
+                fields
                     .iter()
                     .map(|f| format!("{}: {}", f.field, f.message))
                     .collect::<Vec<_>>()
-                    .join("; ");
-                return self.unattributed(&tenant, &pb, reason).await;
-            }
-        };
-
-        let existing = scoped::<conversion::Entity>(&tenant)
-            .filter(conversion::Column::ProgramId.eq(&program.id))
-            .filter(conversion::Column::TxnId.eq(&params.txn_id))
-            .one(&self.store.conn)
-            .await?;
-        match existing {
-            Some(conv) => self.change_status(&tenant, &pb, conv, &params).await,
-            None => self.convert(&tenant, &pb, &program, &params).await,
-        }
-    }
-
-    async fn unattributed(
-        &self,
-        tenant: &TenantId,
-        pb: &postback::Model,
-        reason: String,
-    ) -> Result<Attribution, JobError> {
-        postback::Entity::update_many()
-            .col_expr(postback::Column::State, Expr::value("unattributed"))
-            .col_expr(postback::Column::Reason, Expr::value(reason.clone()))
-            .col_expr(postback::Column::ProcessedAt, Expr::value(now()))
-            .filter(postback::Column::TenantId.eq(tenant.as_str()))
-            .filter(postback::Column::Id.eq(&pb.id))
-            .filter(postback::Column::State.eq("received"))
-            .exec(&self.store.conn)
-            .await?;
-        Ok(Attribution::Unattributed { reason })
+                    .join("; ")
+            }),
+        )
     }
 
     /// Finds the affiliate a new conversion belongs to, or says why there is none.
-    /// The click, waiting briefly for a very recent one that the click writer
-    /// (of this or another process) has not written yet.
-    async fn find_click(
+    fn resolve_affiliate<'a>(
         &self,
-        tenant: &TenantId,
-        click_id: &ClickId,
-    ) -> Result<Option<click::Model>, JobError> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            let click = scoped_by_id::<click::Entity>(tenant, click_id.as_str())
-                .one(&self.store.conn)
-                .await?;
-            let age_ms = now().timestamp_millis() - click_id.unix_millis() as i64;
-            let may_be_buffered = (-5_000..15_000).contains(&age_ms);
-            if click.is_some() || !may_be_buffered || std::time::Instant::now() >= deadline {
-                return Ok(click);
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn resolve_affiliate(
-        &self,
-        tenant: &TenantId,
         program: &program::Model,
         params: &PostbackParams,
         received_at: chrono::DateTime<chrono::Utc>,
-    ) -> Result<Result<(affiliate::Model, Option<click::Model>), String>, JobError> {
+        loaded: &'a Loaded,
+        wait_for_clicks: bool,
+    ) -> Option<Result<(&'a affiliate::Model, Option<&'a click::Model>), String>> {
         let (affiliate_id, click) = if let Some(click_id) = &params.click_id {
-            let Some(click) = self.find_click(tenant, click_id).await? else {
-                return Ok(Err(format!("unknown click id {click_id}")));
+            let Some(click) = loaded.clicks.get(click_id.as_str()) else {
+                return if wait_for_clicks && may_be_buffered(click_id) {
+                    None
+                } else {
+                    Some(Err(format!("unknown click id {click_id}")))
+                };
             };
             if click.program_id != program.id {
-                return Ok(Err(format!("click {click_id} was made on another offer")));
+                return Some(Err(format!("click {click_id} was made on another offer")));
             }
             let window = Duration::days(program.attribution_window_days.into());
             let age = received_at - click.created_at;
             if age.num_seconds() < i64::from(program.min_conversion_seconds) {
-                return Ok(Err(format!(
+                return Some(Err(format!(
                     "conversion came {} seconds after click {click_id}; the offer's minimum is {} seconds",
                     age.num_seconds().max(0),
                     program.min_conversion_seconds
                 )));
             }
             if age > window {
-                return Ok(Err(format!(
+                return Some(Err(format!(
                     "click {click_id} expired: made {} days ago, the offer's attribution window is {} days",
                     age.num_days(),
                     program.attribution_window_days
                 )));
             }
-            (click.affiliate_id.clone(), Some(click))
+            (&click.affiliate_id, Some(click))
         } else if let Some(code) = &params.coupon_code {
-            let coupon = scoped::<coupon::Entity>(tenant)
-                .filter(coupon::Column::ProgramId.eq(&program.id))
-                .filter(coupon::Column::Code.eq(code))
-                .filter(coupon::Column::Status.eq("active"))
-                .one(&self.store.conn)
-                .await?;
-            match coupon {
-                Some(c) => (c.affiliate_id, None),
-                None => return Ok(Err(format!("unknown coupon code {code}"))),
+            match loaded.coupons.get(&(program.id.clone(), code.clone())) {
+                Some(c) => (&c.affiliate_id, None),
+                None => return Some(Err(format!("unknown coupon code {code}"))),
             }
         } else {
-            return Ok(Err("no click id and no coupon code".into()));
+            return Some(Err("no click id and no coupon code".into()));
         };
-        let affiliate = scoped_by_id::<affiliate::Entity>(tenant, &affiliate_id)
-            .one(&self.store.conn)
-            .await?;
-        match affiliate {
-            None => Ok(Err(format!("affiliate {affiliate_id} no longer exists"))),
-            Some(a) if a.status != "active" => {
-                Ok(Err(format!("affiliate {} is {}", a.slug, a.status)))
-            }
-            Some(a) => Ok(Ok((a, click))),
-        }
+        Some(match loaded.affiliates.get(affiliate_id) {
+            None => Err(format!("affiliate {affiliate_id} no longer exists")),
+            Some(a) if a.status != "active" => Err(format!("affiliate {} is {}", a.slug, a.status)),
+            Some(a) => Ok((a, click)),
+        })
     }
 
-    async fn convert(
+    /// A new transaction id: the conversion to create, or why there is none;
+    /// `None` while its click may still be on its way.
+    fn convert(
         &self,
         tenant: &TenantId,
         pb: &postback::Model,
-        program: &program::Model,
         params: &PostbackParams,
-    ) -> Result<Attribution, JobError> {
+        loaded: &Loaded,
+        wait_for_clicks: bool,
+    ) -> Option<Effect> {
+        let unattributed = |reason| Some(Effect::Unattributed { reason });
+        let Some(program) = loaded.programs.get(&pb.program_id) else {
+            return unattributed(format!("program {} is gone", pb.program_id));
+        };
         if params.currency.code() != program.currency {
-            let reason = format!(
+            return unattributed(format!(
                 "currency {} differs from the offer's {} and no exchange rate is configured",
                 params.currency, program.currency
-            );
-            return self.unattributed(tenant, pb, reason).await;
+            ));
         }
         if !matches!(
             params.status,
             ConversionStatus::Approved | ConversionStatus::Pending | ConversionStatus::Rejected
         ) {
-            let reason = format!(
+            return unattributed(format!(
                 "status {} for txn_id {} that has no conversion",
                 params.status, params.txn_id
-            );
-            return self.unattributed(tenant, pb, reason).await;
+            ));
         }
-        let (affiliate, click) = match self
-            .resolve_affiliate(tenant, program, params, pb.created_at)
-            .await?
-        {
-            Ok(found) => found,
-            Err(reason) => return self.unattributed(tenant, pb, reason).await,
-        };
+        let (affiliate, click) =
+            match self.resolve_affiliate(program, params, pb.created_at, loaded, wait_for_clicks) {
+                None => return None,
+                Some(Err(reason)) => return unattributed(reason),
+                Some(Ok(found)) => found,
+            };
         let t = now();
         let amount_minor = params
             .amount
@@ -244,13 +475,20 @@ impl Services {
             ),
             s => (s, None),
         };
+        let currency = Currency::parse(&program.currency).unwrap_or(Currency::USD);
+        let reason = format!(
+            "attributed to affiliate {} ({} {})",
+            affiliate.slug,
+            format_minor(amount_minor, currency),
+            program.currency
+        );
         let conv = conversion::Model {
             id: IdKind::Conversion.generate(),
             tenant_id: tenant.to_string(),
             created_at: t,
             program_id: program.id.clone(),
             affiliate_id: affiliate.id.clone(),
-            click_id: click.as_ref().map(|c| c.id.clone()),
+            click_id: click.map(|c| c.id.clone()),
             coupon_code: if click.is_none() {
                 params.coupon_code.clone()
             } else {
@@ -269,86 +507,156 @@ impl Services {
             is_test: pb.is_test || params.test,
             updated_at: t,
         };
-        let txn = self.store.write_txn().await?;
-        match insert(&txn, conv.clone()).await {
-            Ok(_) => {}
-            Err(e) if is_unique_violation(&e) => {
-                // Another postback with this txn_id (other status) won the race:
-                // run again and treat this one as a status change.
-                txn.rollback().await?;
-                return Err(JobError(format!(
-                    "txn_id {} was converted concurrently; retrying",
-                    params.txn_id
-                )));
-            }
-            Err(e) => return Err(e.into()),
-        }
-        let reason = format!(
-            "attributed to affiliate {} ({} {})",
-            affiliate.slug,
-            format_minor(
-                amount_minor,
-                Currency::parse(&program.currency).unwrap_or(Currency::USD)
-            ),
-            program.currency
-        );
-        postback::Entity::update_many()
-            .col_expr(postback::Column::State, Expr::value("processed"))
-            .col_expr(postback::Column::ConversionId, Expr::value(conv.id.clone()))
-            .col_expr(postback::Column::Reason, Expr::value(reason))
-            .col_expr(postback::Column::ProcessedAt, Expr::value(t))
-            .filter(postback::Column::TenantId.eq(tenant.as_str()))
-            .filter(postback::Column::Id.eq(&pb.id))
-            .exec(&txn)
-            .await?;
-        txn.commit().await?;
-        self.queue
-            .push(&CommissionJob {
-                tenant_id: tenant.to_string(),
-                conversion_id: conv.id.clone(),
-                status: conv.status.clone(),
-            })
-            .await?;
-        Ok(Attribution::Converted {
-            conversion_id: conv.id,
-        })
+        Some(Effect::Convert { conv, reason })
     }
 
-    async fn change_status(
+    /// Writes a round's decisions in one transaction: the new conversions in one
+    /// insert, the status moves one by one (each guarded by the status it moves
+    /// from), and every postback's state in one update.
+    async fn write_attributions(
         &self,
         tenant: &TenantId,
-        pb: &postback::Model,
-        conv: conversion::Model,
-        params: &PostbackParams,
-    ) -> Result<Attribution, JobError> {
-        let from = ConversionStatus::parse(&conv.status).map_err(|e| JobError(e.to_string()))?;
-        let to = params.status;
-        if from == to
-            || (from == ConversionStatus::Pending
-                && to == ConversionStatus::Approved
-                && conv.hold_until.is_some())
-        {
-            // Same status again (e.g. with another amount), or an approval of a
-            // conversion that is in its hold period: nothing moves.
-            let reason = format!(
-                "conversion {} is {} already; nothing changed",
-                conv.id, conv.status
-            );
-            return self
-                .processed(tenant, pb, &conv.id, reason)
-                .await
-                .map(|_| Attribution::AlreadyDone);
-        }
-        if !from.can_move_to(to) {
-            let reason = format!(
-                "conversion {} is {}; it cannot become {}",
-                conv.id, from, to
-            );
-            return self.unattributed(tenant, pb, reason).await;
-        }
+        effects: Vec<(postback::Model, Effect)>,
+    ) -> Result<Round, JobError> {
+        let mut out = Round::default();
+        let mut next: Vec<CommissionItem> = Vec::new();
         let t = now();
         let txn = self.store.write_txn().await?;
-        // Lock the conversion row first (and guard against a concurrent move).
+        let mut new: Vec<conversion::Model> = effects
+            .iter()
+            .filter_map(|(_, e)| match e {
+                Effect::Convert { conv, .. } => Some(conv.clone()),
+                _ => None,
+            })
+            .collect();
+        // The same order in every batch, so that two batches inserting the
+        // same transaction ids take their locks alike.
+        new.sort_by(|a, b| (&a.program_id, &a.txn_id).cmp(&(&b.program_id, &b.txn_id)));
+        let inserted: HashSet<String> = if new.is_empty() {
+            HashSet::new()
+        } else {
+            let rows = new.into_iter().map(|c| c.into_active_model().reset_all());
+            match conversion::Entity::insert_many(rows)
+                .on_conflict_do_nothing_on([
+                    conversion::Column::TenantId,
+                    conversion::Column::ProgramId,
+                    conversion::Column::TxnId,
+                ])
+                .exec_with_returning_keys(&txn)
+                .await?
+            {
+                TryInsertResult::Inserted(ids) => ids.into_iter().collect(),
+                TryInsertResult::Conflicted | TryInsertResult::Empty => HashSet::new(),
+            }
+        };
+        // (postback id, state, conversion id, reason)
+        let mut marks: Vec<(String, &'static str, Option<String>, String)> = Vec::new();
+        for (pb, effect) in effects {
+            match effect {
+                Effect::Unattributed { reason } => {
+                    marks.push((pb.id.clone(), "unattributed", None, reason.clone()));
+                    out.done.push((pb.id, Attribution::Unattributed { reason }));
+                }
+                Effect::Same {
+                    conversion_id,
+                    reason,
+                } => {
+                    marks.push((pb.id.clone(), "processed", Some(conversion_id), reason));
+                    out.done.push((pb.id, Attribution::AlreadyDone));
+                }
+                Effect::Convert { conv, reason } => {
+                    if !inserted.contains(&conv.id) {
+                        // Another postback of this txn_id got there first:
+                        // next round, this one is a status change.
+                        out.again.push(pb.id);
+                        continue;
+                    }
+                    marks.push((pb.id.clone(), "processed", Some(conv.id.clone()), reason));
+                    next.push(CommissionItem {
+                        conversion_id: conv.id.clone(),
+                        status: conv.status.clone(),
+                    });
+                    out.done.push((
+                        pb.id,
+                        Attribution::Converted {
+                            conversion_id: conv.id,
+                        },
+                    ));
+                }
+                Effect::Move { conv, from, to } => {
+                    if !self
+                        .move_conversion(&txn, tenant, &pb, &conv, from, to, t)
+                        .await?
+                    {
+                        out.again.push(pb.id);
+                        continue;
+                    }
+                    let reason = format!("conversion {} moved from {} to {}", conv.id, from, to);
+                    marks.push((pb.id.clone(), "processed", Some(conv.id.clone()), reason));
+                    next.push(CommissionItem {
+                        conversion_id: conv.id.clone(),
+                        status: to.as_str().into(),
+                    });
+                    out.done.push((
+                        pb.id,
+                        Attribution::StatusChanged {
+                            conversion_id: conv.id,
+                            status: to,
+                        },
+                    ));
+                }
+            }
+        }
+        if !marks.is_empty() {
+            let state: Vec<(String, Value)> =
+                marks.iter().map(|m| (m.0.clone(), m.1.into())).collect();
+            let conversion: Vec<(String, Value)> = marks
+                .iter()
+                .map(|m| (m.0.clone(), m.2.clone().into()))
+                .collect();
+            let reason: Vec<(String, Value)> = marks
+                .iter()
+                .map(|m| (m.0.clone(), m.3.clone().into()))
+                .collect();
+            postback::Entity::update_many()
+                .col_expr(
+                    postback::Column::State,
+                    per_row(postback::Column::Id, &state),
+                )
+                .col_expr(
+                    postback::Column::ConversionId,
+                    per_row(postback::Column::Id, &conversion),
+                )
+                .col_expr(
+                    postback::Column::Reason,
+                    per_row(postback::Column::Id, &reason),
+                )
+                .col_expr(postback::Column::ProcessedAt, Expr::value(t))
+                .filter(postback::Column::TenantId.eq(tenant.as_str()))
+                .filter(postback::Column::Id.is_in(marks.iter().map(|m| m.0.clone())))
+                .filter(postback::Column::State.eq("received"))
+                .exec(&txn)
+                .await?;
+        }
+        txn.commit().await?;
+        out.next = next;
+        Ok(out)
+    }
+
+    /// Moves a conversion from one status to another inside `txn`, booking the
+    /// reversal of what it earned if it no longer earns. False when the
+    /// conversion is no longer in `from` (another worker moved it).
+    #[allow(clippy::too_many_arguments)]
+    async fn move_conversion(
+        &self,
+        txn: &sea_orm::DatabaseTransaction,
+        tenant: &TenantId,
+        pb: &postback::Model,
+        conv: &conversion::Model,
+        from: ConversionStatus,
+        to: ConversionStatus,
+        t: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, JobError> {
         let moved = conversion::Entity::update_many()
             .col_expr(conversion::Column::Status, Expr::value(to.as_str()))
             .col_expr(
@@ -359,117 +667,102 @@ impl Services {
             .filter(conversion::Column::TenantId.eq(tenant.as_str()))
             .filter(conversion::Column::Id.eq(&conv.id))
             .filter(conversion::Column::Status.eq(from.as_str()))
-            .exec(&txn)
+            .exec(txn)
             .await?;
         if moved.rows_affected != 1 {
-            txn.rollback().await?;
-            return Err(JobError(format!(
-                "conversion {} moved concurrently; retrying",
-                conv.id
-            )));
+            return Ok(false);
         }
         if from.earns_commission() && !to.earns_commission() {
             let booked: Vec<ledger_entry::Model> = scoped::<ledger_entry::Entity>(tenant)
                 .filter(ledger_entry::Column::ConversionId.eq(&conv.id))
-                .all(&txn)
+                .all(txn)
                 .await?;
             let owed: i64 = booked.iter().map(|e| e.amount_minor).sum();
             if owed != 0 {
                 let currency = Currency::parse(&conv.currency).unwrap_or(Currency::USD);
-                insert(
-                    &txn,
-                    ledger_entry::Model {
-                        id: IdKind::LedgerEntry.generate(),
-                        tenant_id: tenant.to_string(),
-                        created_at: t,
-                        affiliate_id: conv.affiliate_id.clone(),
-                        program_id: conv.program_id.clone(),
-                        conversion_id: conv.id.clone(),
-                        entry_key: format!("reversal:{}", to.as_str()),
-                        kind: "reversal".into(),
-                        amount_minor: -owed,
-                        currency: conv.currency.clone(),
-                        explanation: format!(
-                            "reversal of {} {} after the conversion became {} (postback {})",
-                            format_minor(owed, currency),
-                            conv.currency,
-                            to,
-                            pb.id
-                        ),
-                        available_at: t,
-                        payout_id: None,
-                        is_test: conv.is_test,
-                    },
-                )
-                .await?;
+                let entry = ledger_entry::Model {
+                    id: IdKind::LedgerEntry.generate(),
+                    tenant_id: tenant.to_string(),
+                    created_at: t,
+                    affiliate_id: conv.affiliate_id.clone(),
+                    program_id: conv.program_id.clone(),
+                    conversion_id: conv.id.clone(),
+                    entry_key: format!("reversal:{}", to.as_str()),
+                    kind: "reversal".into(),
+                    amount_minor: -owed,
+                    currency: conv.currency.clone(),
+                    explanation: format!(
+                        "reversal of {} {} after the conversion became {} (postback {})",
+                        format_minor(owed, currency),
+                        conv.currency,
+                        to,
+                        pb.id
+                    ),
+                    available_at: t,
+                    payout_id: None,
+                    is_test: conv.is_test,
+                };
+                // Booked once per conversion and status, whoever gets there first.
+                ledger_entry::Entity::insert_many([entry.into_active_model().reset_all()])
+                    .on_conflict_do_nothing_on([
+                        ledger_entry::Column::TenantId,
+                        ledger_entry::Column::ConversionId,
+                        ledger_entry::Column::EntryKey,
+                    ])
+                    .exec_without_returning(txn)
+                    .await?;
             }
         }
-        let reason = format!("conversion {} moved from {} to {}", conv.id, from, to);
-        self.mark_processed(&txn, tenant, pb, &conv.id, reason)
-            .await?;
-        txn.commit().await?;
-        self.queue
-            .push(&CommissionJob {
-                tenant_id: tenant.to_string(),
-                conversion_id: conv.id.clone(),
-                status: to.as_str().into(),
-            })
-            .await?;
-        Ok(Attribution::StatusChanged {
-            conversion_id: conv.id,
-            status: to,
-        })
+        Ok(true)
     }
+}
 
-    /// Queues the commission step for a conversion's current status.
-    pub(crate) async fn push_commission(
-        &self,
-        tenant: &TenantId,
-        conversion_id: &str,
-    ) -> Result<(), JobError> {
-        if let Some(conv) = scoped_by_id::<conversion::Entity>(tenant, conversion_id)
-            .one(&self.store.conn)
-            .await?
-        {
-            self.queue
-                .push(&CommissionJob {
-                    tenant_id: tenant.to_string(),
-                    conversion_id: conv.id,
-                    status: conv.status,
-                })
-                .await?;
+/// Whether a click id is recent enough that its click may still be buffered.
+fn may_be_buffered(click_id: &ClickId) -> bool {
+    let age_ms = now().timestamp_millis() - click_id.unix_millis() as i64;
+    (-5_000..15_000).contains(&age_ms)
+}
+
+/// A known txn_id with a postback's status: the move, or why there is none.
+fn change_status(conv: &conversion::Model, params: &PostbackParams) -> Effect {
+    let from = match ConversionStatus::parse(&conv.status) {
+        Ok(s) => s,
+        Err(e) => {
+            return Effect::Unattributed {
+                reason: format!(
+                    "conversion {} has a status Trcker cannot read: {e}",
+                    conv.id
+                ),
+            };
         }
-        Ok(())
+    };
+    let to = params.status;
+    if from == to
+        || (from == ConversionStatus::Pending
+            && to == ConversionStatus::Approved
+            && conv.hold_until.is_some())
+    {
+        // Same status again (e.g. with another amount), or an approval of a
+        // conversion that is in its hold period: nothing moves.
+        return Effect::Same {
+            conversion_id: conv.id.clone(),
+            reason: format!(
+                "conversion {} is {} already; nothing changed",
+                conv.id, conv.status
+            ),
+        };
     }
-
-    async fn processed(
-        &self,
-        tenant: &TenantId,
-        pb: &postback::Model,
-        conversion_id: &str,
-        reason: String,
-    ) -> Result<(), JobError> {
-        self.mark_processed(&self.store.conn, tenant, pb, conversion_id, reason)
-            .await
+    if !from.can_move_to(to) {
+        return Effect::Unattributed {
+            reason: format!(
+                "conversion {} is {}; it cannot become {}",
+                conv.id, from, to
+            ),
+        };
     }
-
-    async fn mark_processed<C: sea_orm::ConnectionTrait>(
-        &self,
-        db: &C,
-        tenant: &TenantId,
-        pb: &postback::Model,
-        conversion_id: &str,
-        reason: String,
-    ) -> Result<(), JobError> {
-        postback::Entity::update_many()
-            .col_expr(postback::Column::State, Expr::value("processed"))
-            .col_expr(postback::Column::ConversionId, Expr::value(conversion_id))
-            .col_expr(postback::Column::Reason, Expr::value(reason))
-            .col_expr(postback::Column::ProcessedAt, Expr::value(now()))
-            .filter(postback::Column::TenantId.eq(tenant.as_str()))
-            .filter(postback::Column::Id.eq(&pb.id))
-            .exec(db)
-            .await?;
-        Ok(())
+    Effect::Move {
+        conv: conv.clone(),
+        from,
+        to,
     }
 }

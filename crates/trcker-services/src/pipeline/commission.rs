@@ -1,23 +1,32 @@
 //! Job 2: book the commission a conversion earns, once, in the append-only
 //! ledger, and notify the affiliate of the conversion's status.
 //!
+//! A job carries a batch of one tenant's conversions: the conversions and
+//! their offers' plans are read with one query each, the commissions are
+//! computed by the domain's rules, and every conversion's payout and ledger
+//! entry are written in one transaction.
+//!
 //! The plan is the affiliate's own plan for the event if there is one, else the
 //! program's; a `payout` sent by the merchant overrides both. Every entry carries
 //! the sentence that explains its amount.
 
+use std::collections::HashMap;
+
 use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
+};
 use trcker_domain::ConversionStatus;
 use trcker_domain::commission::{Commission, CommissionRule, RuleError};
 use trcker_domain::ids::IdKind;
 use trcker_domain::money::{Currency, Money};
 use trcker_storage::entities::*;
-use trcker_storage::{TenantId, is_unique_violation, scoped, scoped_by_id, sea_orm};
+use trcker_storage::{TenantId, scoped, sea_orm};
 
 use super::JobError;
 use crate::Services;
 use crate::queue::CommissionJob;
-use crate::util::{insert, now};
+use crate::util::now;
 
 /// The rule a stored plan describes.
 pub fn rule_of(plan: &commission_plan::Model) -> Result<CommissionRule, RuleError> {
@@ -28,24 +37,60 @@ pub fn rule_of(plan: &commission_plan::Model) -> Result<CommissionRule, RuleErro
 impl Services {
     pub async fn run_commission(&self, job: &CommissionJob) -> Result<(), JobError> {
         let tenant = TenantId::from_trusted(job.tenant_id.clone());
-        let Some(conv) = scoped_by_id::<conversion::Entity>(&tenant, &job.conversion_id)
-            .one(&self.store.conn)
-            .await?
-        else {
-            return Ok(());
-        };
-        let status = ConversionStatus::parse(&conv.status).map_err(|e| JobError(e.to_string()))?;
-        if status.earns_commission() && conv.payout_minor.is_none() {
-            self.book_commission(&tenant, &conv).await?;
+        let ids: Vec<String> = job.items.iter().map(|i| i.conversion_id.clone()).collect();
+        let convs = scoped::<conversion::Entity>(&tenant)
+            .filter(conversion::Column::Id.is_in(ids))
+            .all(&self.store.conn)
+            .await?;
+        let mut owed = Vec::new();
+        for conv in &convs {
+            let status =
+                ConversionStatus::parse(&conv.status).map_err(|e| JobError(e.to_string()))?;
+            if status.earns_commission() && conv.payout_minor.is_none() {
+                owed.push(conv);
+            }
         }
-        self.schedule_notifications(&tenant, &conv.id, &format!("status:{}", job.status))
-            .await
+        let mut failed = None;
+        if !owed.is_empty() {
+            failed = self.book_commissions(&tenant, &owed).await?;
+        }
+        let events: Vec<(String, String)> = job
+            .items
+            .iter()
+            .map(|i| (i.conversion_id.clone(), format!("status:{}", i.status)))
+            .collect();
+        self.schedule_notifications(&tenant, &events).await?;
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
-    async fn commission_for(
+    /// Every plan of these offers, newest first, by (offer, event).
+    async fn plans_of(
         &self,
         tenant: &TenantId,
+        program_ids: Vec<String>,
+    ) -> Result<HashMap<(String, String), Vec<commission_plan::Model>>, JobError> {
+        let mut by_event: HashMap<(String, String), Vec<commission_plan::Model>> = HashMap::new();
+        for plan in scoped::<commission_plan::Entity>(tenant)
+            .filter(commission_plan::Column::ProgramId.is_in(program_ids))
+            .filter(commission_plan::Column::Active.eq(true))
+            .order_by_desc(commission_plan::Column::Id)
+            .all(&self.store.conn)
+            .await?
+        {
+            by_event
+                .entry((plan.program_id.clone(), plan.event.clone()))
+                .or_default()
+                .push(plan);
+        }
+        Ok(by_event)
+    }
+
+    fn commission_for(
         conv: &conversion::Model,
+        plans: &HashMap<(String, String), Vec<commission_plan::Model>>,
     ) -> Result<Commission, JobError> {
         let currency = Currency::parse(&conv.currency).unwrap_or(Currency::USD);
         if let Some(minor) = conv.payout_override_minor {
@@ -55,13 +100,10 @@ impl Services {
                 explanation: format!("payout {payout} set by the merchant's postback"),
             });
         }
-        let plans = scoped::<commission_plan::Entity>(tenant)
-            .filter(commission_plan::Column::ProgramId.eq(&conv.program_id))
-            .filter(commission_plan::Column::Event.eq(&conv.event))
-            .filter(commission_plan::Column::Active.eq(true))
-            .order_by_desc(commission_plan::Column::Id)
-            .all(&self.store.conn)
-            .await?;
+        let none = Vec::new();
+        let plans = plans
+            .get(&(conv.program_id.clone(), conv.event.clone()))
+            .unwrap_or(&none);
         let plan = plans
             .iter()
             .find(|p| p.affiliate_id.as_deref() == Some(conv.affiliate_id.as_str()))
@@ -86,61 +128,84 @@ impl Services {
         Ok(c)
     }
 
-    async fn book_commission(
+    /// Books the commissions of conversions that earn one and have none yet, in
+    /// one transaction. A conversion whose plan cannot be applied is left for
+    /// the job's next run (its error is returned) without holding up the others.
+    async fn book_commissions(
         &self,
         tenant: &TenantId,
-        conv: &conversion::Model,
-    ) -> Result<(), JobError> {
-        let commission = self.commission_for(tenant, conv).await?;
+        convs: &[&conversion::Model],
+    ) -> Result<Option<JobError>, JobError> {
+        let plans = self
+            .plans_of(tenant, convs.iter().map(|c| c.program_id.clone()).collect())
+            .await?;
+        let mut failed = None;
         let t = now();
         let txn = self.store.write_txn().await?;
-        // Lock the conversion, and only while it still earns a commission: a
-        // refund that got there first leaves nothing to book.
-        let locked = conversion::Entity::update_many()
-            .col_expr(
-                conversion::Column::PayoutMinor,
-                Expr::value(commission.payout.minor),
-            )
-            .col_expr(
-                conversion::Column::CommissionExplanation,
-                Expr::value(commission.explanation.clone()),
-            )
-            .col_expr(conversion::Column::UpdatedAt, Expr::value(t))
-            .filter(conversion::Column::TenantId.eq(tenant.as_str()))
-            .filter(conversion::Column::Id.eq(&conv.id))
-            .filter(conversion::Column::PayoutMinor.is_null())
-            .filter(conversion::Column::Status.is_in(["pending", "approved"]))
-            .exec(&txn)
-            .await?;
-        if locked.rows_affected != 1 {
-            txn.rollback().await?;
-            return Ok(());
-        }
-        let entry = ledger_entry::Model {
-            id: IdKind::LedgerEntry.generate(),
-            tenant_id: tenant.to_string(),
-            created_at: t,
-            affiliate_id: conv.affiliate_id.clone(),
-            program_id: conv.program_id.clone(),
-            conversion_id: conv.id.clone(),
-            entry_key: "commission".into(),
-            kind: "commission".into(),
-            amount_minor: commission.payout.minor,
-            currency: conv.currency.clone(),
-            explanation: commission.explanation,
-            available_at: conv.hold_until.unwrap_or(t),
-            payout_id: None,
-            is_test: conv.is_test,
-        };
-        match insert(&txn, entry).await {
-            Ok(_) => {}
-            Err(e) if is_unique_violation(&e) => {
-                txn.rollback().await?;
-                return Ok(());
+        let mut entries = Vec::with_capacity(convs.len());
+        for conv in convs {
+            let commission = match Self::commission_for(conv, &plans) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(conversion_id = %conv.id, error = %e, "commission cannot be computed");
+                    failed = Some(e);
+                    continue;
+                }
+            };
+            // Only while the conversion still earns and has no payout: a refund
+            // that got there first leaves nothing to book.
+            let locked = conversion::Entity::update_many()
+                .col_expr(
+                    conversion::Column::PayoutMinor,
+                    Expr::value(commission.payout.minor),
+                )
+                .col_expr(
+                    conversion::Column::CommissionExplanation,
+                    Expr::value(commission.explanation.clone()),
+                )
+                .col_expr(conversion::Column::UpdatedAt, Expr::value(t))
+                .filter(conversion::Column::TenantId.eq(tenant.as_str()))
+                .filter(conversion::Column::Id.eq(&conv.id))
+                .filter(conversion::Column::PayoutMinor.is_null())
+                .filter(conversion::Column::Status.is_in(["pending", "approved"]))
+                .exec(&txn)
+                .await?;
+            if locked.rows_affected != 1 {
+                continue;
             }
-            Err(e) => return Err(e.into()),
+            entries.push(
+                ledger_entry::Model {
+                    id: IdKind::LedgerEntry.generate(),
+                    tenant_id: tenant.to_string(),
+                    created_at: t,
+                    affiliate_id: conv.affiliate_id.clone(),
+                    program_id: conv.program_id.clone(),
+                    conversion_id: conv.id.clone(),
+                    entry_key: "commission".into(),
+                    kind: "commission".into(),
+                    amount_minor: commission.payout.minor,
+                    currency: conv.currency.clone(),
+                    explanation: commission.explanation,
+                    available_at: conv.hold_until.unwrap_or(t),
+                    payout_id: None,
+                    is_test: conv.is_test,
+                }
+                .into_active_model()
+                .reset_all(),
+            );
+        }
+        if !entries.is_empty() {
+            // One entry per conversion and key, whoever gets there first.
+            ledger_entry::Entity::insert_many(entries)
+                .on_conflict_do_nothing_on([
+                    ledger_entry::Column::TenantId,
+                    ledger_entry::Column::ConversionId,
+                    ledger_entry::Column::EntryKey,
+                ])
+                .exec_without_returning(&txn)
+                .await?;
         }
         txn.commit().await?;
-        Ok(())
+        Ok(failed)
     }
 }

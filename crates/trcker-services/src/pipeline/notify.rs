@@ -17,24 +17,27 @@
 //! unless the operator allows it: names are resolved through a resolver that
 //! drops such addresses, and literal IPs are checked before the request.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Duration as ChronoDuration;
+use futures::FutureExt;
 use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, TryInsertResult,
+};
 use trcker_domain::destination::expand;
 use trcker_domain::ids::IdKind;
 use trcker_domain::money::{Currency, format_minor};
 use trcker_domain::target::is_public;
 use trcker_storage::entities::*;
-use trcker_storage::{TenantId, is_unique_violation, scoped, scoped_by_id, sea_orm};
+use trcker_storage::{TenantId, scoped, sea_orm};
 
 use super::JobError;
-use crate::queue::NotifyJob;
-use crate::util::{insert, now};
+use crate::queue::{NotifyItem, NotifyJob};
+use crate::util::now;
 use crate::{ServiceError, Services};
 
 /// Delay before each retry; the number of entries is the number of retries.
@@ -143,213 +146,325 @@ fn excerpt(body: &[u8]) -> String {
 }
 
 impl Services {
-    /// Creates the deliveries of one event of a conversion (once each) and
-    /// queues their first attempt.
+    /// Creates the deliveries of some events of one tenant's conversions (once
+    /// each: `(conversion id, event key)`) and queues their first attempts as
+    /// one job.
     pub async fn schedule_notifications(
         &self,
         tenant: &TenantId,
-        conversion_id: &str,
-        event_key: &str,
+        events: &[(String, String)],
     ) -> Result<(), JobError> {
-        let Some(conv) = scoped_by_id::<conversion::Entity>(tenant, conversion_id)
-            .one(&self.store.conn)
-            .await?
-        else {
+        let db = &self.store.conn;
+        if events.is_empty() {
             return Ok(());
-        };
-        let endpoints = scoped::<notification_endpoint::Entity>(tenant)
-            .filter(notification_endpoint::Column::AffiliateId.eq(&conv.affiliate_id))
+        }
+        let convs: HashMap<String, conversion::Model> = scoped::<conversion::Entity>(tenant)
+            .filter(conversion::Column::Id.is_in(events.iter().map(|e| e.0.clone())))
+            .all(db)
+            .await?
+            .into_iter()
+            .map(|c| (c.id.clone(), c))
+            .collect();
+        if convs.is_empty() {
+            return Ok(());
+        }
+        let mut endpoints: HashMap<String, Vec<notification_endpoint::Model>> = HashMap::new();
+        for ep in scoped::<notification_endpoint::Entity>(tenant)
+            .filter(
+                notification_endpoint::Column::AffiliateId
+                    .is_in(convs.values().map(|c| c.affiliate_id.clone())),
+            )
             .filter(notification_endpoint::Column::Active.eq(true))
-            .all(&self.store.conn)
-            .await?;
+            .all(db)
+            .await?
+        {
+            endpoints
+                .entry(ep.affiliate_id.clone())
+                .or_default()
+                .push(ep);
+        }
         if endpoints.is_empty() {
             return Ok(());
         }
-        let click = match &conv.click_id {
-            Some(id) => {
-                scoped_by_id::<click::Entity>(tenant, id)
-                    .one(&self.store.conn)
-                    .await?
-            }
-            None => None,
+        let click_ids: Vec<String> = convs
+            .values()
+            .filter(|c| endpoints.contains_key(&c.affiliate_id))
+            .filter_map(|c| c.click_id.clone())
+            .collect();
+        let clicks: HashMap<String, click::Model> = if click_ids.is_empty() {
+            HashMap::new()
+        } else {
+            scoped::<click::Entity>(tenant)
+                .filter(click::Column::Id.is_in(click_ids))
+                .all(db)
+                .await?
+                .into_iter()
+                .map(|c| (c.id.clone(), c))
+                .collect()
         };
-        let currency = Currency::parse(&conv.currency).unwrap_or(Currency::USD);
-        let payout = format_minor(conv.payout_minor.unwrap_or(0), currency);
-        let amount = format_minor(conv.amount_minor, currency);
-        let sub = |i: usize| -> String {
-            click
-                .as_ref()
-                .and_then(|c| [&c.sub1, &c.sub2, &c.sub3, &c.sub4, &c.sub5][i].clone())
-                .unwrap_or_default()
-        };
-        let subs: Vec<String> = (0..5).map(sub).collect();
-        let click_id = conv.click_id.clone().unwrap_or_default();
         let t = now();
-        let mut jobs = Vec::new();
-        for ep in endpoints {
-            let url = expand(&ep.url_template, |name| {
-                Some(match name {
-                    "click_id" => click_id.as_str(),
-                    "conversion_id" => conv.id.as_str(),
-                    "txn_id" => conv.txn_id.as_str(),
-                    "payout" => payout.as_str(),
-                    "amount" => amount.as_str(),
-                    "currency" => conv.currency.as_str(),
-                    "status" => conv.status.as_str(),
-                    "event" => conv.event.as_str(),
-                    "affiliate_id" => conv.affiliate_id.as_str(),
-                    "program_id" => conv.program_id.as_str(),
-                    "sub1" => subs[0].as_str(),
-                    "sub2" => subs[1].as_str(),
-                    "sub3" => subs[2].as_str(),
-                    "sub4" => subs[3].as_str(),
-                    "sub5" => subs[4].as_str(),
-                    _ => return None,
-                })
-            });
-            let delivery = notification_delivery::Model {
-                id: IdKind::Delivery.generate(),
-                tenant_id: tenant.to_string(),
-                created_at: t,
-                endpoint_id: ep.id.clone(),
-                affiliate_id: conv.affiliate_id.clone(),
-                conversion_id: conv.id.clone(),
-                event_key: event_key.to_owned(),
-                url,
-                status: "pending".into(),
-                attempts: 0,
-                next_attempt_at: t,
-                last_status_code: None,
-                last_latency_ms: None,
-                last_error: None,
-                updated_at: t,
+        let mut deliveries = Vec::new();
+        for (conversion_id, event_key) in events {
+            let Some(conv) = convs.get(conversion_id) else {
+                continue;
             };
-            let id = match insert(&self.store.conn, delivery.clone()).await {
-                Ok(d) => Some(d.id),
-                Err(e) if is_unique_violation(&e) => {
-                    scoped::<notification_delivery::Entity>(tenant)
-                        .filter(notification_delivery::Column::EndpointId.eq(&ep.id))
-                        .filter(notification_delivery::Column::ConversionId.eq(&conv.id))
-                        .filter(notification_delivery::Column::EventKey.eq(event_key))
-                        .filter(notification_delivery::Column::Status.eq("pending"))
-                        .filter(notification_delivery::Column::Attempts.eq(0))
-                        .one(&self.store.conn)
-                        .await?
-                        .map(|d| d.id)
-                }
-                Err(e) => return Err(e.into()),
-            };
-            if let Some(delivery_id) = id {
-                jobs.push(NotifyJob {
+            for ep in endpoints.get(&conv.affiliate_id).into_iter().flatten() {
+                let click = conv.click_id.as_ref().and_then(|id| clicks.get(id));
+                deliveries.push(notification_delivery::Model {
+                    id: IdKind::Delivery.generate(),
                     tenant_id: tenant.to_string(),
-                    delivery_id,
-                    attempt: 0,
-                    due: None,
+                    created_at: t,
+                    endpoint_id: ep.id.clone(),
+                    affiliate_id: conv.affiliate_id.clone(),
+                    conversion_id: conv.id.clone(),
+                    event_key: event_key.clone(),
+                    url: notification_url(&ep.url_template, conv, click),
+                    status: "pending".into(),
+                    attempts: 0,
+                    next_attempt_at: t,
+                    last_status_code: None,
+                    last_latency_ms: None,
+                    last_error: None,
+                    updated_at: t,
                 });
             }
         }
-        self.queue.push_all(&jobs).await?;
+        if deliveries.is_empty() {
+            return Ok(());
+        }
+        let rows = deliveries
+            .iter()
+            .map(|d| d.clone().into_active_model().reset_all());
+        let inserted: HashSet<String> = match notification_delivery::Entity::insert_many(rows)
+            .on_conflict_do_nothing_on([
+                notification_delivery::Column::TenantId,
+                notification_delivery::Column::EndpointId,
+                notification_delivery::Column::ConversionId,
+                notification_delivery::Column::EventKey,
+            ])
+            .exec_with_returning_keys(db)
+            .await?
+        {
+            TryInsertResult::Inserted(ids) => ids.into_iter().collect(),
+            TryInsertResult::Conflicted | TryInsertResult::Empty => HashSet::new(),
+        };
+        let mut items: Vec<NotifyItem> = deliveries
+            .iter()
+            .filter(|d| inserted.contains(&d.id))
+            .map(|d| NotifyItem {
+                delivery_id: d.id.clone(),
+                attempt: 0,
+            })
+            .collect();
+        if inserted.len() < deliveries.len() {
+            // Made before (this job runs again): queue those whose first
+            // attempt has not been made.
+            let again: HashSet<(&str, &str, &str)> = deliveries
+                .iter()
+                .filter(|d| !inserted.contains(&d.id))
+                .map(|d| {
+                    (
+                        d.endpoint_id.as_str(),
+                        d.conversion_id.as_str(),
+                        d.event_key.as_str(),
+                    )
+                })
+                .collect();
+            for d in scoped::<notification_delivery::Entity>(tenant)
+                .filter(
+                    notification_delivery::Column::ConversionId
+                        .is_in(again.iter().map(|k| k.1.to_owned())),
+                )
+                .filter(notification_delivery::Column::Status.eq("pending"))
+                .filter(notification_delivery::Column::Attempts.eq(0))
+                .all(db)
+                .await?
+            {
+                let key = (
+                    d.endpoint_id.as_str(),
+                    d.conversion_id.as_str(),
+                    d.event_key.as_str(),
+                );
+                if again.contains(&key) {
+                    items.push(NotifyItem {
+                        delivery_id: d.id.clone(),
+                        attempt: 0,
+                    });
+                }
+            }
+        }
+        items.sort_by(|a, b| a.delivery_id.cmp(&b.delivery_id));
+        self.queue
+            .push(&NotifyJob {
+                tenant_id: tenant.to_string(),
+                items,
+                due: None,
+            })
+            .await?;
         Ok(())
     }
 
+    /// Makes one attempt at each delivery of the job. The calls go out side by
+    /// side (within each endpoint's limit); their results are recorded as they
+    /// come back, whatever has come back in one transaction, so a slow
+    /// endpoint does not hold up the record of the others.
     pub async fn run_notify(&self, job: &NotifyJob) -> Result<(), JobError> {
+        use futures::StreamExt;
         let tenant = TenantId::from_trusted(job.tenant_id.clone());
-        let Some(d) = scoped_by_id::<notification_delivery::Entity>(&tenant, &job.delivery_id)
-            .one(&self.store.conn)
-            .await?
-        else {
-            return Ok(());
-        };
-        if d.status != "pending" || d.attempts != job.attempt {
-            return Ok(()); // delivered, dead, or this attempt was made already
-        }
-        let Some(_permit) = self.endpoint_gates.enter(&d.endpoint_id).await else {
-            // The endpoint is at its limit: try later, keep this slot for others.
-            let later = now() + ChronoDuration::seconds(BUSY_DEFER_SECS);
-            notification_delivery::Entity::update_many()
-                .col_expr(
-                    notification_delivery::Column::NextAttemptAt,
-                    Expr::value(later),
+        let wanted: HashMap<&str, i32> = job
+            .items
+            .iter()
+            .map(|i| (i.delivery_id.as_str(), i.attempt))
+            .collect();
+        let due: Vec<notification_delivery::Model> =
+            scoped::<notification_delivery::Entity>(&tenant)
+                .filter(
+                    notification_delivery::Column::Id
+                        .is_in(job.items.iter().map(|i| i.delivery_id.clone())),
                 )
-                .filter(notification_delivery::Column::TenantId.eq(tenant.as_str()))
-                .filter(notification_delivery::Column::Id.eq(&d.id))
-                .filter(notification_delivery::Column::Status.eq("pending"))
-                .filter(notification_delivery::Column::Attempts.eq(d.attempts))
-                .exec(&self.store.conn)
-                .await?;
-            tracing::debug!(delivery_id = %d.id, endpoint_id = %d.endpoint_id, "endpoint busy; attempt put off");
-            return Ok(());
+                .all(&self.store.conn)
+                .await?
+                .into_iter()
+                // Delivered, dead, or this attempt was made already: nothing to do.
+                .filter(|d| d.status == "pending" && wanted.get(d.id.as_str()) == Some(&d.attempts))
+                .collect();
+        let mut calls = futures::stream::iter(due)
+            .map(|d| self.attempt(d))
+            .buffer_unordered(job.items.len().max(1));
+        let mut results = Vec::new();
+        let mut failed = None;
+        // Wait for one result, then take every other that is ready too.
+        while let Some(first) = calls.next().await {
+            results.push(first);
+            while let Some(Some(more)) = calls.next().now_or_never() {
+                results.push(more);
+            }
+            if let Err(e) = self.record_attempts(&tenant, &mut results).await {
+                failed = Some(e);
+            }
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Calls one delivery's endpoint, if it has room.
+    async fn attempt(
+        &self,
+        d: notification_delivery::Model,
+    ) -> (notification_delivery::Model, Option<(Outcome, i32)>) {
+        let Some(_permit) = self.endpoint_gates.enter(&d.endpoint_id).await else {
+            return (d, None);
         };
         let started = Instant::now();
         let outcome = self.deliver(&d.url).await;
         let latency_ms = started.elapsed().as_millis().min(i32::MAX as u128) as i32;
-        let attempt_no = d.attempts + 1;
+        (d, Some((outcome, latency_ms)))
+    }
+
+    /// Records attempts in one transaction: each delivery's new state (guarded
+    /// by the attempt it made) and one attempt row each. An attempt that found
+    /// its endpoint at its limit is put off instead (not counted as a try) and
+    /// the retry sweeper queues it again. Drains `results`.
+    async fn record_attempts(
+        &self,
+        tenant: &TenantId,
+        results: &mut Vec<(notification_delivery::Model, Option<(Outcome, i32)>)>,
+    ) -> Result<(), JobError> {
         let t = now();
-        let (status_code, body, error) = match &outcome {
-            Outcome::Delivered { status, excerpt } => (Some(*status), Some(excerpt.clone()), None),
-            Outcome::Failed {
-                status,
-                excerpt,
-                error,
-            } => (*status, excerpt.clone(), Some(error.clone())),
-            Outcome::Permanent { error } => (None, None, Some(error.clone())),
-        };
-        let (new_status, next_at) = match &outcome {
-            Outcome::Delivered { .. } => ("delivered", t),
-            Outcome::Permanent { .. } => ("dead", t),
-            Outcome::Failed { .. } => match RETRY_SCHEDULE_SECS.get(d.attempts as usize) {
-                Some(secs) => ("pending", t + ChronoDuration::seconds(*secs)),
-                None => ("dead", t),
-            },
-        };
         let txn = self.store.write_txn().await?;
-        let moved = notification_delivery::Entity::update_many()
-            .col_expr(
-                notification_delivery::Column::Status,
-                Expr::value(new_status),
-            )
-            .col_expr(
-                notification_delivery::Column::Attempts,
-                Expr::value(attempt_no),
-            )
-            .col_expr(
-                notification_delivery::Column::NextAttemptAt,
-                Expr::value(next_at),
-            )
-            .col_expr(
-                notification_delivery::Column::LastStatusCode,
-                Expr::value(status_code.map(i32::from)),
-            )
-            .col_expr(
-                notification_delivery::Column::LastLatencyMs,
-                Expr::value(latency_ms),
-            )
-            .col_expr(
-                notification_delivery::Column::LastError,
-                Expr::value(error.clone()),
-            )
-            .col_expr(notification_delivery::Column::UpdatedAt, Expr::value(t))
-            .filter(notification_delivery::Column::TenantId.eq(tenant.as_str()))
-            .filter(notification_delivery::Column::Id.eq(&d.id))
-            .filter(notification_delivery::Column::Attempts.eq(d.attempts))
-            .exec(&txn)
-            .await?;
-        if moved.rows_affected == 1 {
-            insert(
-                &txn,
-                notification_attempt::Model {
-                    id: IdKind::Attempt.generate(),
-                    tenant_id: tenant.to_string(),
-                    created_at: t,
-                    delivery_id: d.id.clone(),
-                    attempt_no,
-                    status_code: status_code.map(i32::from),
-                    latency_ms,
-                    response_excerpt: body,
+        let mut attempts = Vec::with_capacity(results.len());
+        for (d, result) in results.drain(..) {
+            let Some((outcome, latency_ms)) = result else {
+                let later = t + ChronoDuration::seconds(BUSY_DEFER_SECS);
+                notification_delivery::Entity::update_many()
+                    .col_expr(
+                        notification_delivery::Column::NextAttemptAt,
+                        Expr::value(later),
+                    )
+                    .filter(notification_delivery::Column::TenantId.eq(tenant.as_str()))
+                    .filter(notification_delivery::Column::Id.eq(&d.id))
+                    .filter(notification_delivery::Column::Status.eq("pending"))
+                    .filter(notification_delivery::Column::Attempts.eq(d.attempts))
+                    .exec(&txn)
+                    .await?;
+                tracing::debug!(delivery_id = %d.id, endpoint_id = %d.endpoint_id, "endpoint busy; attempt put off");
+                continue;
+            };
+            let attempt_no = d.attempts + 1;
+            let (status_code, body, error) = match &outcome {
+                Outcome::Delivered { status, excerpt } => {
+                    (Some(*status), Some(excerpt.clone()), None)
+                }
+                Outcome::Failed {
+                    status,
+                    excerpt,
                     error,
+                } => (*status, excerpt.clone(), Some(error.clone())),
+                Outcome::Permanent { error } => (None, None, Some(error.clone())),
+            };
+            let (new_status, next_at) = match &outcome {
+                Outcome::Delivered { .. } => ("delivered", t),
+                Outcome::Permanent { .. } => ("dead", t),
+                Outcome::Failed { .. } => match RETRY_SCHEDULE_SECS.get(d.attempts as usize) {
+                    Some(secs) => ("pending", t + ChronoDuration::seconds(*secs)),
+                    None => ("dead", t),
                 },
-            )
-            .await?;
+            };
+            let moved = notification_delivery::Entity::update_many()
+                .col_expr(
+                    notification_delivery::Column::Status,
+                    Expr::value(new_status),
+                )
+                .col_expr(
+                    notification_delivery::Column::Attempts,
+                    Expr::value(attempt_no),
+                )
+                .col_expr(
+                    notification_delivery::Column::NextAttemptAt,
+                    Expr::value(next_at),
+                )
+                .col_expr(
+                    notification_delivery::Column::LastStatusCode,
+                    Expr::value(status_code.map(i32::from)),
+                )
+                .col_expr(
+                    notification_delivery::Column::LastLatencyMs,
+                    Expr::value(latency_ms),
+                )
+                .col_expr(
+                    notification_delivery::Column::LastError,
+                    Expr::value(error.clone()),
+                )
+                .col_expr(notification_delivery::Column::UpdatedAt, Expr::value(t))
+                .filter(notification_delivery::Column::TenantId.eq(tenant.as_str()))
+                .filter(notification_delivery::Column::Id.eq(&d.id))
+                .filter(notification_delivery::Column::Attempts.eq(d.attempts))
+                .exec(&txn)
+                .await?;
+            if moved.rows_affected == 1 {
+                attempts.push(
+                    notification_attempt::Model {
+                        id: IdKind::Attempt.generate(),
+                        tenant_id: tenant.to_string(),
+                        created_at: t,
+                        delivery_id: d.id.clone(),
+                        attempt_no,
+                        status_code: status_code.map(i32::from),
+                        latency_ms,
+                        response_excerpt: body,
+                        error,
+                    }
+                    .into_active_model()
+                    .reset_all(),
+                );
+            }
+        }
+        if !attempts.is_empty() {
+            notification_attempt::Entity::insert_many(attempts)
+                .exec_without_returning(&txn)
+                .await?;
         }
         txn.commit().await?;
         Ok(())
@@ -415,4 +530,43 @@ impl Services {
             }
         }
     }
+}
+
+/// An endpoint's URL template with a conversion's macros filled in (URL-encoded).
+fn notification_url(
+    template: &str,
+    conv: &conversion::Model,
+    click: Option<&click::Model>,
+) -> String {
+    let currency = Currency::parse(&conv.currency).unwrap_or(Currency::USD);
+    let payout = format_minor(conv.payout_minor.unwrap_or(0), currency);
+    let amount = format_minor(conv.amount_minor, currency);
+    let subs: Vec<String> = (0..5)
+        .map(|i| {
+            click
+                .and_then(|c| [&c.sub1, &c.sub2, &c.sub3, &c.sub4, &c.sub5][i].clone())
+                .unwrap_or_default()
+        })
+        .collect();
+    let click_id = conv.click_id.clone().unwrap_or_default();
+    expand(template, |name| {
+        Some(match name {
+            "click_id" => click_id.as_str(),
+            "conversion_id" => conv.id.as_str(),
+            "txn_id" => conv.txn_id.as_str(),
+            "payout" => payout.as_str(),
+            "amount" => amount.as_str(),
+            "currency" => conv.currency.as_str(),
+            "status" => conv.status.as_str(),
+            "event" => conv.event.as_str(),
+            "affiliate_id" => conv.affiliate_id.as_str(),
+            "program_id" => conv.program_id.as_str(),
+            "sub1" => subs[0].as_str(),
+            "sub2" => subs[1].as_str(),
+            "sub3" => subs[2].as_str(),
+            "sub4" => subs[3].as_str(),
+            "sub5" => subs[4].as_str(),
+            _ => return None,
+        })
+    })
 }

@@ -3,7 +3,8 @@
 //!
 //! - inbox: an accepted postback still `received` after a grace period gets its
 //!   attribute job (the receiver crashed between commit and enqueue, or the
-//!   enqueue failed);
+//!   enqueue failed), once every attribute job queued before it has finished:
+//!   a backlog is not mistaken for lost jobs;
 //! - retries: notification deliveries whose next attempt is due get their job;
 //! - holds: conversions whose hold period is over are approved.
 //!
@@ -18,7 +19,9 @@ use trcker_storage::{TenantId, sea_orm};
 
 use super::JobError;
 use crate::Services;
-use crate::queue::{AttributeJob, CommissionJob, NotifyJob};
+use crate::queue::{
+    ATTRIBUTE_QUEUE, AttributeJob, CommissionJob, NOTIFY_QUEUE, NotifyItem, NotifyJob,
+};
 use crate::util::now;
 
 /// How long an accepted postback may wait for its job before the sweeper queues it.
@@ -47,9 +50,12 @@ impl Services {
         let t = now();
         let mut report = SweepReport::default();
 
+        // A postback whose job is still queued behind others is not lost: only
+        // postbacks older than every open attribute job (by the grace) are.
+        let cutoff = self.sweep_cutoff(ATTRIBUTE_QUEUE, t).await?;
         let stale = postback::Entity::find()
             .filter(postback::Column::State.eq("received"))
-            .filter(postback::Column::CreatedAt.lt(t - Duration::seconds(INBOX_GRACE_SECS)))
+            .filter(postback::Column::CreatedAt.lt(cutoff))
             .order_by_asc(postback::Column::CreatedAt)
             .limit(BATCH)
             .all(&self.store.conn)
@@ -57,16 +63,16 @@ impl Services {
         let jobs: Vec<AttributeJob> = stale
             .into_iter()
             .map(|p| AttributeJob {
-                tenant_id: p.tenant_id,
-                postback_id: p.id,
                 // A re-attributed postback was processed before: its new job
                 // is keyed by that time (as `Services::reattribute` keys it).
                 retry: p.processed_at.map(|t| t.timestamp_millis()),
+                ..AttributeJob::one(p.tenant_id, p.id)
             })
             .collect();
         report.postbacks = jobs.len();
         self.queue.push_all(&jobs).await?;
 
+        let first_cutoff = self.sweep_cutoff(NOTIFY_QUEUE, t).await?;
         let due = notification_delivery::Entity::find()
             .filter(notification_delivery::Column::Status.eq("pending"))
             .filter(notification_delivery::Column::NextAttemptAt.lte(t))
@@ -77,17 +83,17 @@ impl Services {
         let jobs: Vec<NotifyJob> = due
             .into_iter()
             .filter(|d| {
-                d.attempts > 0
-                    || d.next_attempt_at != d.created_at
-                    || d.created_at < t - Duration::seconds(INBOX_GRACE_SECS)
+                d.attempts > 0 || d.next_attempt_at != d.created_at || d.created_at < first_cutoff
             })
             .map(|d| NotifyJob {
                 // A first attempt never put off has the key its first push had.
                 due: (d.next_attempt_at != d.created_at)
                     .then(|| d.next_attempt_at.timestamp_millis()),
                 tenant_id: d.tenant_id,
-                delivery_id: d.id,
-                attempt: d.attempts,
+                items: vec![NotifyItem {
+                    delivery_id: d.id,
+                    attempt: d.attempts,
+                }],
             })
             .collect();
         report.deliveries = jobs.len();
@@ -119,11 +125,7 @@ impl Services {
             // Queued whether or not this pass moved it: the key makes it once.
             let tenant = TenantId::from_trusted(conv.tenant_id.clone());
             self.queue
-                .push(&CommissionJob {
-                    tenant_id: tenant.to_string(),
-                    conversion_id: conv.id,
-                    status: "approved".into(),
-                })
+                .push(&CommissionJob::one(tenant.to_string(), conv.id, "approved"))
                 .await?;
         }
         report.ips_erased = self.erase_old_ips(t).await?;
@@ -138,6 +140,26 @@ impl Services {
             .await
             .map_err(|e| JobError(e.to_string()))?;
         Ok(report)
+    }
+
+    /// Rows created before this time whose job cannot be found are lost: older
+    /// than the grace period, and older (by the grace) than every job of the
+    /// queue still open, since their job was queued right after they were made.
+    async fn sweep_cutoff(
+        &self,
+        queue: &str,
+        t: chrono::DateTime<chrono::Utc>,
+    ) -> Result<chrono::DateTime<chrono::Utc>, JobError> {
+        let grace = Duration::seconds(INBOX_GRACE_SECS);
+        let open = self
+            .store
+            .oldest_open_job(queue)
+            .await
+            .map_err(|e| JobError(e.to_string()))?;
+        Ok(match open {
+            Some(since) => (t - grace).min(since - grace),
+            None => t - grace,
+        })
     }
 
     /// Erases click IP addresses older than the retention period (at most once a minute).
