@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::harness::{AffiliateServer, TestApp};
+use crate::harness::{AffiliateServer, Setup, TestApp};
 use crate::on_both_databases;
 
 async fn postback_forms_and_rejections(app: &TestApp) {
@@ -523,30 +523,21 @@ async fn status_rules_and_conflicting_repeats(app: &TestApp) {
 }
 on_both_databases!(status_rules_and_conflicting_repeats);
 
-/// A postback stored but never queued (the process died between the commit and
-/// the enqueue) is picked up by the inbox sweeper.
-async fn the_sweeper_queues_a_stored_postback_that_has_no_job(app: &TestApp) {
-    use trcker_storage::entities::postback;
-    use trcker_storage::sea_orm::{ActiveModelTrait, IntoActiveModel};
-    let jane = AffiliateServer::start(200).await;
-    let s = app.quickstart_setup("acme", &jane.url).await;
-    let click = app.click_id("/api/r/acme/pro?via=jane").await;
-    let raw = serde_json::to_string(&[
-        ("click_id", click.as_str()),
-        ("amount", "79"),
-        ("txn_id", "orphan-1"),
-    ])
-    .expect("json");
-    let row = postback::Model {
+/// An accepted postback row as the inbox stores it, not yet attributed.
+fn stored_postback(s: &Setup, pairs: &[(&str, &str)]) -> trcker_storage::entities::postback::Model {
+    let get = |k: &str| pairs.iter().find(|p| p.0 == k).map(|p| p.1.to_owned());
+    let txn = get("txn_id").expect("txn_id");
+    let status = get("status").unwrap_or_else(|| "approved".into());
+    trcker_storage::entities::postback::Model {
         id: trcker_domain::ids::IdKind::Postback.generate(),
         tenant_id: s.tenant.id.clone(),
         created_at: chrono::Utc::now(),
         integration_id: s.integration_id.clone(),
         program_id: s.program_id.clone(),
-        txn_id: Some("orphan-1".into()),
-        status_param: Some("approved".into()),
-        dedupe_key: Some(format!("{}\u{1f}orphan-1\u{1f}approved", s.program_id)),
-        raw_params: raw,
+        txn_id: Some(txn.clone()),
+        status_param: Some(status.clone()),
+        dedupe_key: Some(format!("{}\u{1f}{txn}\u{1f}{status}", s.program_id)),
+        raw_params: serde_json::to_string(pairs).expect("json"),
         source_ip: Some("127.0.0.1".into()),
         method: "GET".into(),
         http_status: 200,
@@ -557,7 +548,24 @@ async fn the_sweeper_queues_a_stored_postback_that_has_no_job(app: &TestApp) {
         duplicate_of: None,
         is_test: false,
         processed_at: None,
-    };
+    }
+}
+
+/// A postback stored but never queued (the process died between the commit and
+/// the enqueue) is picked up by the inbox sweeper.
+async fn the_sweeper_queues_a_stored_postback_that_has_no_job(app: &TestApp) {
+    use trcker_storage::sea_orm::{ActiveModelTrait, IntoActiveModel};
+    let jane = AffiliateServer::start(200).await;
+    let s = app.quickstart_setup("acme", &jane.url).await;
+    let click = app.click_id("/api/r/acme/pro?via=jane").await;
+    let row = stored_postback(
+        &s,
+        &[
+            ("click_id", click.as_str()),
+            ("amount", "79"),
+            ("txn_id", "orphan-1"),
+        ],
+    );
     row.into_active_model()
         .reset_all()
         .insert(&app.services().store.conn)
@@ -572,6 +580,124 @@ async fn the_sweeper_queues_a_stored_postback_that_has_no_job(app: &TestApp) {
     assert!(jane.next().await.contains("payout=7.90"));
 }
 on_both_databases!(the_sweeper_queues_a_stored_postback_that_has_no_job);
+
+/// One attribute job carries a batch: two statuses of one transaction are
+/// taken in order (the second moves the conversion the first made), a
+/// postback that cannot be attributed is kept with its reason beside the
+/// others, and every conversion gets one commission and its notifications.
+async fn one_job_attributes_a_batch_in_order(app: &TestApp) {
+    use trcker_services::queue::AttributeJob;
+    use trcker_storage::sea_orm::{ActiveModelTrait, IntoActiveModel};
+    let jane = AffiliateServer::start(200).await;
+    let s = app.quickstart_setup("acme", &jane.url).await;
+    let click = app.click_id("/api/r/acme/pro?via=jane").await;
+    let other = app.click_id("/api/r/acme/pro?via=jane").await;
+    let rows = [
+        stored_postback(
+            &s,
+            &[
+                ("click_id", click.as_str()),
+                ("amount", "79"),
+                ("txn_id", "b-1"),
+                ("status", "pending"),
+            ],
+        ),
+        stored_postback(
+            &s,
+            &[
+                ("click_id", click.as_str()),
+                ("amount", "79"),
+                ("txn_id", "b-1"),
+                ("status", "approved"),
+            ],
+        ),
+        stored_postback(
+            &s,
+            &[
+                ("click_id", other.as_str()),
+                ("amount", "50"),
+                ("txn_id", "b-2"),
+                ("currency", "EUR"),
+            ],
+        ),
+        stored_postback(
+            &s,
+            &[
+                ("click_id", other.as_str()),
+                ("amount", "20"),
+                ("txn_id", "b-3"),
+            ],
+        ),
+    ];
+    let services = app.services();
+    for row in &rows {
+        row.clone()
+            .into_active_model()
+            .reset_all()
+            .insert(&services.store.conn)
+            .await
+            .expect("insert");
+    }
+    services
+        .queue
+        .push(&AttributeJob {
+            postback_ids: rows.iter().map(|r| r.id.clone()).collect(),
+            ..AttributeJob::one(s.tenant.id.clone(), "")
+        })
+        .await
+        .expect("push");
+    let mut done = Vec::new();
+    for row in &rows {
+        done.push(app.processed_postback(&row.id).await);
+    }
+    assert_eq!(done[0].state, "processed", "{:?}", done[0].reason);
+    assert_eq!(done[1].state, "processed");
+    assert_eq!(done[0].conversion_id, done[1].conversion_id);
+    assert!(
+        done[1]
+            .reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("moved from pending to approved"),
+        "{:?}",
+        done[1].reason
+    );
+    assert_eq!(done[2].state, "unattributed");
+    assert!(
+        done[2]
+            .reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("currency EUR"),
+        "{:?}",
+        done[2].reason
+    );
+    assert_eq!(done[3].state, "processed");
+    let b1 = done[0].conversion_id.clone().expect("conversion");
+    let page = app
+        .conversions_until(&s.tenant.key, "txn_id=b-1", |b| {
+            b["items"][0]["status"] == "approved" && b["items"][0]["payout"] == "7.90"
+        })
+        .await;
+    assert_eq!(page["items"][0]["id"], b1.as_str());
+    app.conversions_until(&s.tenant.key, "txn_id=b-3", |b| {
+        b["items"][0]["payout"] == "2.00"
+    })
+    .await;
+    assert_eq!(app.ledger_sum(&s.tenant.id, &b1).await, (790, 1));
+    // b-1 pending, b-1 approved, b-3: one call each, in any order.
+    let heard = [jane.next().await, jane.next().await, jane.next().await];
+    let calls = |cid: &str| {
+        heard
+            .iter()
+            .filter(|u| u.contains(&format!("cid={cid}")))
+            .count()
+    };
+    assert_eq!(calls(&click), 2, "{heard:?}");
+    assert_eq!(calls(&other), 1, "{heard:?}");
+    jane.assert_quiet(Duration::from_millis(500)).await;
+}
+on_both_databases!(one_job_attributes_a_batch_in_order);
 
 /// Pushing a job whose idempotency key exists is a no-op on both databases (the
 /// sweepers and re-run jobs rely on it).

@@ -126,8 +126,21 @@ impl Services {
         job: &AttributeJob,
     ) -> Result<Vec<(String, Attribution)>, JobError> {
         let tenant = TenantId::from_trusted(job.tenant_id.clone());
-        let mut ids = distinct(&job.postback_ids);
-        ids.sort();
+        // In the order they were accepted: two statuses of one transaction in
+        // one batch are taken in that order.
+        let mut seen = HashSet::new();
+        let mut ids: Vec<String> = job
+            .postback_ids
+            .iter()
+            .filter(|id| seen.insert(*id))
+            .cloned()
+            .collect();
+        let order: HashMap<&String, usize> = job
+            .postback_ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id, i))
+            .collect();
         let mut outcomes = Vec::with_capacity(ids.len());
         let click_deadline = Instant::now() + CLICK_WAIT;
         let mut retry_rounds = 0;
@@ -147,7 +160,7 @@ impl Services {
                 tokio::time::sleep(CLICK_POLL).await;
             }
             ids = round.again.into_iter().chain(round.waiting).collect();
-            ids.sort();
+            ids.sort_by_key(|id| order.get(id).copied());
         }
         Ok(outcomes)
     }
@@ -164,7 +177,9 @@ impl Services {
             .filter(postback::Column::Id.is_in(ids.iter().cloned()))
             .all(db)
             .await?;
-        pbs.sort_by(|a, b| a.id.cmp(&b.id));
+        let order: HashMap<&String, usize> =
+            ids.iter().enumerate().map(|(i, id)| (id, i)).collect();
+        pbs.sort_by_key(|p| order.get(&p.id).copied());
         let found: HashSet<&String> = pbs.iter().map(|p| &p.id).collect();
         for id in ids.iter().filter(|id| !found.contains(id)) {
             round.done.push((id.clone(), Attribution::AlreadyDone));
