@@ -1,5 +1,6 @@
 //! The `trcker` binary itself: first start on a fresh data dir, the operator
-//! token shown once, a restart that keeps it, and a clean exit on SIGTERM.
+//! token shown once, a restart that keeps it, a clean exit on SIGTERM, and the
+//! scale-out roles (`trcker web`, `trcker worker`) as separate processes.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -15,8 +16,19 @@ struct Running {
 
 /// Starts `trcker serve` and reads its banner up to the operator token line.
 fn serve(data_dir: &std::path::Path, token: Option<&str>) -> Running {
+    start("serve", data_dir, token, &[])
+}
+
+/// Starts `trcker <command>` and reads its banner up to the operator token
+/// line (a workers-only process prints none: up to its first line).
+fn start(
+    command: &str,
+    data_dir: &std::path::Path,
+    token: Option<&str>,
+    env: &[(&str, &str)],
+) -> Running {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_trcker"));
-    cmd.arg("serve")
+    cmd.arg(command)
         .env("TRCKER_LISTEN", "127.0.0.1:0")
         .env("TRCKER_DATA_DIR", data_dir)
         .env_remove("DATABASE_URL")
@@ -27,13 +39,16 @@ fn serve(data_dir: &std::path::Path, token: Option<&str>) -> Running {
     if let Some(t) = token {
         cmd.env("TRCKER_OPERATOR_TOKEN", t);
     }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
     let mut child = cmd.spawn().expect("spawn trcker");
     let stdout = child.stdout.take().expect("stdout");
     let mut reader = BufReader::new(stdout).lines();
     let mut lines = Vec::new();
     for line in reader.by_ref() {
         let line = line.expect("line");
-        let done = line.contains("operator token");
+        let done = line.contains("operator token") || line.contains("workers are running");
         lines.push(line);
         if done {
             break;
@@ -185,4 +200,129 @@ async fn sigterm_loses_no_buffered_click() {
         .expect("count");
     assert_eq!(count, n as u64, "every redirected click is stored");
     store.close().await;
+}
+
+/// Scale-out roles: `trcker web` accepts postbacks and runs no workers (they
+/// wait in the queue); a `trcker worker` on the same database attributes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_accepts_and_a_worker_process_attributes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = "scale-out-operator";
+    let web = start("web", dir.path(), Some(token), &[]);
+    let base = web.value_after("listening on");
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let post = |path: &str, bearer: &str, body: serde_json::Value| {
+        let req = http
+            .post(format!("{base}{path}"))
+            .bearer_auth(bearer)
+            .json(&body);
+        async move {
+            let resp = req.send().await.expect("request");
+            assert!(resp.status().is_success(), "{}", resp.status());
+            resp.json::<serde_json::Value>().await.expect("json")
+        }
+    };
+    let tenant = post(
+        "/api/v1/tenants",
+        token,
+        json!({"name":"Acme","slug":"acme"}),
+    )
+    .await;
+    let key = tenant["api_key"].as_str().expect("key").to_owned();
+    let program = post(
+        "/api/v1/programs",
+        &key,
+        json!({"name":"Pro","slug":"pro","destination_url":"https://shop.example/pro",
+        "commission":{"type":"flat","value":"1.00"}}),
+    )
+    .await;
+    post(
+        "/api/v1/affiliates",
+        &key,
+        json!({"name":"Jane","email":"jane@example.com","slug":"jane"}),
+    )
+    .await;
+    let integration = post(
+        "/api/v1/integrations",
+        &key,
+        json!({"name":"Shop","program_id": program["id"]}),
+    )
+    .await;
+    let secret = integration["secret"].as_str().expect("secret");
+    let click = http
+        .get(format!("{base}/api/r/acme/pro?via=jane"))
+        .send()
+        .await
+        .expect("click");
+    let location = click.headers()["location"].to_str().expect("location");
+    let click_id = location.rsplit_once("click_id=").expect("click id").1;
+    let accepted: serde_json::Value = http
+        .get(format!(
+            "{base}/api/postback/acme/pro?secret={secret}&click_id={click_id}&amount=10&txn_id=w1"
+        ))
+        .send()
+        .await
+        .expect("postback")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(accepted["status"], "accepted", "{accepted}");
+    let conversions = || async {
+        http.get(format!("{base}/api/v1/conversions"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .expect("conversions")
+            .json::<serde_json::Value>()
+            .await
+            .expect("json")
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        conversions().await["items"].as_array().map(Vec::len),
+        Some(0),
+        "a web process runs no workers"
+    );
+
+    let worker = start(
+        "worker",
+        dir.path(),
+        Some(token),
+        &[("TRCKER_WORKER_NAME", "scale-out-worker")],
+    );
+    let mut page = conversions().await;
+    for _ in 0..100 {
+        if page["items"][0]["payout"] == "1.00" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        page = conversions().await;
+    }
+    assert_eq!(page["items"][0]["payout"], "1.00", "{page}");
+    assert_eq!(page["items"][0]["txn_id"], "w1", "{page}");
+    // The worker runs under the name it was given.
+    let store = trcker_storage::Store::open(&trcker_storage::Store::sqlite_in(dir.path()))
+        .await
+        .expect("open");
+    use trcker_storage::sea_orm::{ConnectionTrait, Statement};
+    let named = store
+        .conn
+        .query_one_raw(Statement::from_string(
+            store.conn.get_database_backend(),
+            "SELECT COUNT(*) AS n FROM Workers WHERE id LIKE 'scale-out-worker-%'",
+        ))
+        .await
+        .expect("workers")
+        .and_then(|r| r.try_get::<i64>("", "n").ok());
+    assert_eq!(
+        named,
+        Some(3),
+        "one worker per job type, under the given name"
+    );
+    store.close().await;
+    assert!(worker.sigterm_and_wait().success());
+    assert!(web.sigterm_and_wait().success());
 }

@@ -38,6 +38,10 @@ pub enum Roles {
     All,
     /// Workers only (`trcker worker`).
     Workers,
+    /// Admin API, receiver and portal, without workers (`trcker web`): the
+    /// stateless HTTP nodes of a scale-out deployment, beside `trcker worker`
+    /// processes on the same PostgreSQL.
+    Web,
 }
 
 /// How the operator token was set up at this start.
@@ -125,7 +129,7 @@ impl App {
 
         let shutdown = CancellationToken::new();
         let mut tasks = Vec::new();
-        let (acceptor, addr) = if roles == Roles::All {
+        let (acceptor, addr) = if roles != Roles::Workers {
             let acceptor = TcpListener::bind(config.listen.clone())
                 .into_acceptor()
                 .await
@@ -180,17 +184,20 @@ impl App {
             }));
         }
 
-        let opts = trcker_workers::WorkerOptions {
-            concurrency: config.worker_concurrency.max(1),
-            ..Default::default()
-        };
-        let worker_services = services.clone();
-        let worker_shutdown = shutdown.clone();
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = trcker_workers::run(worker_services, opts, worker_shutdown).await {
-                tracing::error!(error = %e, "workers stopped with an error");
-            }
-        }));
+        if roles != Roles::Web {
+            let opts = trcker_workers::WorkerOptions {
+                concurrency: config.worker_concurrency.max(1),
+                name: config.worker_name.clone(),
+                ..Default::default()
+            };
+            let worker_services = services.clone();
+            let worker_shutdown = shutdown.clone();
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = trcker_workers::run(worker_services, opts, worker_shutdown).await {
+                    tracing::error!(error = %e, "workers stopped with an error");
+                }
+            }));
+        }
 
         Ok(App {
             addr,

@@ -1,8 +1,9 @@
 //! `trcker`: multi-tenant affiliate tracking.
 //!
 //! `trcker serve` runs every role in one process (embedded SQLite by default,
-//! PostgreSQL with `DATABASE_URL`); `trcker worker` runs workers only, for
-//! scale-out; `trcker migrate` brings the schema up to date.
+//! PostgreSQL with `DATABASE_URL`); `trcker worker` runs workers only and
+//! `trcker web` the HTTP roles only, for scale-out; `trcker migrate` brings the
+//! schema up to date.
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -25,6 +26,9 @@ enum Command {
     Serve(Config),
     /// Run workers only (scale-out on PostgreSQL).
     Worker(Config),
+    /// Run the admin API, receiver and portal without workers (scale-out on
+    /// PostgreSQL, beside `trcker worker` processes).
+    Web(Config),
     /// Bring the database schema up to date, then exit.
     Migrate(Config),
 }
@@ -42,6 +46,7 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(config) => run(config, Roles::All).await,
         Command::Worker(config) => run(config, Roles::Workers).await,
+        Command::Web(config) => run(config, Roles::Web).await,
         Command::Migrate(config) => trcker::migrate(&config).await.map(|_| {
             println!("schema is up to date");
         }),
