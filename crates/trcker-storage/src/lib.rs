@@ -91,7 +91,13 @@ impl Store {
                 url,
                 max_connections,
             } => {
-                let options = PgConnectOptions::from_str(url)?.application_name("trcker");
+                // Plan every query with its parameters. A prepared statement's
+                // generic plan, made while a table is empty and kept until the
+                // table is next analyzed, can pick a tenant's whole index over
+                // the primary key and scan every row of the tenant for one.
+                let options = PgConnectOptions::from_str(url)?
+                    .application_name("trcker")
+                    .options([("plan_cache_mode", "force_custom_plan")]);
                 let pool = PgPoolOptions::new()
                     .max_connections(*max_connections)
                     .test_before_acquire(false)
