@@ -6,7 +6,10 @@
 //!   enqueue failed), once every attribute job queued before it has finished:
 //!   a backlog is not mistaken for lost jobs;
 //! - retries: notification deliveries whose next attempt is due get their job;
-//! - holds: conversions whose hold period is over are approved.
+//! - holds: conversions whose hold period is over are approved;
+//! - statistics: on PostgreSQL, the busiest tables are analyzed when their
+//!   planner statistics are missing or stale (see
+//!   `Store::refresh_planner_statistics`).
 //!
 //! Every push carries an idempotency key, so sweepers in several worker
 //! processes can run at once.
@@ -43,6 +46,8 @@ pub struct SweepReport {
     pub ips_erased: u64,
     pub orphaned_jobs: u64,
     pub pruned_jobs: u64,
+    /// Tables whose planner statistics were refreshed (PostgreSQL).
+    pub analyzed: usize,
 }
 
 impl Services {
@@ -129,6 +134,12 @@ impl Services {
                 .await?;
         }
         report.ips_erased = self.erase_old_ips(t).await?;
+        report.analyzed = self
+            .store
+            .refresh_planner_statistics()
+            .await
+            .map_err(|e| JobError(e.to_string()))?
+            .len();
         report.orphaned_jobs = self
             .store
             .release_orphaned_jobs(ORPHAN_AFTER_SECS, STUCK_AFTER_SECS)
