@@ -10,10 +10,11 @@
 //! Each row is inserted with `ON CONFLICT (tenant_id, dedupe_key) DO NOTHING`, so
 //! a repeat inside a group, or of an earlier postback, is reported as such.
 //!
-//! Once a group is committed, the writer answers its requests and queues one
-//! attribute job per tenant of the group, carrying the group's postbacks (one
-//! more transaction per group, not one per postback), in the background so that the next group's commit does not wait
-//! for it. If that push fails, the inbox sweeper queues them.
+//! Once a group is committed, the writer answers its requests and hands the
+//! group's postbacks to the job pusher, which queues them in the background
+//! (so that the next group's commit does not wait for it) as one attribute job
+//! per tenant, merging the groups that committed while its previous push ran.
+//! If a push fails, the inbox sweeper queues its postbacks.
 //!
 //! On PostgreSQL several writers take turns at the channel, so that groups
 //! commit side by side (the server syncs concurrent commits together); SQLite
@@ -32,6 +33,8 @@ use crate::ServiceError;
 use crate::queue::{AttributeJob, JobQueue};
 
 const MAX_BATCH: usize = 256;
+/// Postbacks one attribute job carries at most.
+const MAX_JOB: usize = 512;
 const QUEUE: usize = 4096;
 /// Groups committing at the same time on PostgreSQL.
 const POSTGRES_WRITERS: usize = 4;
@@ -54,8 +57,10 @@ impl InboxWriter {
         } else {
             1
         };
+        let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
+        tokio::spawn(push_jobs(queue, jobs_rx));
         for _ in 0..writers {
-            tokio::spawn(run(store.clone(), queue.clone(), rx.clone()));
+            tokio::spawn(run(store.clone(), jobs_tx.clone(), rx.clone()));
         }
         InboxWriter { tx }
     }
@@ -76,7 +81,7 @@ impl InboxWriter {
 
 async fn run(
     store: Store,
-    queue: JobQueue,
+    jobs_tx: mpsc::UnboundedSender<AttributeJob>,
     rx: Arc<Mutex<mpsc::Receiver<(postback::Model, Reply)>>>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -98,12 +103,9 @@ async fn run(
                     }
                     let _ = reply.send(Ok(ok));
                 }
-                let queue = queue.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = queue.push_all(&jobs).await {
-                        tracing::warn!(error = %e, jobs = jobs.len(), "enqueue failed; the inbox sweeper will queue them");
-                    }
-                });
+                for job in jobs {
+                    let _ = jobs_tx.send(job);
+                }
             }
             Err(e) => {
                 let unavailable = trcker_storage::is_unavailable(&e);
@@ -119,6 +121,29 @@ async fn run(
                     let _ = reply.send(Err(err));
                 }
             }
+        }
+    }
+}
+
+/// Queues the attribute jobs of committed groups: whatever groups committed
+/// while the previous push ran go in the next, merged per tenant (up to
+/// [`MAX_JOB`] postbacks a job), so that under load a job carries several
+/// groups and the workers fetch, run and acknowledge fewer, larger jobs.
+async fn push_jobs(queue: JobQueue, mut rx: mpsc::UnboundedReceiver<AttributeJob>) {
+    let mut waiting = Vec::new();
+    while rx.recv_many(&mut waiting, 1024).await > 0 {
+        let mut jobs: Vec<AttributeJob> = Vec::new();
+        for group in waiting.drain(..) {
+            match jobs
+                .iter_mut()
+                .find(|j| j.tenant_id == group.tenant_id && j.postback_ids.len() < MAX_JOB)
+            {
+                Some(job) => job.postback_ids.extend(group.postback_ids),
+                None => jobs.push(group),
+            }
+        }
+        if let Err(e) = queue.push_all(&jobs).await {
+            tracing::warn!(error = %e, jobs = jobs.len(), "enqueue failed; the inbox sweeper will queue them");
         }
     }
 }
