@@ -8,7 +8,9 @@
 //! 2. click redirects (`/api/r/...`), each click recorded;
 //! 3. postback intake (accepted, durable), on SQLite and, with `--postgres-url`,
 //!    on PostgreSQL — beside the database's own one-row-per-transaction commit
-//!    rate at the same concurrency (an insert loop over the same driver);
+//!    rate at the same concurrency (an insert loop over the same driver). These
+//!    three run on `trcker web` (the HTTP roles, no workers): intake by itself;
+//!    the pipeline scenario runs `trcker serve`, everything at once;
 //! 4. the pipeline: sustained conversions per second attributed, commissioned
 //!    and notified (the affiliate is a local listener), then end-to-end latency
 //!    (accepted → affiliate notified) at half that rate;
@@ -71,11 +73,17 @@ struct Server {
 }
 
 impl Server {
+    /// `trcker serve`: every role in one process.
     fn start(trcker: &PathBuf, database_url: Option<&str>) -> Server {
+        Server::start_as("serve", trcker, database_url)
+    }
+
+    /// `trcker <command>` (`serve`, or `web` for the HTTP roles alone).
+    fn start_as(command: &str, trcker: &PathBuf, database_url: Option<&str>) -> Server {
         use std::io::{BufRead, BufReader};
         let dir = tempfile::tempdir().expect("tempdir");
         let mut cmd = Command::new(trcker);
-        cmd.arg("serve")
+        cmd.arg(command)
             .env("TRCKER_LISTEN", "127.0.0.1:0")
             .env("TRCKER_DATA_DIR", dir.path())
             .env("TRCKER_OPERATOR_TOKEN", "bench-operator")
@@ -423,7 +431,9 @@ async fn intake(
     http: &reqwest::Client,
     database_url: Option<&str>,
 ) -> (Result_, Peaks, Option<(Result_, Result_)>) {
-    let server = Server::start(&args.trcker, database_url);
+    // The HTTP roles alone (`trcker web`): intake is measured by itself; the
+    // pipeline's own figures come from its scenario.
+    let server = Server::start_as("web", &args.trcker, database_url);
     let seeded = bench_seed(http, &server.base, None).await;
     let mut peaks = vec![("seeded", server.peak_rss_mib())];
     let mut clicks_and_health = None;
@@ -573,7 +583,7 @@ async fn main() {
         format!("{:.2} × `/healthz`", clicks.rps / health.rps),
     ));
     table.push_str(&row(
-        "postback intake, SQLite",
+        "postback intake, SQLite (`trcker web`)",
         &sqlite_intake,
         format!(
             "{:.2} × SQLite one-row commits ({sqlite_commit:.0}/s)",
@@ -593,7 +603,11 @@ async fn main() {
                 p.sqlx_commit
             ),
         };
-        table.push_str(&row("postback intake, PostgreSQL", &p.intake, ratio));
+        table.push_str(&row(
+            "postback intake, PostgreSQL (`trcker web`)",
+            &p.intake,
+            ratio,
+        ));
     }
     table.push_str("\n| pipeline | conversions/s (attributed, commissioned, notified) | end-to-end p50 ms | p99 ms | at (postbacks/s) |\n| --- | ---: | ---: | ---: | ---: |\n");
     let pipe_row = |name: &str, v: &Value| {
