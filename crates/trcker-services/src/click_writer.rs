@@ -104,8 +104,9 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Msg>) {
 
 async fn write(store: &Store, clicks: &[click::Model]) -> Result<(), sea_orm::DbErr> {
     let txn = store.write_txn().await?;
-    // Bound the statement size (SQLite allows 32766 parameters; a click has 20).
-    for chunk in clicks.chunks(500) {
+    // Bound the statement size (SQLite allows 32766 parameters; a click has 20)
+    // and the number of distinct statements (see `pow2_chunks`).
+    for chunk in crate::util::pow2_chunks(clicks, 512) {
         let rows = chunk
             .iter()
             .map(|c| c.clone().into_active_model().reset_all());

@@ -178,25 +178,28 @@ fn is_deadlock(e: &sea_orm::DbErr) -> bool {
     text.contains("deadlock detected") || text.contains("could not serialize access")
 }
 
-/// One multi-row `INSERT … ON CONFLICT DO NOTHING RETURNING id`: one round trip
-/// for the whole group; the ids returned are the rows that were new.
+/// Multi-row `INSERT … ON CONFLICT DO NOTHING RETURNING id`s (a few round trips
+/// for the whole group); the ids returned are the rows that were new.
 async fn write_in_order(
     store: &Store,
     batch: &[(postback::Model, Reply)],
     order: &[usize],
 ) -> Result<Vec<bool>, sea_orm::DbErr> {
     let txn = store.write_txn().await?;
-    let rows = order
-        .iter()
-        .map(|&i| batch[i].0.clone().into_active_model().reset_all());
-    let result = postback::Entity::insert_many(rows)
-        .on_conflict_do_nothing_on([postback::Column::TenantId, postback::Column::DedupeKey])
-        .exec_with_returning_keys(&txn)
-        .await?;
+    let mut new: HashSet<String> = HashSet::new();
+    // In chunks of a few sizes, so that groups share their statements.
+    for chunk in crate::util::pow2_chunks(order, 256) {
+        let rows = chunk
+            .iter()
+            .map(|&i| batch[i].0.clone().into_active_model().reset_all());
+        let result = postback::Entity::insert_many(rows)
+            .on_conflict_do_nothing_on([postback::Column::TenantId, postback::Column::DedupeKey])
+            .exec_with_returning_keys(&txn)
+            .await?;
+        if let TryInsertResult::Inserted(ids) = result {
+            new.extend(ids);
+        }
+    }
     txn.commit().await?;
-    let new: HashSet<String> = match result {
-        TryInsertResult::Inserted(ids) => ids.into_iter().collect(),
-        TryInsertResult::Conflicted | TryInsertResult::Empty => HashSet::new(),
-    };
     Ok(batch.iter().map(|(row, _)| new.contains(&row.id)).collect())
 }

@@ -27,3 +27,47 @@ where
 pub fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> ServiceResult<T> {
     serde_json::from_str(s).map_err(|e| crate::ServiceError::Internal(format!("stored JSON: {e}")))
 }
+
+/// Splits `items` into chunks whose sizes are powers of two, largest first (at
+/// most `max`, itself a power of two). A multi-row statement's text depends on
+/// its row count, and every text a connection runs stays in its statement
+/// cache: with these sizes a table's batches share a handful of statements
+/// instead of one per batch size.
+pub fn pow2_chunks<T>(items: &[T], max: usize) -> impl Iterator<Item = &[T]> {
+    debug_assert!(max.is_power_of_two());
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let n = if rest.len() >= max {
+            max
+        } else {
+            1 << (usize::BITS - 1 - rest.len().leading_zeros())
+        };
+        let (chunk, tail) = rest.split_at(n);
+        rest = tail;
+        Some(chunk)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pow2_chunks;
+
+    #[test]
+    fn chunks_are_powers_of_two_and_cover_everything() {
+        for n in 0..1_100 {
+            let items: Vec<usize> = (0..n).collect();
+            let chunks: Vec<&[usize]> = pow2_chunks(&items, 256).collect();
+            assert!(
+                chunks
+                    .iter()
+                    .all(|c| c.len().is_power_of_two() && c.len() <= 256)
+            );
+            assert_eq!(chunks.concat(), items);
+        }
+        let sizes: Vec<usize> = pow2_chunks(&[0u8; 700], 256).map(<[u8]>::len).collect();
+        assert_eq!(sizes, [256, 256, 128, 32, 16, 8, 4]);
+    }
+}
