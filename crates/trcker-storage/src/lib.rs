@@ -74,7 +74,13 @@ impl Store {
                     .busy_timeout(Duration::from_secs(10))
                     .foreign_keys(true)
                     .pragma("temp_store", "memory")
-                    .pragma("cache_size", "-16000");
+                    // Memory per connection (8 of them): a 4 MB page cache (the
+                    // kernel caches the file besides), and a bounded statement
+                    // cache: a batch's `IN (…)` lists and multi-row statements
+                    // have a text per size, and each cached one keeps its
+                    // compiled program.
+                    .pragma("cache_size", "-4000")
+                    .statement_cache_capacity(32);
                 let pool = SqlitePoolOptions::new()
                     .max_connections(8)
                     .min_connections(1)
