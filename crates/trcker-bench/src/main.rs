@@ -52,8 +52,9 @@ struct Args {
     /// Where to write the JSON results.
     #[arg(long, default_value = "target/bench-results.json")]
     json: PathBuf,
-    /// Postbacks pushed through the pipeline at its maximum rate.
-    #[arg(long, default_value_t = 5_000)]
+    /// Postbacks pushed through the pipeline at its maximum rate (enough for
+    /// several seconds of sustained work, not a burst that intake absorbs).
+    #[arg(long, default_value_t = 20_000)]
     pipeline_postbacks: usize,
     /// Postbacks timed one by one at each click-table size.
     #[arg(long, default_value_t = 200)]

@@ -23,6 +23,20 @@ where
     Ok(model)
 }
 
+/// `CASE WHEN id = … THEN … END` over a batch: one UPDATE of many rows, each
+/// with a value of its own.
+pub fn per_row<C: sea_orm::ColumnTrait>(
+    id: C,
+    values: &[(String, sea_orm::Value)],
+) -> sea_orm::sea_query::SimpleExpr {
+    use sea_orm::sea_query::{CaseStatement, Expr};
+    let mut case = CaseStatement::new();
+    for (row, value) in values {
+        case = case.case(id.eq(row.as_str()), Expr::val(value.clone()));
+    }
+    case.into()
+}
+
 /// Parses a JSON column written by us.
 pub fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> ServiceResult<T> {
     serde_json::from_str(s).map_err(|e| crate::ServiceError::Internal(format!("stored JSON: {e}")))

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
 use chrono::Duration;
-use sea_orm::sea_query::{CaseStatement, Expr, SimpleExpr};
+use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, TryInsertResult,
     Value,
@@ -34,7 +34,7 @@ use trcker_storage::{TenantId, scoped, sea_orm};
 use super::JobError;
 use crate::Services;
 use crate::queue::{AttributeJob, CommissionItem, CommissionJob};
-use crate::util::{from_json, now};
+use crate::util::{from_json, now, per_row};
 
 /// What attribution decided for one postback.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,16 +107,6 @@ struct Round {
 fn distinct<'a>(values: impl IntoIterator<Item = &'a String>) -> Vec<String> {
     let set: HashSet<&String> = values.into_iter().collect();
     set.into_iter().cloned().collect()
-}
-
-/// `CASE id WHEN … THEN … END` over a batch, for one UPDATE of many rows
-/// with a value of their own each.
-fn per_row<C: ColumnTrait>(id: C, values: &[(String, Value)]) -> SimpleExpr {
-    let mut case = CaseStatement::new();
-    for (row, value) in values {
-        case = case.case(id.eq(row.as_str()), Expr::val(value.clone()));
-    }
-    case.into()
 }
 
 impl Services {

@@ -10,11 +10,11 @@
 //! program's; a `payout` sent by the merchant overrides both. Every entry carries
 //! the sentence that explains its amount.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
+    ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, Value,
 };
 use trcker_domain::ConversionStatus;
 use trcker_domain::commission::{Commission, CommissionRule, RuleError};
@@ -26,7 +26,7 @@ use trcker_storage::{TenantId, scoped, sea_orm};
 use super::JobError;
 use crate::Services;
 use crate::queue::CommissionJob;
-use crate::util::now;
+use crate::util::{now, per_row};
 
 /// The rule a stored plan describes.
 pub fn rule_of(plan: &commission_plan::Model) -> Result<CommissionRule, RuleError> {
@@ -141,39 +141,54 @@ impl Services {
             .await?;
         let mut failed = None;
         let t = now();
-        let txn = self.store.write_txn().await?;
-        let mut entries = Vec::with_capacity(convs.len());
+        let mut computed: Vec<(&conversion::Model, Commission)> = Vec::with_capacity(convs.len());
         for conv in convs {
-            let commission = match Self::commission_for(conv, &plans) {
-                Ok(c) => c,
+            match Self::commission_for(conv, &plans) {
+                Ok(c) => computed.push((conv, c)),
                 Err(e) => {
                     tracing::error!(conversion_id = %conv.id, error = %e, "commission cannot be computed");
                     failed = Some(e);
-                    continue;
                 }
-            };
-            // Only while the conversion still earns and has no payout: a refund
-            // that got there first leaves nothing to book.
-            let locked = conversion::Entity::update_many()
-                .col_expr(
-                    conversion::Column::PayoutMinor,
-                    Expr::value(commission.payout.minor),
-                )
-                .col_expr(
-                    conversion::Column::CommissionExplanation,
-                    Expr::value(commission.explanation.clone()),
-                )
-                .col_expr(conversion::Column::UpdatedAt, Expr::value(t))
-                .filter(conversion::Column::TenantId.eq(tenant.as_str()))
-                .filter(conversion::Column::Id.eq(&conv.id))
-                .filter(conversion::Column::PayoutMinor.is_null())
-                .filter(conversion::Column::Status.is_in(["pending", "approved"]))
-                .exec(&txn)
-                .await?;
-            if locked.rows_affected != 1 {
-                continue;
             }
-            entries.push(
+        }
+        if computed.is_empty() {
+            return Ok(failed);
+        }
+        let payouts: Vec<(String, Value)> = computed
+            .iter()
+            .map(|(c, m)| (c.id.clone(), m.payout.minor.into()))
+            .collect();
+        let explanations: Vec<(String, Value)> = computed
+            .iter()
+            .map(|(c, m)| (c.id.clone(), m.explanation.clone().into()))
+            .collect();
+        let txn = self.store.write_txn().await?;
+        // Only conversions that still earn and have no payout: a refund that
+        // got there first leaves nothing to book. The rows returned are those
+        // this transaction set (and locked).
+        let set: HashSet<String> = conversion::Entity::update_many()
+            .col_expr(
+                conversion::Column::PayoutMinor,
+                per_row(conversion::Column::Id, &payouts),
+            )
+            .col_expr(
+                conversion::Column::CommissionExplanation,
+                per_row(conversion::Column::Id, &explanations),
+            )
+            .col_expr(conversion::Column::UpdatedAt, Expr::value(t))
+            .filter(conversion::Column::TenantId.eq(tenant.as_str()))
+            .filter(conversion::Column::Id.is_in(computed.iter().map(|(c, _)| c.id.clone())))
+            .filter(conversion::Column::PayoutMinor.is_null())
+            .filter(conversion::Column::Status.is_in(["pending", "approved"]))
+            .exec_with_returning(&txn)
+            .await?
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        let entries: Vec<_> = computed
+            .into_iter()
+            .filter(|(conv, _)| set.contains(&conv.id))
+            .map(|(conv, commission)| {
                 ledger_entry::Model {
                     id: IdKind::LedgerEntry.generate(),
                     tenant_id: tenant.to_string(),
@@ -191,9 +206,9 @@ impl Services {
                     is_test: conv.is_test,
                 }
                 .into_active_model()
-                .reset_all(),
-            );
-        }
+                .reset_all()
+            })
+            .collect();
         if !entries.is_empty() {
             // One entry per conversion and key, whoever gets there first.
             ledger_entry::Entity::insert_many(entries)

@@ -27,6 +27,7 @@ use futures::FutureExt;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, TryInsertResult,
+    Value,
 };
 use trcker_domain::destination::expand;
 use trcker_domain::ids::IdKind;
@@ -37,7 +38,7 @@ use trcker_storage::{TenantId, scoped, sea_orm};
 
 use super::JobError;
 use crate::queue::{NotifyItem, NotifyJob};
-use crate::util::now;
+use crate::util::{now, per_row};
 use crate::{ServiceError, Services};
 
 /// Delay before each retry; the number of entries is the number of retries.
@@ -83,6 +84,15 @@ impl EndpointGates {
         }
     }
 }
+
+/// An attempt made: the delivery, its attempt row, its new status and the
+/// time of its next attempt.
+type Made<'a> = (
+    &'a notification_delivery::Model,
+    notification_attempt::Model,
+    &'static str,
+    chrono::DateTime<chrono::Utc>,
+);
 
 /// Resolves names to public addresses only (unless private targets are allowed).
 struct GuardedResolver {
@@ -372,39 +382,37 @@ impl Services {
         tenant: &TenantId,
         results: &mut Vec<(notification_delivery::Model, Option<(Outcome, i32)>)>,
     ) -> Result<(), JobError> {
+        use notification_delivery::Column as D;
         let t = now();
-        let txn = self.store.write_txn().await?;
-        let mut attempts = Vec::with_capacity(results.len());
-        for (d, result) in results.drain(..) {
+        // Each delivery is written only if it is still at the attempt it made.
+        let at_attempt = |rows: &[&notification_delivery::Model]| {
+            let expected: Vec<(String, Value)> = rows
+                .iter()
+                .map(|d| (d.id.clone(), d.attempts.into()))
+                .collect();
+            sea_orm::sea_query::ExprTrait::eq(Expr::col(D::Attempts), per_row(D::Id, &expected))
+        };
+        let mut put_off: Vec<&notification_delivery::Model> = Vec::new();
+        // (delivery, attempt row, new status, next attempt)
+        let mut made: Vec<Made> = Vec::new();
+        for (d, result) in results.iter() {
             let Some((outcome, latency_ms)) = result else {
-                let later = t + ChronoDuration::seconds(BUSY_DEFER_SECS);
-                notification_delivery::Entity::update_many()
-                    .col_expr(
-                        notification_delivery::Column::NextAttemptAt,
-                        Expr::value(later),
-                    )
-                    .filter(notification_delivery::Column::TenantId.eq(tenant.as_str()))
-                    .filter(notification_delivery::Column::Id.eq(&d.id))
-                    .filter(notification_delivery::Column::Status.eq("pending"))
-                    .filter(notification_delivery::Column::Attempts.eq(d.attempts))
-                    .exec(&txn)
-                    .await?;
                 tracing::debug!(delivery_id = %d.id, endpoint_id = %d.endpoint_id, "endpoint busy; attempt put off");
+                put_off.push(d);
                 continue;
             };
-            let attempt_no = d.attempts + 1;
-            let (status_code, body, error) = match &outcome {
+            let (status_code, body, error) = match outcome {
                 Outcome::Delivered { status, excerpt } => {
-                    (Some(*status), Some(excerpt.clone()), None)
+                    (Some(i32::from(*status)), Some(excerpt.clone()), None)
                 }
                 Outcome::Failed {
                     status,
                     excerpt,
                     error,
-                } => (*status, excerpt.clone(), Some(error.clone())),
+                } => (status.map(i32::from), excerpt.clone(), Some(error.clone())),
                 Outcome::Permanent { error } => (None, None, Some(error.clone())),
             };
-            let (new_status, next_at) = match &outcome {
+            let (new_status, next_at) = match outcome {
                 Outcome::Delivered { .. } => ("delivered", t),
                 Outcome::Permanent { .. } => ("dead", t),
                 Outcome::Failed { .. } => match RETRY_SCHEDULE_SECS.get(d.attempts as usize) {
@@ -412,61 +420,67 @@ impl Services {
                     None => ("dead", t),
                 },
             };
-            let moved = notification_delivery::Entity::update_many()
-                .col_expr(
-                    notification_delivery::Column::Status,
-                    Expr::value(new_status),
-                )
-                .col_expr(
-                    notification_delivery::Column::Attempts,
-                    Expr::value(attempt_no),
-                )
-                .col_expr(
-                    notification_delivery::Column::NextAttemptAt,
-                    Expr::value(next_at),
-                )
-                .col_expr(
-                    notification_delivery::Column::LastStatusCode,
-                    Expr::value(status_code.map(i32::from)),
-                )
-                .col_expr(
-                    notification_delivery::Column::LastLatencyMs,
-                    Expr::value(latency_ms),
-                )
-                .col_expr(
-                    notification_delivery::Column::LastError,
-                    Expr::value(error.clone()),
-                )
-                .col_expr(notification_delivery::Column::UpdatedAt, Expr::value(t))
-                .filter(notification_delivery::Column::TenantId.eq(tenant.as_str()))
-                .filter(notification_delivery::Column::Id.eq(&d.id))
-                .filter(notification_delivery::Column::Attempts.eq(d.attempts))
+            let attempt = notification_attempt::Model {
+                id: IdKind::Attempt.generate(),
+                tenant_id: tenant.to_string(),
+                created_at: t,
+                delivery_id: d.id.clone(),
+                attempt_no: d.attempts + 1,
+                status_code,
+                latency_ms: *latency_ms,
+                response_excerpt: body,
+                error,
+            };
+            made.push((d, attempt, new_status, next_at));
+        }
+        let txn = self.store.write_txn().await?;
+        if !put_off.is_empty() {
+            let later = t + ChronoDuration::seconds(BUSY_DEFER_SECS);
+            notification_delivery::Entity::update_many()
+                .col_expr(D::NextAttemptAt, Expr::value(later))
+                .filter(D::TenantId.eq(tenant.as_str()))
+                .filter(D::Id.is_in(put_off.iter().map(|d| d.id.clone())))
+                .filter(D::Status.eq("pending"))
+                .filter(at_attempt(&put_off))
                 .exec(&txn)
                 .await?;
-            if moved.rows_affected == 1 {
-                attempts.push(
-                    notification_attempt::Model {
-                        id: IdKind::Attempt.generate(),
-                        tenant_id: tenant.to_string(),
-                        created_at: t,
-                        delivery_id: d.id.clone(),
-                        attempt_no,
-                        status_code: status_code.map(i32::from),
-                        latency_ms,
-                        response_excerpt: body,
-                        error,
-                    }
-                    .into_active_model()
-                    .reset_all(),
-                );
+        }
+        if !made.is_empty() {
+            let column = |f: &dyn Fn(&Made) -> Value| {
+                let values: Vec<(String, Value)> =
+                    made.iter().map(|m| (m.0.id.clone(), f(m))).collect();
+                per_row(D::Id, &values)
+            };
+            let rows: Vec<&notification_delivery::Model> = made.iter().map(|m| m.0).collect();
+            let moved: HashSet<String> = notification_delivery::Entity::update_many()
+                .col_expr(D::Status, column(&|m| m.2.into()))
+                .col_expr(D::Attempts, column(&|m| m.1.attempt_no.into()))
+                .col_expr(D::NextAttemptAt, column(&|m| m.3.into()))
+                .col_expr(D::LastStatusCode, column(&|m| m.1.status_code.into()))
+                .col_expr(D::LastLatencyMs, column(&|m| m.1.latency_ms.into()))
+                .col_expr(D::LastError, column(&|m| m.1.error.clone().into()))
+                .col_expr(D::UpdatedAt, Expr::value(t))
+                .filter(D::TenantId.eq(tenant.as_str()))
+                .filter(D::Id.is_in(rows.iter().map(|d| d.id.clone())))
+                .filter(at_attempt(&rows))
+                .exec_with_returning(&txn)
+                .await?
+                .into_iter()
+                .map(|d| d.id)
+                .collect();
+            let attempts: Vec<_> = made
+                .iter()
+                .filter(|m| moved.contains(&m.0.id))
+                .map(|m| m.1.clone().into_active_model().reset_all())
+                .collect();
+            if !attempts.is_empty() {
+                notification_attempt::Entity::insert_many(attempts)
+                    .exec_without_returning(&txn)
+                    .await?;
             }
         }
-        if !attempts.is_empty() {
-            notification_attempt::Entity::insert_many(attempts)
-                .exec_without_returning(&txn)
-                .await?;
-        }
         txn.commit().await?;
+        results.clear();
         Ok(())
     }
 
