@@ -150,9 +150,25 @@ mod sqlx_error {
 }
 
 /// Whether a push failed only because a job with its idempotency key exists.
-fn is_duplicate_key(e: &apalis_postgres::Error) -> bool {
+fn is_duplicate_key(e: &QueueError) -> bool {
     let text = e.to_string();
     text.contains("idx_jobs_idempotency_key") || text.contains("duplicate key value")
+}
+
+/// Pushes jobs in one transaction that commits without waiting for the disk: a
+/// job lost to a database crash is queued again from what is durable (an
+/// accepted postback still `received` by the inbox sweeper; a step's successor
+/// by the step's own job, which runs again since its acknowledgement came
+/// later).
+async fn push_pg(
+    pool: &apalis_postgres::PgPool,
+    queue: &str,
+    tasks: Vec<apalis_postgres::PgTask<Vec<u8>>>,
+) -> Result<(), QueueError> {
+    let mut tx = trcker_storage::pg_async_commit_txn(pool).await?;
+    apalis_postgres::queries::push_tasks(&mut *tx, queue, tasks).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Pushes jobs onto the apalis queue that the workers consume.
@@ -198,27 +214,18 @@ impl JobQueue {
                 // apalis-postgres 1.0 inserts without ON CONFLICT: a job whose
                 // idempotency key exists fails the whole batch. Then push them one
                 // by one and take "exists already" as done.
-                let mut conn = pool.acquire().await?;
-                match apalis_postgres::queries::push_tasks(&mut *conn, J::QUEUE, tasks.clone())
-                    .await
-                {
+                match push_pg(pool, J::QUEUE, tasks.clone()).await {
                     Ok(()) => {}
                     Err(e) if is_duplicate_key(&e) => {
                         for task in tasks {
-                            match apalis_postgres::queries::push_tasks(
-                                &mut *conn,
-                                J::QUEUE,
-                                vec![task],
-                            )
-                            .await
-                            {
+                            match push_pg(pool, J::QUEUE, vec![task]).await {
                                 Ok(()) => {}
                                 Err(e) if is_duplicate_key(&e) => {}
-                                Err(e) => return Err(e.into()),
+                                Err(e) => return Err(e),
                             }
                         }
                     }
-                    Err(e) => return Err(e.into()),
+                    Err(e) => return Err(e),
                 }
             }
         }

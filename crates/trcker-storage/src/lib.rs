@@ -168,6 +168,23 @@ impl Store {
             .await
     }
 
+    /// A write transaction for the pipeline's own writes (attribution,
+    /// commissions, deliveries and attempts). On PostgreSQL it commits without
+    /// waiting for the disk (`synchronous_commit = off`): a database crash may
+    /// lose the last fraction of a second of such commits, never corrupt
+    /// anything, and every one of them is made again from what is durable (the
+    /// acknowledged postback in the inbox, the queue), because jobs are
+    /// at-least-once and their effects keyed. What is acknowledged to a merchant
+    /// (the inbox commit) and what the API writes stay synchronous.
+    pub async fn pipeline_txn(&self) -> Result<DatabaseTransaction, DbErr> {
+        let txn = self.write_txn().await?;
+        if self.is_postgres() {
+            txn.execute_unprepared("SET LOCAL synchronous_commit TO OFF")
+                .await?;
+        }
+        Ok(txn)
+    }
+
     /// Hands back the queue jobs held by workers of these names: called when a
     /// process starts workers under a fixed name, whose earlier holder (the same
     /// name) can only be a process that died. Without this, a worker restarted
@@ -339,6 +356,19 @@ impl Store {
             Pool::Postgres(p) => p.close().await,
         }
     }
+}
+
+/// A transaction on a PostgreSQL pool whose commit does not wait for the disk
+/// (for writes that are made again if a database crash loses them; see
+/// [`Store::pipeline_txn`]).
+pub async fn pg_async_commit_txn(
+    pool: &PgPool,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET LOCAL synchronous_commit TO OFF")
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
 }
 
 /// Whether an error is a unique-key violation (the signal of an idempotent repeat).

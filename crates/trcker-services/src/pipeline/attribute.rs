@@ -526,7 +526,7 @@ impl Services {
         let mut out = Round::default();
         let mut next: Vec<CommissionItem> = Vec::new();
         let t = now();
-        let txn = self.store.write_txn().await?;
+        let txn = self.store.pipeline_txn().await?;
         let mut new: Vec<conversion::Model> = effects
             .iter()
             .filter_map(|(_, e)| match e {

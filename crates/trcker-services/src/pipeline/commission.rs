@@ -162,7 +162,7 @@ impl Services {
             .iter()
             .map(|(c, m)| (c.id.clone(), m.explanation.clone().into()))
             .collect();
-        let txn = self.store.write_txn().await?;
+        let txn = self.store.pipeline_txn().await?;
         // Only conversions that still earn and have no payout: a refund that
         // got there first leaves nothing to book. The rows returned are those
         // this transaction set (and locked).

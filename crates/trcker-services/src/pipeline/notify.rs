@@ -245,6 +245,7 @@ impl Services {
         let rows = deliveries
             .iter()
             .map(|d| d.clone().into_active_model().reset_all());
+        let txn = self.store.pipeline_txn().await?;
         let inserted: HashSet<String> = match notification_delivery::Entity::insert_many(rows)
             .on_conflict_do_nothing_on([
                 notification_delivery::Column::TenantId,
@@ -252,12 +253,13 @@ impl Services {
                 notification_delivery::Column::ConversionId,
                 notification_delivery::Column::EventKey,
             ])
-            .exec_with_returning_keys(db)
+            .exec_with_returning_keys(&txn)
             .await?
         {
             TryInsertResult::Inserted(ids) => ids.into_iter().collect(),
             TryInsertResult::Conflicted | TryInsertResult::Empty => HashSet::new(),
         };
+        txn.commit().await?;
         let mut items: Vec<NotifyItem> = deliveries
             .iter()
             .filter(|d| inserted.contains(&d.id))
@@ -433,7 +435,7 @@ impl Services {
             };
             made.push((d, attempt, new_status, next_at));
         }
-        let txn = self.store.write_txn().await?;
+        let txn = self.store.pipeline_txn().await?;
         if !put_off.is_empty() {
             let later = t + ChronoDuration::seconds(BUSY_DEFER_SECS);
             notification_delivery::Entity::update_many()
