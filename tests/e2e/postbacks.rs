@@ -799,3 +799,69 @@ async fn a_job_stuck_in_a_live_worker_is_handed_back(app: &TestApp) {
     jane.assert_quiet(Duration::from_millis(500)).await;
 }
 on_both_databases!(a_job_stuck_in_a_live_worker_is_handed_back);
+
+/// A worker that stops heartbeating inside a live process (its loop wedged;
+/// nothing failed, so apalis's monitor sees nothing) is noticed by the
+/// watchdog: the process starts its workers again, under new names, and goes
+/// on attributing.
+async fn a_wedged_worker_is_replaced(app: &TestApp) {
+    use trcker_storage::sea_orm::{ConnectionTrait, Statement};
+    let jane = AffiliateServer::start(200).await;
+    let s = app.quickstart_setup("acme", &jane.url).await;
+    let services = app.services();
+    let conn = &services.store.conn;
+    let (workers, ago) = if services.store.is_postgres() {
+        ("apalis.workers", "NOW() - interval '120 seconds'")
+    } else {
+        ("Workers", "strftime('%s', 'now') - 120")
+    };
+    let names = || async {
+        let sql = format!("SELECT id FROM {workers} WHERE id LIKE '%-commission'");
+        conn.query_all_raw(Statement::from_string(conn.get_database_backend(), sql))
+            .await
+            .expect("workers")
+            .into_iter()
+            .map(|r| r.try_get::<String>("", "id").expect("id"))
+            .collect::<Vec<_>>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut before = names().await;
+    while before.is_empty() {
+        assert!(Instant::now() < deadline, "no commission worker registered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        before = names().await;
+    }
+    // The commission worker looks silent for two minutes, whatever its
+    // heartbeat says, until another one appears.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        conn.execute_unprepared(&format!(
+            "UPDATE {workers} SET last_seen = {ago} WHERE id = '{}'",
+            before[0]
+        ))
+        .await
+        .expect("update");
+        if names().await.iter().any(|n| !before.contains(n)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the wedged worker was never replaced"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let click = app.click_id("/api/r/acme/pro?via=jane").await;
+    let (status, body) = app
+        .postback(&format!(
+            "/api/postback/acme/pro?secret={}&click_id={click}&amount=79&txn_id=w1",
+            s.secret
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    app.conversions_until(&s.tenant.key, "txn_id=w1", |b| {
+        b["items"][0]["payout"] == "7.90"
+    })
+    .await;
+    assert!(jane.next().await.contains("payout=7.90"));
+}
+on_both_databases!(a_wedged_worker_is_replaced);

@@ -92,6 +92,16 @@ impl Server {
             .env("TRCKER_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
+        // TRCKER_BENCH_LOGS=<dir>: each server's warnings and errors go to a file there.
+        if let Some(dir) = std::env::var_os("TRCKER_BENCH_LOGS") {
+            let path = std::path::Path::new(&dir).join(format!(
+                "{}-{command}.log",
+                chrono::Utc::now().format("%H%M%S%.3f")
+            ));
+            if let Ok(file) = std::fs::File::create(path) {
+                cmd.stderr(file);
+            }
+        }
         match database_url {
             Some(url) => cmd.env("DATABASE_URL", url),
             None => cmd.env_remove("DATABASE_URL"),

@@ -97,13 +97,8 @@ impl Store {
                 url,
                 max_connections,
             } => {
-                // Plan every query with its parameters. A prepared statement's
-                // generic plan, made while a table is empty and kept until the
-                // table is next analyzed, can pick a tenant's whole index over
-                // the primary key and scan every row of the tenant for one.
-                let options = PgConnectOptions::from_str(url)?
-                    .application_name("trcker")
-                    .options([("plan_cache_mode", "force_custom_plan")]);
+                // Planner statistics matter here: see refresh_planner_statistics.
+                let options = PgConnectOptions::from_str(url)?.application_name("trcker");
                 let pool = PgPoolOptions::new()
                     .max_connections(*max_connections)
                     .test_before_acquire(false)
@@ -213,6 +208,41 @@ impl Store {
             };
         }
         Ok(released)
+    }
+
+    /// Which of these workers have not heartbeaten for `secs` seconds.
+    pub async fn silent_workers(
+        &self,
+        names: &[String],
+        secs: i64,
+    ) -> Result<Vec<String>, StorageError> {
+        let mut silent = Vec::new();
+        for name in names {
+            let quiet: Option<bool> = match &self.pool {
+                Pool::Sqlite(pool) => {
+                    sqlx::query_scalar(
+                        "SELECT strftime('%s', 'now') - last_seen >= ?2 FROM Workers WHERE id = ?1",
+                    )
+                    .bind(name)
+                    .bind(secs)
+                    .fetch_optional(pool)
+                    .await?
+                }
+                Pool::Postgres(pool) => {
+                    sqlx::query_scalar(
+                        "SELECT last_seen < NOW() - make_interval(secs => $2) FROM apalis.workers WHERE id = $1",
+                    )
+                    .bind(name)
+                    .bind(secs as f64)
+                    .fetch_optional(pool)
+                    .await?
+                }
+            };
+            if quiet == Some(true) {
+                silent.push(name.clone());
+            }
+        }
+        Ok(silent)
     }
 
     /// Hands back the queue jobs held by workers whose heartbeat is older than

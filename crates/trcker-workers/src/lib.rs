@@ -146,56 +146,83 @@ macro_rules! register_all {
     }};
 }
 
+/// A worker of this process that has not heartbeaten for this long is wedged
+/// (a busy worker still heartbeats well within it; no job runs this long): the
+/// process's workers are replaced.
+pub const WEDGED_AFTER: Duration = Duration::from_secs(45);
+
 /// Runs the workers and the sweepers until `shutdown` is cancelled, then lets
-/// jobs in flight finish (up to the shutdown timeout).
+/// jobs in flight finish (up to the shutdown timeout). A worker that stops
+/// heartbeating inside this live process (its loop wedged, which the monitor
+/// cannot see since nothing failed) is detected by a watchdog, and the workers
+/// are started again; the sweepers hand its jobs to the new ones.
 pub async fn run(
     services: Services,
     opts: WorkerOptions,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
-    let name = opts.name.clone().unwrap_or_else(unique_worker_name);
-    if opts.name.is_some() {
-        // A fixed name's earlier holder died: take its jobs back now.
+    let sweeper = tokio::spawn(sweep_loop(services.clone(), shutdown.clone()));
+    let result = loop {
+        let name = opts.name.clone().unwrap_or_else(unique_worker_name);
         let names: Vec<String> = ["attribute", "commission", "notify"]
             .iter()
             .map(|q| format!("{name}-{q}"))
             .collect();
-        match services.store.release_jobs_of_workers(&names).await {
-            Ok(0) => {}
-            Ok(n) => {
-                tracing::info!(worker = %name, jobs = n, "took back the jobs of this name's previous process")
+        if opts.name.is_some() {
+            // A fixed name's earlier holder died: take its jobs back now.
+            match services.store.release_jobs_of_workers(&names).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(worker = %name, jobs = n, "took back the jobs of this name's previous process")
+                }
+                Err(e) => {
+                    tracing::warn!(worker = %name, error = %e, "could not take back this name's jobs")
+                }
             }
-            Err(e) => {
-                tracing::warn!(worker = %name, error = %e, "could not take back this name's jobs")
+        }
+        tracing::info!(worker = %name, "workers starting");
+        let monitor = Monitor::new()
+            .should_restart(|ctx, err| {
+                tracing::warn!(worker = %ctx.name(), error = %err, "worker stopped; restarting");
+                true
+            })
+            .shutdown_timeout(opts.shutdown_timeout);
+        let monitor = match services.store.pool.clone() {
+            Pool::Sqlite(pool) => {
+                register_all!(monitor, &services, &opts, &name, sqlite_backend, pool)
             }
+            Pool::Postgres(pool) => {
+                register_all!(monitor, &services, &opts, &name, postgres_backend, pool)
+            }
+        };
+        let wedged = CancellationToken::new();
+        let watchdog = tokio::spawn(watch(
+            services.clone(),
+            names,
+            wedged.clone(),
+            shutdown.clone(),
+        ));
+        let signal = {
+            let (shutdown, wedged) = (shutdown.clone(), wedged.clone());
+            async move {
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = wedged.cancelled() => {}
+                }
+                Ok(())
+            }
+        };
+        let result = monitor
+            .run_with_signal(signal)
+            .await
+            .map_err(|e| e.to_string());
+        watchdog.abort();
+        if shutdown.is_cancelled() || !wedged.is_cancelled() {
+            tracing::info!(worker = %name, "workers stopped");
+            break result;
         }
-    }
-    tracing::info!(worker = %name, "workers starting");
-    let monitor = Monitor::new()
-        .should_restart(|ctx, err| {
-            tracing::warn!(worker = %ctx.name(), error = %err, "worker stopped; restarting");
-            true
-        })
-        .shutdown_timeout(opts.shutdown_timeout);
-    let monitor = match services.store.pool.clone() {
-        Pool::Sqlite(pool) => register_all!(monitor, &services, &opts, &name, sqlite_backend, pool),
-        Pool::Postgres(pool) => {
-            register_all!(monitor, &services, &opts, &name, postgres_backend, pool)
-        }
+        tracing::error!(worker = %name, "workers started again after one stopped heartbeating");
     };
-
-    let sweeper = tokio::spawn(sweep_loop(services.clone(), shutdown.clone()));
-    let signal = {
-        let shutdown = shutdown.clone();
-        async move {
-            shutdown.cancelled().await;
-            Ok(())
-        }
-    };
-    let result = monitor
-        .run_with_signal(signal)
-        .await
-        .map_err(|e| e.to_string());
     // A sweep pass in progress finishes (it stops between passes); aborting it
     // mid-query would hand its connection back in a broken state.
     if tokio::time::timeout(Duration::from_secs(5), sweeper)
@@ -204,8 +231,40 @@ pub async fn run(
     {
         tracing::warn!("a sweep pass was still running at shutdown");
     }
-    tracing::info!(worker = %name, "workers stopped");
     result
+}
+
+/// Cancels `wedged` when one of `names` has been silent for [`WEDGED_AFTER`].
+async fn watch(
+    services: Services,
+    names: Vec<String>,
+    wedged: CancellationToken,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match services
+            .store
+            .silent_workers(&names, WEDGED_AFTER.as_secs() as i64)
+            .await
+        {
+            Ok(silent) if !silent.is_empty() => {
+                tracing::error!(
+                    ?silent,
+                    "a worker of this process stopped heartbeating; restarting the workers"
+                );
+                wedged.cancel();
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "worker watchdog could not read heartbeats"),
+        }
+    }
 }
 
 async fn sweep_loop(services: Services, shutdown: CancellationToken) {
