@@ -21,6 +21,7 @@
 //! has one writer, since its writes are serialised by its lock anyway.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use sea_orm::{ActiveModelTrait, EntityTrait, IntoActiveModel, TryInsertResult};
 use std::sync::Arc;
@@ -45,6 +46,8 @@ type Reply = oneshot::Sender<Result<bool, ServiceError>>;
 #[derive(Debug, Clone)]
 pub struct InboxWriter {
     tx: mpsc::Sender<(postback::Model, Reply)>,
+    /// Groups committed whose attribute jobs are not pushed yet.
+    unpushed: Arc<AtomicUsize>,
 }
 
 impl InboxWriter {
@@ -58,11 +61,31 @@ impl InboxWriter {
             1
         };
         let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
-        tokio::spawn(push_jobs(queue, jobs_rx));
+        let unpushed = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(push_jobs(queue, jobs_rx, unpushed.clone()));
         for _ in 0..writers {
-            tokio::spawn(run(store.clone(), jobs_tx.clone(), rx.clone()));
+            tokio::spawn(run(
+                store.clone(),
+                jobs_tx.clone(),
+                rx.clone(),
+                unpushed.clone(),
+            ));
         }
-        InboxWriter { tx }
+        InboxWriter { tx, unpushed }
+    }
+
+    /// Waits (up to `bound`) until the attribute jobs of every committed group
+    /// are pushed: at shutdown, before the pool closes. Whatever is left is
+    /// queued by the inbox sweeper.
+    pub async fn drain(&self, bound: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + bound;
+        while self.unpushed.load(Ordering::Acquire) > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        true
     }
 
     /// Stores an accepted postback durably; `Ok(false)` when its dedupe key
@@ -83,6 +106,7 @@ async fn run(
     store: Store,
     jobs_tx: mpsc::UnboundedSender<AttributeJob>,
     rx: Arc<Mutex<mpsc::Receiver<(postback::Model, Reply)>>>,
+    unpushed: Arc<AtomicUsize>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
@@ -104,7 +128,10 @@ async fn run(
                     let _ = reply.send(Ok(ok));
                 }
                 for job in jobs {
-                    let _ = jobs_tx.send(job);
+                    unpushed.fetch_add(1, Ordering::AcqRel);
+                    if jobs_tx.send(job).is_err() {
+                        unpushed.fetch_sub(1, Ordering::AcqRel);
+                    }
                 }
             }
             Err(e) => {
@@ -129,9 +156,14 @@ async fn run(
 /// while the previous push ran go in the next, merged per tenant (up to
 /// [`MAX_JOB`] postbacks a job), so that under load a job carries several
 /// groups and the workers fetch, run and acknowledge fewer, larger jobs.
-async fn push_jobs(queue: JobQueue, mut rx: mpsc::UnboundedReceiver<AttributeJob>) {
+async fn push_jobs(
+    queue: JobQueue,
+    mut rx: mpsc::UnboundedReceiver<AttributeJob>,
+    unpushed: Arc<AtomicUsize>,
+) {
     let mut waiting = Vec::new();
     while rx.recv_many(&mut waiting, 1024).await > 0 {
+        let groups = waiting.len();
         let mut jobs: Vec<AttributeJob> = Vec::new();
         for group in waiting.drain(..) {
             match jobs
@@ -145,6 +177,7 @@ async fn push_jobs(queue: JobQueue, mut rx: mpsc::UnboundedReceiver<AttributeJob
         if let Err(e) = queue.push_all(&jobs).await {
             tracing::warn!(error = %e, jobs = jobs.len(), "enqueue failed; the inbox sweeper will queue them");
         }
+        unpushed.fetch_sub(groups, Ordering::AcqRel);
     }
 }
 

@@ -64,7 +64,7 @@ pub struct Services {
     /// For calls to our own public receiver (test-fire).
     pub(crate) self_http: reqwest::Client,
     pub(crate) rate_limiter: Arc<postbacks::RateLimiter>,
-    pub(crate) inbox: inbox::InboxWriter,
+    pub inbox: inbox::InboxWriter,
     pub(crate) click_state: Arc<clicks::ClickState>,
     pub(crate) intake_cache: Arc<postbacks::IntakeCache>,
     pub(crate) endpoint_gates: Arc<pipeline::notify::EndpointGates>,

@@ -237,7 +237,13 @@ impl App {
                 a.abort();
             }
         }
-        // Requests are done: write the clicks still buffered, then close.
+        // Requests are done: queue the jobs of the last postbacks accepted,
+        // write the clicks still buffered, then close.
+        if !self.services.inbox.drain(PUSH_BOUND).await {
+            tracing::warn!(
+                "some accepted postbacks were not queued before shutdown; the inbox sweeper will queue them"
+            );
+        }
         tracing::info!("writing buffered clicks");
         if tokio::time::timeout(FLUSH_BOUND, self.services.clicks.flush())
             .await
@@ -273,6 +279,8 @@ impl App {
 /// How long shutdown waits for requests and jobs in flight (the HTTP server
 /// gives connections 10 s, the workers give jobs 15 s).
 const TASKS_BOUND: Duration = Duration::from_secs(20);
+/// How long shutdown waits for the last accepted postbacks' jobs to be queued.
+const PUSH_BOUND: Duration = Duration::from_secs(2);
 /// How long shutdown waits for buffered clicks to be written.
 const FLUSH_BOUND: Duration = Duration::from_secs(5);
 /// How long shutdown waits for database connections to close.
