@@ -23,16 +23,21 @@ where
     Ok(model)
 }
 
-/// `CASE WHEN id = … THEN … END` over a batch: one UPDATE of many rows, each
-/// with a value of its own.
-pub fn per_row<C: sea_orm::ColumnTrait>(
+/// `CASE WHEN id = … THEN … END` over a batch of `(id, value)`: one UPDATE of
+/// many rows, each with a value of its own.
+pub fn per_row<C, S, V>(
     id: C,
-    values: &[(String, sea_orm::Value)],
-) -> sea_orm::sea_query::SimpleExpr {
+    values: impl IntoIterator<Item = (S, V)>,
+) -> sea_orm::sea_query::SimpleExpr
+where
+    C: sea_orm::ColumnTrait,
+    S: AsRef<str>,
+    V: Into<sea_orm::Value>,
+{
     use sea_orm::sea_query::{CaseStatement, Expr};
     let mut case = CaseStatement::new();
     for (row, value) in values {
-        case = case.case(id.eq(row.as_str()), Expr::val(value.clone()));
+        case = case.case(id.eq(row.as_ref()), Expr::val(value.into()));
     }
     case.into()
 }

@@ -21,7 +21,6 @@ use chrono::Duration;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, TryInsertResult,
-    Value,
 };
 use trcker_domain::ConversionStatus;
 use trcker_domain::click_id::ClickId;
@@ -613,28 +612,24 @@ impl Services {
             }
         }
         if !marks.is_empty() {
-            let state: Vec<(String, Value)> =
-                marks.iter().map(|m| (m.0.clone(), m.1.into())).collect();
-            let conversion: Vec<(String, Value)> = marks
-                .iter()
-                .map(|m| (m.0.clone(), m.2.clone().into()))
-                .collect();
-            let reason: Vec<(String, Value)> = marks
-                .iter()
-                .map(|m| (m.0.clone(), m.3.clone().into()))
-                .collect();
             postback::Entity::update_many()
                 .col_expr(
                     postback::Column::State,
-                    per_row(postback::Column::Id, &state),
+                    per_row(postback::Column::Id, marks.iter().map(|m| (&m.0, m.1))),
                 )
                 .col_expr(
                     postback::Column::ConversionId,
-                    per_row(postback::Column::Id, &conversion),
+                    per_row(
+                        postback::Column::Id,
+                        marks.iter().map(|m| (&m.0, m.2.clone())),
+                    ),
                 )
                 .col_expr(
                     postback::Column::Reason,
-                    per_row(postback::Column::Id, &reason),
+                    per_row(
+                        postback::Column::Id,
+                        marks.iter().map(|m| (&m.0, m.3.clone())),
+                    ),
                 )
                 .col_expr(postback::Column::ProcessedAt, Expr::value(t))
                 .filter(postback::Column::TenantId.eq(tenant.as_str()))

@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet};
 
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, Value,
+    ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
 };
 use trcker_domain::ConversionStatus;
 use trcker_domain::commission::{Commission, CommissionRule, RuleError};
@@ -154,14 +154,6 @@ impl Services {
         if computed.is_empty() {
             return Ok(failed);
         }
-        let payouts: Vec<(String, Value)> = computed
-            .iter()
-            .map(|(c, m)| (c.id.clone(), m.payout.minor.into()))
-            .collect();
-        let explanations: Vec<(String, Value)> = computed
-            .iter()
-            .map(|(c, m)| (c.id.clone(), m.explanation.clone().into()))
-            .collect();
         let txn = self.store.pipeline_txn().await?;
         // Only conversions that still earn and have no payout: a refund that
         // got there first leaves nothing to book. The rows returned are those
@@ -169,11 +161,17 @@ impl Services {
         let set: HashSet<String> = conversion::Entity::update_many()
             .col_expr(
                 conversion::Column::PayoutMinor,
-                per_row(conversion::Column::Id, &payouts),
+                per_row(
+                    conversion::Column::Id,
+                    computed.iter().map(|(c, m)| (&c.id, m.payout.minor)),
+                ),
             )
             .col_expr(
                 conversion::Column::CommissionExplanation,
-                per_row(conversion::Column::Id, &explanations),
+                per_row(
+                    conversion::Column::Id,
+                    computed.iter().map(|(c, m)| (&c.id, m.explanation.clone())),
+                ),
             )
             .col_expr(conversion::Column::UpdatedAt, Expr::value(t))
             .filter(conversion::Column::TenantId.eq(tenant.as_str()))

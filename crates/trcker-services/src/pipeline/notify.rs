@@ -388,11 +388,8 @@ impl Services {
         let t = now();
         // Each delivery is written only if it is still at the attempt it made.
         let at_attempt = |rows: &[&notification_delivery::Model]| {
-            let expected: Vec<(String, Value)> = rows
-                .iter()
-                .map(|d| (d.id.clone(), d.attempts.into()))
-                .collect();
-            sea_orm::sea_query::ExprTrait::eq(Expr::col(D::Attempts), per_row(D::Id, &expected))
+            let expected = per_row(D::Id, rows.iter().map(|d| (&d.id, d.attempts)));
+            sea_orm::sea_query::ExprTrait::eq(Expr::col(D::Attempts), expected)
         };
         let mut put_off: Vec<&notification_delivery::Model> = Vec::new();
         // (delivery, attempt row, new status, next attempt)
@@ -448,11 +445,8 @@ impl Services {
                 .await?;
         }
         if !made.is_empty() {
-            let column = |f: &dyn Fn(&Made) -> Value| {
-                let values: Vec<(String, Value)> =
-                    made.iter().map(|m| (m.0.id.clone(), f(m))).collect();
-                per_row(D::Id, &values)
-            };
+            let column =
+                |f: &dyn Fn(&Made) -> Value| per_row(D::Id, made.iter().map(|m| (&m.0.id, f(m))));
             let rows: Vec<&notification_delivery::Model> = made.iter().map(|m| m.0).collect();
             let moved: HashSet<String> = notification_delivery::Entity::update_many()
                 .col_expr(D::Status, column(&|m| m.2.into()))
