@@ -84,6 +84,8 @@ enum Effect {
 /// Everything a batch's decisions read, loaded with one query per table.
 #[derive(Default)]
 struct Loaded {
+    /// Each postback's parameters, or why they cannot be read.
+    params: HashMap<String, Result<PostbackParams, String>>,
     programs: HashMap<String, program::Model>,
     aliases: HashMap<String, BTreeMap<String, String>>,
     existing: HashMap<(String, String), conversion::Model>,
@@ -199,17 +201,17 @@ impl Services {
             round.done.push((pb.id, Attribution::AlreadyDone));
         }
 
-        let loaded = self.load_batch(tenant, &received).await?;
+        let mut loaded = self.load_batch(tenant, &received).await?;
         let mut effects: Vec<(postback::Model, Effect)> = Vec::new();
         let mut claimed: HashSet<(String, String)> = HashSet::new();
         for pb in received {
-            let params = match self.parse_postback(&pb, &loaded) {
-                Ok(Ok(p)) => p,
-                Ok(Err(reason)) => {
+            let params = match loaded.params.remove(&pb.id) {
+                Some(Ok(p)) => p,
+                Some(Err(reason)) => {
                     effects.push((pb, Effect::Unattributed { reason }));
                     continue;
                 }
-                Err(e) => return Err(e),
+                None => return Err(JobError(format!("postback {} was not read", pb.id))),
             };
             let key = (pb.program_id.clone(), params.txn_id.clone());
             if claimed.contains(&key) {
@@ -281,10 +283,11 @@ impl Services {
                 .unwrap_or_default();
             loaded.aliases.insert(i.id, aliases);
         }
-        let parsed: Vec<PostbackParams> = received
-            .iter()
-            .filter_map(|pb| self.parse_postback(pb, &loaded).ok()?.ok())
-            .collect();
+        for pb in received {
+            let params = self.parse_postback(pb, &loaded)?;
+            loaded.params.insert(pb.id.clone(), params);
+        }
+        let parsed: Vec<&PostbackParams> = loaded.params.values().flatten().collect();
         if parsed.is_empty() {
             return Ok(loaded);
         }
