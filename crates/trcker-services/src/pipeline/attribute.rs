@@ -705,15 +705,7 @@ impl Services {
                     payout_id: None,
                     is_test: conv.is_test,
                 };
-                // Booked once per conversion and status, whoever gets there first.
-                ledger_entry::Entity::insert_many([entry.into_active_model().reset_all()])
-                    .on_conflict_do_nothing_on([
-                        ledger_entry::Column::TenantId,
-                        ledger_entry::Column::ConversionId,
-                        ledger_entry::Column::EntryKey,
-                    ])
-                    .exec_without_returning(txn)
-                    .await?;
+                super::commission::book_entries(txn, vec![entry]).await?;
             }
         }
         Ok(true)

@@ -186,39 +186,49 @@ impl Services {
         let entries: Vec<_> = computed
             .into_iter()
             .filter(|(conv, _)| set.contains(&conv.id))
-            .map(|(conv, commission)| {
-                ledger_entry::Model {
-                    id: IdKind::LedgerEntry.generate(),
-                    tenant_id: tenant.to_string(),
-                    created_at: t,
-                    affiliate_id: conv.affiliate_id.clone(),
-                    program_id: conv.program_id.clone(),
-                    conversion_id: conv.id.clone(),
-                    entry_key: "commission".into(),
-                    kind: "commission".into(),
-                    amount_minor: commission.payout.minor,
-                    currency: conv.currency.clone(),
-                    explanation: commission.explanation,
-                    available_at: conv.hold_until.unwrap_or(t),
-                    payout_id: None,
-                    is_test: conv.is_test,
-                }
-                .into_active_model()
-                .reset_all()
+            .map(|(conv, commission)| ledger_entry::Model {
+                id: IdKind::LedgerEntry.generate(),
+                tenant_id: tenant.to_string(),
+                created_at: t,
+                affiliate_id: conv.affiliate_id.clone(),
+                program_id: conv.program_id.clone(),
+                conversion_id: conv.id.clone(),
+                entry_key: "commission".into(),
+                kind: "commission".into(),
+                amount_minor: commission.payout.minor,
+                currency: conv.currency.clone(),
+                explanation: commission.explanation,
+                available_at: conv.hold_until.unwrap_or(t),
+                payout_id: None,
+                is_test: conv.is_test,
             })
             .collect();
-        if !entries.is_empty() {
-            // One entry per conversion and key, whoever gets there first.
-            ledger_entry::Entity::insert_many(entries)
-                .on_conflict_do_nothing_on([
-                    ledger_entry::Column::TenantId,
-                    ledger_entry::Column::ConversionId,
-                    ledger_entry::Column::EntryKey,
-                ])
-                .exec_without_returning(&txn)
-                .await?;
-        }
+        book_entries(&txn, entries).await?;
         txn.commit().await?;
         Ok(failed)
     }
+}
+
+/// Inserts ledger entries in `txn`: one per conversion and entry key, whoever
+/// gets there first (a repeat is left out, not an error).
+pub(super) async fn book_entries(
+    txn: &sea_orm::DatabaseTransaction,
+    entries: Vec<ledger_entry::Model>,
+) -> Result<(), sea_orm::DbErr> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    ledger_entry::Entity::insert_many(
+        entries
+            .into_iter()
+            .map(|e| e.into_active_model().reset_all()),
+    )
+    .on_conflict_do_nothing_on([
+        ledger_entry::Column::TenantId,
+        ledger_entry::Column::ConversionId,
+        ledger_entry::Column::EntryKey,
+    ])
+    .exec_without_returning(txn)
+    .await?;
+    Ok(())
 }
