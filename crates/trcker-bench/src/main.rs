@@ -65,6 +65,11 @@ struct Args {
     /// Everything briefly and small: keeps the harness working, measures nothing.
     #[arg(long)]
     smoke: bool,
+    /// One scenario by itself (`intake-sqlite`, `intake-postgres`,
+    /// `pipeline-sqlite`, `pipeline-postgres`), its figures printed as JSON:
+    /// for quick comparisons while working on one path.
+    #[arg(long)]
+    only: Option<String>,
 }
 
 struct Server {
@@ -89,10 +94,14 @@ impl Server {
             .env("TRCKER_DATA_DIR", dir.path())
             .env("TRCKER_OPERATOR_TOKEN", "bench-operator")
             .env("TRCKER_ALLOW_PRIVATE_TARGETS", "true")
-            .env("TRCKER_LOG", "warn")
+            .env(
+                "TRCKER_LOG",
+                std::env::var("TRCKER_BENCH_LOG_LEVEL").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
-        // TRCKER_BENCH_LOGS=<dir>: each server's warnings and errors go to a file there.
+        // TRCKER_BENCH_LOGS=<dir>: each server's warnings and errors (or what
+        // TRCKER_BENCH_LOG_LEVEL asks for) go to a file there.
         if let Some(dir) = std::env::var_os("TRCKER_BENCH_LOGS") {
             let path = std::path::Path::new(&dir).join(format!(
                 "{}-{command}.log",
@@ -536,6 +545,27 @@ async fn main() {
         "measuring on {machine}: {} s per scenario, {} connections",
         args.seconds, args.concurrency
     );
+
+    if let Some(only) = &args.only {
+        let pg_url = match (only.ends_with("postgres"), &args.postgres_url) {
+            (false, _) => None,
+            (true, Some(admin)) => Some(fresh_pg_database(admin).await),
+            (true, None) => panic!("--only {only} needs --postgres-url"),
+        };
+        let figures = match only.split_once('-').map(|(s, _)| s) {
+            Some("intake") => {
+                let (r, peaks, _) = intake(&args, &http, pg_url.as_deref()).await;
+                json!({"intake": r.json(), "peak_rss_mib": peaks.last()})
+            }
+            Some("pipeline") => pipeline::pipeline(&args, &http, pg_url.as_deref()).await,
+            _ => panic!("unknown scenario {only}"),
+        };
+        if let (Some(admin), Some(url)) = (&args.postgres_url, &pg_url) {
+            drop_pg_database(admin, url).await;
+        }
+        println!("{}", serde_json::to_string_pretty(&figures).expect("json"));
+        return;
+    }
 
     eprintln!("SQLite: /healthz, clicks, postback intake, commit baseline");
     let (sqlite_intake, sqlite_peaks, ch) = intake(&args, &http, None).await;
