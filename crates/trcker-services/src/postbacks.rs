@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
-use trcker_domain::ConversionStatus;
 use trcker_domain::ids::IdKind;
 use trcker_domain::money::Currency;
 use trcker_domain::postback::{FieldError, PostbackParams, redacted};
@@ -18,6 +17,7 @@ use trcker_domain::secret::{hash_secret, test_fire};
 use trcker_storage::entities::*;
 use trcker_storage::{TenantId, scoped, sea_orm};
 
+use crate::inbox::Filed;
 use crate::ttl_cache::TtlCache;
 use crate::util::{insert, now};
 use crate::{ServiceError, Services};
@@ -281,45 +281,41 @@ impl Services {
             }
         };
 
-        // A status the conversion cannot move to is refused now, with the reason
-        // (the pipeline checks again, for postbacks that race).
-        let existing = scoped::<conversion::Entity>(&tenant)
-            .filter(conversion::Column::ProgramId.eq(&program.id))
-            .filter(conversion::Column::TxnId.eq(&params.txn_id))
-            .one(&self.store.conn)
-            .await?;
-        if let Some(conv) = existing
-            && let Ok(current) = ConversionStatus::parse(&conv.status)
-            && current != params.status
-            && !current.can_move_to(params.status)
-        {
-            let field = FieldError::new(
-                "status",
-                format!(
-                    "conversion {} for txn_id {} is {}; it cannot become {}",
-                    conv.id, params.txn_id, current, params.status
-                ),
-            );
-            let mut log = row("rejected", 422);
-            log.txn_id = Some(params.txn_id.clone());
-            log.status_param = Some(params.status.as_str().to_owned());
-            log.conversion_id = Some(conv.id.clone());
-            log.reason = Some(format!("status: {}", field.message));
-            self.log_postback(log).await;
-            return Err(IntakeError::Invalid(vec![field]));
-        }
-
         let mut accepted = row("accepted", 200);
         accepted.txn_id = Some(params.txn_id.clone());
         accepted.status_param = Some(params.status.as_str().to_owned());
         accepted.dedupe_key = Some(dedupe_key(&program.id, &params));
         accepted.state = "received".to_owned();
         accepted.is_test = params.test;
-        if !self.inbox.insert(accepted.clone()).await? {
-            let ctx = (&aliases, currency, &params);
-            return self
-                .duplicate(&tenant, row("duplicate", 200), &accepted, ctx)
-                .await;
+        match self.inbox.insert(accepted.clone()).await? {
+            Filed::New => {}
+            Filed::Repeat => {
+                let ctx = (&aliases, currency, &params);
+                return self
+                    .duplicate(&tenant, row("duplicate", 200), &accepted, ctx)
+                    .await;
+            }
+            // A status the conversion cannot move to is refused now, with the
+            // reason (the pipeline checks again, for postbacks that race).
+            Filed::Refused {
+                conversion_id,
+                current,
+            } => {
+                let field = FieldError::new(
+                    "status",
+                    format!(
+                        "conversion {conversion_id} for txn_id {} is {current}; it cannot become {}",
+                        params.txn_id, params.status
+                    ),
+                );
+                let mut log = row("rejected", 422);
+                log.txn_id = Some(params.txn_id.clone());
+                log.status_param = Some(params.status.as_str().to_owned());
+                log.conversion_id = Some(conversion_id);
+                log.reason = Some(format!("status: {}", field.message));
+                self.log_postback(log).await;
+                return Err(IntakeError::Invalid(vec![field]));
+            }
         }
         // The inbox writer queues the attribute job with its group.
         Ok(IntakeOutcome::Accepted {
