@@ -23,7 +23,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Duration as ChronoDuration;
-use futures::FutureExt;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, TryInsertResult,
@@ -47,40 +46,82 @@ pub const RETRY_SCHEDULE_SECS: [i64; 10] =
 
 /// Calls one process makes to one endpoint at the same time.
 pub const PER_ENDPOINT_CONCURRENCY: usize = 8;
-/// How long a job waits for its endpoint to have room before putting its
-/// attempt off.
+/// How long a job waits for its endpoint to have room, with none of the
+/// endpoint's calls finishing meanwhile, before putting its attempt off. An
+/// endpoint that answers keeps its queue moving: its waiting calls go on
+/// waiting for their turn, however long the queue (a burst of conversions).
 pub const BUSY_WAIT: Duration = Duration::from_millis(500);
 /// How long an attempt is put off when its endpoint is at its limit.
 pub const BUSY_DEFER_SECS: i64 = 2;
 
+/// How long the results of a job's calls are gathered, after the first comes
+/// back, to be recorded in one transaction (a slow endpoint's result is
+/// recorded on its own, later).
+pub const RECORD_WINDOW: Duration = Duration::from_millis(20);
+
 /// Per-endpoint limits on calls in flight in this process.
 #[derive(Default)]
 pub struct EndpointGates {
-    gates: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
+    gates: Mutex<HashMap<String, Arc<Gate>>>,
+}
+
+/// One endpoint's calls in flight, and when the last one finished.
+struct Gate {
+    permits: Arc<tokio::sync::Semaphore>,
+    finished: Mutex<Instant>,
+}
+
+/// A call's place at its endpoint; dropping it (the call is over) frees the
+/// place and records that the endpoint answered.
+struct Entered {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    gate: Arc<Gate>,
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        *self.gate.finished.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
 }
 
 impl EndpointGates {
-    /// A permit to call `endpoint_id`, waiting up to [`BUSY_WAIT`] for one
-    /// (a fast endpoint frees its permits within that); `None` when the
-    /// endpoint stays at its limit.
-    async fn enter(&self, endpoint_id: &str) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    /// A place to call `endpoint_id`, waiting for one while the endpoint's
+    /// calls keep finishing; `None` once it stays at its limit for
+    /// [`BUSY_WAIT`] with none finishing (a slow or hanging endpoint).
+    async fn enter(&self, endpoint_id: &str) -> Option<Entered> {
         let gate = {
             let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
             // Forget idle endpoints now and then so the map stays small.
             if gates.len() > 10_000 {
-                gates.retain(|_, g| g.available_permits() < PER_ENDPOINT_CONCURRENCY);
+                gates.retain(|_, g| g.permits.available_permits() < PER_ENDPOINT_CONCURRENCY);
             }
             gates
                 .entry(endpoint_id.to_owned())
-                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(PER_ENDPOINT_CONCURRENCY)))
+                .or_insert_with(|| {
+                    Arc::new(Gate {
+                        permits: Arc::new(tokio::sync::Semaphore::new(PER_ENDPOINT_CONCURRENCY)),
+                        finished: Mutex::new(Instant::now()),
+                    })
+                })
                 .clone()
         };
-        match gate.clone().try_acquire_owned() {
-            Ok(permit) => Some(permit),
-            Err(_) => tokio::time::timeout(BUSY_WAIT, gate.acquire_owned())
-                .await
-                .ok()
-                .and_then(Result::ok),
+        loop {
+            let acquire = gate.permits.clone().acquire_owned();
+            match tokio::time::timeout(BUSY_WAIT, acquire).await {
+                Ok(Ok(permit)) => {
+                    return Some(Entered {
+                        _permit: permit,
+                        gate,
+                    });
+                }
+                Ok(Err(_)) => return None,
+                Err(_) => {
+                    let finished = *gate.finished.lock().unwrap_or_else(|e| e.into_inner());
+                    if finished.elapsed() >= BUSY_WAIT {
+                        return None;
+                    }
+                }
+            }
         }
     }
 }
@@ -345,11 +386,21 @@ impl Services {
             .buffer_unordered(job.items.len().max(1));
         let mut results = Vec::new();
         let mut failed = None;
-        // Wait for one result, then take every other that is ready too.
+        // Wait for one result, then take the others that come back within
+        // RECORD_WINDOW of it, and record them together.
         while let Some(first) = calls.next().await {
             results.push(first);
-            while let Some(Some(more)) = calls.next().now_or_never() {
-                results.push(more);
+            let window = tokio::time::sleep(RECORD_WINDOW);
+            tokio::pin!(window);
+            loop {
+                tokio::select! {
+                    biased;
+                    more = calls.next() => match more {
+                        Some(more) => results.push(more),
+                        None => break,
+                    },
+                    _ = &mut window => break,
+                }
             }
             if let Err(e) = self.record_attempts(&tenant, &mut results).await {
                 failed = Some(e);
@@ -366,7 +417,7 @@ impl Services {
         &self,
         d: notification_delivery::Model,
     ) -> (notification_delivery::Model, Option<(Outcome, i32)>) {
-        let Some(_permit) = self.endpoint_gates.enter(&d.endpoint_id).await else {
+        let Some(_entered) = self.endpoint_gates.enter(&d.endpoint_id).await else {
             return (d, None);
         };
         let started = Instant::now();
