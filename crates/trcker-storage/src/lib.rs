@@ -343,27 +343,35 @@ impl Store {
         })
     }
 
-    /// On PostgreSQL, analyzes Trcker's busiest tables whose planner statistics
-    /// are missing or stale (more rows changed since the last analysis than
-    /// 50 + 10 % of the table, autovacuum's own rule). Autovacuum does this where
+    /// On PostgreSQL, analyzes Trcker's busiest tables (and the job queue's)
+    /// whose planner statistics are missing or stale. Autovacuum does this where
     /// it runs; where it is off, or has not come round yet on a fresh database
     /// under its first load, the planner takes one tenant for a rare value and
-    /// scans a tenant's whole index to find one row. Returns the tables analyzed.
+    /// scans a tenant's whole index to find one row, and matches a queue
+    /// acknowledgement through every job its worker ever locked. Stale means
+    /// more rows changed since the last analysis than 50 + 10 % of the table
+    /// (autovacuum's own rule), and either the table has more than doubled since
+    /// or its last analysis is a minute old: a growing table is not analyzed on
+    /// every sweep. Returns the tables analyzed.
     pub async fn refresh_planner_statistics(&self) -> Result<Vec<String>, StorageError> {
         let Pool::Postgres(pool) = &self.pool else {
             return Ok(Vec::new());
         };
         let stale: Vec<String> = sqlx::query_scalar(
-            "SELECT relname::text FROM pg_stat_user_tables \
-             WHERE schemaname = current_schema() \
-             AND relname IN ('postbacks', 'conversions', 'ledger_entries', 'clicks', \
-             'notification_deliveries', 'notification_attempts') \
-             AND n_mod_since_analyze > 50 + 0.1 * GREATEST(n_live_tup, 0)",
+            "SELECT format('%I.%I', schemaname, relname) FROM pg_stat_user_tables \
+             WHERE ((schemaname = current_schema() \
+                     AND relname IN ('postbacks', 'conversions', 'ledger_entries', 'clicks', \
+                                     'notification_deliveries', 'notification_attempts')) \
+                    OR (schemaname = 'apalis' AND relname = 'jobs')) \
+             AND n_mod_since_analyze > 50 + 0.1 * GREATEST(n_live_tup, 0) \
+             AND (n_mod_since_analyze > GREATEST(n_live_tup, 0) \
+                  OR COALESCE(GREATEST(last_analyze, last_autoanalyze), '-infinity') \
+                     < now() - interval '1 minute')",
         )
         .fetch_all(pool)
         .await?;
         for table in &stale {
-            // The names come from the fixed list above.
+            // Quoted names of the fixed list above.
             sqlx::query(sqlx::AssertSqlSafe(format!("ANALYZE {table}")))
                 .execute(pool)
                 .await?;
