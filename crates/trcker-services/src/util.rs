@@ -36,10 +36,27 @@ where
 {
     use sea_orm::sea_query::{CaseStatement, Expr};
     let mut case = CaseStatement::new();
-    for (row, value) in values {
-        case = case.case(id.eq(row.as_ref()), Expr::val(value.into()));
+    // Padded like `IN` lists (see `padded`): a repeated last arm changes nothing.
+    let values: Vec<(String, sea_orm::Value)> = values
+        .into_iter()
+        .map(|(row, value)| (row.as_ref().to_owned(), value.into()))
+        .collect();
+    for (row, value) in padded(values) {
+        case = case.case(id.eq(row), Expr::val(value));
     }
     case.into()
+}
+
+/// `items` with its last element repeated up to the next power of two. For
+/// `IN (…)` lists and `CASE` arms over a batch: their statement's text depends
+/// on the list's length, and each text a connection runs stays in its
+/// statement cache (see `pow2_chunks`); repeats do not change what matches.
+pub fn padded<T: Clone>(items: impl IntoIterator<Item = T>) -> Vec<T> {
+    let mut items: Vec<T> = items.into_iter().collect();
+    if let Some(last) = items.last().cloned() {
+        items.resize(items.len().next_power_of_two(), last);
+    }
+    items
 }
 
 /// Parses a JSON column written by us.
@@ -72,7 +89,16 @@ pub fn pow2_chunks<T>(items: &[T], max: usize) -> impl Iterator<Item = &[T]> {
 
 #[cfg(test)]
 mod tests {
-    use super::pow2_chunks;
+    use super::{padded, pow2_chunks};
+
+    #[test]
+    fn padded_repeats_the_last_item_to_a_power_of_two() {
+        assert_eq!(padded(Vec::<u8>::new()), Vec::<u8>::new());
+        assert_eq!(padded([7]), vec![7]);
+        assert_eq!(padded([1, 2, 3]), vec![1, 2, 3, 3]);
+        assert_eq!(padded([1, 2, 3, 4]), vec![1, 2, 3, 4]);
+        assert_eq!(padded(1..=5).len(), 8);
+    }
 
     #[test]
     fn chunks_are_powers_of_two_and_cover_everything() {

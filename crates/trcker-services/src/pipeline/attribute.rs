@@ -33,7 +33,7 @@ use trcker_storage::{TenantId, scoped, sea_orm};
 use super::JobError;
 use crate::Services;
 use crate::queue::{AttributeJob, CommissionItem, CommissionJob};
-use crate::util::{from_json, now, per_row};
+use crate::util::{from_json, now, padded, per_row, pow2_chunks};
 
 /// What attribution decided for one postback.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,7 +165,7 @@ impl Services {
         let db = &self.store.conn;
         let mut round = Round::default();
         let mut pbs = scoped::<postback::Entity>(tenant)
-            .filter(postback::Column::Id.is_in(ids.iter().cloned()))
+            .filter(postback::Column::Id.is_in(padded(ids.iter().cloned())))
             .all(db)
             .await?;
         let order: HashMap<&String, usize> =
@@ -185,7 +185,7 @@ impl Services {
         let mut next: Vec<CommissionItem> = Vec::new();
         if !done_before.is_empty() {
             for conv in scoped::<conversion::Entity>(tenant)
-                .filter(conversion::Column::Id.is_in(done_before))
+                .filter(conversion::Column::Id.is_in(padded(done_before)))
                 .all(db)
                 .await?
             {
@@ -263,7 +263,7 @@ impl Services {
         }
         let program_ids = distinct(received.iter().map(|p| &p.program_id));
         for p in scoped::<program::Entity>(tenant)
-            .filter(program::Column::Id.is_in(program_ids.clone()))
+            .filter(program::Column::Id.is_in(padded(program_ids.clone())))
             .all(db)
             .await?
         {
@@ -271,7 +271,8 @@ impl Services {
         }
         for i in scoped::<integration::Entity>(tenant)
             .filter(
-                integration::Column::Id.is_in(distinct(received.iter().map(|p| &p.integration_id))),
+                integration::Column::Id
+                    .is_in(padded(distinct(received.iter().map(|p| &p.integration_id)))),
             )
             .all(db)
             .await?
@@ -292,8 +293,10 @@ impl Services {
             return Ok(loaded);
         }
         for c in scoped::<conversion::Entity>(tenant)
-            .filter(conversion::Column::ProgramId.is_in(program_ids.clone()))
-            .filter(conversion::Column::TxnId.is_in(distinct(parsed.iter().map(|p| &p.txn_id))))
+            .filter(conversion::Column::ProgramId.is_in(padded(program_ids.clone())))
+            .filter(
+                conversion::Column::TxnId.is_in(padded(distinct(parsed.iter().map(|p| &p.txn_id)))),
+            )
             .all(db)
             .await?
         {
@@ -307,7 +310,7 @@ impl Services {
             .collect();
         if !click_ids.is_empty() {
             for c in scoped::<click::Entity>(tenant)
-                .filter(click::Column::Id.is_in(click_ids))
+                .filter(click::Column::Id.is_in(padded(click_ids)))
                 .all(db)
                 .await?
             {
@@ -321,8 +324,8 @@ impl Services {
             .collect();
         if !codes.is_empty() {
             for c in scoped::<coupon::Entity>(tenant)
-                .filter(coupon::Column::ProgramId.is_in(program_ids))
-                .filter(coupon::Column::Code.is_in(codes))
+                .filter(coupon::Column::ProgramId.is_in(padded(program_ids)))
+                .filter(coupon::Column::Code.is_in(padded(codes)))
                 .filter(coupon::Column::Status.eq("active"))
                 .all(db)
                 .await?
@@ -341,7 +344,7 @@ impl Services {
         );
         if !affiliate_ids.is_empty() {
             for a in scoped::<affiliate::Entity>(tenant)
-                .filter(affiliate::Column::Id.is_in(affiliate_ids))
+                .filter(affiliate::Column::Id.is_in(padded(affiliate_ids)))
                 .all(db)
                 .await?
             {
@@ -539,11 +542,12 @@ impl Services {
         // The same order in every batch, so that two batches inserting the
         // same transaction ids take their locks alike.
         new.sort_by(|a, b| (&a.program_id, &a.txn_id).cmp(&(&b.program_id, &b.txn_id)));
-        let inserted: HashSet<String> = if new.is_empty() {
-            HashSet::new()
-        } else {
-            let rows = new.into_iter().map(|c| c.into_active_model().reset_all());
-            match conversion::Entity::insert_many(rows)
+        let mut inserted: HashSet<String> = HashSet::new();
+        for chunk in pow2_chunks(&new, 256) {
+            let rows = chunk
+                .iter()
+                .map(|c| c.clone().into_active_model().reset_all());
+            if let TryInsertResult::Inserted(ids) = conversion::Entity::insert_many(rows)
                 .on_conflict_do_nothing_on([
                     conversion::Column::TenantId,
                     conversion::Column::ProgramId,
@@ -552,10 +556,9 @@ impl Services {
                 .exec_with_returning_keys(&txn)
                 .await?
             {
-                TryInsertResult::Inserted(ids) => ids.into_iter().collect(),
-                TryInsertResult::Conflicted | TryInsertResult::Empty => HashSet::new(),
+                inserted.extend(ids);
             }
-        };
+        }
         // (postback id, state, conversion id, reason)
         let mut marks: Vec<(String, &'static str, Option<String>, String)> = Vec::new();
         for (pb, effect) in effects {
@@ -636,7 +639,7 @@ impl Services {
                 )
                 .col_expr(postback::Column::ProcessedAt, Expr::value(t))
                 .filter(postback::Column::TenantId.eq(tenant.as_str()))
-                .filter(postback::Column::Id.is_in(marks.iter().map(|m| m.0.clone())))
+                .filter(postback::Column::Id.is_in(padded(marks.iter().map(|m| m.0.clone()))))
                 .filter(postback::Column::State.eq("received"))
                 .exec(&txn)
                 .await?;

@@ -26,7 +26,7 @@ use trcker_storage::{TenantId, scoped, sea_orm};
 use super::JobError;
 use crate::Services;
 use crate::queue::CommissionJob;
-use crate::util::{now, per_row};
+use crate::util::{now, padded, per_row, pow2_chunks};
 
 /// The rule a stored plan describes.
 pub fn rule_of(plan: &commission_plan::Model) -> Result<CommissionRule, RuleError> {
@@ -39,7 +39,7 @@ impl Services {
         let tenant = TenantId::from_trusted(job.tenant_id.clone());
         let ids: Vec<String> = job.items.iter().map(|i| i.conversion_id.clone()).collect();
         let convs = scoped::<conversion::Entity>(&tenant)
-            .filter(conversion::Column::Id.is_in(ids))
+            .filter(conversion::Column::Id.is_in(padded(ids)))
             .all(&self.store.conn)
             .await?;
         let mut owed = Vec::new();
@@ -74,7 +74,7 @@ impl Services {
     ) -> Result<HashMap<(String, String), Vec<commission_plan::Model>>, JobError> {
         let mut by_event: HashMap<(String, String), Vec<commission_plan::Model>> = HashMap::new();
         for plan in scoped::<commission_plan::Entity>(tenant)
-            .filter(commission_plan::Column::ProgramId.is_in(program_ids))
+            .filter(commission_plan::Column::ProgramId.is_in(padded(program_ids)))
             .filter(commission_plan::Column::Active.eq(true))
             .order_by_desc(commission_plan::Column::Id)
             .all(&self.store.conn)
@@ -175,7 +175,9 @@ impl Services {
             )
             .col_expr(conversion::Column::UpdatedAt, Expr::value(t))
             .filter(conversion::Column::TenantId.eq(tenant.as_str()))
-            .filter(conversion::Column::Id.is_in(computed.iter().map(|(c, _)| c.id.clone())))
+            .filter(
+                conversion::Column::Id.is_in(padded(computed.iter().map(|(c, _)| c.id.clone()))),
+            )
             .filter(conversion::Column::PayoutMinor.is_null())
             .filter(conversion::Column::Status.is_in(["pending", "approved"]))
             .exec_with_returning(&txn)
@@ -218,17 +220,19 @@ pub(super) async fn book_entries(
     if entries.is_empty() {
         return Ok(());
     }
-    ledger_entry::Entity::insert_many(
-        entries
-            .into_iter()
-            .map(|e| e.into_active_model().reset_all()),
-    )
-    .on_conflict_do_nothing_on([
-        ledger_entry::Column::TenantId,
-        ledger_entry::Column::ConversionId,
-        ledger_entry::Column::EntryKey,
-    ])
-    .exec_without_returning(txn)
-    .await?;
+    for chunk in pow2_chunks(&entries, 256) {
+        ledger_entry::Entity::insert_many(
+            chunk
+                .iter()
+                .map(|e| e.clone().into_active_model().reset_all()),
+        )
+        .on_conflict_do_nothing_on([
+            ledger_entry::Column::TenantId,
+            ledger_entry::Column::ConversionId,
+            ledger_entry::Column::EntryKey,
+        ])
+        .exec_without_returning(txn)
+        .await?;
+    }
     Ok(())
 }

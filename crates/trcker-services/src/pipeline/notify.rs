@@ -37,7 +37,7 @@ use trcker_storage::{TenantId, scoped, sea_orm};
 
 use super::JobError;
 use crate::queue::{NotifyItem, NotifyJob};
-use crate::util::{now, per_row};
+use crate::util::{now, padded, per_row, pow2_chunks};
 use crate::{ServiceError, Services};
 
 /// Delay before each retry; the number of entries is the number of retries.
@@ -210,7 +210,7 @@ impl Services {
             return Ok(());
         }
         let convs: HashMap<String, conversion::Model> = scoped::<conversion::Entity>(tenant)
-            .filter(conversion::Column::Id.is_in(events.iter().map(|e| e.0.clone())))
+            .filter(conversion::Column::Id.is_in(padded(events.iter().map(|e| e.0.clone()))))
             .all(db)
             .await?
             .into_iter()
@@ -223,7 +223,7 @@ impl Services {
         for ep in scoped::<notification_endpoint::Entity>(tenant)
             .filter(
                 notification_endpoint::Column::AffiliateId
-                    .is_in(convs.values().map(|c| c.affiliate_id.clone())),
+                    .is_in(padded(convs.values().map(|c| c.affiliate_id.clone()))),
             )
             .filter(notification_endpoint::Column::Active.eq(true))
             .all(db)
@@ -246,7 +246,7 @@ impl Services {
             HashMap::new()
         } else {
             scoped::<click::Entity>(tenant)
-                .filter(click::Column::Id.is_in(click_ids))
+                .filter(click::Column::Id.is_in(padded(click_ids)))
                 .all(db)
                 .await?
                 .into_iter()
@@ -283,23 +283,25 @@ impl Services {
         if deliveries.is_empty() {
             return Ok(());
         }
-        let rows = deliveries
-            .iter()
-            .map(|d| d.clone().into_active_model().reset_all());
         let txn = self.store.pipeline_txn().await?;
-        let inserted: HashSet<String> = match notification_delivery::Entity::insert_many(rows)
-            .on_conflict_do_nothing_on([
-                notification_delivery::Column::TenantId,
-                notification_delivery::Column::EndpointId,
-                notification_delivery::Column::ConversionId,
-                notification_delivery::Column::EventKey,
-            ])
-            .exec_with_returning_keys(&txn)
-            .await?
-        {
-            TryInsertResult::Inserted(ids) => ids.into_iter().collect(),
-            TryInsertResult::Conflicted | TryInsertResult::Empty => HashSet::new(),
-        };
+        let mut inserted: HashSet<String> = HashSet::new();
+        for chunk in pow2_chunks(&deliveries, 256) {
+            let rows = chunk
+                .iter()
+                .map(|d| d.clone().into_active_model().reset_all());
+            if let TryInsertResult::Inserted(ids) = notification_delivery::Entity::insert_many(rows)
+                .on_conflict_do_nothing_on([
+                    notification_delivery::Column::TenantId,
+                    notification_delivery::Column::EndpointId,
+                    notification_delivery::Column::ConversionId,
+                    notification_delivery::Column::EventKey,
+                ])
+                .exec_with_returning_keys(&txn)
+                .await?
+            {
+                inserted.extend(ids);
+            }
+        }
         txn.commit().await?;
         let mut items: Vec<NotifyItem> = deliveries
             .iter()
@@ -326,7 +328,7 @@ impl Services {
             for d in scoped::<notification_delivery::Entity>(tenant)
                 .filter(
                     notification_delivery::Column::ConversionId
-                        .is_in(again.iter().map(|k| k.1.to_owned())),
+                        .is_in(padded(again.iter().map(|k| k.1.to_owned()))),
                 )
                 .filter(notification_delivery::Column::Status.eq("pending"))
                 .filter(notification_delivery::Column::Attempts.eq(0))
@@ -373,7 +375,7 @@ impl Services {
             scoped::<notification_delivery::Entity>(&tenant)
                 .filter(
                     notification_delivery::Column::Id
-                        .is_in(job.items.iter().map(|i| i.delivery_id.clone())),
+                        .is_in(padded(job.items.iter().map(|i| i.delivery_id.clone()))),
                 )
                 .all(&self.store.conn)
                 .await?
@@ -489,7 +491,7 @@ impl Services {
             notification_delivery::Entity::update_many()
                 .col_expr(D::NextAttemptAt, Expr::value(later))
                 .filter(D::TenantId.eq(tenant.as_str()))
-                .filter(D::Id.is_in(put_off.iter().map(|d| d.id.clone())))
+                .filter(D::Id.is_in(padded(put_off.iter().map(|d| d.id.clone()))))
                 .filter(D::Status.eq("pending"))
                 .filter(at_attempt(&put_off))
                 .exec(&txn)
@@ -508,22 +510,26 @@ impl Services {
                 .col_expr(D::LastError, column(&|m| m.1.error.clone().into()))
                 .col_expr(D::UpdatedAt, Expr::value(t))
                 .filter(D::TenantId.eq(tenant.as_str()))
-                .filter(D::Id.is_in(rows.iter().map(|d| d.id.clone())))
+                .filter(D::Id.is_in(padded(rows.iter().map(|d| d.id.clone()))))
                 .filter(at_attempt(&rows))
                 .exec_with_returning(&txn)
                 .await?
                 .into_iter()
                 .map(|d| d.id)
                 .collect();
-            let attempts: Vec<_> = made
+            let attempts: Vec<&notification_attempt::Model> = made
                 .iter()
                 .filter(|m| moved.contains(&m.0.id))
-                .map(|m| m.1.clone().into_active_model().reset_all())
+                .map(|m| &m.1)
                 .collect();
-            if !attempts.is_empty() {
-                notification_attempt::Entity::insert_many(attempts)
-                    .exec_without_returning(&txn)
-                    .await?;
+            for chunk in pow2_chunks(&attempts, 256) {
+                notification_attempt::Entity::insert_many(
+                    chunk
+                        .iter()
+                        .map(|a| (*a).clone().into_active_model().reset_all()),
+                )
+                .exec_without_returning(&txn)
+                .await?;
             }
         }
         txn.commit().await?;
