@@ -74,15 +74,17 @@ impl Store {
                     .busy_timeout(Duration::from_secs(10))
                     .foreign_keys(true)
                     .pragma("temp_store", "memory")
-                    // Memory per connection (8 of them): a 4 MB page cache (the
-                    // kernel caches the file besides), and a bounded statement
-                    // cache: a batch's `IN (…)` lists and multi-row statements
-                    // have a text per size, and each cached one keeps its
-                    // compiled program.
+                    // Memory per connection (6 of them: each has a thread of
+                    // its own, and with 8 the allocator's per-thread arenas
+                    // took the loaded process past 150 MB): a 4 MB page cache
+                    // (the kernel caches the file besides), and a bounded
+                    // statement cache: a batch's `IN (…)` lists and multi-row
+                    // statements have a text per size (padded to a handful of
+                    // sizes), and each cached one keeps its compiled program.
                     .pragma("cache_size", "-4000")
                     .statement_cache_capacity(32);
                 let pool = SqlitePoolOptions::new()
-                    .max_connections(8)
+                    .max_connections(6)
                     .min_connections(1)
                     .test_before_acquire(false)
                     .acquire_timeout(Duration::from_secs(10))
