@@ -175,6 +175,67 @@ async fn refund_reverses_the_commission(app: &TestApp) {
 }
 on_both_databases!(refund_reverses_the_commission);
 
+/// The commission step runs inside the attribute job; when it fails there (a
+/// plan that cannot be applied), it is queued as a job of its own and retried
+/// until it books the commission, once.
+async fn a_failed_commission_step_is_queued_and_retried(app: &TestApp) {
+    use trcker_storage::entities::commission_plan;
+    use trcker_storage::sea_orm::sea_query::Expr;
+    use trcker_storage::sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    let jane = AffiliateServer::start(200).await;
+    let s = app.quickstart_setup("acme", &jane.url).await;
+    let conn = app.services().store.conn.clone();
+    let set_plan_value = |value: String| {
+        let conn = conn.clone();
+        let tenant = s.tenant.id.clone();
+        async move {
+            commission_plan::Entity::update_many()
+                .col_expr(commission_plan::Column::Value, Expr::value(value))
+                .filter(commission_plan::Column::TenantId.eq(tenant))
+                .exec(&conn)
+                .await
+                .expect("plan")
+                .rows_affected
+        }
+    };
+    let plans = commission_plan::Entity::find()
+        .filter(commission_plan::Column::TenantId.eq(s.tenant.id.clone()))
+        .all(&conn)
+        .await
+        .expect("plans");
+    assert_eq!(plans.len(), 1, "{plans:?}");
+    assert_eq!(set_plan_value("not a rate".into()).await, 1);
+
+    let click = app.click_id("/api/r/acme/pro?via=jane").await;
+    let (status, body) = app
+        .postback(&format!(
+            "/api/postback/acme/pro?secret={}&click_id={click}&amount=80&txn_id=cf-1",
+            s.secret
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let pb = app
+        .processed_postback(body["postback_id"].as_str().expect("id"))
+        .await;
+    assert_eq!(pb.state, "processed", "{:?}", pb.reason);
+    let conversion_id = pb.conversion_id.expect("conversion");
+    // The affiliate hears of the conversion (the step schedules its
+    // notification whatever its plan), and nothing is booked yet.
+    let heard = jane.next().await;
+    assert!(heard.contains(&format!("cid={click}")), "{heard}");
+    assert_eq!(app.ledger_sum(&s.tenant.id, &conversion_id).await, (0, 0));
+
+    // Mended, the plan applies at the queued job's next try.
+    assert_eq!(set_plan_value(plans[0].value.clone()).await, 1);
+    app.conversions_until(&s.tenant.key, "txn_id=cf-1", |b| {
+        b["items"][0]["payout"] == "8.00"
+    })
+    .await;
+    assert_eq!(app.ledger_sum(&s.tenant.id, &conversion_id).await, (800, 1));
+    jane.assert_quiet(Duration::from_millis(500)).await;
+}
+on_both_databases!(a_failed_commission_step_is_queued_and_retried);
+
 async fn concurrent_identical_postbacks_count_once(app: &TestApp) {
     let jane = AffiliateServer::start(200).await;
     let s = app.quickstart_setup("acme", &jane.url).await;

@@ -9,8 +9,9 @@
 //! A job carries a batch of one tenant's postbacks (an inbox group). They are
 //! read together (a handful of queries for the whole batch), decided one by one
 //! by plain rules, and written in one transaction; the commission step of every
-//! conversion made or moved is then queued as one job. Two postbacks of one
-//! transaction in the same batch are taken in turn (a later round sees what the
+//! conversion made or moved then runs for the batch in the same job, without a
+//! queue hop (queued as a job of its own only when it fails). Two postbacks of
+//! one transaction in the same batch are taken in turn (a later round sees what the
 //! earlier one did), and so is a postback whose conversion another worker
 //! created or moved meanwhile.
 
@@ -176,7 +177,7 @@ impl Services {
             round.done.push((id.clone(), Attribution::AlreadyDone));
         }
         // Done before (this job runs again after a crash): make sure the next
-        // step is queued.
+        // step is taken.
         let done_before: Vec<String> = pbs
             .iter()
             .filter(|p| p.state == "processed")
@@ -240,12 +241,19 @@ impl Services {
             next.extend(written.next);
         }
         if !next.is_empty() {
-            self.queue
-                .push(&CommissionJob {
-                    tenant_id: tenant.to_string(),
-                    items: next,
-                })
-                .await?;
+            let job = CommissionJob {
+                tenant_id: tenant.to_string(),
+                items: next,
+            };
+            // The commission step of the batch runs here, without a queue hop
+            // (this job is acknowledged only after it). If it fails, it is
+            // queued as a job of its own and retried there; after a crash
+            // before this point, this job runs again and takes the step for
+            // the postbacks it had done (above).
+            if let Err(e) = self.run_commission(&job).await {
+                tracing::warn!(tenant_id = %tenant, error = %e, "commission step failed; queued to retry");
+                self.queue.push(&job).await?;
+            }
         }
         Ok(round)
     }
