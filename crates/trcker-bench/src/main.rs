@@ -560,8 +560,14 @@ async fn main() {
             Some("pipeline") => pipeline::pipeline(&args, &http, pg_url.as_deref()).await,
             _ => panic!("unknown scenario {only}"),
         };
-        if let (Some(admin), Some(url)) = (&args.postgres_url, &pg_url) {
-            drop_pg_database(admin, url).await;
+        // TRCKER_BENCH_KEEP_DATABASE=1 keeps the scenario's PostgreSQL
+        // database, to look into afterwards.
+        match (&args.postgres_url, &pg_url) {
+            (Some(_), Some(url)) if std::env::var_os("TRCKER_BENCH_KEEP_DATABASE").is_some() => {
+                eprintln!("kept {url}");
+            }
+            (Some(admin), Some(url)) => drop_pg_database(admin, url).await,
+            _ => {}
         }
         println!("{}", serde_json::to_string_pretty(&figures).expect("json"));
         return;
