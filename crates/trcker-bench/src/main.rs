@@ -226,14 +226,13 @@ fn percentile_ms(sorted: &[u64], p: f64) -> f64 {
     sorted[i] as f64 / 1000.0
 }
 
-/// Runs `concurrency` loops calling `make(n)` for `seconds`; `ok` judges each answer.
-async fn load<F>(
-    concurrency: usize,
-    seconds: u64,
-    http: &reqwest::Client,
-    make: F,
-    ok: reqwest::StatusCode,
-) -> Result_
+/// Runs `concurrency` loops calling `make(n)` for `seconds`; `ok` judges each
+/// answer. Each loop keeps one HTTP/1.1 connection (opened again after an
+/// error) and sends bare requests over it: the load generator shares the
+/// machine with what it measures, so it should take as little of it as it can
+/// (a general-purpose client's URL parsing, pooling and redirect handling took
+/// about half of both cores from the server at full load).
+async fn load<F>(concurrency: usize, seconds: u64, make: F, ok: reqwest::StatusCode) -> Result_
 where
     F: Fn(u64) -> String + Send + Sync + 'static,
 {
@@ -244,16 +243,16 @@ where
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
-        let (http, make, counter, errors) =
-            (http.clone(), make.clone(), counter.clone(), errors.clone());
+        let (make, counter, errors) = (make.clone(), counter.clone(), errors.clone());
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(100_000);
+            let mut conn: Option<Connection> = None;
             while Instant::now() < deadline {
                 let n = counter.fetch_add(1, Ordering::Relaxed);
+                let uri: hyper::Uri = make(n).parse().expect("load URL");
                 let t = Instant::now();
-                match http.get(make(n)).send().await {
-                    Ok(r) if r.status() == ok => {
-                        let _ = r.bytes().await;
+                match get(&mut conn, &uri).await {
+                    Ok(status) if status.as_u16() == ok.as_u16() => {
                         latencies.push(t.elapsed().as_micros() as u64);
                     }
                     _ => {
@@ -276,6 +275,55 @@ where
         p99_ms: percentile_ms(&all, 0.99),
         errors: errors.load(Ordering::Relaxed),
     }
+}
+
+type Connection = hyper::client::conn::http1::SendRequest<http_body_util::Empty<&'static [u8]>>;
+
+/// One GET over `conn` (connecting first if there is none); the answer's body
+/// is read to the end so that the connection can carry the next request.
+pub(crate) async fn get(
+    conn: &mut Option<Connection>,
+    uri: &hyper::Uri,
+) -> Result<hyper::StatusCode, String> {
+    use http_body_util::BodyExt;
+    let authority = uri.authority().ok_or("no host")?.as_str().to_owned();
+    if conn.as_ref().is_none_or(|c| c.is_closed()) {
+        let stream = tokio::net::TcpStream::connect(&authority)
+            .await
+            .map_err(|e| e.to_string())?;
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|e| e.to_string())?;
+        tokio::spawn(connection);
+        *conn = Some(sender);
+    }
+    let sender = conn.as_mut().ok_or("no connection")?;
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let request = hyper::Request::get(path)
+        .header(hyper::header::HOST, authority)
+        .body(http_body_util::Empty::new())
+        .map_err(|e| e.to_string())?;
+    let result = async {
+        sender.ready().await.map_err(|e| e.to_string())?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status();
+        response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(status)
+    }
+    .await;
+    if result.is_err() {
+        *conn = None;
+    }
+    result
 }
 
 /// The database's own durable single-row commit rate at `concurrency`, over sqlx
@@ -462,7 +510,6 @@ async fn intake(
         let health = load(
             args.concurrency,
             args.seconds,
-            http,
             move |_| format!("{base}/healthz"),
             reqwest::StatusCode::OK,
         )
@@ -472,7 +519,6 @@ async fn intake(
         let clicks = load(
             args.concurrency,
             args.seconds,
-            http,
             move |_| format!("{base}/api/r/bench/pro?via=jane&sub1=bench"),
             reqwest::StatusCode::FOUND,
         )
@@ -502,7 +548,6 @@ async fn intake(
     let postbacks = load(
         args.concurrency,
         args.seconds,
-        http,
         move |n| format!("{base}/api/postback/bench/pro?secret={secret}&click_id={click_id}&amount=10&txn_id=r{run}-{n}"),
         reqwest::StatusCode::OK,
     )
@@ -554,8 +599,9 @@ async fn main() {
         };
         let figures = match only.split_once('-').map(|(s, _)| s) {
             Some("intake") => {
-                let (r, peaks, _) = intake(&args, &http, pg_url.as_deref()).await;
-                json!({"intake": r.json(), "peak_rss_mib": peaks.last()})
+                let (r, peaks, ch) = intake(&args, &http, pg_url.as_deref()).await;
+                let (health, clicks) = ch.map(|(h, c)| (h.json(), c.json())).unzip();
+                json!({"intake": r.json(), "healthz": health, "clicks": clicks, "peak_rss_mib": peaks.last()})
             }
             Some("pipeline") => pipeline::pipeline(&args, &http, pg_url.as_deref()).await,
             _ => panic!("unknown scenario {only}"),

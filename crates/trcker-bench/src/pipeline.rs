@@ -108,25 +108,40 @@ pub async fn pipeline(args: &Args, http: &reqwest::Client, database_url: Option<
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for _ in 0..args.concurrency {
-        let (http, base, secret, click_id, next) = (
-            http.clone(),
+        let (base, secret, click_id, next) = (
             server.base.clone(),
             seeded.secret.clone(),
             click_id.clone(),
             next.clone(),
         );
+        // Over the load generator's own lean connection (see `crate::get`).
         tasks.push(tokio::spawn(async move {
             let mut failed = 0u64;
+            let mut conn = None;
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if i >= n {
                     return failed;
                 }
-                if postback(&http, &base, &secret, &click_id, &format!("max{i}"))
-                    .await
-                    .is_none()
-                {
-                    failed += 1;
+                let uri: hyper::Uri = format!(
+                    "{base}/api/postback/bench/pro?secret={secret}&click_id={click_id}&amount=10&txn_id=max{i}"
+                )
+                .parse()
+                .expect("postback URL");
+                let mut tries = 0;
+                loop {
+                    match crate::get(&mut conn, &uri).await {
+                        Ok(status) if status == hyper::StatusCode::OK => break,
+                        // Back-pressure (429/503): a merchant's server tries again.
+                        _ if tries < 100 => {
+                            tries += 1;
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        _ => {
+                            failed += 1;
+                            break;
+                        }
+                    }
                 }
             }
         }));
