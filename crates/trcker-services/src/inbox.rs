@@ -164,18 +164,20 @@ async fn run(
 /// Queues the attribute jobs of committed groups: whatever groups committed
 /// since the previous push go in the next, merged per tenant (up to
 /// [`MAX_JOB`] postbacks a job), so that under load a job carries several
-/// groups and the workers fetch, run and acknowledge fewer, larger jobs. A
-/// push follows the previous one by [`PUSH_EVERY`] at least: a lone postback
-/// is queued at once, and under load each job carries that long's postbacks.
+/// groups and the workers fetch, run and acknowledge fewer, larger jobs. Under
+/// load (the previous push carried several groups) a push follows the previous
+/// one by [`PUSH_EVERY`] at least, so that each job carries that long's
+/// postbacks; a postback arriving alone is queued at once.
 async fn push_jobs(
     queue: JobQueue,
     mut rx: mpsc::UnboundedReceiver<AttributeJob>,
     unpushed: Arc<AtomicUsize>,
 ) {
     let mut waiting = Vec::new();
-    let mut last_push: Option<tokio::time::Instant> = None;
+    // The previous push, when it carried several groups (under load).
+    let mut last_busy_push: Option<tokio::time::Instant> = None;
     while rx.recv_many(&mut waiting, 1024).await > 0 {
-        if let Some(last) = last_push {
+        if let Some(last) = last_busy_push {
             tokio::time::sleep_until(last + PUSH_EVERY).await;
             while waiting.len() < 4096
                 && let Ok(group) = rx.try_recv()
@@ -183,8 +185,8 @@ async fn push_jobs(
                 waiting.push(group);
             }
         }
-        last_push = Some(tokio::time::Instant::now());
         let groups = waiting.len();
+        last_busy_push = (groups > 1).then(tokio::time::Instant::now);
         let mut jobs: Vec<AttributeJob> = Vec::new();
         for group in waiting.drain(..) {
             match jobs
