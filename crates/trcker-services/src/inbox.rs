@@ -47,6 +47,9 @@ const MAX_JOB: usize = 512;
 const QUEUE: usize = 4096;
 /// The least time between two pushes of attribute jobs (see [`push_jobs`]).
 const PUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
+/// The same on SQLite, where each job's fetch, lock and acknowledgement are
+/// write transactions behind the one write lock: fewer, larger jobs.
+const PUSH_EVERY_SQLITE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// What the inbox made of an accepted postback.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,7 +81,12 @@ impl InboxWriter {
         let (tx, rx) = mpsc::channel(QUEUE);
         let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
         let unpushed = Arc::new(AtomicUsize::new(0));
-        tokio::spawn(push_jobs(queue, jobs_rx, unpushed.clone()));
+        let every = if store.is_postgres() {
+            PUSH_EVERY
+        } else {
+            PUSH_EVERY_SQLITE
+        };
+        tokio::spawn(push_jobs(queue, jobs_rx, unpushed.clone(), every));
         tokio::spawn(run(store, jobs_tx, rx, unpushed.clone()));
         InboxWriter { tx, unpushed }
     }
@@ -166,19 +174,20 @@ async fn run(
 /// [`MAX_JOB`] postbacks a job), so that under load a job carries several
 /// groups and the workers fetch, run and acknowledge fewer, larger jobs. Under
 /// load (the previous push carried several groups) a push follows the previous
-/// one by [`PUSH_EVERY`] at least, so that each job carries that long's
+/// one by `every` ([`PUSH_EVERY`], [`PUSH_EVERY_SQLITE`]) at least, so that each job carries that long's
 /// postbacks; a postback arriving alone is queued at once.
 async fn push_jobs(
     queue: JobQueue,
     mut rx: mpsc::UnboundedReceiver<AttributeJob>,
     unpushed: Arc<AtomicUsize>,
+    every: std::time::Duration,
 ) {
     let mut waiting = Vec::new();
     // The previous push, when it carried several groups (under load).
     let mut last_busy_push: Option<tokio::time::Instant> = None;
     while rx.recv_many(&mut waiting, 1024).await > 0 {
         if let Some(last) = last_busy_push {
-            tokio::time::sleep_until(last + PUSH_EVERY).await;
+            tokio::time::sleep_until(last + every).await;
             while waiting.len() < 4096
                 && let Ok(group) = rx.try_recv()
             {
