@@ -59,6 +59,37 @@ pub fn padded<T: Clone>(items: impl IntoIterator<Item = T>) -> Vec<T> {
     items
 }
 
+/// Inserts `rows` with `ON CONFLICT (conflict) DO NOTHING`, in power-of-two
+/// chunks (see `pow2_chunks`); returns the primary keys of the rows that were
+/// new (the others were there already).
+pub async fn insert_new<E, C>(
+    db: &C,
+    rows: &[E::Model],
+    conflict: &[E::Column],
+) -> Result<std::collections::HashSet<String>, sea_orm::DbErr>
+where
+    E: EntityTrait,
+    E::Model: IntoActiveModel<E::ActiveModel> + Clone,
+    E::ActiveModel: ActiveModelTrait<Entity = E> + Send,
+    <E::PrimaryKey as sea_orm::PrimaryKeyTrait>::ValueType: Into<String>,
+    C: ConnectionTrait,
+{
+    let mut new = std::collections::HashSet::new();
+    for chunk in pow2_chunks(rows, 256) {
+        let models = chunk
+            .iter()
+            .map(|m| m.clone().into_active_model().reset_all());
+        if let sea_orm::TryInsertResult::Inserted(keys) = E::insert_many(models)
+            .on_conflict_do_nothing_on(conflict.iter().copied())
+            .exec_with_returning_keys(db)
+            .await?
+        {
+            new.extend(keys.into_iter().map(Into::into));
+        }
+    }
+    Ok(new)
+}
+
 /// Parses a JSON column written by us.
 pub fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> ServiceResult<T> {
     serde_json::from_str(s).map_err(|e| crate::ServiceError::Internal(format!("stored JSON: {e}")))

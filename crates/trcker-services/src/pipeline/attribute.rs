@@ -20,9 +20,7 @@ use std::time::Instant;
 
 use chrono::Duration;
 use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, TryInsertResult,
-};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use trcker_domain::ConversionStatus;
 use trcker_domain::click_id::ClickId;
 use trcker_domain::ids::IdKind;
@@ -34,7 +32,7 @@ use trcker_storage::{TenantId, scoped, sea_orm};
 use super::JobError;
 use crate::Services;
 use crate::queue::{AttributeJob, CommissionItem, CommissionJob};
-use crate::util::{from_json, now, padded, per_row, pow2_chunks};
+use crate::util::{from_json, insert_new, now, padded, per_row};
 
 /// What attribution decided for one postback.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -550,23 +548,16 @@ impl Services {
         // The same order in every batch, so that two batches inserting the
         // same transaction ids take their locks alike.
         new.sort_by(|a, b| (&a.program_id, &a.txn_id).cmp(&(&b.program_id, &b.txn_id)));
-        let mut inserted: HashSet<String> = HashSet::new();
-        for chunk in pow2_chunks(&new, 256) {
-            let rows = chunk
-                .iter()
-                .map(|c| c.clone().into_active_model().reset_all());
-            if let TryInsertResult::Inserted(ids) = conversion::Entity::insert_many(rows)
-                .on_conflict_do_nothing_on([
-                    conversion::Column::TenantId,
-                    conversion::Column::ProgramId,
-                    conversion::Column::TxnId,
-                ])
-                .exec_with_returning_keys(&txn)
-                .await?
-            {
-                inserted.extend(ids);
-            }
-        }
+        let inserted = insert_new::<conversion::Entity, _>(
+            &txn,
+            &new,
+            &[
+                conversion::Column::TenantId,
+                conversion::Column::ProgramId,
+                conversion::Column::TxnId,
+            ],
+        )
+        .await?;
         // (postback id, state, conversion id, reason)
         let mut marks: Vec<(String, &'static str, Option<String>, String)> = Vec::new();
         for (pb, effect) in effects {

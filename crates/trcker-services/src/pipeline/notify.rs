@@ -24,10 +24,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Duration as ChronoDuration;
 use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, TryInsertResult,
-    Value,
-};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, Value};
 use trcker_domain::destination::expand;
 use trcker_domain::ids::IdKind;
 use trcker_domain::money::{Currency, format_minor};
@@ -37,7 +34,7 @@ use trcker_storage::{TenantId, scoped, sea_orm};
 
 use super::JobError;
 use crate::queue::{NotifyItem, NotifyJob};
-use crate::util::{now, padded, per_row, pow2_chunks};
+use crate::util::{insert_new, now, padded, per_row, pow2_chunks};
 use crate::{ServiceError, Services};
 
 /// Delay before each retry; the number of entries is the number of retries.
@@ -284,24 +281,17 @@ impl Services {
             return Ok(());
         }
         let txn = self.store.pipeline_txn().await?;
-        let mut inserted: HashSet<String> = HashSet::new();
-        for chunk in pow2_chunks(&deliveries, 256) {
-            let rows = chunk
-                .iter()
-                .map(|d| d.clone().into_active_model().reset_all());
-            if let TryInsertResult::Inserted(ids) = notification_delivery::Entity::insert_many(rows)
-                .on_conflict_do_nothing_on([
-                    notification_delivery::Column::TenantId,
-                    notification_delivery::Column::EndpointId,
-                    notification_delivery::Column::ConversionId,
-                    notification_delivery::Column::EventKey,
-                ])
-                .exec_with_returning_keys(&txn)
-                .await?
-            {
-                inserted.extend(ids);
-            }
-        }
+        let inserted = insert_new::<notification_delivery::Entity, _>(
+            &txn,
+            &deliveries,
+            &[
+                notification_delivery::Column::TenantId,
+                notification_delivery::Column::EndpointId,
+                notification_delivery::Column::ConversionId,
+                notification_delivery::Column::EventKey,
+            ],
+        )
+        .await?;
         txn.commit().await?;
         let mut items: Vec<NotifyItem> = deliveries
             .iter()
