@@ -17,7 +17,7 @@
 //! Once a group is committed, the writer answers its requests and hands the
 //! group's postbacks to the job pusher, which queues them in the background
 //! (so that the next group's commit does not wait for it) as one attribute job
-//! per tenant, merging the groups that committed while its previous push ran.
+//! per tenant, merging the groups that committed since its previous push.
 //! If a push fails, the inbox sweeper queues its postbacks.
 //!
 //! One writer serves each process, on both databases: SQLite serialises its
@@ -174,8 +174,9 @@ async fn run(
 /// [`MAX_JOB`] postbacks a job), so that under load a job carries several
 /// groups and the workers fetch, run and acknowledge fewer, larger jobs. Under
 /// load (the previous push carried several groups) a push follows the previous
-/// one by `every` ([`PUSH_EVERY`], [`PUSH_EVERY_SQLITE`]) at least, so that each job carries that long's
-/// postbacks; a postback arriving alone is queued at once.
+/// one by `every` ([`PUSH_EVERY`], [`PUSH_EVERY_SQLITE`]) at least, so that
+/// each job carries that long's postbacks; a postback arriving alone is queued
+/// at once.
 async fn push_jobs(
     queue: JobQueue,
     mut rx: mpsc::UnboundedReceiver<AttributeJob>,
