@@ -102,9 +102,12 @@ impl EndpointGates {
                 })
                 .clone()
         };
+        // One acquisition throughout, so that the call keeps its place in the
+        // endpoint's queue while it waits.
+        let acquire = gate.permits.clone().acquire_owned();
+        tokio::pin!(acquire);
         loop {
-            let acquire = gate.permits.clone().acquire_owned();
-            match tokio::time::timeout(BUSY_WAIT, acquire).await {
+            match tokio::time::timeout(BUSY_WAIT, &mut acquire).await {
                 Ok(Ok(permit)) => {
                     return Some(Entered {
                         _permit: permit,
