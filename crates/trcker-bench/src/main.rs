@@ -277,7 +277,8 @@ where
     }
 }
 
-type Connection = hyper::client::conn::http1::SendRequest<http_body_util::Empty<&'static [u8]>>;
+pub(crate) type Connection =
+    hyper::client::conn::http1::SendRequest<http_body_util::Empty<&'static [u8]>>;
 
 /// One GET over `conn` (connecting first if there is none); the answer's body
 /// is read to the end so that the connection can carry the next request.

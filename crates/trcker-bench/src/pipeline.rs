@@ -30,6 +30,17 @@ pub async fn click(http: &reqwest::Client, base: &str) -> String {
         .to_owned()
 }
 
+/// How a merchant's server answers back-pressure (429/503): it tries again,
+/// this often, this long apart.
+const TRIES: usize = 100;
+const RETRY_PAUSE: Duration = Duration::from_millis(20);
+
+fn postback_url(base: &str, secret: &str, click_id: &str, txn: &str) -> String {
+    format!(
+        "{base}/api/postback/bench/pro?secret={secret}&click_id={click_id}&amount=10&txn_id={txn}"
+    )
+}
+
 async fn postback(
     http: &reqwest::Client,
     base: &str,
@@ -37,20 +48,30 @@ async fn postback(
     click_id: &str,
     txn: &str,
 ) -> Option<(Instant, Value)> {
-    let url = format!(
-        "{base}/api/postback/bench/pro?secret={secret}&click_id={click_id}&amount=10&txn_id={txn}"
-    );
-    for _ in 0..100 {
+    let url = postback_url(base, secret, click_id, txn);
+    for _ in 0..TRIES {
         match http.get(&url).send().await {
             Ok(r) if r.status() == 200 => {
                 let at = Instant::now();
                 return Some((at, r.json().await.unwrap_or_default()));
             }
-            // Back-pressure (429/503): a merchant's server tries again.
-            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            _ => tokio::time::sleep(RETRY_PAUSE).await,
         }
     }
     None
+}
+
+/// The same over the load generator's own lean connection (see `crate::get`),
+/// for the full-speed phase; whether it was accepted.
+async fn postback_lean(conn: &mut Option<crate::Connection>, url: &str) -> bool {
+    let uri: hyper::Uri = url.parse().expect("postback URL");
+    for _ in 0..TRIES {
+        match crate::get(conn, &uri).await {
+            Ok(status) if status == hyper::StatusCode::OK => return true,
+            _ => tokio::time::sleep(RETRY_PAUSE).await,
+        }
+    }
+    false
 }
 
 async fn wait_for(affiliate: &Affiliate, prefix: &str, n: usize, limit: Duration) -> bool {
@@ -114,7 +135,6 @@ pub async fn pipeline(args: &Args, http: &reqwest::Client, database_url: Option<
             click_id.clone(),
             next.clone(),
         );
-        // Over the load generator's own lean connection (see `crate::get`).
         tasks.push(tokio::spawn(async move {
             let mut failed = 0u64;
             let mut conn = None;
@@ -123,25 +143,9 @@ pub async fn pipeline(args: &Args, http: &reqwest::Client, database_url: Option<
                 if i >= n {
                     return failed;
                 }
-                let uri: hyper::Uri = format!(
-                    "{base}/api/postback/bench/pro?secret={secret}&click_id={click_id}&amount=10&txn_id=max{i}"
-                )
-                .parse()
-                .expect("postback URL");
-                let mut tries = 0;
-                loop {
-                    match crate::get(&mut conn, &uri).await {
-                        Ok(status) if status == hyper::StatusCode::OK => break,
-                        // Back-pressure (429/503): a merchant's server tries again.
-                        _ if tries < 100 => {
-                            tries += 1;
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                        }
-                        _ => {
-                            failed += 1;
-                            break;
-                        }
-                    }
+                let url = postback_url(&base, &secret, &click_id, &format!("max{i}"));
+                if !postback_lean(&mut conn, &url).await {
+                    failed += 1;
                 }
             }
         }));
