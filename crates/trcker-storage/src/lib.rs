@@ -76,12 +76,14 @@ impl Store {
                     .pragma("temp_store", "memory")
                     // Memory per connection (6 of them: each has a thread of
                     // its own, and with 8 the allocator's per-thread arenas
-                    // took the loaded process past 150 MB): a 4 MB page cache
-                    // (the kernel caches the file besides), and a bounded
+                    // took the loaded process past 150 MB): a 1 MB page cache
+                    // (the kernel caches the file besides; 4 MB per connection
+                    // made the loaded pipeline's peak ~10 MiB higher and
+                    // nothing faster), and a bounded
                     // statement cache: a batch's `IN (…)` lists and multi-row
                     // statements have a text per size (padded to a handful of
                     // sizes), and each cached one keeps its compiled program.
-                    .pragma("cache_size", "-4000")
+                    .pragma("cache_size", "-1000")
                     .statement_cache_capacity(32);
                 let pool = SqlitePoolOptions::new()
                     .max_connections(6)
