@@ -5,6 +5,8 @@
 //! once stored; every rejection with its status code and a problem+json body
 //! naming each bad field).
 
+use std::sync::Arc;
+
 use poem::http::{HeaderMap, Method, StatusCode, header};
 use poem::web::{Data, Path};
 use poem::{Body, EndpointExt, IntoEndpoint, Request, Response, Route, get, handler};
@@ -27,7 +29,9 @@ pub fn routes(services: Services) -> impl IntoEndpoint {
             get(postback_named).post(postback_named),
         )
         .at("/postback", get(postback_short).post(postback_short))
-        .data(services)
+        // One `Arc` to clone per request (the data is cloned into each
+        // request; `Services` itself holds a dozen shared handles).
+        .data(Arc::new(services))
 }
 
 fn query_pairs(req: &Request) -> Vec<(String, String)> {
@@ -77,7 +81,7 @@ fn problem(
 async fn click(
     req: &Request,
     Path((brand, offer)): Path<(String, String)>,
-    services: Data<&Services>,
+    services: Data<&Arc<Services>>,
 ) -> Response {
     let q = query_pairs(req);
     let partner = q.iter().find(|(k, _)| k == "via").map(|(_, v)| v.clone());
@@ -98,7 +102,7 @@ async fn click(
 async fn short_link(
     req: &Request,
     Path(code): Path<String>,
-    services: Data<&Services>,
+    services: Data<&Arc<Services>>,
 ) -> Response {
     let q = query_pairs(req);
     redirect(req, &q, ClickTarget::Link { code }, &services).await
@@ -172,13 +176,13 @@ async fn postback_named(
     req: &Request,
     Path((brand, offer)): Path<(String, String)>,
     body: Body,
-    services: Data<&Services>,
+    services: Data<&Arc<Services>>,
 ) -> Response {
     postback(req, Some((brand, offer)), body, &services).await
 }
 
 #[handler]
-async fn postback_short(req: &Request, body: Body, services: Data<&Services>) -> Response {
+async fn postback_short(req: &Request, body: Body, services: Data<&Arc<Services>>) -> Response {
     postback(req, None, body, &services).await
 }
 
