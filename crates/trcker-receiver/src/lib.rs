@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use poem::http::{HeaderMap, Method, StatusCode, header};
 use poem::web::{Data, Path};
-use poem::{Body, EndpointExt, IntoEndpoint, Request, Response, Route, get, handler};
+use poem::{Body, EndpointExt, Request, Response, Route, get, handler};
 use serde_json::json;
 use trcker_services::ServiceError;
 use trcker_services::Services;
@@ -19,19 +19,26 @@ use trcker_services::postbacks::{IntakeError, IntakeOutcome, PostbackRequest, Si
 /// Largest postback body we read.
 pub const MAX_POSTBACK_BODY: usize = 64 * 1024;
 
-/// The receiver's routes.
-pub fn routes(services: Services) -> impl IntoEndpoint {
-    Route::new()
-        .at("/api/r/:brand/:offer", get(click))
-        .at("/c/:code", get(short_link))
+/// Adds the receiver's routes to the server's top-level route. They are
+/// mounted there rather than nested: a nested route rewrites each request's
+/// URI, and the click redirect is the busiest route of all.
+pub fn mount(route: Route, services: Services) -> Route {
+    // One `Arc` to clone per request (the data is cloned into each request;
+    // `Services` itself holds a dozen shared handles).
+    let services = Arc::new(services);
+    route
+        .at("/api/r/:brand/:offer", get(click).data(services.clone()))
+        .at("/c/:code", get(short_link).data(services.clone()))
         .at(
             "/api/postback/:brand/:offer",
-            get(postback_named).post(postback_named),
+            get(postback_named)
+                .post(postback_named)
+                .data(services.clone()),
         )
-        .at("/postback", get(postback_short).post(postback_short))
-        // One `Arc` to clone per request (the data is cloned into each
-        // request; `Services` itself holds a dozen shared handles).
-        .data(Arc::new(services))
+        .at(
+            "/postback",
+            get(postback_short).post(postback_short).data(services),
+        )
 }
 
 fn query_pairs(req: &Request) -> Vec<(String, String)> {

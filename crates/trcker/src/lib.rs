@@ -101,6 +101,9 @@ fn healthz() -> &'static str {
 /// Logs each request's method, path, status and duration at debug level. The
 /// query string is never logged: postback URLs carry their secret there.
 async fn access_log<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return Ok(next.get_response(req).await);
+    }
     let started = std::time::Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
@@ -168,9 +171,8 @@ impl App {
                 .at("/healthz", get(healthz))
                 .nest("/api/v1", trcker_api::routes(services.clone()))
                 .nest("/api/docs", trcker_api::docs(&public_url))
-                .nest("/portal", trcker_portal::routes(services.clone()))
-                .nest("/", trcker_receiver::routes(services.clone()))
-                .around(access_log);
+                .nest("/portal", trcker_portal::routes(services.clone()));
+            let app = trcker_receiver::mount(app, services.clone()).around(access_log);
             let signal = shutdown.clone();
             tasks.push(tokio::spawn(async move {
                 let server = Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
