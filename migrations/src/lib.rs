@@ -13,6 +13,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261123_000001_initial_schema;
 mod m20261123_000002_integration_protection;
 mod m20261123_000003_click_rules;
+mod m20261124_000004_clicks_by_tenant_only;
 
 pub struct Migrator;
 
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000001_initial_schema::Migration),
             Box::new(m20261123_000002_integration_protection::Migration),
             Box::new(m20261123_000003_click_rules::Migration),
+            Box::new(m20261124_000004_clicks_by_tenant_only::Migration),
         ]
     }
 }

@@ -173,7 +173,9 @@ impl Services {
         })
     }
 
-    /// Erases click IP addresses older than the retention period (at most once a minute).
+    /// Erases click IP addresses older than the retention period (at most once a
+    /// minute). Each pass after the first looks only at the clicks that aged
+    /// past the period since the previous pass.
     async fn erase_old_ips(&self, t: chrono::DateTime<chrono::Utc>) -> Result<u64, JobError> {
         use std::sync::atomic::Ordering;
         let last = self.click_state.last_ip_sweep.load(Ordering::Relaxed);
@@ -183,18 +185,47 @@ impl Services {
         self.click_state
             .last_ip_sweep
             .store(t.timestamp(), Ordering::Relaxed);
-        self.erase_expired_click_ips().await
+        let cutoff = self.ip_cutoff();
+        let since = self.click_state.ip_swept_until();
+        let erased = self.erase_click_ips(since, cutoff).await?;
+        self.click_state.set_ip_swept_until(cutoff);
+        Ok(erased)
+    }
+
+    fn ip_cutoff(&self) -> chrono::DateTime<chrono::Utc> {
+        now() - Duration::days(self.settings.ip_retention_days.into())
     }
 
     /// Erases the IP address of every click older than the retention period.
     pub async fn erase_expired_click_ips(&self) -> Result<u64, JobError> {
-        let cutoff = now() - Duration::days(self.settings.ip_retention_days.into());
-        let erased = click::Entity::update_many()
-            .col_expr(click::Column::Ip, Expr::value(Option::<String>::None))
-            .filter(click::Column::Ip.is_not_null())
-            .filter(click::Column::CreatedAt.lt(cutoff))
-            .exec(&self.store.conn)
+        self.erase_click_ips(None, self.ip_cutoff()).await
+    }
+
+    /// Erases the IP addresses of clicks made in `[since, cutoff)`, tenant by
+    /// tenant (each walk uses the tenant's clicks-by-time index).
+    async fn erase_click_ips(
+        &self,
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        cutoff: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64, JobError> {
+        let tenants: Vec<String> = tenant::Entity::find()
+            .select_only()
+            .column(tenant::Column::Id)
+            .into_tuple()
+            .all(&self.store.conn)
             .await?;
-        Ok(erased.rows_affected)
+        let mut erased = 0;
+        for tenant_id in tenants {
+            let mut update = click::Entity::update_many()
+                .col_expr(click::Column::Ip, Expr::value(Option::<String>::None))
+                .filter(click::Column::TenantId.eq(tenant_id))
+                .filter(click::Column::CreatedAt.lt(cutoff))
+                .filter(click::Column::Ip.is_not_null());
+            if let Some(since) = since {
+                update = update.filter(click::Column::CreatedAt.gte(since));
+            }
+            erased += update.exec(&self.store.conn).await?.rows_affected;
+        }
+        Ok(erased)
     }
 }
