@@ -8,7 +8,7 @@
 //! until everything sent before it is written (graceful shutdown calls it).
 //!
 //! On a crash (SIGKILL, power loss), the clicks still in the buffer — those of
-//! the last few milliseconds — are lost; the customer was already redirected.
+//! the last 10 ms or so (see `PAUSE`) — are lost; the customer was already redirected.
 //! A postback for such a click finds no click and is kept as unattributed, with
 //! its reason, for re-attribution.
 
