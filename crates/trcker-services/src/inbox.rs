@@ -42,6 +42,8 @@ use crate::ServiceError;
 use crate::queue::{AttributeJob, JobQueue};
 
 const MAX_BATCH: usize = 256;
+/// Groups up to this size are inserted in one statement of their own size.
+const EXACT: usize = 32;
 /// Postbacks one attribute job carries at most.
 const MAX_JOB: usize = 512;
 const QUEUE: usize = 4096;
@@ -333,8 +335,17 @@ async fn write_in_order(
     }
     let txn = store.write_txn().await?;
     let mut new: HashSet<String> = HashSet::new();
-    // In chunks of a few sizes, so that groups share their statements.
-    for chunk in crate::util::pow2_chunks(order, 256) {
+    // A group of up to `EXACT` postbacks (what a few dozen concurrent
+    // merchants make) is one statement; larger ones go in chunks of a few
+    // sizes, so that groups share their statements. (Power-of-two chunks for
+    // every group cost two to four statements, each a turn on the connection,
+    // for most groups.)
+    let chunks: Vec<&[usize]> = if order.len() <= EXACT {
+        vec![order]
+    } else {
+        crate::util::pow2_chunks(order, 256).collect()
+    };
+    for chunk in chunks {
         let rows = chunk
             .iter()
             .map(|&i| batch[i].0.clone().into_active_model().reset_all());
