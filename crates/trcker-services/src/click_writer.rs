@@ -12,7 +12,6 @@
 //! A postback for such a click finds no click and is kept as unattributed, with
 //! its reason, for re-attribution.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
@@ -203,12 +202,8 @@ async fn write(store: &Store, clicks: &[click::Model]) -> Result<(), sea_orm::Db
     let backend = txn.get_database_backend();
     // Bound the statement size (SQLite allows 32766 parameters; a click has 18)
     // and the number of distinct statements (see `pow2_chunks`).
-    let mut texts: HashMap<usize, String> = HashMap::new();
     for chunk in crate::util::pow2_chunks(clicks, 512) {
-        let sql = texts
-            .entry(chunk.len())
-            .or_insert_with(|| insert_sql(backend, chunk.len()))
-            .clone();
+        let sql = insert_sql(backend, chunk.len());
         let mut vals = Vec::with_capacity(chunk.len() * COLUMNS.len());
         for c in chunk {
             values(c, &mut vals);
