@@ -88,11 +88,9 @@ pub struct ClickState {
     cache: TtlCache<ClickTarget, Option<Arc<Resolved>>>,
     recent: Mutex<HashMap<u64, i64>>,
     unique_window_ms: i64,
-    /// When the IP retention sweep last ran (Unix seconds).
+    /// When the IP retention sweep last completed (Unix seconds; 0: not yet
+    /// in this process).
     pub(crate) last_ip_sweep: std::sync::atomic::AtomicI64,
-    /// The retention cutoff of this process's last IP sweep: clicks older than
-    /// it have no IP address any more.
-    ip_swept_until: Mutex<Option<chrono::DateTime<chrono::Utc>>>,
 }
 
 impl ClickState {
@@ -102,22 +100,7 @@ impl ClickState {
             recent: Mutex::default(),
             unique_window_ms: unique_window.as_millis() as i64,
             last_ip_sweep: std::sync::atomic::AtomicI64::new(0),
-            ip_swept_until: Mutex::default(),
         }
-    }
-
-    pub(crate) fn ip_swept_until(&self) -> Option<chrono::DateTime<chrono::Utc>> {
-        *self
-            .ip_swept_until
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub(crate) fn set_ip_swept_until(&self, cutoff: chrono::DateTime<chrono::Utc>) {
-        *self
-            .ip_swept_until
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(cutoff);
     }
 
     /// Forgets every resolved link (after an admin change).

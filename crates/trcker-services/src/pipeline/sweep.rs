@@ -175,30 +175,30 @@ impl Services {
 
     /// Erases click IP addresses older than the retention period (at most once a
     /// minute). Each pass after the first looks only at the clicks that aged
-    /// past the period since the previous pass.
+    /// past the period since the previous pass (from a second before its
+    /// cutoff: its time is kept in whole seconds).
     async fn erase_old_ips(&self, t: chrono::DateTime<chrono::Utc>) -> Result<u64, JobError> {
         use std::sync::atomic::Ordering;
         let last = self.click_state.last_ip_sweep.load(Ordering::Relaxed);
         if t.timestamp() - last < 60 {
             return Ok(0);
         }
+        let retention = Duration::days(self.settings.ip_retention_days.into());
+        let since = (last > 0)
+            .then(|| chrono::DateTime::from_timestamp(last, 0))
+            .flatten()
+            .map(|previous| previous - retention);
+        let erased = self.erase_click_ips(since, t - retention).await?;
         self.click_state
             .last_ip_sweep
             .store(t.timestamp(), Ordering::Relaxed);
-        let cutoff = self.ip_cutoff();
-        let since = self.click_state.ip_swept_until();
-        let erased = self.erase_click_ips(since, cutoff).await?;
-        self.click_state.set_ip_swept_until(cutoff);
         Ok(erased)
-    }
-
-    fn ip_cutoff(&self) -> chrono::DateTime<chrono::Utc> {
-        now() - Duration::days(self.settings.ip_retention_days.into())
     }
 
     /// Erases the IP address of every click older than the retention period.
     pub async fn erase_expired_click_ips(&self) -> Result<u64, JobError> {
-        self.erase_click_ips(None, self.ip_cutoff()).await
+        let retention = Duration::days(self.settings.ip_retention_days.into());
+        self.erase_click_ips(None, now() - retention).await
     }
 
     /// Erases the IP addresses of clicks made in `[since, cutoff)`, tenant by
