@@ -190,17 +190,31 @@ pub async fn pipeline(args: &Args, http: &reqwest::Client, database_url: Option<
         let _ = t.await;
     }
     let half_drained = wait_for(&affiliate, "half", count, Duration::from_secs(300)).await;
-    let mut latencies: Vec<u64> = accepted
+    // (accepted, µs until notified): when the slowest were accepted tells a
+    // stall of the whole pipeline (a run of slow ones) from scattered ones.
+    let timed: Vec<(Instant, u64)> = accepted
         .lock()
         .expect("accepted")
         .iter()
         .filter_map(|(txn, at)| {
             affiliate
                 .arrival(txn)
-                .map(|n| n.saturating_duration_since(*at).as_micros() as u64)
+                .map(|n| (*at, n.saturating_duration_since(*at).as_micros() as u64))
         })
         .collect();
+    let mut latencies: Vec<u64> = timed.iter().map(|(_, l)| *l).collect();
     latencies.sort_unstable();
+    let slow: Vec<f64> = timed
+        .iter()
+        .filter(|(_, l)| *l > 250_000)
+        .map(|(at, _)| at.saturating_duration_since(t0).as_secs_f64())
+        .collect();
+    let slow_between = slow
+        .iter()
+        .copied()
+        .reduce(f64::min)
+        .zip(slow.iter().copied().reduce(f64::max))
+        .map(|(a, b)| json!([round1(a), round1(b)]));
     let peak = server.peak_rss_mib();
     json!({
         "postbacks": n,
@@ -215,6 +229,9 @@ pub async fn pipeline(args: &Args, http: &reqwest::Client, database_url: Option<
         "half_load_all_notified": half_drained,
         "end_to_end_p50_ms": percentile_ms(&latencies, 0.50),
         "end_to_end_p99_ms": percentile_ms(&latencies, 0.99),
+        "end_to_end_max_ms": latencies.last().map(|l| *l / 1000),
+        "half_load_over_250_ms": slow.len(),
+        "half_load_over_250_ms_accepted_between_s": slow_between,
         "peak_rss_mib": peak.round(),
     })
 }
