@@ -119,6 +119,29 @@ impl Store {
         }
     }
 
+    /// The same database for a task that runs on a runtime of its own (the
+    /// inbox writer): on PostgreSQL a pool of its own with `connections`
+    /// connections, opened on first use, so that its sockets are driven by
+    /// that runtime; on SQLite the same pool (its connections are threads of
+    /// their own, bound to no runtime). Call it on the runtime that will use it.
+    pub fn for_own_runtime(&self, connections: u32) -> Store {
+        match &self.pool {
+            Pool::Sqlite(_) => self.clone(),
+            Pool::Postgres(pool) => {
+                let options = (*pool.connect_options()).clone();
+                let pool = PgPoolOptions::new()
+                    .max_connections(connections)
+                    .test_before_acquire(false)
+                    .acquire_timeout(Duration::from_secs(3))
+                    .connect_lazy_with(options);
+                Store {
+                    conn: SqlxPostgresConnector::from_sqlx_postgres_pool(pool.clone()),
+                    pool: Pool::Postgres(pool),
+                }
+            }
+        }
+    }
+
     /// Opens the embedded SQLite database in `data_dir`.
     pub fn sqlite_in(data_dir: &Path) -> DatabaseConfig {
         DatabaseConfig::Sqlite {
