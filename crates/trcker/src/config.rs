@@ -68,7 +68,8 @@ pub struct Config {
     /// A fixed name for this process's workers (default: unique per process).
     #[arg(long, env = "TRCKER_WORKER_NAME")]
     pub worker_name: Option<String>,
-    /// PostgreSQL connections of this process.
+    /// PostgreSQL connections of this process's pool (the inbox writer has
+    /// two more of its own).
     #[arg(long, env = "TRCKER_DB_CONNECTIONS", default_value_t = 16)]
     pub db_connections: u32,
 }
