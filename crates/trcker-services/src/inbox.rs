@@ -83,6 +83,8 @@ pub struct InboxWriter {
     tx: mpsc::Sender<(postback::Model, Reply)>,
     /// Groups committed whose attribute jobs are not pushed yet.
     unpushed: Arc<AtomicUsize>,
+    /// The writer's database (on PostgreSQL, its own pool).
+    own: Store,
 }
 
 impl InboxWriter {
@@ -98,7 +100,9 @@ impl InboxWriter {
             PUSH_EVERY_SQLITE
         };
         tokio::spawn(push_jobs(queue, jobs_rx, unpushed.clone(), every));
-        let unpushed2 = unpushed.clone();
+        // Its connections are opened by their first user, the writer's runtime.
+        let own = store.for_own_runtime(2);
+        let (writer_store, writer_unpushed) = (own.clone(), unpushed.clone());
         std::thread::Builder::new()
             .name("inbox-writer".into())
             .spawn(move || {
@@ -106,20 +110,12 @@ impl InboxWriter {
                     .enable_all()
                     .build()
                 {
-                    Ok(rt) => rt.block_on(async move {
-                        let own = store.for_own_runtime(2);
-                        run(own.clone(), jobs_tx, rx, unpushed2).await;
-                        // Every handle is gone: close the writer's own pool
-                        // (on SQLite it is the process's, closed by its owner).
-                        if own.is_postgres() {
-                            own.close().await;
-                        }
-                    }),
+                    Ok(rt) => rt.block_on(run(writer_store, jobs_tx, rx, writer_unpushed)),
                     Err(e) => tracing::error!(error = %e, "the inbox writer could not start"),
                 }
             })
             .expect("inbox writer thread");
-        InboxWriter { tx, unpushed }
+        InboxWriter { tx, unpushed, own }
     }
 
     /// Waits (up to `bound`) until the attribute jobs of every committed group
@@ -134,6 +130,15 @@ impl InboxWriter {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         true
+    }
+
+    /// Closes the writer's own PostgreSQL connections (at shutdown, once no
+    /// request can come; on SQLite the writer uses the process's pool, which
+    /// its owner closes).
+    pub async fn close(&self) {
+        if self.own.is_postgres() {
+            self.own.close().await;
+        }
     }
 
     /// Stores an accepted postback durably, unless it repeats a stored one or

@@ -120,10 +120,10 @@ impl Store {
     }
 
     /// The same database for a task that runs on a runtime of its own (the
-    /// inbox writer): on PostgreSQL a pool of its own with `connections`
-    /// connections, opened on first use, so that its sockets are driven by
-    /// that runtime; on SQLite the same pool (its connections are threads of
-    /// their own, bound to no runtime). Call it on the runtime that will use it.
+    /// inbox writer): on PostgreSQL a pool of its own with up to `connections`
+    /// connections, each opened by its first user, so that their sockets are
+    /// driven by that task's runtime; on SQLite the same pool (its connections
+    /// are threads of their own, bound to no runtime).
     pub fn for_own_runtime(&self, connections: u32) -> Store {
         match &self.pool {
             Pool::Sqlite(_) => self.clone(),

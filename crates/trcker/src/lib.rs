@@ -259,10 +259,11 @@ impl App {
         // Closing waits for every pooled connection to come back; one held by a
         // listener or a job that outlived the worker timeout must not keep the
         // process alive: everything acknowledged is committed already.
-        if tokio::time::timeout(CLOSE_BOUND, self.services.store.close())
-            .await
-            .is_err()
-        {
+        let close = async {
+            self.services.inbox.close().await;
+            self.services.store.close().await;
+        };
+        if tokio::time::timeout(CLOSE_BOUND, close).await.is_err() {
             tracing::warn!(
                 "database connections still in use after {}s; exiting anyway",
                 CLOSE_BOUND.as_secs()
