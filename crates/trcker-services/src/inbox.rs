@@ -90,7 +90,7 @@ pub struct InboxWriter {
 impl InboxWriter {
     /// Starts the job pusher on the current Tokio runtime and the writer on a
     /// thread of its own.
-    pub fn start(store: Store, queue: JobQueue) -> InboxWriter {
+    pub fn start(store: Store, queue: JobQueue) -> Result<InboxWriter, ServiceError> {
         let (tx, rx) = mpsc::channel(QUEUE);
         let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
         let unpushed = Arc::new(AtomicUsize::new(0));
@@ -114,8 +114,8 @@ impl InboxWriter {
                     Err(e) => tracing::error!(error = %e, "the inbox writer could not start"),
                 }
             })
-            .expect("inbox writer thread");
-        InboxWriter { tx, unpushed, own }
+            .map_err(|e| ServiceError::Internal(format!("inbox writer thread: {e}")))?;
+        Ok(InboxWriter { tx, unpushed, own })
     }
 
     /// Waits (up to `bound`) until the attribute jobs of every committed group

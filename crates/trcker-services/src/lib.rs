@@ -77,7 +77,7 @@ impl Services {
     /// inbox writer).
     pub fn new(store: Store, settings: Settings) -> Result<Self, ServiceError> {
         let queue = JobQueue::new(store.pool.clone());
-        let inbox = inbox::InboxWriter::start(store.clone(), queue.clone());
+        let inbox = inbox::InboxWriter::start(store.clone(), queue.clone())?;
         let store_for_inbox = store.clone();
         let unique_window = settings.unique_click_window;
         let http = pipeline::notify::http_client(settings.allow_private_targets)?;

@@ -105,10 +105,7 @@ impl Store {
             } => {
                 // Planner statistics matter here: see refresh_planner_statistics.
                 let options = PgConnectOptions::from_str(url)?.application_name("trcker");
-                let pool = PgPoolOptions::new()
-                    .max_connections(*max_connections)
-                    .test_before_acquire(false)
-                    .acquire_timeout(Duration::from_secs(3))
+                let pool = pg_pool_options(*max_connections)
                     .connect_with(options)
                     .await?;
                 Ok(Store {
@@ -129,11 +126,7 @@ impl Store {
             Pool::Sqlite(_) => self.clone(),
             Pool::Postgres(pool) => {
                 let options = (*pool.connect_options()).clone();
-                let pool = PgPoolOptions::new()
-                    .max_connections(connections)
-                    .test_before_acquire(false)
-                    .acquire_timeout(Duration::from_secs(3))
-                    .connect_lazy_with(options);
+                let pool = pg_pool_options(connections).connect_lazy_with(options);
                 Store {
                     conn: SqlxPostgresConnector::from_sqlx_postgres_pool(pool.clone()),
                     pool: Pool::Postgres(pool),
@@ -423,6 +416,16 @@ impl Store {
             Pool::Postgres(p) => p.close().await,
         }
     }
+}
+
+/// Every PostgreSQL pool of a process: no round trip to test a connection
+/// before each use, and a database that does not hand one out within 3 s is
+/// reported unavailable (503 to the merchant, who tries again).
+fn pg_pool_options(max_connections: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .test_before_acquire(false)
+        .acquire_timeout(Duration::from_secs(3))
 }
 
 /// A transaction on a PostgreSQL pool whose commit does not wait for the disk
