@@ -215,6 +215,17 @@ pub async fn pipeline(args: &Args, http: &reqwest::Client, database_url: Option<
         .reduce(f64::min)
         .zip(slow.iter().copied().reduce(f64::max))
         .map(|(a, b)| json!([round1(a), round1(b)]));
+    // Notifications heard per second of the paced phase (and its drain): a
+    // pipeline that falls behind the offered rate shows as seconds below it.
+    let mut per_second: Vec<u64> = Vec::new();
+    for (at, l) in &timed {
+        let second = (at.saturating_duration_since(t0) + Duration::from_micros(*l)).as_secs();
+        let second = second as usize;
+        if per_second.len() <= second {
+            per_second.resize(second + 1, 0);
+        }
+        per_second[second] += 1;
+    }
     let peak = server.peak_rss_mib();
     json!({
         "postbacks": n,
@@ -232,6 +243,7 @@ pub async fn pipeline(args: &Args, http: &reqwest::Client, database_url: Option<
         "end_to_end_max_ms": latencies.last().map(|l| *l / 1000),
         "half_load_over_250_ms": slow.len(),
         "half_load_over_250_ms_accepted_between_s": slow_between,
+        "half_load_notified_per_second": per_second,
         "peak_rss_mib": peak.round(),
     })
 }
