@@ -219,8 +219,8 @@ pub async fn pipeline(args: &Args, http: &reqwest::Client, database_url: Option<
     // pipeline that falls behind the offered rate shows as seconds below it.
     let mut per_second: Vec<u64> = Vec::new();
     for (at, l) in &timed {
-        let second = (at.saturating_duration_since(t0) + Duration::from_micros(*l)).as_secs();
-        let second = second as usize;
+        let heard = at.saturating_duration_since(t0) + Duration::from_micros(*l);
+        let second = heard.as_secs() as usize;
         if per_second.len() <= second {
             per_second.resize(second + 1, 0);
         }
