@@ -108,10 +108,7 @@ impl Store {
                 let pool = pg_pool_options(*max_connections)
                     .connect_with(options)
                     .await?;
-                Ok(Store {
-                    conn: SqlxPostgresConnector::from_sqlx_postgres_pool(pool.clone()),
-                    pool: Pool::Postgres(pool),
-                })
+                Ok(Store::postgres(pool))
             }
         }
     }
@@ -126,12 +123,16 @@ impl Store {
             Pool::Sqlite(_) => self.clone(),
             Pool::Postgres(pool) => {
                 let options = (*pool.connect_options()).clone();
-                let pool = pg_pool_options(connections).connect_lazy_with(options);
-                Store {
-                    conn: SqlxPostgresConnector::from_sqlx_postgres_pool(pool.clone()),
-                    pool: Pool::Postgres(pool),
-                }
+                Store::postgres(pg_pool_options(connections).connect_lazy_with(options))
             }
+        }
+    }
+
+    /// A store on a PostgreSQL pool: sea-orm's connection over it.
+    fn postgres(pool: PgPool) -> Store {
+        Store {
+            conn: SqlxPostgresConnector::from_sqlx_postgres_pool(pool.clone()),
+            pool: Pool::Postgres(pool),
         }
     }
 

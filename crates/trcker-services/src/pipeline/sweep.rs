@@ -183,7 +183,7 @@ impl Services {
         if t.timestamp() - last < 60 {
             return Ok(0);
         }
-        let retention = Duration::days(self.settings.ip_retention_days.into());
+        let retention = self.ip_retention();
         let since = (last > 0)
             .then(|| chrono::DateTime::from_timestamp(last, 0))
             .flatten()
@@ -197,8 +197,13 @@ impl Services {
 
     /// Erases the IP address of every click older than the retention period.
     pub async fn erase_expired_click_ips(&self) -> Result<u64, JobError> {
-        let retention = Duration::days(self.settings.ip_retention_days.into());
-        self.erase_click_ips(None, now() - retention).await
+        self.erase_click_ips(None, now() - self.ip_retention())
+            .await
+    }
+
+    /// How long click IP addresses are kept.
+    fn ip_retention(&self) -> Duration {
+        Duration::days(self.settings.ip_retention_days.into())
     }
 
     /// Erases the IP addresses of clicks made in `[since, cutoff)`, tenant by
