@@ -8,6 +8,7 @@
 //! restarts a worker that stopped on a database error.
 
 mod jobs;
+mod wake;
 
 use std::time::Duration;
 
@@ -20,13 +21,14 @@ use trcker_services::queue::{
     ATTRIBUTE_QUEUE, AttributeJob, COMMISSION_QUEUE, CommissionJob, NOTIFY_QUEUE, NotifyJob,
 };
 use trcker_storage::Pool;
+use wake::WakeUp;
 
 /// How often workers prove they are alive; a worker silent for twice this long
 /// is presumed dead and its running jobs are handed to others.
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
 /// How often an idle worker looks for new jobs. PostgreSQL workers are also
-/// woken by LISTEN/NOTIFY, but a wake-up that arrives while a worker is busy is
-/// not repeated, so the poll bounds how long such a job waits.
+/// woken by LISTEN/NOTIFY (see [`wake`]); the poll covers a notification
+/// missed while the LISTEN connection was being opened again.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// How often the sweepers run.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -66,20 +68,20 @@ pub fn unique_worker_name() -> String {
 fn sqlite_backend<T>(
     pool: &apalis_sqlite::SqlitePool,
     queue: &str,
-) -> PollWith<SqliteStorage<T>, Strategy> {
+) -> PollWith<SqliteStorage<T>, WakeUp<futures::stream::Pending<()>>> {
     let config = apalis_sqlite::Config::default()
         .queue(queue)
         .heartbeat_interval(HEARTBEAT)
         .batch_size(32);
     SqliteStorage::<T>::new(pool)
         .with_config(config)
-        .poll_with_strategy(Strategy::new().interval(POLL_INTERVAL))
+        .poll_with_strategy(WakeUp::every(POLL_INTERVAL))
 }
 
 fn postgres_backend<T>(
     pool: &apalis_postgres::PgPool,
     queue: &str,
-) -> PollWith<PostgresStorage<T>, Strategy> {
+) -> PollWith<PostgresStorage<T>, WakeUp<apalis_postgres::Pubsub>> {
     let config = apalis_postgres::Config::default()
         .queue(queue)
         .heartbeat_interval(HEARTBEAT)
@@ -87,7 +89,7 @@ fn postgres_backend<T>(
     let pubsub = apalis_postgres::Pubsub::new(pool.clone(), queue.to_owned());
     PostgresStorage::<T>::new(pool)
         .with_config(config)
-        .poll_with_strategy(Strategy::new().stream(pubsub).interval(POLL_INTERVAL))
+        .poll_with_strategy(WakeUp::listening(pubsub, POLL_INTERVAL))
 }
 
 /// Registers one worker per job type, all on the same backend.
