@@ -166,3 +166,31 @@ async fn hanging_endpoint_does_not_hold_up_others(app: &TestApp) {
     }
 }
 on_both_databases!(hanging_endpoint_does_not_hold_up_others);
+
+/// The workers of the process that queued a job are told at once (on SQLite
+/// that is how they wake; PostgreSQL also has LISTEN/NOTIFY).
+async fn queued_jobs_are_announced_to_the_process_workers(app: &TestApp) {
+    use trcker_services::queue::{ATTRIBUTE_QUEUE, NOTIFY_QUEUE};
+    let services = app.services();
+    let mut attribute = services.queue.pushed().subscribe(ATTRIBUTE_QUEUE);
+    let mut notify = services.queue.pushed().subscribe(NOTIFY_QUEUE);
+    let fast = AffiliateServer::start(200).await;
+    let a = app.quickstart_setup("pushco", &fast.url).await;
+    let click = app.click_id("/api/r/pushco/pro?via=jane").await;
+    let (status, body) = app
+        .postback(&format!(
+            "/api/postback/pushco/pro?secret={}&click_id={click}&amount=10&txn_id=p1",
+            a.secret
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    for (name, rx) in [("attribute", &mut attribute), ("notify", &mut notify)] {
+        tokio::time::timeout(Duration::from_secs(30), rx.changed())
+            .await
+            .unwrap_or_else(|_| panic!("no {name} job was announced"))
+            .expect("queue dropped");
+    }
+    let got = fast.next().await;
+    assert!(got.contains(&format!("cid={click}")), "{got}");
+}
+on_both_databases!(queued_jobs_are_announced_to_the_process_workers);

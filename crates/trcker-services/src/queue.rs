@@ -175,6 +175,34 @@ async fn push_pg(
 #[derive(Debug, Clone)]
 pub struct JobQueue {
     pool: Pool,
+    pushed: Pushed,
+}
+
+/// Tells this process's workers that jobs were pushed, per queue: each push
+/// bumps its queue's counter once its jobs are committed.
+#[derive(Debug, Clone, Default)]
+pub struct Pushed(
+    std::sync::Arc<
+        std::sync::Mutex<std::collections::HashMap<&'static str, tokio::sync::watch::Sender<u64>>>,
+    >,
+);
+
+impl Pushed {
+    fn sender(&self, queue: &'static str) -> tokio::sync::watch::Sender<u64> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(queue)
+            .or_insert_with(|| tokio::sync::watch::channel(0).0)
+            .clone()
+    }
+
+    /// Changes whenever jobs of `queue` are pushed by this process.
+    pub fn subscribe(&self, queue: &'static str) -> tokio::sync::watch::Receiver<u64> {
+        self.sender(queue).subscribe()
+    }
+
+    fn bump(&self, queue: &'static str) {
+        self.sender(queue).send_modify(|n| *n = n.wrapping_add(1));
+    }
 }
 
 /// Jobs fail permanently after this many tries; the sweepers and our own
@@ -183,7 +211,15 @@ const MAX_ATTEMPTS: usize = 25;
 
 impl JobQueue {
     pub fn new(pool: Pool) -> Self {
-        JobQueue { pool }
+        JobQueue {
+            pool,
+            pushed: Pushed::default(),
+        }
+    }
+
+    /// Pushes made by this process, for its workers to wake on.
+    pub fn pushed(&self) -> &Pushed {
+        &self.pushed
     }
 
     pub async fn push<J: Job>(&self, job: &J) -> Result<(), QueueError> {
@@ -229,6 +265,7 @@ impl JobQueue {
                 }
             }
         }
+        self.pushed.bump(J::QUEUE);
         Ok(())
     }
 }

@@ -21,7 +21,7 @@ use trcker_services::queue::{
     ATTRIBUTE_QUEUE, AttributeJob, COMMISSION_QUEUE, CommissionJob, NOTIFY_QUEUE, NotifyJob,
 };
 use trcker_storage::Pool;
-use wake::WakeUp;
+use wake::{Pushes, WakeUp};
 
 /// How often workers prove they are alive; a worker silent for twice this long
 /// is presumed dead and its running jobs are handed to others.
@@ -30,6 +30,9 @@ pub const HEARTBEAT: Duration = Duration::from_secs(5);
 /// woken by LISTEN/NOTIFY (see [`wake`]); the poll covers a notification
 /// missed while the LISTEN connection was being opened again.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// The same on SQLite, whose workers are woken by this process's own pushes:
+/// every fetch there takes the one write lock, even one that finds nothing.
+pub const SQLITE_POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// How often the sweepers run.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -67,20 +70,25 @@ pub fn unique_worker_name() -> String {
 
 fn sqlite_backend<T>(
     pool: &apalis_sqlite::SqlitePool,
-    queue: &str,
-) -> PollWith<SqliteStorage<T>, WakeUp<futures::stream::Pending<()>>> {
+    queue: &'static str,
+    services: &Services,
+) -> PollWith<SqliteStorage<T>, WakeUp<Pushes>> {
     let config = apalis_sqlite::Config::default()
         .queue(queue)
         .heartbeat_interval(HEARTBEAT)
         .batch_size(32);
     SqliteStorage::<T>::new(pool)
         .with_config(config)
-        .poll_with_strategy(WakeUp::every(POLL_INTERVAL))
+        .poll_with_strategy(WakeUp::listening(
+            Pushes::new(services.queue.pushed().subscribe(queue)),
+            SQLITE_POLL_INTERVAL,
+        ))
 }
 
 fn postgres_backend<T>(
     pool: &apalis_postgres::PgPool,
     queue: &str,
+    _: &Services,
 ) -> PollWith<PostgresStorage<T>, WakeUp<apalis_postgres::Pubsub>> {
     let config = apalis_postgres::Config::default()
         .queue(queue)
@@ -106,7 +114,7 @@ macro_rules! register_all {
                 );
                 move |_restarts| {
                     WorkerBuilder::new(format!("{name}-attribute"))
-                        .backend($backend::<AttributeJob>(&pool, ATTRIBUTE_QUEUE))
+                        .backend($backend::<AttributeJob>(&pool, ATTRIBUTE_QUEUE, &services))
                         .data(services.clone())
                         .concurrency(c)
                         .parallelize(tokio::spawn)
@@ -122,7 +130,11 @@ macro_rules! register_all {
                 );
                 move |_restarts| {
                     WorkerBuilder::new(format!("{name}-commission"))
-                        .backend($backend::<CommissionJob>(&pool, COMMISSION_QUEUE))
+                        .backend($backend::<CommissionJob>(
+                            &pool,
+                            COMMISSION_QUEUE,
+                            &services,
+                        ))
                         .data(services.clone())
                         .concurrency(c)
                         .parallelize(tokio::spawn)
@@ -138,7 +150,7 @@ macro_rules! register_all {
                 );
                 move |_restarts| {
                     WorkerBuilder::new(format!("{name}-notify"))
-                        .backend($backend::<NotifyJob>(&pool, NOTIFY_QUEUE))
+                        .backend($backend::<NotifyJob>(&pool, NOTIFY_QUEUE, &services))
                         .data(services.clone())
                         .concurrency(c * 4)
                         .parallelize(tokio::spawn)

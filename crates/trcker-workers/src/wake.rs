@@ -10,6 +10,11 @@
 //! until its next heartbeat, seconds later, with jobs waiting: under load the
 //! notify step stopped for 2–4 s while the steps before it kept going.
 //!
+//! On PostgreSQL the stream is the LISTEN connection's notifications of new
+//! jobs; on SQLite, which has none, it is this process's own pushes
+//! ([`Pushes`]), and the poll is slower there (every fetch takes SQLite's one
+//! write lock, even one that finds nothing).
+//!
 //! [`WakeUp`] polls every source until it is pending, each time, so that every
 //! one of them is armed whenever the worker sleeps; and when it heard of new
 //! jobs it has the worker look once more, since a fetch already under way may
@@ -44,19 +49,6 @@ impl<S: Clone> WakeUp<S> {
         WakeUp {
             template: Some(stream.clone()),
             listen: Some(stream),
-            ended_at: None,
-            period,
-            tick: None,
-        }
-    }
-}
-
-impl WakeUp<futures::stream::Pending<()>> {
-    /// Wakes every `period`.
-    pub fn every(period: Duration) -> Self {
-        WakeUp {
-            template: None,
-            listen: None,
             ended_at: None,
             period,
             tick: None,
@@ -125,6 +117,37 @@ impl<S: Stream + Unpin + Clone> PollStrategy for WakeUp<S> {
     }
 }
 
+/// This process's pushes of one queue's jobs, as a stream of wake-ups.
+pub struct Pushes {
+    rx: tokio::sync::watch::Receiver<u64>,
+    changes: tokio_stream::wrappers::WatchStream<u64>,
+}
+
+impl Pushes {
+    /// Wakes on pushes made after this call; what was pushed before is found by
+    /// the worker's first fetch.
+    pub fn new(mut rx: tokio::sync::watch::Receiver<u64>) -> Self {
+        rx.borrow_and_update();
+        Pushes {
+            changes: tokio_stream::wrappers::WatchStream::from_changes(rx.clone()),
+            rx,
+        }
+    }
+}
+
+impl Clone for Pushes {
+    fn clone(&self) -> Self {
+        Pushes::new(self.rx.clone())
+    }
+}
+
+impl Stream for Pushes {
+    type Item = u64;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<u64>> {
+        Pin::new(&mut self.changes).poll_next(cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::VecDeque;
@@ -141,7 +164,7 @@ mod tests {
 
     impl Notifications {
         fn announce(&self) {
-            let mut inner = self.0.lock().unwrap();
+            let mut inner = self.0.lock().expect("notifications");
             inner.0.push_back(());
             if let Some(w) = inner.1.take() {
                 w.wake();
@@ -152,7 +175,7 @@ mod tests {
     impl Stream for Notifications {
         type Item = ();
         fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<()>> {
-            let mut inner = self.0.lock().unwrap();
+            let mut inner = self.0.lock().expect("notifications");
             match inner.0.pop_front() {
                 Some(()) => Poll::Ready(Some(())),
                 None => {
@@ -218,7 +241,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_interval_alone_keeps_waking_an_idle_worker() {
-        let mut wake = WakeUp::every(Duration::from_millis(20));
+        let mut wake = WakeUp::listening(Notifications::default(), Duration::from_millis(20));
         let wakes = Arc::new(Wakes::default());
         for round in 1..=3 {
             while drive(&mut wake, &wakes).is_ready() {}
@@ -229,6 +252,26 @@ mod tests {
                 "round {round}: no wake-up"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_push_wakes_the_worker_and_each_clone_hears_only_later_ones() {
+        let (tx, rx) = tokio::sync::watch::channel(0u64);
+        tx.send_modify(|n| *n += 1);
+        let mut wake = WakeUp::listening(Pushes::new(rx), Duration::from_secs(3600));
+        let wakes = Arc::new(Wakes::default());
+        // What was pushed before the worker started is found by its first fetch.
+        assert!(drive(&mut wake, &wakes).is_pending());
+        tx.send_modify(|n| *n += 1);
+        assert_eq!(
+            wakes.0.load(Ordering::SeqCst),
+            1,
+            "a push did not wake the worker"
+        );
+        assert!(drive(&mut wake, &wakes).is_ready());
+        assert!(drive(&mut wake, &wakes).is_pending());
+        let mut again = wake.clone();
+        assert!(drive(&mut again, &wakes).is_pending());
     }
 
     #[tokio::test]
