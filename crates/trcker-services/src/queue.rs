@@ -7,8 +7,12 @@
 //! deliveries those made), so that each step reads, writes and commits once
 //! per batch rather than once per conversion.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use apalis::prelude::TaskBuilder;
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 use trcker_storage::Pool;
 
 pub const ATTRIBUTE_QUEUE: &str = "trcker.attribute";
@@ -181,22 +185,18 @@ pub struct JobQueue {
 /// Tells this process's workers that jobs were pushed, per queue: each push
 /// bumps its queue's counter once its jobs are committed.
 #[derive(Debug, Clone, Default)]
-pub struct Pushed(
-    std::sync::Arc<
-        std::sync::Mutex<std::collections::HashMap<&'static str, tokio::sync::watch::Sender<u64>>>,
-    >,
-);
+pub struct Pushed(Arc<Mutex<HashMap<&'static str, watch::Sender<u64>>>>);
 
 impl Pushed {
-    fn sender(&self, queue: &'static str) -> tokio::sync::watch::Sender<u64> {
+    fn sender(&self, queue: &'static str) -> watch::Sender<u64> {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
         map.entry(queue)
-            .or_insert_with(|| tokio::sync::watch::channel(0).0)
+            .or_insert_with(|| watch::channel(0).0)
             .clone()
     }
 
     /// Changes whenever jobs of `queue` are pushed by this process.
-    pub fn subscribe(&self, queue: &'static str) -> tokio::sync::watch::Receiver<u64> {
+    pub fn subscribe(&self, queue: &'static str) -> watch::Receiver<u64> {
         self.sender(queue).subscribe()
     }
 
