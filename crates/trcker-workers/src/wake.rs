@@ -35,7 +35,7 @@ const RELISTEN_AFTER: Duration = Duration::from_secs(1);
 /// has them) and at a fixed interval.
 pub struct WakeUp<S> {
     /// A stream not yet started, to open the LISTEN connection again from.
-    template: Option<S>,
+    template: S,
     listen: Option<S>,
     /// When the LISTEN stream ended, if it did.
     ended_at: Option<Instant>,
@@ -47,7 +47,7 @@ impl<S: Clone> WakeUp<S> {
     /// Wakes on the stream's items and every `period`.
     pub fn listening(stream: S, period: Duration) -> Self {
         WakeUp {
-            template: Some(stream.clone()),
+            template: stream.clone(),
             listen: Some(stream),
             ended_at: None,
             period,
@@ -60,7 +60,7 @@ impl<S: Clone> Clone for WakeUp<S> {
     fn clone(&self) -> Self {
         WakeUp {
             template: self.template.clone(),
-            listen: self.template.clone(),
+            listen: Some(self.template.clone()),
             ended_at: None,
             period: self.period,
             tick: None,
@@ -72,10 +72,10 @@ impl<S: Stream + Unpin + Clone> PollStrategy for WakeUp<S> {
     fn poll_drive(&mut self, cx: &mut Context<'_>, _: &PollSnapshot) -> Poll<Option<()>> {
         let mut heard = false;
         if self.listen.is_none()
-            && let (Some(template), Some(ended)) = (&self.template, self.ended_at)
+            && let Some(ended) = self.ended_at
             && ended.elapsed() >= RELISTEN_AFTER
         {
-            self.listen = Some(template.clone());
+            self.listen = Some(self.template.clone());
             self.ended_at = None;
         }
         if let Some(listen) = self.listen.as_mut() {
