@@ -290,7 +290,7 @@ async fn write(
 }
 
 /// The group's postbacks whose conversion cannot move to their status, by
-/// position: one query per tenant and program (per chunk of txn_ids) for the
+/// position: one query per tenant and program for the
 /// conversions the group names.
 async fn refusals(
     store: &Store,
@@ -317,22 +317,25 @@ async fn refusals(
         let mut txn_ids: Vec<&str> = rows.iter().map(|(_, t, _)| *t).collect();
         txn_ids.sort_unstable();
         txn_ids.dedup();
-        let mut stored: HashMap<String, (String, String)> = HashMap::new();
-        for chunk in crate::util::pow2_chunks(&txn_ids, 256) {
-            let found: Vec<(String, String, String)> = scoped::<conversion::Entity>(&tenant)
-                .filter(conversion::Column::ProgramId.eq(program))
-                .filter(conversion::Column::TxnId.is_in(chunk.iter().copied()))
-                .select_only()
-                .columns([
-                    conversion::Column::TxnId,
-                    conversion::Column::Id,
-                    conversion::Column::Status,
-                ])
-                .into_tuple()
-                .all(&store.conn)
-                .await?;
-            stored.extend(found.into_iter().map(|(t, id, s)| (t, (id, s))));
-        }
+        let stored: HashMap<String, (String, String)> = scoped::<conversion::Entity>(&tenant)
+            .filter(conversion::Column::ProgramId.eq(program))
+            .filter(crate::util::among(
+                store.conn.get_database_backend(),
+                conversion::Column::TxnId,
+                txn_ids,
+            ))
+            .select_only()
+            .columns([
+                conversion::Column::TxnId,
+                conversion::Column::Id,
+                conversion::Column::Status,
+            ])
+            .into_tuple::<(String, String, String)>()
+            .all(&store.conn)
+            .await?
+            .into_iter()
+            .map(|(t, id, s)| (t, (id, s)))
+            .collect();
         for (i, txn_id, status) in rows {
             if let Some((id, current)) = stored.get(txn_id)
                 && let Ok(current) = ConversionStatus::parse(current)

@@ -1,5 +1,5 @@
 use chrono::{DateTime, Utc};
-use sea_orm::{ActiveModelTrait, ConnectionTrait, EntityTrait, IntoActiveModel};
+use sea_orm::{ActiveModelTrait, ConnectionTrait, DbBackend, EntityTrait, IntoActiveModel};
 use trcker_storage::sea_orm;
 
 use crate::ServiceResult;
@@ -23,9 +23,17 @@ where
     Ok(model)
 }
 
-/// `CASE WHEN id = … THEN … END` over a batch of `(id, value)`: one UPDATE of
-/// many rows, each with a value of its own.
+/// The value of a batch's row in an UPDATE of many rows, each with a value of
+/// its own: `values` maps each row's `id` to its value.
+///
+/// On PostgreSQL the values are one JSON object looked up by the row's key
+/// (`($1 ->> "t"."id")::type`, `$1` a jsonb parameter): one parameter and one statement text
+/// whatever the batch's size, and each row's lookup a binary search. A
+/// `CASE WHEN id = … THEN …` of one arm per row (what SQLite gets, whose
+/// statements cost nothing to plan) made PostgreSQL plan an expression of
+/// hundreds of parameters and compare every row with every arm.
 pub fn per_row<C, S, V>(
+    backend: DbBackend,
     id: C,
     values: impl IntoIterator<Item = (S, V)>,
 ) -> sea_orm::sea_query::SimpleExpr
@@ -35,16 +43,93 @@ where
     V: Into<sea_orm::Value>,
 {
     use sea_orm::sea_query::{CaseStatement, Expr};
-    let mut case = CaseStatement::new();
-    // Padded like `IN` lists (see `padded`): a repeated last arm changes nothing.
     let values: Vec<(String, sea_orm::Value)> = values
         .into_iter()
         .map(|(row, value)| (row.as_ref().to_owned(), value.into()))
         .collect();
+    if backend == DbBackend::Postgres
+        && let Some(expr) = jsonb_lookup(id, &values)
+    {
+        return expr;
+    }
+    let mut case = CaseStatement::new();
+    // Padded like `IN` lists (see `padded`): a repeated last arm changes nothing.
     for (row, value) in padded(values) {
         case = case.case(id.eq(row), Expr::val(value));
     }
     case.into()
+}
+
+/// `per_row` on PostgreSQL; `None` for a kind of value it has no cast for.
+fn jsonb_lookup<C: sea_orm::ColumnTrait>(
+    id: C,
+    values: &[(String, sea_orm::Value)],
+) -> Option<sea_orm::sea_query::SimpleExpr> {
+    use sea_orm::Value as V;
+    use sea_orm::sea_query::Expr;
+    let cast = match values.first().map(|(_, v)| v)? {
+        V::String(_) => "",
+        V::Int(_) => "::integer",
+        V::BigInt(_) => "::bigint",
+        V::Bool(_) => "::boolean",
+        V::ChronoDateTimeUtc(_) => "::timestamptz",
+        _ => return None,
+    };
+    let mut object = serde_json::Map::with_capacity(values.len());
+    for (row, value) in values {
+        let json = match value {
+            V::String(s) => s.as_ref().map(|s| serde_json::Value::from(s.as_str())),
+            V::Int(i) => i.map(serde_json::Value::from),
+            V::BigInt(i) => i.map(serde_json::Value::from),
+            V::Bool(b) => b.map(serde_json::Value::from),
+            V::ChronoDateTimeUtc(t) => t.as_ref().map(|t| {
+                serde_json::Value::from(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+            }),
+            _ => return None,
+        };
+        object.insert(row.clone(), json.unwrap_or(serde_json::Value::Null));
+    }
+    // A parameter of type jsonb (not text cast in the statement, which a
+    // generic plan would parse again for every row).
+    Some(Expr::cust_with_exprs(
+        format!("($1 ->> $2){cast}"),
+        [
+            Expr::val(serde_json::Value::Object(object)),
+            Expr::col((id.entity_name(), id)),
+        ],
+    ))
+}
+
+/// `column IN (ids)` for a batch. On PostgreSQL, `column = ANY($1)` with one
+/// text[] parameter:
+/// one parameter and one statement text whatever the batch's size. On SQLite,
+/// an `IN` list padded to a power of two (see `padded`).
+pub fn among<C, S>(
+    backend: DbBackend,
+    column: C,
+    ids: impl IntoIterator<Item = S>,
+) -> sea_orm::sea_query::SimpleExpr
+where
+    C: sea_orm::ColumnTrait,
+    S: Into<String>,
+{
+    use sea_orm::sea_query::Expr;
+    if backend == DbBackend::Postgres {
+        // A parameter of type text[] (not text cast in the statement, which a
+        // generic plan would parse again wherever it is not an index's key).
+        let ids: Vec<sea_orm::Value> = ids.into_iter().map(|id| id.into().into()).collect();
+        return Expr::cust_with_exprs(
+            "$1 = ANY($2)",
+            [
+                Expr::col((column.entity_name(), column)),
+                Expr::val(sea_orm::Value::Array(
+                    sea_orm::sea_query::ArrayType::String,
+                    Some(Box::new(ids)),
+                )),
+            ],
+        );
+    }
+    column.is_in(padded(ids.into_iter().map(Into::into)))
 }
 
 /// `items` with its last element repeated up to the next power of two. For
@@ -120,7 +205,52 @@ pub fn pow2_chunks<T>(items: &[T], max: usize) -> impl Iterator<Item = &[T]> {
 
 #[cfg(test)]
 mod tests {
-    use super::{padded, pow2_chunks};
+    use super::{among, padded, per_row, pow2_chunks};
+    use sea_orm::{DbBackend, EntityTrait, QueryFilter, QueryTrait};
+    use trcker_storage::entities::postback;
+
+    /// An UPDATE of `n` postbacks' states, each its own, as `backend` gets it.
+    fn update(backend: DbBackend, n: usize) -> sea_orm::Statement {
+        let ids: Vec<String> = (0..n).map(|i| format!("pb_{i}")).collect();
+        postback::Entity::update_many()
+            .col_expr(
+                postback::Column::State,
+                per_row(
+                    backend,
+                    postback::Column::Id,
+                    ids.iter().map(|id| (id, "processed")),
+                ),
+            )
+            .col_expr(
+                postback::Column::Reason,
+                per_row(
+                    backend,
+                    postback::Column::Id,
+                    ids.iter().map(|id| (id, None::<String>)),
+                ),
+            )
+            .filter(among(backend, postback::Column::Id, ids.iter().cloned()))
+            .build(backend)
+    }
+
+    #[test]
+    fn postgres_batches_of_any_size_share_one_statement() {
+        let one = update(DbBackend::Postgres, 1);
+        let many = update(DbBackend::Postgres, 50);
+        assert_eq!(one.sql, many.sql);
+        assert!(!many.sql.contains("CASE"), "{}", many.sql);
+        // Two JSON objects and one array, whatever the batch's size.
+        assert_eq!(many.values.map(|v| v.0.len()), Some(3));
+    }
+
+    #[test]
+    fn sqlite_batches_are_padded_to_a_power_of_two() {
+        let three = update(DbBackend::Sqlite, 3);
+        let four = update(DbBackend::Sqlite, 4);
+        assert_eq!(three.sql, four.sql);
+        assert_ne!(three.sql, update(DbBackend::Sqlite, 5).sql);
+        assert!(three.sql.contains("CASE"), "{}", three.sql);
+    }
 
     #[test]
     fn padded_repeats_the_last_item_to_a_power_of_two() {

@@ -32,7 +32,7 @@ use trcker_storage::{TenantId, scoped, sea_orm};
 use super::JobError;
 use crate::Services;
 use crate::queue::{AttributeJob, CommissionItem, CommissionJob};
-use crate::util::{from_json, insert_new, now, padded, per_row};
+use crate::util::{among, from_json, insert_new, now, per_row};
 
 /// What attribution decided for one postback.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,10 +161,11 @@ impl Services {
         ids: &[String],
         wait_for_clicks: bool,
     ) -> Result<Round, JobError> {
+        let backend = self.store.conn.get_database_backend();
         let db = &self.store.conn;
         let mut round = Round::default();
         let mut pbs = scoped::<postback::Entity>(tenant)
-            .filter(postback::Column::Id.is_in(padded(ids.iter().cloned())))
+            .filter(among(backend, postback::Column::Id, ids.iter().cloned()))
             .all(db)
             .await?;
         let order: HashMap<&String, usize> =
@@ -184,7 +185,7 @@ impl Services {
         let mut next: Vec<CommissionItem> = Vec::new();
         if !done_before.is_empty() {
             for conv in scoped::<conversion::Entity>(tenant)
-                .filter(conversion::Column::Id.is_in(padded(done_before)))
+                .filter(among(backend, conversion::Column::Id, done_before))
                 .all(db)
                 .await?
             {
@@ -262,6 +263,7 @@ impl Services {
         tenant: &TenantId,
         received: &[postback::Model],
     ) -> Result<Loaded, JobError> {
+        let backend = self.store.conn.get_database_backend();
         let db = &self.store.conn;
         let mut loaded = Loaded::default();
         if received.is_empty() {
@@ -269,17 +271,18 @@ impl Services {
         }
         let program_ids = distinct(received.iter().map(|p| &p.program_id));
         for p in scoped::<program::Entity>(tenant)
-            .filter(program::Column::Id.is_in(padded(program_ids.clone())))
+            .filter(among(backend, program::Column::Id, program_ids.clone()))
             .all(db)
             .await?
         {
             loaded.programs.insert(p.id.clone(), p);
         }
         for i in scoped::<integration::Entity>(tenant)
-            .filter(
-                integration::Column::Id
-                    .is_in(padded(distinct(received.iter().map(|p| &p.integration_id)))),
-            )
+            .filter(among(
+                backend,
+                integration::Column::Id,
+                distinct(received.iter().map(|p| &p.integration_id)),
+            ))
             .all(db)
             .await?
         {
@@ -299,10 +302,16 @@ impl Services {
             return Ok(loaded);
         }
         for c in scoped::<conversion::Entity>(tenant)
-            .filter(conversion::Column::ProgramId.is_in(padded(program_ids.clone())))
-            .filter(
-                conversion::Column::TxnId.is_in(padded(distinct(parsed.iter().map(|p| &p.txn_id)))),
-            )
+            .filter(among(
+                backend,
+                conversion::Column::ProgramId,
+                program_ids.clone(),
+            ))
+            .filter(among(
+                backend,
+                conversion::Column::TxnId,
+                distinct(parsed.iter().map(|p| &p.txn_id)),
+            ))
             .all(db)
             .await?
         {
@@ -316,7 +325,7 @@ impl Services {
             .collect();
         if !click_ids.is_empty() {
             for c in scoped::<click::Entity>(tenant)
-                .filter(click::Column::Id.is_in(padded(click_ids)))
+                .filter(among(backend, click::Column::Id, click_ids))
                 .all(db)
                 .await?
             {
@@ -330,8 +339,8 @@ impl Services {
             .collect();
         if !codes.is_empty() {
             for c in scoped::<coupon::Entity>(tenant)
-                .filter(coupon::Column::ProgramId.is_in(padded(program_ids)))
-                .filter(coupon::Column::Code.is_in(padded(codes)))
+                .filter(among(backend, coupon::Column::ProgramId, program_ids))
+                .filter(among(backend, coupon::Column::Code, codes))
                 .filter(coupon::Column::Status.eq("active"))
                 .all(db)
                 .await?
@@ -350,7 +359,7 @@ impl Services {
         );
         if !affiliate_ids.is_empty() {
             for a in scoped::<affiliate::Entity>(tenant)
-                .filter(affiliate::Column::Id.is_in(padded(affiliate_ids)))
+                .filter(among(backend, affiliate::Column::Id, affiliate_ids))
                 .all(db)
                 .await?
             {
@@ -534,6 +543,7 @@ impl Services {
         tenant: &TenantId,
         effects: Vec<(postback::Model, Effect)>,
     ) -> Result<Round, JobError> {
+        let backend = self.store.conn.get_database_backend();
         let mut out = Round::default();
         let mut next: Vec<CommissionItem> = Vec::new();
         let t = now();
@@ -620,11 +630,16 @@ impl Services {
             postback::Entity::update_many()
                 .col_expr(
                     postback::Column::State,
-                    per_row(postback::Column::Id, marks.iter().map(|m| (&m.0, m.1))),
+                    per_row(
+                        backend,
+                        postback::Column::Id,
+                        marks.iter().map(|m| (&m.0, m.1)),
+                    ),
                 )
                 .col_expr(
                     postback::Column::ConversionId,
                     per_row(
+                        backend,
                         postback::Column::Id,
                         marks.iter().map(|m| (&m.0, m.2.clone())),
                     ),
@@ -632,13 +647,18 @@ impl Services {
                 .col_expr(
                     postback::Column::Reason,
                     per_row(
+                        backend,
                         postback::Column::Id,
                         marks.iter().map(|m| (&m.0, m.3.clone())),
                     ),
                 )
                 .col_expr(postback::Column::ProcessedAt, Expr::value(t))
                 .filter(postback::Column::TenantId.eq(tenant.as_str()))
-                .filter(postback::Column::Id.is_in(padded(marks.iter().map(|m| m.0.clone()))))
+                .filter(among(
+                    backend,
+                    postback::Column::Id,
+                    marks.iter().map(|m| m.0.clone()),
+                ))
                 .filter(postback::Column::State.eq("received"))
                 .exec(&txn)
                 .await?;

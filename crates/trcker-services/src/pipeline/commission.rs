@@ -26,7 +26,7 @@ use trcker_storage::{TenantId, scoped, sea_orm};
 use super::JobError;
 use crate::Services;
 use crate::queue::CommissionJob;
-use crate::util::{now, padded, per_row, pow2_chunks};
+use crate::util::{among, now, per_row, pow2_chunks};
 
 /// The rule a stored plan describes.
 pub fn rule_of(plan: &commission_plan::Model) -> Result<CommissionRule, RuleError> {
@@ -36,10 +36,11 @@ pub fn rule_of(plan: &commission_plan::Model) -> Result<CommissionRule, RuleErro
 
 impl Services {
     pub async fn run_commission(&self, job: &CommissionJob) -> Result<(), JobError> {
+        let backend = self.store.conn.get_database_backend();
         let tenant = TenantId::from_trusted(job.tenant_id.clone());
         let ids: Vec<String> = job.items.iter().map(|i| i.conversion_id.clone()).collect();
         let convs = scoped::<conversion::Entity>(&tenant)
-            .filter(conversion::Column::Id.is_in(padded(ids)))
+            .filter(among(backend, conversion::Column::Id, ids))
             .all(&self.store.conn)
             .await?;
         let mut owed = Vec::new();
@@ -72,9 +73,14 @@ impl Services {
         tenant: &TenantId,
         program_ids: Vec<String>,
     ) -> Result<HashMap<(String, String), Vec<commission_plan::Model>>, JobError> {
+        let backend = self.store.conn.get_database_backend();
         let mut by_event: HashMap<(String, String), Vec<commission_plan::Model>> = HashMap::new();
         for plan in scoped::<commission_plan::Entity>(tenant)
-            .filter(commission_plan::Column::ProgramId.is_in(padded(program_ids)))
+            .filter(among(
+                backend,
+                commission_plan::Column::ProgramId,
+                program_ids,
+            ))
             .filter(commission_plan::Column::Active.eq(true))
             .order_by_desc(commission_plan::Column::Id)
             .all(&self.store.conn)
@@ -136,6 +142,7 @@ impl Services {
         tenant: &TenantId,
         convs: &[&conversion::Model],
     ) -> Result<Option<JobError>, JobError> {
+        let backend = self.store.conn.get_database_backend();
         let plans = self
             .plans_of(tenant, convs.iter().map(|c| c.program_id.clone()).collect())
             .await?;
@@ -162,6 +169,7 @@ impl Services {
             .col_expr(
                 conversion::Column::PayoutMinor,
                 per_row(
+                    backend,
                     conversion::Column::Id,
                     computed.iter().map(|(c, m)| (&c.id, m.payout.minor)),
                 ),
@@ -169,15 +177,18 @@ impl Services {
             .col_expr(
                 conversion::Column::CommissionExplanation,
                 per_row(
+                    backend,
                     conversion::Column::Id,
                     computed.iter().map(|(c, m)| (&c.id, m.explanation.clone())),
                 ),
             )
             .col_expr(conversion::Column::UpdatedAt, Expr::value(t))
             .filter(conversion::Column::TenantId.eq(tenant.as_str()))
-            .filter(
-                conversion::Column::Id.is_in(padded(computed.iter().map(|(c, _)| c.id.clone()))),
-            )
+            .filter(among(
+                backend,
+                conversion::Column::Id,
+                computed.iter().map(|(c, _)| c.id.clone()),
+            ))
             .filter(conversion::Column::PayoutMinor.is_null())
             .filter(conversion::Column::Status.is_in(["pending", "approved"]))
             .exec_with_returning(&txn)

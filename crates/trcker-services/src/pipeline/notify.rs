@@ -34,7 +34,7 @@ use trcker_storage::{TenantId, scoped, sea_orm};
 
 use super::JobError;
 use crate::queue::{NotifyItem, NotifyJob};
-use crate::util::{insert_new, now, padded, per_row, pow2_chunks};
+use crate::util::{among, insert_new, now, per_row, pow2_chunks};
 use crate::{ServiceError, Services};
 
 /// Delay before each retry; the number of entries is the number of retries.
@@ -205,12 +205,17 @@ impl Services {
         tenant: &TenantId,
         events: &[(String, String)],
     ) -> Result<(), JobError> {
+        let backend = self.store.conn.get_database_backend();
         let db = &self.store.conn;
         if events.is_empty() {
             return Ok(());
         }
         let convs: HashMap<String, conversion::Model> = scoped::<conversion::Entity>(tenant)
-            .filter(conversion::Column::Id.is_in(padded(events.iter().map(|e| e.0.clone()))))
+            .filter(among(
+                backend,
+                conversion::Column::Id,
+                events.iter().map(|e| e.0.clone()),
+            ))
             .all(db)
             .await?
             .into_iter()
@@ -221,10 +226,11 @@ impl Services {
         }
         let mut endpoints: HashMap<String, Vec<notification_endpoint::Model>> = HashMap::new();
         for ep in scoped::<notification_endpoint::Entity>(tenant)
-            .filter(
-                notification_endpoint::Column::AffiliateId
-                    .is_in(padded(convs.values().map(|c| c.affiliate_id.clone()))),
-            )
+            .filter(among(
+                backend,
+                notification_endpoint::Column::AffiliateId,
+                convs.values().map(|c| c.affiliate_id.clone()),
+            ))
             .filter(notification_endpoint::Column::Active.eq(true))
             .all(db)
             .await?
@@ -246,7 +252,7 @@ impl Services {
             HashMap::new()
         } else {
             scoped::<click::Entity>(tenant)
-                .filter(click::Column::Id.is_in(padded(click_ids)))
+                .filter(among(backend, click::Column::Id, click_ids))
                 .all(db)
                 .await?
                 .into_iter()
@@ -319,10 +325,11 @@ impl Services {
                 })
                 .collect();
             for d in scoped::<notification_delivery::Entity>(tenant)
-                .filter(
-                    notification_delivery::Column::ConversionId
-                        .is_in(padded(again.iter().map(|k| k.1.to_owned()))),
-                )
+                .filter(among(
+                    backend,
+                    notification_delivery::Column::ConversionId,
+                    again.iter().map(|k| k.1.to_owned()),
+                ))
                 .filter(notification_delivery::Column::Status.eq("pending"))
                 .filter(notification_delivery::Column::Attempts.eq(0))
                 .all(db)
@@ -357,6 +364,7 @@ impl Services {
     /// come back, whatever has come back in one transaction, so a slow
     /// endpoint does not hold up the record of the others.
     pub async fn run_notify(&self, job: &NotifyJob) -> Result<(), JobError> {
+        let backend = self.store.conn.get_database_backend();
         use futures::StreamExt;
         let tenant = TenantId::from_trusted(job.tenant_id.clone());
         let wanted: HashMap<&str, i32> = job
@@ -366,10 +374,11 @@ impl Services {
             .collect();
         let due: Vec<notification_delivery::Model> =
             scoped::<notification_delivery::Entity>(&tenant)
-                .filter(
-                    notification_delivery::Column::Id
-                        .is_in(padded(job.items.iter().map(|i| i.delivery_id.clone()))),
-                )
+                .filter(among(
+                    backend,
+                    notification_delivery::Column::Id,
+                    job.items.iter().map(|i| i.delivery_id.clone()),
+                ))
                 .all(&self.store.conn)
                 .await?
                 .into_iter()
@@ -430,11 +439,12 @@ impl Services {
         tenant: &TenantId,
         results: &mut Vec<(notification_delivery::Model, Option<(Outcome, i32)>)>,
     ) -> Result<(), JobError> {
+        let backend = self.store.conn.get_database_backend();
         use notification_delivery::Column as D;
         let t = now();
         // Each delivery is written only if it is still at the attempt it made.
         let at_attempt = |rows: &[&notification_delivery::Model]| {
-            let expected = per_row(D::Id, rows.iter().map(|d| (&d.id, d.attempts)));
+            let expected = per_row(backend, D::Id, rows.iter().map(|d| (&d.id, d.attempts)));
             sea_orm::sea_query::ExprTrait::eq(Expr::col(D::Attempts), expected)
         };
         let mut put_off: Vec<&notification_delivery::Model> = Vec::new();
@@ -484,15 +494,16 @@ impl Services {
             notification_delivery::Entity::update_many()
                 .col_expr(D::NextAttemptAt, Expr::value(later))
                 .filter(D::TenantId.eq(tenant.as_str()))
-                .filter(D::Id.is_in(padded(put_off.iter().map(|d| d.id.clone()))))
+                .filter(among(backend, D::Id, put_off.iter().map(|d| d.id.clone())))
                 .filter(D::Status.eq("pending"))
                 .filter(at_attempt(&put_off))
                 .exec(&txn)
                 .await?;
         }
         if !made.is_empty() {
-            let column =
-                |f: &dyn Fn(&Made) -> Value| per_row(D::Id, made.iter().map(|m| (&m.0.id, f(m))));
+            let column = |f: &dyn Fn(&Made) -> Value| {
+                per_row(backend, D::Id, made.iter().map(|m| (&m.0.id, f(m))))
+            };
             let rows: Vec<&notification_delivery::Model> = made.iter().map(|m| m.0).collect();
             let moved: HashSet<String> = notification_delivery::Entity::update_many()
                 .col_expr(D::Status, column(&|m| m.2.into()))
@@ -503,7 +514,7 @@ impl Services {
                 .col_expr(D::LastError, column(&|m| m.1.error.clone().into()))
                 .col_expr(D::UpdatedAt, Expr::value(t))
                 .filter(D::TenantId.eq(tenant.as_str()))
-                .filter(D::Id.is_in(padded(rows.iter().map(|d| d.id.clone()))))
+                .filter(among(backend, D::Id, rows.iter().map(|d| d.id.clone())))
                 .filter(at_attempt(&rows))
                 .exec_with_returning(&txn)
                 .await?
