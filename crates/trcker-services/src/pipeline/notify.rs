@@ -364,8 +364,8 @@ impl Services {
     /// come back, whatever has come back in one transaction, so a slow
     /// endpoint does not hold up the record of the others.
     pub async fn run_notify(&self, job: &NotifyJob) -> Result<(), JobError> {
-        let backend = self.store.conn.get_database_backend();
         use futures::StreamExt;
+        let backend = self.store.conn.get_database_backend();
         let tenant = TenantId::from_trusted(job.tenant_id.clone());
         let wanted: HashMap<&str, i32> = job
             .items
@@ -439,8 +439,8 @@ impl Services {
         tenant: &TenantId,
         results: &mut Vec<(notification_delivery::Model, Option<(Outcome, i32)>)>,
     ) -> Result<(), JobError> {
-        let backend = self.store.conn.get_database_backend();
         use notification_delivery::Column as D;
+        let backend = self.store.conn.get_database_backend();
         let t = now();
         // Each delivery is written only if it is still at the attempt it made.
         let at_attempt = |rows: &[&notification_delivery::Model]| {
