@@ -27,8 +27,8 @@ where
 /// its own: `values` maps each row's `id` to its value.
 ///
 /// On PostgreSQL the values are one JSON object looked up by the row's key
-/// (`($1 ->> "t"."id")::type`, `$1` a jsonb parameter): one parameter and one statement text
-/// whatever the batch's size, and each row's lookup a binary search. A
+/// (`($1 ->> "t"."id")::type`, `$1` a jsonb parameter): one parameter and one
+/// statement text whatever the batch's size, each row's lookup a binary search. A
 /// `CASE WHEN id = … THEN …` of one arm per row (what SQLite gets, whose
 /// statements cost nothing to plan) made PostgreSQL plan an expression of
 /// hundreds of parameters and compare every row with every arm.
@@ -101,8 +101,7 @@ fn jsonb_lookup<C: sea_orm::ColumnTrait>(
 }
 
 /// `column IN (ids)` for a batch. On PostgreSQL, `column = ANY($1)` with one
-/// text[] parameter:
-/// one parameter and one statement text whatever the batch's size. On SQLite,
+/// text[] parameter: one statement text whatever the batch's size. On SQLite,
 /// an `IN` list padded to a power of two (see `padded`).
 pub fn among<C, S>(
     backend: DbBackend,
