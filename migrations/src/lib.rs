@@ -14,6 +14,7 @@ mod m20261123_000001_initial_schema;
 mod m20261123_000002_integration_protection;
 mod m20261123_000003_click_rules;
 mod m20261124_000004_clicks_by_tenant_only;
+mod m20261124_000005_clicks_by_affiliate_only;
 
 pub struct Migrator;
 
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000002_integration_protection::Migration),
             Box::new(m20261123_000003_click_rules::Migration),
             Box::new(m20261124_000004_clicks_by_tenant_only::Migration),
+            Box::new(m20261124_000005_clicks_by_affiliate_only::Migration),
         ]
     }
 }

@@ -273,30 +273,50 @@ async fn too_fast_conversions_and_ip_retention(app: &TestApp) {
         row.reason
     );
 
-    // IP addresses older than the retention period (30 days by default) are erased.
+    // IP addresses older than the retention period (30 days by default) are
+    // erased, whichever affiliate's clicks they are; newer ones stay.
+    app.api(
+        reqwest::Method::POST,
+        "/api/v1/affiliates",
+        Some(key),
+        Some(json!({"name": "Bob", "email": "bob@example.com", "slug": "bob"})),
+    )
+    .await;
+    let bobs = app.click_id("/api/r/acme/pro?via=bob").await;
+    let recent_click = app.click_id("/api/r/acme/pro?via=jane").await;
     app.services().clicks.flush().await;
     let services = app.services();
-    let c = click::Entity::find_by_id(click.clone())
-        .one(&services.store.conn)
-        .await
-        .expect("q")
-        .expect("click");
-    assert!(c.ip.is_some());
-    let mut old = c.into_active_model();
-    old.created_at = Set(chrono::Utc::now() - chrono::Duration::days(31));
-    old.update(&services.store.conn)
-        .await
-        .expect("age the click");
+    let ip_of = |id: String| {
+        let db = services.store.conn.clone();
+        async move {
+            click::Entity::find_by_id(id)
+                .one(&db)
+                .await
+                .expect("q")
+                .expect("click")
+                .ip
+        }
+    };
+    for id in [&click, &bobs] {
+        let c = click::Entity::find_by_id(id.clone())
+            .one(&services.store.conn)
+            .await
+            .expect("q")
+            .expect("click");
+        assert!(c.ip.is_some());
+        let mut old = c.into_active_model();
+        old.created_at = Set(chrono::Utc::now() - chrono::Duration::days(31));
+        old.update(&services.store.conn)
+            .await
+            .expect("age the click");
+    }
     // (The sweepers run this once a minute.)
-    assert_eq!(services.erase_expired_click_ips().await.expect("erase"), 1);
-    let c = click::Entity::find_by_id(click.clone())
-        .one(&services.store.conn)
-        .await
-        .expect("q")
-        .expect("click");
-    assert!(c.ip.is_none());
-    let recent = clicks_of(app, &s.tenant.id).await;
-    assert_eq!(recent.len(), 1);
+    assert_eq!(services.erase_expired_click_ips().await.expect("erase"), 2);
+    assert!(ip_of(click.clone()).await.is_none());
+    assert!(ip_of(bobs).await.is_none());
+    assert!(ip_of(recent_click).await.is_some());
+    assert_eq!(services.erase_expired_click_ips().await.expect("erase"), 0);
+    assert_eq!(clicks_of(app, &s.tenant.id).await.len(), 3);
 
     // That click is now 31 days old: past the offer's 30-day attribution window.
     let (_, body) = app

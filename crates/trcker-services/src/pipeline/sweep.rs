@@ -25,7 +25,7 @@ use crate::Services;
 use crate::queue::{
     ATTRIBUTE_QUEUE, AttributeJob, CommissionJob, NOTIFY_QUEUE, NotifyItem, NotifyJob,
 };
-use crate::util::now;
+use crate::util::{among, now, pow2_chunks};
 
 /// How long an accepted postback may wait for its job before the sweeper queues it.
 pub const INBOX_GRACE_SECS: i64 = 5;
@@ -207,29 +207,49 @@ impl Services {
     }
 
     /// Erases the IP addresses of clicks made in `[since, cutoff)`, tenant by
-    /// tenant (each walk uses the tenant's clicks-by-time index).
+    /// tenant and, within a tenant, a few hundred affiliates at a time: each
+    /// walk is a range of the clicks-by-affiliate index (`tenant_id,
+    /// affiliate_id, created_at`), the only index clicks keep besides their
+    /// key, so that each click insert updates as few as it can. Every click
+    /// names one of its tenant's affiliates, and affiliates are never deleted.
     async fn erase_click_ips(
         &self,
         since: Option<chrono::DateTime<chrono::Utc>>,
         cutoff: chrono::DateTime<chrono::Utc>,
     ) -> Result<u64, JobError> {
+        let db = &self.store.conn;
+        let backend = db.get_database_backend();
         let tenants: Vec<String> = tenant::Entity::find()
             .select_only()
             .column(tenant::Column::Id)
             .into_tuple()
-            .all(&self.store.conn)
+            .all(db)
             .await?;
         let mut erased = 0;
         for tenant_id in tenants {
-            let mut update = click::Entity::update_many()
-                .col_expr(click::Column::Ip, Expr::value(Option::<String>::None))
-                .filter(click::Column::TenantId.eq(tenant_id))
-                .filter(click::Column::CreatedAt.lt(cutoff))
-                .filter(click::Column::Ip.is_not_null());
-            if let Some(since) = since {
-                update = update.filter(click::Column::CreatedAt.gte(since));
+            let affiliates: Vec<String> = affiliate::Entity::find()
+                .select_only()
+                .column(affiliate::Column::Id)
+                .filter(affiliate::Column::TenantId.eq(&tenant_id))
+                .into_tuple()
+                .all(db)
+                .await?;
+            for chunk in pow2_chunks(&affiliates, 256) {
+                let mut update = click::Entity::update_many()
+                    .col_expr(click::Column::Ip, Expr::value(Option::<String>::None))
+                    .filter(click::Column::TenantId.eq(&tenant_id))
+                    .filter(among(
+                        backend,
+                        click::Column::AffiliateId,
+                        chunk.iter().cloned(),
+                    ))
+                    .filter(click::Column::CreatedAt.lt(cutoff))
+                    .filter(click::Column::Ip.is_not_null());
+                if let Some(since) = since {
+                    update = update.filter(click::Column::CreatedAt.gte(since));
+                }
+                erased += update.exec(db).await?.rows_affected;
             }
-            erased += update.exec(&self.store.conn).await?.rows_affected;
         }
         Ok(erased)
     }
