@@ -25,7 +25,7 @@ use crate::Services;
 use crate::queue::{
     ATTRIBUTE_QUEUE, AttributeJob, CommissionJob, NOTIFY_QUEUE, NotifyItem, NotifyJob,
 };
-use crate::util::{among, now, pow2_chunks};
+use crate::util::{among, now};
 
 /// How long an accepted postback may wait for its job before the sweeper queues it.
 pub const INBOX_GRACE_SECS: i64 = 5;
@@ -234,7 +234,7 @@ impl Services {
                 .into_tuple()
                 .all(db)
                 .await?;
-            for chunk in pow2_chunks(&affiliates, 256) {
+            for chunk in affiliates.chunks(256) {
                 let mut update = click::Entity::update_many()
                     .col_expr(click::Column::Ip, Expr::value(Option::<String>::None))
                     .filter(click::Column::TenantId.eq(&tenant_id))
