@@ -9,7 +9,7 @@ use crate::on_both_databases;
 
 async fn postback_state(app: &TestApp, id: &str) -> (String, String) {
     let row = app.processed_postback(id).await;
-    (row.state, row.reason.unwrap_or_default())
+    (row.state.to_string(), row.reason.unwrap_or_default())
 }
 
 fn conversion<'a>(page: &'a Value, txn: &str) -> &'a Value {
@@ -191,7 +191,7 @@ on_both_databases!(goals_coupons_and_reattribution);
 /// a valid secret.
 async fn arbitrary_postbacks_without_a_secret_are_never_accepted(app: &TestApp) {
     use rand::Rng;
-    use trcker_services::postbacks::{IntakeOutcome, PostbackRequest};
+    use trcker_services::intake::{IntakeOutcome, PostbackRequest};
     let jane = AffiliateServer::start(200).await;
     let s = app.quickstart_setup("acme", &jane.url).await;
     let click = app.click_id("/api/r/acme/pro?via=jane").await;
@@ -225,7 +225,8 @@ async fn arbitrary_postbacks_without_a_secret_are_never_accepted(app: &TestApp) 
             _ => Some(random_string(&mut rng)),
         };
         let outcome = services
-            .intake_postback(PostbackRequest {
+            .intake
+            .intake(PostbackRequest {
                 brand: (i % 2 == 0).then(|| "acme".into()),
                 offer: (i % 2 == 0).then(|| "pro".into()),
                 secret,

@@ -171,7 +171,13 @@ async fn tracking_links_fallbacks_and_404s(app: &TestApp) {
 
     // Fallback clicks are recorded as such.
     let clicks = clicks_of(app, &s.tenant.id).await;
-    assert_eq!(clicks.iter().filter(|c| c.outcome == "fallback").count(), 3);
+    assert_eq!(
+        clicks
+            .iter()
+            .filter(|c| c.outcome.as_str() == "fallback")
+            .count(),
+        3
+    );
     assert!(
         clicks
             .iter()
@@ -264,7 +270,7 @@ async fn too_fast_conversions_and_ip_retention(app: &TestApp) {
         .await;
     let id = body["postback_id"].as_str().expect("id").to_owned();
     let row = app.processed_postback(&id).await;
-    assert_eq!(row.state, "unattributed");
+    assert_eq!(row.state.as_str(), "unattributed");
     assert!(
         row.reason
             .as_deref()
@@ -311,11 +317,25 @@ async fn too_fast_conversions_and_ip_retention(app: &TestApp) {
             .expect("age the click");
     }
     // (The sweepers run this once a minute.)
-    assert_eq!(services.erase_expired_click_ips().await.expect("erase"), 2);
+    assert_eq!(
+        services
+            .pipeline
+            .erase_expired_click_ips()
+            .await
+            .expect("erase"),
+        2
+    );
     assert!(ip_of(click.clone()).await.is_none());
     assert!(ip_of(bobs).await.is_none());
     assert!(ip_of(recent_click).await.is_some());
-    assert_eq!(services.erase_expired_click_ips().await.expect("erase"), 0);
+    assert_eq!(
+        services
+            .pipeline
+            .erase_expired_click_ips()
+            .await
+            .expect("erase"),
+        0
+    );
     assert_eq!(clicks_of(app, &s.tenant.id).await.len(), 3);
 
     // That click is now 31 days old: past the offer's 30-day attribution window.
@@ -327,7 +347,7 @@ async fn too_fast_conversions_and_ip_retention(app: &TestApp) {
         .await;
     let id = body["postback_id"].as_str().expect("id").to_owned();
     let row = app.processed_postback(&id).await;
-    assert_eq!(row.state, "unattributed");
+    assert_eq!(row.state.as_str(), "unattributed");
     assert!(
         row.reason
             .as_deref()

@@ -42,19 +42,13 @@ async fn test_fire_traces_a_real_postback(app: &TestApp) {
         )
         .await;
     assert_eq!(page["items"][0]["is_test"], true);
-    let earnings = app
-        .services()
-        .earnings(
-            &app.services()
-                .portal_user(
-                    &trcker_services::TenantId::from_trusted(s.tenant.id.clone()),
-                    &s.affiliate_id,
-                )
-                .await
-                .expect("user"),
-        )
+    let portal = app.services().portal;
+    let jane = portal
+        .session_user("acme", &s.tenant.id, &s.affiliate_id)
         .await
-        .expect("earnings");
+        .expect("session")
+        .expect("user");
+    let earnings = portal.earnings(&jane).await.expect("earnings");
     assert!(earnings.balances.is_empty(), "{:?}", earnings.balances);
     assert_eq!(earnings.conversions_30_days, 0);
 

@@ -27,13 +27,18 @@ pub struct PgDatabase {
 }
 
 impl PgDatabase {
-    /// `None` when the PostgreSQL suite is off (`TRCKER_TEST_POSTGRES_URL` unset);
-    /// panics when it is on and PostgreSQL cannot be reached.
-    pub async fn create() -> Option<PgDatabase> {
+    /// A fresh database on the server of `TRCKER_TEST_POSTGRES_URL`. Only the
+    /// PostgreSQL variants call it, and they are ignored unless the suite was
+    /// built with that variable set (`build.rs`): it panics when the variable
+    /// is unset at run time or the server cannot be reached.
+    pub async fn create() -> PgDatabase {
         let admin_url = std::env::var("TRCKER_TEST_POSTGRES_URL")
             .ok()
-            .filter(|u| !u.is_empty())?;
-        Some(Self::create_at(admin_url).await)
+            .filter(|u| !u.is_empty())
+            .expect(
+                "the PostgreSQL suite was built with TRCKER_TEST_POSTGRES_URL set; set it to run",
+            );
+        Self::create_at(admin_url).await
     }
 
     /// A fresh database on the server at `admin_url` (a URL ending in `/<database>`).
@@ -105,13 +110,13 @@ pub struct TestApp {
     _pg: Option<PgDatabase>,
 }
 
-/// Starts a Trcker app on `db`, or `None` when that database's suite is off.
-pub async fn spawn(db: Db) -> Option<TestApp> {
+/// Starts a Trcker app on `db`.
+pub async fn spawn(db: Db) -> TestApp {
     let pg = match db {
         Db::Sqlite => None,
-        Db::Postgres => Some(PgDatabase::create().await?),
+        Db::Postgres => Some(PgDatabase::create().await),
     };
-    Some(spawn_on(pg).await)
+    spawn_on(pg).await
 }
 
 /// Starts a Trcker app on SQLite (`None`) or on the given PostgreSQL database.
@@ -147,30 +152,29 @@ pub async fn spawn_on(pg: Option<PgDatabase>) -> TestApp {
     }
 }
 
-/// Runs a scenario on SQLite and on PostgreSQL (when its suite is on).
+/// Runs a scenario on SQLite and on PostgreSQL. The PostgreSQL variant is
+/// ignored, with its reason, unless the suite was built with
+/// `TRCKER_TEST_POSTGRES_URL` set (see `crates/trcker/build.rs`).
 #[macro_export]
 macro_rules! on_both_databases {
     ($scenario:ident) => {
         mod $scenario {
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn sqlite() {
-                if let Some(app) = $crate::harness::spawn($crate::harness::Db::Sqlite).await {
-                    super::$scenario(&app).await;
-                    app.stop().await;
-                }
+                let app = $crate::harness::spawn($crate::harness::Db::Sqlite).await;
+                super::$scenario(&app).await;
+                app.stop().await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            #[cfg_attr(
+                not(trcker_pg),
+                ignore = "PostgreSQL suite off: set TRCKER_TEST_POSTGRES_URL to run it"
+            )]
             async fn postgres() {
-                match $crate::harness::spawn($crate::harness::Db::Postgres).await {
-                    Some(app) => {
-                        super::$scenario(&app).await;
-                        app.stop().await;
-                    }
-                    None => {
-                        eprintln!("PostgreSQL suite off: set TRCKER_TEST_POSTGRES_URL to run it")
-                    }
-                }
+                let app = $crate::harness::spawn($crate::harness::Db::Postgres).await;
+                super::$scenario(&app).await;
+                app.stop().await;
             }
         }
     };
@@ -208,6 +212,16 @@ impl TestApp {
             .expect("workers start")
     }
 
+    /// A tenant's id, as stored, by its slug.
+    pub async fn tenant_id(&self, slug: &str) -> trcker_storage::TenantId {
+        trcker_storage::lookup::tenant_by_slug(slug)
+            .one(&self.services().store.conn)
+            .await
+            .expect("query")
+            .expect("tenant")
+            .id
+    }
+
     /// The app's use cases, for checks the API does not expose (the ledger).
     pub fn services(&self) -> trcker_services::Services {
         self.app
@@ -241,7 +255,7 @@ impl TestApp {
                 .await
                 .expect("query")
                 .expect("postback row");
-            if row.state != "received" {
+            if row.state != postback::State::Received {
                 return row;
             }
             assert!(

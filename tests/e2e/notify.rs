@@ -170,10 +170,11 @@ on_both_databases!(hanging_endpoint_does_not_hold_up_others);
 /// The workers of the process that queued a job are told at once (on SQLite
 /// that is how they wake; PostgreSQL also has LISTEN/NOTIFY).
 async fn queued_jobs_are_announced_to_the_process_workers(app: &TestApp) {
-    use trcker_services::queue::{ATTRIBUTE_QUEUE, NOTIFY_QUEUE};
+    use trcker_services::pipeline::{attribute::AttributeJob, notify::NotifyJob};
+    use trcker_storage::queue::Job;
     let services = app.services();
-    let mut attribute = services.queue.pushed().subscribe(ATTRIBUTE_QUEUE);
-    let mut notify = services.queue.pushed().subscribe(NOTIFY_QUEUE);
+    let mut attribute = services.queue.pushed().subscribe(AttributeJob::QUEUE);
+    let mut notify = services.queue.pushed().subscribe(NotifyJob::QUEUE);
     let fast = AffiliateServer::start(200).await;
     let a = app.quickstart_setup("pushco", &fast.url).await;
     let click = app.click_id("/api/r/pushco/pro?via=jane").await;

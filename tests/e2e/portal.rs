@@ -106,14 +106,51 @@ async fn affiliate_signs_in_and_sees_earnings(app: &TestApp) {
         .await
         .expect("login");
     assert_eq!(resp.url().path(), "/portal/acme");
-    // A session is for its own portal only.
+    // A session is for its own portal only. The browser scopes the cookie to
+    // /portal/acme, so send Jane's session cookie to another tenant's portal
+    // by hand: it is a valid session (acme's portal takes it) that globex's
+    // must refuse.
     app.create_tenant("globex").await;
-    let resp = browser
-        .get(app.url("/portal/globex"))
+    let plain = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let resp = plain
+        .post(app.url("/portal/acme/login"))
+        .form(&[
+            ("email", "jane@example.com"),
+            ("password", "correct horse battery"),
+        ])
         .send()
         .await
-        .expect("get");
-    assert_eq!(resp.url().path(), "/portal/globex/login");
+        .expect("login");
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let session = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("trcker_portal="))
+        .and_then(|c| c.split(';').next())
+        .expect("a session cookie")
+        .to_owned();
+    let with_session = |path: &str| {
+        plain
+            .get(app.url(path))
+            .header("cookie", session.clone())
+            .send()
+    };
+    let resp = with_session("/portal/acme").await.expect("get");
+    assert_eq!(resp.status(), StatusCode::OK, "the session is valid");
+    assert!(
+        resp.text()
+            .await
+            .unwrap_or_default()
+            .contains("Your earnings")
+    );
+    let resp = with_session("/portal/globex").await.expect("get");
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(resp.headers()["location"], "/portal/globex/login");
     let resp = browser
         .get(app.url("/portal/nope/login"))
         .send()

@@ -90,6 +90,7 @@ async fn quickstart(app: &TestApp) {
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(body["status"], 401);
+    assert_eq!(body["code"], "missing-secret", "{body}");
     let (status, _) = app
         .postback(&format!(
             "/api/postback/acme/pro?secret={}&click_id={click_id}&txn_id=order_1",
@@ -123,6 +124,7 @@ async fn quickstart(app: &TestApp) {
         body, missing,
         "another tenant's id must answer exactly like a missing one"
     );
+    assert_eq!(body["code"], "program-not-found", "{body}");
     let (_, theirs) = app
         .get("/api/v1/conversions?txn_id=order_9876", &other.key)
         .await;
@@ -188,14 +190,16 @@ async fn admin_api_rejects_bad_input(app: &TestApp) {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, _) = app.get("/api/v1/programs", "trk_nope").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, _) = app.get("/api/v1/programs", crate::harness::OPERATOR).await;
+    let (status, body) = app.get("/api/v1/programs", crate::harness::OPERATOR).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(body["code"], "tenant-key-required", "{body}");
     // Only the operator creates tenants; slugs are unique.
-    let (status, _) = app
+    let (status, body) = app
         .post("/api/v1/tenants", &t.key, json!({"name":"X","slug":"x"}))
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let (status, _) = app
+    assert_eq!(body["code"], "operator-only", "{body}");
+    let (status, body) = app
         .post(
             "/api/v1/tenants",
             crate::harness::OPERATOR,
@@ -203,6 +207,7 @@ async fn admin_api_rejects_bad_input(app: &TestApp) {
         )
         .await;
     assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(body["code"], "tenant-slug-taken", "{body}");
     // Every bad field is named, and nothing is created.
     let (status, body) = app
         .post(

@@ -1,64 +1,21 @@
-//! One error type for the whole API, rendered as problem+json (RFC 9457) with a
-//! stable machine-readable `code`. Internal details never reach the client;
-//! they are logged once, here.
+//! The admin API's one error type: every area's error enum maps onto it
+//! exhaustively, with a code from the table in [`crate::problem`]. Internal
+//! details never reach the client; they are logged once, here.
 
+use poem::Response;
 use poem::http::StatusCode;
-use poem::{IntoResponse, Response};
-use poem_openapi::payload::Payload;
-use poem_openapi::registry::{MetaSchemaRef, Registry};
-use poem_openapi::types::{ToJSON, Type};
-use poem_openapi::{ApiResponse, Object};
-use trcker_services::ServiceError;
+use poem_openapi::ApiResponse;
+use trcker_services::affiliates::AffiliateError;
+use trcker_services::auth::AccessError;
+use trcker_services::conversions::ConversionError;
+use trcker_services::debugger::DebuggerError;
+use trcker_services::integrations::IntegrationError;
+use trcker_services::links::LinkError;
+use trcker_services::programs::ProgramError;
+use trcker_services::tenants::{AuthError, TenantError};
+use trcker_services::{Invalid, StoreError};
 
-/// A bad field of the request.
-#[derive(Debug, Clone, Object)]
-pub struct FieldProblem {
-    pub field: String,
-    pub message: String,
-}
-
-/// An RFC 9457 problem document.
-#[derive(Debug, Clone, Object)]
-pub struct Problem {
-    /// A URI naming the kind of problem (`urn:trcker:problem:<code>`).
-    #[oai(rename = "type")]
-    pub kind: String,
-    pub title: String,
-    pub status: u16,
-    pub detail: String,
-    /// Stable machine-readable code.
-    pub code: String,
-    /// Each bad field, for validation problems.
-    #[oai(skip_serializing_if_is_none)]
-    pub errors: Option<Vec<FieldProblem>>,
-}
-
-/// `application/problem+json`.
-#[derive(Debug, Clone)]
-pub struct ProblemJson(pub Problem);
-
-impl Payload for ProblemJson {
-    const CONTENT_TYPE: &'static str = "application/problem+json";
-
-    fn schema_ref() -> MetaSchemaRef {
-        Problem::schema_ref()
-    }
-
-    fn register(registry: &mut Registry) {
-        Problem::register(registry);
-    }
-}
-
-impl IntoResponse for ProblemJson {
-    fn into_response(self) -> Response {
-        let status =
-            StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        Response::builder()
-            .status(status)
-            .content_type(Self::CONTENT_TYPE)
-            .body(self.0.to_json_string())
-    }
-}
+use crate::problem::{Code, Problem, ProblemJson};
 
 #[derive(Debug, ApiResponse)]
 #[oai(bad_request_handler = "bad_request")]
@@ -88,71 +45,154 @@ pub enum ApiError {
     Unavailable(ProblemJson),
 }
 
-fn problem(
-    status: StatusCode,
-    code: &str,
-    detail: impl Into<String>,
-    errors: Option<Vec<FieldProblem>>,
-) -> ProblemJson {
-    ProblemJson(Problem {
-        kind: format!("urn:trcker:problem:{code}"),
-        title: status.canonical_reason().unwrap_or("Error").to_owned(),
-        status: status.as_u16(),
-        detail: detail.into(),
-        code: code.to_owned(),
-        errors,
-    })
+impl ApiError {
+    /// The answer of `code`, with what went wrong in `detail`.
+    pub fn new(code: Code, detail: impl Into<String>) -> Self {
+        Self::from_problem(Problem::new(code, detail))
+    }
+
+    fn from_problem(p: Problem) -> Self {
+        let json = ProblemJson(p);
+        match StatusCode::from_u16(json.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR) {
+            StatusCode::BAD_REQUEST => ApiError::BadRequest(json),
+            StatusCode::UNAUTHORIZED => ApiError::Unauthorized(json),
+            StatusCode::FORBIDDEN => ApiError::Forbidden(json),
+            StatusCode::NOT_FOUND => ApiError::NotFound(json),
+            StatusCode::CONFLICT => ApiError::Conflict(json),
+            StatusCode::UNPROCESSABLE_ENTITY => ApiError::Invalid(json),
+            StatusCode::SERVICE_UNAVAILABLE => ApiError::Unavailable(json),
+            _ => ApiError::Internal(json),
+        }
+    }
 }
 
-impl From<ServiceError> for ApiError {
-    fn from(e: ServiceError) -> Self {
+impl From<AccessError> for ApiError {
+    fn from(e: AccessError) -> Self {
+        let code = match e {
+            AccessError::OperatorOnly => Code::OperatorOnly,
+            AccessError::TenantKeyRequired => Code::TenantKeyRequired,
+            AccessError::ReadOnlyKey => Code::ReadOnlyKey,
+        };
+        ApiError::new(code, e.to_string())
+    }
+}
+
+impl From<Invalid> for ApiError {
+    fn from(e: Invalid) -> Self {
+        ApiError::from_problem(Problem::fields(Code::InvalidFields, "invalid fields", e.0))
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
         match e {
-            ServiceError::NotFound(what) => ApiError::NotFound(problem(
-                StatusCode::NOT_FOUND,
-                "not-found",
-                format!("{what} not found"),
-                None,
-            )),
-            ServiceError::Invalid(fields) => {
-                let names: Vec<String> = fields.iter().map(|f| f.field.clone()).collect();
-                let errors = fields
-                    .into_iter()
-                    .map(|f| FieldProblem {
-                        field: f.field,
-                        message: f.message,
-                    })
-                    .collect();
-                ApiError::Invalid(problem(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "invalid-fields",
-                    format!("invalid fields: {}", names.join(", ")),
-                    Some(errors),
-                ))
-            }
-            ServiceError::Conflict(msg) => {
-                ApiError::Conflict(problem(StatusCode::CONFLICT, "conflict", msg, None))
-            }
-            ServiceError::Unauthorized(msg) => {
-                ApiError::Unauthorized(problem(StatusCode::UNAUTHORIZED, "unauthorized", msg, None))
-            }
-            ServiceError::Forbidden(msg) => {
-                ApiError::Forbidden(problem(StatusCode::FORBIDDEN, "forbidden", msg, None))
-            }
-            ServiceError::Unavailable => ApiError::Unavailable(problem(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "storage-unavailable",
+            StoreError::Unavailable => ApiError::new(
+                Code::StorageUnavailable,
                 "storage is unavailable; nothing was changed; retry shortly",
-                None,
-            )),
-            ServiceError::Internal(msg) => {
+            ),
+            StoreError::Internal(msg) => {
                 tracing::error!(error = %msg, "admin API internal error");
-                ApiError::Internal(problem(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "internal error",
-                    None,
-                ))
+                ApiError::new(Code::Internal, "internal error")
             }
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::UnknownToken => ApiError::new(Code::Unauthorized, e.to_string()),
+            AuthError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<TenantError> for ApiError {
+    fn from(e: TenantError) -> Self {
+        match e {
+            TenantError::Access(e) => e.into(),
+            TenantError::Invalid(e) => e.into(),
+            TenantError::SlugTaken(_) => ApiError::new(Code::TenantSlugTaken, e.to_string()),
+            TenantError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<ProgramError> for ApiError {
+    fn from(e: ProgramError) -> Self {
+        match e {
+            ProgramError::Access(e) => e.into(),
+            ProgramError::Invalid(e) => e.into(),
+            ProgramError::NotFound(_) => ApiError::new(Code::ProgramNotFound, e.to_string()),
+            ProgramError::SlugTaken(_) => ApiError::new(Code::ProgramSlugTaken, e.to_string()),
+            ProgramError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<AffiliateError> for ApiError {
+    fn from(e: AffiliateError) -> Self {
+        match e {
+            AffiliateError::Access(e) => e.into(),
+            AffiliateError::Invalid(e) => e.into(),
+            AffiliateError::NotFound(_) => ApiError::new(Code::AffiliateNotFound, e.to_string()),
+            AffiliateError::Taken => ApiError::new(Code::AffiliateTaken, e.to_string()),
+            AffiliateError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<LinkError> for ApiError {
+    fn from(e: LinkError) -> Self {
+        match e {
+            LinkError::Access(e) => e.into(),
+            LinkError::Invalid(e) => e.into(),
+            LinkError::NotFound(_) => ApiError::new(Code::LinkNotFound, e.to_string()),
+            LinkError::CouponTaken(_) => ApiError::new(Code::CouponTaken, e.to_string()),
+            LinkError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<IntegrationError> for ApiError {
+    fn from(e: IntegrationError) -> Self {
+        match e {
+            IntegrationError::Access(e) => e.into(),
+            IntegrationError::Invalid(e) => e.into(),
+            IntegrationError::NotFound(_) => {
+                ApiError::new(Code::IntegrationNotFound, e.to_string())
+            }
+            IntegrationError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<ConversionError> for ApiError {
+    fn from(e: ConversionError) -> Self {
+        match e {
+            ConversionError::Access(e) => e.into(),
+            ConversionError::Invalid(e) => e.into(),
+            ConversionError::NotFound(_) => ApiError::new(Code::ConversionNotFound, e.to_string()),
+            ConversionError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<DebuggerError> for ApiError {
+    fn from(e: DebuggerError) -> Self {
+        match e {
+            DebuggerError::Access(e) => e.into(),
+            DebuggerError::Invalid(e) => e.into(),
+            DebuggerError::IntegrationNotFound(_) => {
+                ApiError::new(Code::IntegrationNotFound, e.to_string())
+            }
+            DebuggerError::PostbackNotFound(_) => {
+                ApiError::new(Code::PostbackNotFound, e.to_string())
+            }
+            DebuggerError::NotUnattributed { .. } => {
+                ApiError::new(Code::PostbackNotUnattributed, e.to_string())
+            }
+            DebuggerError::Store(e) => e.into(),
         }
     }
 }
@@ -160,17 +200,13 @@ impl From<ServiceError> for ApiError {
 /// poem-openapi's own request errors (unreadable body, bad parameter, missing
 /// auth header) as problems.
 fn bad_request(err: poem::Error) -> ApiError {
-    let status = err.status();
-    let msg = err.to_string();
-    if status == StatusCode::UNAUTHORIZED {
-        ApiError::Unauthorized(problem(
-            status,
-            "unauthorized",
+    if err.status() == StatusCode::UNAUTHORIZED {
+        ApiError::new(
+            Code::Unauthorized,
             "an Authorization: Bearer <token> header is required",
-            None,
-        ))
+        )
     } else {
-        ApiError::BadRequest(problem(StatusCode::BAD_REQUEST, "bad-request", msg, None))
+        ApiError::new(Code::BadRequest, err.to_string())
     }
 }
 
@@ -180,18 +216,17 @@ pub async fn catch_all(err: poem::Error) -> Response {
         // Already one of our problem responses (an `ApiError`).
         return err.into_response();
     }
-    let status = err.status();
-    let code = match status {
-        StatusCode::NOT_FOUND => "not-found",
-        StatusCode::METHOD_NOT_ALLOWED => "method-not-allowed",
-        StatusCode::UNAUTHORIZED => "unauthorized",
-        s if s.is_server_error() => "internal",
-        _ => "bad-request",
+    let code = match err.status() {
+        StatusCode::NOT_FOUND => Code::NotFound,
+        StatusCode::METHOD_NOT_ALLOWED => Code::MethodNotAllowed,
+        StatusCode::UNAUTHORIZED => Code::Unauthorized,
+        s if s.is_server_error() => Code::Internal,
+        _ => Code::BadRequest,
     };
-    let detail = if status.is_server_error() {
+    let detail = if code == Code::Internal {
         "internal error".to_owned()
     } else {
         err.to_string()
     };
-    problem(status, code, detail, None).into_response()
+    Problem::new(code, detail).into_response()
 }

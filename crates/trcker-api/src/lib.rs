@@ -1,44 +1,123 @@
 //! Trcker's admin REST API: `/api/v1`, its OpenAPI 3 document
-//! (`/api/v1/openapi.json`) and Swagger UI (`/api/docs`).
+//! (`/api/v1/openapi.json`, committed as `docs/openapi.json`) and Swagger UI
+//! (`/api/docs`).
 //!
-//! One `XxxApi` struct per resource, explicit operation ids, one tag enum, one
-//! error type with stable codes rendered as RFC 9457 problem+json. Handlers
-//! authenticate, convert DTOs and call one use case; they hold no logic.
+//! One file per resource, holding its `XxxApi` (with the area services it
+//! calls injected), its DTOs and their conversions to and from the services'
+//! types; explicit operation ids, one tag enum, and one error type whose codes
+//! come from the table in [`problem`], which the receiver answers with too.
+//! Handlers authenticate, convert and call one use case; they hold no logic.
 
-mod dto;
+mod affiliates;
+mod auth;
+mod common;
+mod conversions;
+mod coupons;
 mod error;
-mod resources;
+mod integrations;
+mod links;
+mod postbacks;
+pub mod problem;
+mod programs;
+mod tenants;
 
 use poem::{Endpoint, EndpointExt, Route};
-use poem_openapi::OpenApiService;
+use poem_openapi::{OpenApiService, Tags};
 use trcker_services::Services;
 
-pub use error::{ApiError, Problem};
+pub use error::ApiError;
 
-/// The OpenAPI service (also used to write the committed spec).
-pub fn openapi(public_url: &str) -> OpenApiService<resources::Apis, ()> {
-    OpenApiService::new(resources::apis(), "Trcker admin API", env!("CARGO_PKG_VERSION"))
+#[derive(Tags)]
+enum ApiTags {
+    /// Tenants (operator token).
+    Tenants,
+    /// Affiliate programs (offers).
+    Programs,
+    /// Affiliates (partners).
+    Affiliates,
+    /// Merchant integrations: postback secrets and URLs.
+    Integrations,
+    /// Conversions attributed from postbacks.
+    Conversions,
+    /// Coupon codes that attribute sales without a click.
+    Coupons,
+    /// Tracking links (`/c/{code}`).
+    Links,
+}
+
+type Apis = (
+    tenants::TenantsApi,
+    programs::ProgramsApi,
+    affiliates::AffiliatesApi,
+    integrations::IntegrationsApi,
+    postbacks::PostbacksApi,
+    links::LinksApi,
+    coupons::CouponsApi,
+    conversions::ConversionsApi,
+);
+
+fn apis(s: &Services) -> Apis {
+    let auth = auth::Authenticator(s.tenants.clone());
+    (
+        tenants::TenantsApi {
+            tenants: s.tenants.clone(),
+            auth: auth.clone(),
+        },
+        programs::ProgramsApi {
+            programs: s.programs.clone(),
+            auth: auth.clone(),
+        },
+        affiliates::AffiliatesApi {
+            affiliates: s.affiliates.clone(),
+            auth: auth.clone(),
+        },
+        integrations::IntegrationsApi {
+            integrations: s.integrations.clone(),
+            debugger: s.debugger.clone(),
+            auth: auth.clone(),
+        },
+        postbacks::PostbacksApi {
+            debugger: s.debugger.clone(),
+            auth: auth.clone(),
+        },
+        links::LinksApi {
+            links: s.links.clone(),
+            auth: auth.clone(),
+        },
+        coupons::CouponsApi {
+            links: s.links.clone(),
+            auth: auth.clone(),
+        },
+        conversions::ConversionsApi {
+            conversions: s.conversions.clone(),
+            auth,
+        },
+    )
+}
+
+/// The OpenAPI service of the whole API.
+fn openapi(services: &Services) -> OpenApiService<Apis, ()> {
+    OpenApiService::new(apis(services), "Trcker admin API", env!("CARGO_PKG_VERSION"))
         .description(
             "Manage affiliate programs: tenants, programs, affiliates, integrations and conversions. \
              Authenticate with `Authorization: Bearer <token>`: the operator token creates tenants; \
              a tenant API key (shown once at creation) manages that tenant's resources. \
-             Errors are RFC 9457 problem+json documents with a stable `code`.",
+             Errors are RFC 9457 problem+json documents with a stable `code` (docs/errors.md).",
         )
-        .server(format!("{}/api/v1", public_url.trim_end_matches('/')))
+        .server(format!("{}/api/v1", services.settings.public_base()))
 }
 
 /// The API, to be nested at `/api/v1`: its resources and `/openapi.json`.
-pub fn routes(services: Services) -> impl Endpoint {
-    let api = openapi(services.public_base());
+pub fn routes(services: &Services) -> impl Endpoint + use<> {
+    let api = openapi(services);
     Route::new()
         .at("/openapi.json", api.spec_endpoint())
         .nest("/", api)
-        .data(services)
         .catch_all_error(error::catch_all)
 }
 
 /// Swagger UI, to be nested at `/api/docs`.
-pub fn docs(public_url: &str) -> impl Endpoint + use<> {
-    let html = openapi(public_url).swagger_ui_html();
+pub fn docs(services: &Services) -> impl Endpoint + use<> {
+    let html = openapi(services).swagger_ui_html();
     poem::endpoint::make_sync(move |_| poem::web::Html(html.clone()))
 }

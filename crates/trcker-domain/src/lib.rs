@@ -8,6 +8,7 @@
 pub mod click_id;
 pub mod commission;
 pub mod destination;
+pub mod fields;
 pub mod ids;
 pub mod money;
 pub mod postback;
@@ -19,6 +20,7 @@ pub mod target;
 
 pub use click_id::ClickId;
 pub use commission::{Commission, CommissionRule};
+pub use fields::{FieldError, Fields};
 pub use money::{Currency, Money, MoneyError};
 pub use slug::Slug;
 pub use status::ConversionStatus;

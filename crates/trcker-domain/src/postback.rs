@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 
 use crate::click_id::ClickId;
+pub use crate::fields::FieldError;
 use crate::money::{Currency, Money};
 use crate::slug::Slug;
 use crate::status::ConversionStatus;
@@ -41,21 +42,6 @@ const KNOWN: &[&str] = &[
     "test",
     "secret",
 ];
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldError {
-    pub field: String,
-    pub message: String,
-}
-
-impl FieldError {
-    pub fn new(field: &str, message: impl Into<String>) -> Self {
-        FieldError {
-            field: field.to_owned(),
-            message: message.into(),
-        }
-    }
-}
 
 /// A postback as the pipeline sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,8 +15,10 @@ use poem::web::{Data, Form, Html, Path};
 use poem::{Endpoint, EndpointExt, IntoResponse, Response, Route, get, handler};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use trcker_services::portal::{Balance, ConversionLine, MIN_PASSWORD_LEN, PortalUser};
-use trcker_services::{ServiceError, Services, TenantId};
+use trcker_services::StoreError;
+use trcker_services::portal::{
+    Balance, ConversionLine, MIN_PASSWORD_LEN, PortalError, PortalService, PortalUser,
+};
 
 const SESSION_COOKIE: &str = "trcker_portal";
 const SESSION_DAYS: i64 = 14;
@@ -24,15 +26,11 @@ const SESSION_DAYS: i64 = 14;
 #[derive(Clone)]
 struct PortalKey(CookieKey);
 
-/// The portal's routes, to be nested at `/portal`.
-pub fn routes(services: Services) -> impl Endpoint {
-    let digest = Sha256::digest(
-        format!(
-            "trcker portal sessions\0{}",
-            services.settings.operator_token_hash
-        )
-        .as_bytes(),
-    );
+/// The portal's routes, to be nested at `/portal`. Sessions are sealed with a
+/// key derived from `operator_token_hash`.
+pub fn routes(portal: PortalService, operator_token_hash: &str) -> impl Endpoint + use<> {
+    let digest =
+        Sha256::digest(format!("trcker portal sessions\0{operator_token_hash}").as_bytes());
     let key = CookieKey::derive_from(&digest);
     Route::new()
         .at("/:brand", get(earnings))
@@ -40,7 +38,7 @@ pub fn routes(services: Services) -> impl Endpoint {
         .at("/:brand/login", get(login_page).post(login))
         .at("/:brand/logout", poem::post(logout))
         .at("/:brand/invite/:token", get(invite_page).post(invite))
-        .data(services)
+        .data(portal)
         .data(PortalKey(key))
         .with(CookieJarManager::new())
 }
@@ -115,10 +113,10 @@ fn redirect(to: &str) -> Response {
         .finish()
 }
 
-fn failure(e: ServiceError) -> Response {
+fn failure(e: PortalError) -> Response {
     match e {
-        ServiceError::NotFound(_) => render(&NotFoundPage, StatusCode::NOT_FOUND),
-        ServiceError::Unavailable => plain(
+        PortalError::UnknownPortal => render(&NotFoundPage, StatusCode::NOT_FOUND),
+        PortalError::Store(StoreError::Unavailable) => plain(
             StatusCode::SERVICE_UNAVAILABLE,
             "Temporarily unavailable, please try again.",
         ),
@@ -156,16 +154,12 @@ fn clear_session(jar: &CookieJar, brand: &str) {
     jar.add(cookie);
 }
 
-async fn tenant_name(services: &Services, brand: &str) -> Result<String, ServiceError> {
-    services.portal_tenant_name(brand).await
-}
-
 async fn current_user(
-    services: &Services,
+    portal: &PortalService,
     jar: &CookieJar,
     key: &CookieKey,
     brand: &str,
-) -> Result<Option<PortalUser>, ServiceError> {
+) -> Result<Option<PortalUser>, PortalError> {
     let Some(cookie) = jar.private_with_key(key).get(SESSION_COOKIE) else {
         return Ok(None);
     };
@@ -175,12 +169,7 @@ async fn current_user(
     if DateTime::from_timestamp(session.exp, 0).is_none_or(|exp| exp < Utc::now()) {
         return Ok(None);
     }
-    let tenant = TenantId::from_trusted(session.t);
-    match services.portal_user(&tenant, &session.a).await {
-        Ok(user) if services.portal_tenant_slug(&user).await? == brand => Ok(Some(user)),
-        Ok(_) | Err(ServiceError::Unauthorized(_)) | Err(ServiceError::NotFound(_)) => Ok(None),
-        Err(e) => Err(e),
-    }
+    portal.session_user(brand, &session.t, &session.a).await
 }
 
 #[handler]
@@ -188,14 +177,14 @@ async fn earnings(
     Path(brand): Path<String>,
     jar: &CookieJar,
     key: Data<&PortalKey>,
-    services: Data<&Services>,
+    portal: Data<&PortalService>,
 ) -> Response {
-    let user = match current_user(&services, jar, &key.0.0, &brand).await {
+    let user = match current_user(&portal, jar, &key.0.0, &brand).await {
         Ok(Some(u)) => u,
         Ok(None) => return redirect(&format!("{}/login", base(&brand))),
         Err(e) => return failure(e),
     };
-    match services.earnings(&user).await {
+    match portal.earnings(&user).await {
         Ok(e) => render(
             &EarningsPage {
                 tenant_name: &user.tenant_name,
@@ -213,8 +202,8 @@ async fn earnings(
 }
 
 #[handler]
-async fn login_page(Path(brand): Path<String>, services: Data<&Services>) -> Response {
-    match tenant_name(&services, &brand).await {
+async fn login_page(Path(brand): Path<String>, portal: Data<&PortalService>) -> Response {
+    match portal.tenant_name(&brand).await {
         Ok(name) => render(
             &LoginPage {
                 tenant_name: &name,
@@ -242,26 +231,23 @@ async fn login(
     Form(form): Form<LoginForm>,
     jar: &CookieJar,
     key: Data<&PortalKey>,
-    services: Data<&Services>,
+    portal: Data<&PortalService>,
 ) -> Response {
-    let name = match tenant_name(&services, &brand).await {
+    let name = match portal.tenant_name(&brand).await {
         Ok(n) => n,
         Err(e) => return failure(e),
     };
-    match services
-        .portal_login(&brand, &form.email, &form.password)
-        .await
-    {
+    match portal.login(&brand, &form.email, &form.password).await {
         Ok(user) => {
             set_session(jar, &key.0.0, &brand, &user);
             redirect(&base(&brand))
         }
-        Err(ServiceError::Unauthorized(msg)) => render(
+        Err(e @ PortalError::WrongPassword) => render(
             &LoginPage {
                 tenant_name: &name,
                 base: base(&brand),
                 email: &form.email,
-                error: Some(msg),
+                error: Some(e.to_string()),
             },
             StatusCode::UNAUTHORIZED,
         ),
@@ -278,13 +264,13 @@ async fn logout(Path(brand): Path<String>, jar: &CookieJar) -> Response {
 #[handler]
 async fn invite_page(
     Path((brand, token)): Path<(String, String)>,
-    services: Data<&Services>,
+    portal: Data<&PortalService>,
 ) -> Response {
-    let name = match tenant_name(&services, &brand).await {
+    let name = match portal.tenant_name(&brand).await {
         Ok(n) => n,
         Err(e) => return failure(e),
     };
-    match services.invite_valid(&brand, &token).await {
+    match portal.invite_valid(&brand, &token).await {
         Ok(valid) => render(
             &InvitePage {
                 tenant_name: &name,
@@ -318,9 +304,9 @@ async fn invite(
     Form(form): Form<InviteForm>,
     jar: &CookieJar,
     key: Data<&PortalKey>,
-    services: Data<&Services>,
+    portal: Data<&PortalService>,
 ) -> Response {
-    let name = match tenant_name(&services, &brand).await {
+    let name = match portal.tenant_name(&brand).await {
         Ok(n) => n,
         Err(e) => return failure(e),
     };
@@ -337,7 +323,7 @@ async fn invite(
             status,
         )
     };
-    match services
+    match portal
         .accept_invite(&brand, &token, &form.password, &form.confirm)
         .await
     {
@@ -345,15 +331,16 @@ async fn invite(
             set_session(jar, &key.0.0, &brand, &user);
             redirect(&base(&brand))
         }
-        Err(ServiceError::Invalid(fields)) => {
-            let msg = fields
+        Err(PortalError::Invalid(invalid)) => {
+            let msg = invalid
+                .0
                 .iter()
                 .map(|f| format!("{} {}", f.field, f.message))
                 .collect::<Vec<_>>()
                 .join("; ");
             page(true, msg, StatusCode::UNPROCESSABLE_ENTITY)
         }
-        Err(ServiceError::Unauthorized(msg)) => page(false, msg, StatusCode::NOT_FOUND),
+        Err(e @ PortalError::InvalidInvite) => page(false, e.to_string(), StatusCode::NOT_FOUND),
         Err(e) => failure(e),
     }
 }

@@ -11,10 +11,14 @@ use poem::http::{HeaderMap, Method, StatusCode, header};
 use poem::web::{Data, Path};
 use poem::{Body, EndpointExt, Request, Response, Route, get, handler};
 use serde_json::json;
-use trcker_services::ServiceError;
-use trcker_services::Services;
-use trcker_services::clicks::{ClickOutcome, ClickRequest, ClickTarget};
-use trcker_services::postbacks::{IntakeError, IntakeOutcome, PostbackRequest, SignedParts};
+use trcker_api::problem::{Code, Problem};
+use trcker_domain::FieldError;
+use trcker_services::StoreError;
+use trcker_services::clicks::{ClickError, ClickOutcome, ClickRequest, ClickService, ClickTarget};
+use trcker_services::debugger::TEST_FIRE_HEADER;
+use trcker_services::intake::{
+    IntakeError, IntakeOutcome, IntakeService, PostbackRequest, SignedParts,
+};
 
 /// Largest postback body we read.
 pub const MAX_POSTBACK_BODY: usize = 64 * 1024;
@@ -22,22 +26,22 @@ pub const MAX_POSTBACK_BODY: usize = 64 * 1024;
 /// Adds the receiver's routes to the server's top-level route. They are
 /// mounted there rather than nested: a nested route rewrites each request's
 /// URI, and the click redirect is the busiest route of all.
-pub fn mount(route: Route, services: Services) -> Route {
+pub fn mount(route: Route, clicks: ClickService, intake: IntakeService) -> Route {
     // One `Arc` to clone per request (the data is cloned into each request;
-    // `Services` itself holds a dozen shared handles).
-    let services = Arc::new(services);
+    // each service holds several shared handles).
+    let (clicks, intake) = (Arc::new(clicks), Arc::new(intake));
     route
-        .at("/api/r/:brand/:offer", get(click).data(services.clone()))
-        .at("/c/:code", get(short_link).data(services.clone()))
+        .at("/api/r/:brand/:offer", get(click).data(clicks.clone()))
+        .at("/c/:code", get(short_link).data(clicks))
         .at(
             "/api/postback/:brand/:offer",
             get(postback_named)
                 .post(postback_named)
-                .data(services.clone()),
+                .data(intake.clone()),
         )
         .at(
             "/postback",
-            get(postback_short).post(postback_short).data(services),
+            get(postback_short).post(postback_short).data(intake),
         )
 }
 
@@ -60,35 +64,26 @@ fn plain(status: StatusCode, text: &str) -> Response {
         .body(text.to_owned())
 }
 
-/// An RFC 9457 problem document.
-fn problem(
-    status: StatusCode,
-    code: &str,
-    detail: &str,
-    errors: Option<serde_json::Value>,
-) -> Response {
-    let mut body = json!({
-        "type": format!("urn:trcker:problem:{code}"),
-        "title": status.canonical_reason().unwrap_or("Error"),
-        "status": status.as_u16(),
-        "detail": detail,
-        "code": code,
-    });
-    if let Some(errors) = errors {
-        body["errors"] = errors;
-    }
-    Response::builder()
-        .status(status)
-        .content_type("application/problem+json")
-        .header(header::CACHE_CONTROL, "no-store")
-        .body(body.to_string())
+/// A problem+json answer of the code's status, never cached.
+fn problem(code: Code, detail: &str) -> Response {
+    Problem::new(code, detail).into_response()
+}
+
+/// 422 naming each bad postback parameter.
+fn invalid_parameters(fields: Vec<FieldError>) -> Response {
+    Problem::fields(
+        Code::InvalidParameters,
+        "invalid postback parameters",
+        fields,
+    )
+    .into_response()
 }
 
 #[handler]
 async fn click(
     req: &Request,
     Path((brand, offer)): Path<(String, String)>,
-    services: Data<&Arc<Services>>,
+    clicks: Data<&Arc<ClickService>>,
 ) -> Response {
     let q = query_pairs(req);
     let partner = q.iter().find(|(k, _)| k == "via").map(|(_, v)| v.clone());
@@ -100,7 +95,7 @@ async fn click(
             offer,
             partner,
         },
-        &services,
+        &clicks,
     )
     .await
 }
@@ -109,17 +104,17 @@ async fn click(
 async fn short_link(
     req: &Request,
     Path(code): Path<String>,
-    services: Data<&Arc<Services>>,
+    clicks: Data<&Arc<ClickService>>,
 ) -> Response {
     let q = query_pairs(req);
-    redirect(req, &q, ClickTarget::Link { code }, &services).await
+    redirect(req, &q, ClickTarget::Link { code }, &clicks).await
 }
 
 async fn redirect(
     req: &Request,
     q: &[(String, String)],
     target: ClickTarget,
-    services: &Services,
+    clicks: &ClickService,
 ) -> Response {
     let get = |name: &str| q.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let request = ClickRequest {
@@ -131,15 +126,11 @@ async fn redirect(
             get("sub4"),
             get("sub5"),
         ],
-        ip: if services.settings.ip_retention_days == 0 {
-            None
-        } else {
-            remote_ip(req)
-        },
+        ip: remote_ip(req),
         user_agent: header_str(req.headers(), header::USER_AGENT),
         referrer: header_str(req.headers(), header::REFERER),
     };
-    match services.click(request).await {
+    match clicks.click(request).await {
         Ok(ClickOutcome::Redirect { location, .. }) | Ok(ClickOutcome::Fallback { location }) => {
             Response::builder()
                 .status(StatusCode::FOUND)
@@ -147,13 +138,13 @@ async fn redirect(
                 .header(header::CACHE_CONTROL, "no-store")
                 .finish()
         }
-        Err(ServiceError::NotFound(what)) => plain(
+        Err(ClickError::NotFound(what)) => plain(
             StatusCode::NOT_FOUND,
             &format!(
                 "This tracking link is not valid (no {what} here). Check the link you followed.\n"
             ),
         ),
-        Err(ServiceError::Unavailable) => plain(
+        Err(ClickError::Busy | ClickError::Store(StoreError::Unavailable)) => plain(
             StatusCode::SERVICE_UNAVAILABLE,
             "Temporarily unavailable, please try again.\n",
         ),
@@ -183,21 +174,21 @@ async fn postback_named(
     req: &Request,
     Path((brand, offer)): Path<(String, String)>,
     body: Body,
-    services: Data<&Arc<Services>>,
+    intake: Data<&Arc<IntakeService>>,
 ) -> Response {
-    postback(req, Some((brand, offer)), body, &services).await
+    postback(req, Some((brand, offer)), body, &intake).await
 }
 
 #[handler]
-async fn postback_short(req: &Request, body: Body, services: Data<&Arc<Services>>) -> Response {
-    postback(req, None, body, &services).await
+async fn postback_short(req: &Request, body: Body, intake: Data<&Arc<IntakeService>>) -> Response {
+    postback(req, None, body, &intake).await
 }
 
 async fn postback(
     req: &Request,
     named: Option<(String, String)>,
     body: Body,
-    services: &Services,
+    intake: &IntakeService,
 ) -> Response {
     let mut pairs = query_pairs(req);
     let mut raw_body = Vec::new();
@@ -227,7 +218,7 @@ async fn postback(
         secret: header_secret.or(param_secret),
         test_fire_token: header_str(
             req.headers(),
-            header::HeaderName::from_static(trcker_services::debugger::TEST_FIRE_HEADER),
+            header::HeaderName::from_static(TEST_FIRE_HEADER),
         ),
         pairs,
         source_ip: remote_ip(req),
@@ -246,7 +237,7 @@ async fn postback(
             body: raw_body,
         },
     };
-    match services.intake_postback(request).await {
+    match intake.intake(request).await {
         Ok(IntakeOutcome::Accepted { postback_id }) => {
             json_response(json!({"status": "accepted", "postback_id": postback_id}))
         }
@@ -259,65 +250,49 @@ async fn postback(
             "conversion_id": conversion_id,
             "detail": "a postback with this txn_id and status was accepted already; it counts once",
         })),
-        Err(IntakeError::Conflict(why)) => {
-            problem(StatusCode::CONFLICT, "conflicting-duplicate", &why, None)
-        }
-        Err(IntakeError::Forbidden(why)) => problem(StatusCode::FORBIDDEN, "forbidden", &why, None),
-        Err(IntakeError::RateLimited { retry_after_secs }) => {
+        Err(e) => refusal(e),
+    }
+}
+
+/// The answer to a postback that was not taken.
+fn refusal(e: IntakeError) -> Response {
+    let detail = e.to_string();
+    let code = match e {
+        IntakeError::MissingSecret => Code::MissingSecret,
+        IntakeError::WrongSecret => Code::InvalidSecret,
+        IntakeError::BadTestFireToken => Code::InvalidTestFireToken,
+        IntakeError::SecretForOtherOffer => Code::SecretForOtherOffer,
+        IntakeError::UnknownBrand => Code::UnknownBrand,
+        IntakeError::UnknownOffer => Code::UnknownOffer,
+        IntakeError::IpNotAllowed(_) => Code::IpNotAllowed,
+        IntakeError::BadSignature(_) => Code::BadSignature,
+        IntakeError::ConflictingDuplicate(_) => Code::ConflictingDuplicate,
+        IntakeError::RateLimited { retry_after_secs } => {
             let mut resp = problem(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate-limited",
+                Code::RateLimited,
                 "this integration's rate limit is exceeded; retry after the Retry-After seconds",
-                None,
             );
             if let Ok(v) = header::HeaderValue::from_str(&retry_after_secs.to_string()) {
                 resp.headers_mut().insert(header::RETRY_AFTER, v);
             }
-            resp
+            return resp;
         }
-        Err(IntakeError::Unauthorized(why)) => {
-            problem(StatusCode::UNAUTHORIZED, "invalid-secret", why, None)
-        }
-        Err(IntakeError::NotFound(what)) => problem(
-            StatusCode::NOT_FOUND,
-            "unknown-offer",
-            &format!("unknown {what} in the postback URL"),
-            None,
-        ),
-        Err(IntakeError::Invalid(fields)) => {
-            let names: Vec<&str> = fields.iter().map(|f| f.field.as_str()).collect();
-            let errors = fields
-                .iter()
-                .map(|f| json!({"field": f.field, "message": f.message}))
-                .collect::<Vec<_>>();
-            problem(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid-parameters",
-                &format!("invalid postback parameters: {}", names.join(", ")),
-                Some(serde_json::Value::Array(errors)),
-            )
-        }
-        Err(IntakeError::Unavailable) => {
+        IntakeError::Invalid(fields) => return invalid_parameters(fields),
+        IntakeError::Store(StoreError::Unavailable) => {
             let mut resp = problem(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "storage-unavailable",
+                Code::StorageUnavailable,
                 "the postback was not stored; please retry",
-                None,
             );
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
-            resp
+            return resp;
         }
-        Err(IntakeError::Internal(e)) => {
-            tracing::error!(error = %e, "postback intake failed");
-            problem(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "the postback was not stored; please retry",
-                None,
-            )
+        IntakeError::Store(StoreError::Internal(msg)) => {
+            tracing::error!(error = %msg, "postback intake failed");
+            return problem(Code::Internal, "the postback was not stored; please retry");
         }
-    }
+    };
+    problem(code, &detail)
 }
 
 fn json_response(v: serde_json::Value) -> Response {
@@ -353,18 +328,14 @@ async fn body_pairs(
     if content_type.starts_with("application/json") {
         let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
             problem(
-                StatusCode::BAD_REQUEST,
-                "invalid-body",
+                Code::InvalidBody,
                 &format!("the JSON body is not valid JSON: {e}"),
-                None,
             )
         })?;
         let serde_json::Value::Object(map) = value else {
             return Err(problem(
-                StatusCode::BAD_REQUEST,
-                "invalid-body",
+                Code::InvalidBody,
                 "the JSON body must be an object",
-                None,
             ));
         };
         let mut pairs = Vec::with_capacity(map.len());
@@ -375,14 +346,10 @@ async fn body_pairs(
                 serde_json::Value::Bool(b) => b.to_string(),
                 serde_json::Value::Null => continue,
                 _ => {
-                    return Err(problem(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "invalid-parameters",
-                        &format!("invalid postback parameters: {k}"),
-                        Some(
-                            json!([{"field": k, "message": "must be a string, number or boolean"}]),
-                        ),
-                    ));
+                    return Err(invalid_parameters(vec![FieldError::new(
+                        &k,
+                        "must be a string, number or boolean",
+                    )]));
                 }
             };
             pairs.push((k, s));
@@ -396,10 +363,8 @@ async fn body_pairs(
 fn too_large() -> Response {
     // The unread body stays on the connection: close it rather than reuse it.
     let mut resp = problem(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "body-too-large",
+        Code::BodyTooLarge,
         &format!("a postback body may be at most {MAX_POSTBACK_BODY} bytes"),
-        None,
     );
     resp.headers_mut().insert(
         header::CONNECTION,

@@ -1,34 +1,9 @@
-//! Who is calling: the operator (creates tenants) or a tenant's API key.
+//! Who is calling the admin API: the operator (creates tenants) or one of a
+//! tenant's API keys, and what each may do. A caller is made only by
+//! [`crate::tenants::TenantService::authenticate`].
 
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
-use trcker_domain::secret::{hash_secret, secrets_equal};
-use trcker_storage::entities::api_key;
-use trcker_storage::{TenantId, sea_orm};
-
-use crate::{ServiceError, ServiceResult, Services};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
-    Admin,
-    ReadOnly,
-}
-
-impl Scope {
-    pub fn parse(s: &str) -> Option<Scope> {
-        match s {
-            "admin" => Some(Scope::Admin),
-            "read_only" => Some(Scope::ReadOnly),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Scope::Admin => "admin",
-            Scope::ReadOnly => "read_only",
-        }
-    }
-}
+use trcker_storage::TenantId;
+use trcker_storage::entities::api_key::Scope;
 
 /// An authenticated caller.
 #[derive(Debug, Clone)]
@@ -41,60 +16,50 @@ pub enum Caller {
     },
 }
 
+/// The caller may not do this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AccessError {
+    #[error("only the operator token can do this")]
+    OperatorOnly,
+    #[error("the operator token manages tenants; use a tenant API key for tenant resources")]
+    TenantKeyRequired,
+    #[error("this API key is read-only")]
+    ReadOnlyKey,
+}
+
 impl Caller {
-    /// The tenant this caller acts for, or 401/403 for the operator.
-    pub fn tenant(&self) -> ServiceResult<&TenantId> {
+    /// The tenant this caller acts for.
+    pub fn tenant(&self) -> Result<&TenantId, AccessError> {
         match self {
             Caller::Tenant { tenant, .. } => Ok(tenant),
-            Caller::Operator => Err(ServiceError::Forbidden(
-                "the operator token manages tenants; use a tenant API key for tenant resources"
-                    .into(),
-            )),
+            Caller::Operator => Err(AccessError::TenantKeyRequired),
         }
     }
 
     /// The tenant, for a call that changes something.
-    pub fn tenant_admin(&self) -> ServiceResult<&TenantId> {
+    pub fn tenant_admin(&self) -> Result<&TenantId, AccessError> {
         match self {
             Caller::Tenant {
                 scope: Scope::ReadOnly,
                 ..
-            } => Err(ServiceError::Forbidden("this API key is read-only".into())),
+            } => Err(AccessError::ReadOnlyKey),
             other => other.tenant(),
         }
     }
 
+    /// Succeeds for the operator only.
+    pub fn operator(&self) -> Result<(), AccessError> {
+        match self {
+            Caller::Operator => Ok(()),
+            Caller::Tenant { .. } => Err(AccessError::OperatorOnly),
+        }
+    }
+
+    /// How the audit log names the caller.
     pub fn actor(&self) -> String {
         match self {
             Caller::Operator => "operator".into(),
             Caller::Tenant { key_id, .. } => format!("api_key:{key_id}"),
         }
-    }
-}
-
-impl Services {
-    /// Authenticates a bearer token.
-    pub async fn authenticate(&self, token: &str) -> ServiceResult<Caller> {
-        let hash = hash_secret(token);
-        if secrets_equal(&hash, &self.settings.operator_token_hash) {
-            return Ok(Caller::Operator);
-        }
-        if !token.starts_with("trk_") {
-            return Err(ServiceError::Unauthorized(
-                "unknown or revoked token".into(),
-            ));
-        }
-        let key = api_key::Entity::find()
-            .filter(api_key::Column::KeyHash.eq(hash))
-            .filter(api_key::Column::RevokedAt.is_null())
-            .one(&self.store.conn)
-            .await?
-            .ok_or_else(|| ServiceError::Unauthorized("unknown or revoked token".into()))?;
-        let scope = Scope::parse(&key.scope).unwrap_or(Scope::ReadOnly);
-        Ok(Caller::Tenant {
-            tenant: TenantId::from_trusted(key.tenant_id),
-            key_id: key.id,
-            scope,
-        })
     }
 }

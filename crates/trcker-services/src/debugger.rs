@@ -1,6 +1,7 @@
-//! Postback debugging: each integration's postback log, and test-fire, which
-//! fires a real HTTP postback at our public receiver exactly as a merchant would
-//! and reports what the pipeline did with it.
+//! Postback debugging: each integration's postback log, test-fire (a real HTTP
+//! postback fired at our public receiver exactly as a merchant would, then
+//! followed through the pipeline), and attribution again for a postback whose
+//! cause was fixed.
 //!
 //! Test-fire cannot use the integration's secret (only its hash is kept): it
 //! authenticates with a short-lived test-fire token instead (see
@@ -9,16 +10,57 @@
 
 use std::time::{Duration, Instant};
 
-use sea_orm::{ColumnTrait, QueryFilter, QueryOrder, QuerySelect};
+use chrono::Utc;
 use trcker_domain::click_id::ClickId;
-use trcker_domain::money::{Currency, Money, format_minor};
-use trcker_domain::secret::{hash_secret, random_alnum, test_fire};
+use trcker_domain::money::{Money, format_minor};
+use trcker_domain::secret::{random_alnum, test_fire};
+use trcker_storage::entities::notification_delivery::Status as DeliveryStatus;
 use trcker_storage::entities::*;
-use trcker_storage::{TenantId, scoped, scoped_by_id, sea_orm};
+use trcker_storage::queue::JobQueue;
+use trcker_storage::sea_orm::sea_query::Expr;
+use trcker_storage::sea_orm::{ColumnTrait, QueryFilter, QueryOrder, QuerySelect};
+use trcker_storage::{Store, TenantId, batch::insert, scoped, scoped_by_id, scoped_update_by_id};
 
-use crate::auth::Caller;
-use crate::util::{insert, now};
-use crate::{ServiceError, ServiceResult, Services};
+use crate::areas::Area;
+use crate::auth::{AccessError, Caller};
+use crate::conversions::{Page, page_limit, page_of};
+use crate::error::{Invalid, StoreError, from_store};
+use crate::integrations::IntegrationError;
+use crate::pipeline::attribute::AttributeJob;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DebuggerError {
+    #[error(transparent)]
+    Access(#[from] AccessError),
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    #[error("integration not found")]
+    IntegrationNotFound(String),
+    #[error("postback not found")]
+    PostbackNotFound(String),
+    #[error("postback {id} is {state}; only unattributed postbacks can be attributed again")]
+    NotUnattributed { id: String, state: postback::State },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+from_store!(DebuggerError);
+
+impl From<IntegrationError> for DebuggerError {
+    fn from(e: IntegrationError) -> Self {
+        match e {
+            IntegrationError::Access(e) => e.into(),
+            IntegrationError::Invalid(e) => e.into(),
+            IntegrationError::NotFound(id) => DebuggerError::IntegrationNotFound(id),
+            IntegrationError::Store(e) => e.into(),
+        }
+    }
+}
+
+/// The header that carries a test-fire token.
+pub const TEST_FIRE_HEADER: &str = "x-trcker-test-fire";
+
+/// How long test-fire follows its postback through the pipeline.
+const FOLLOW_FOR: Duration = Duration::from_secs(10);
 
 /// A postback log line: the postback and, once booked, its commission.
 #[derive(Debug, Clone)]
@@ -26,9 +68,6 @@ pub struct PostbackLogEntry {
     pub postback: postback::Model,
     pub commission: Option<String>,
 }
-
-/// The header that carries a test-fire token.
-pub const TEST_FIRE_HEADER: &str = "x-trcker-test-fire";
 
 pub struct TestFireInput {
     pub affiliate_id: String,
@@ -38,14 +77,14 @@ pub struct TestFireInput {
 #[derive(Debug, Clone)]
 pub struct NotificationTrace {
     pub url: String,
-    pub status: String,
+    pub status: DeliveryStatus,
     pub attempts: i32,
     pub last_status_code: Option<i32>,
     pub last_error: Option<String>,
 }
 
 /// What happened to a test postback, step by step.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct TestFireTrace {
     pub click_id: String,
     pub txn_id: String,
@@ -65,48 +104,52 @@ pub struct TestFireTrace {
     pub complete: bool,
 }
 
-impl Services {
-    /// Key of test-fire tokens: derived from the operator token's hash, so every
-    /// node of an installation shares it.
-    pub(crate) fn test_fire_key(&self) -> Vec<u8> {
-        hash_secret(&format!(
-            "trcker test-fire\0{}",
-            self.settings.operator_token_hash
-        ))
-        .into_bytes()
+#[derive(Clone)]
+pub struct DebuggerService {
+    area: Area,
+    queue: JobQueue,
+    /// For calls to our own public receiver.
+    http: reqwest::Client,
+}
+
+impl DebuggerService {
+    pub(crate) fn new(area: Area, queue: JobQueue) -> Result<Self, StoreError> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| StoreError::Internal(format!("http client: {e}")))?;
+        Ok(DebuggerService { area, queue, http })
     }
 
-    /// The newest postbacks of an integration (at most `limit`), before `cursor`.
+    fn store(&self) -> &Store {
+        &self.area.store
+    }
+
+    /// The newest postbacks of an integration, before `cursor`.
     pub async fn postback_log(
         &self,
         caller: &Caller,
         integration_id: &str,
         cursor: Option<String>,
         limit: Option<u64>,
-    ) -> ServiceResult<(Vec<PostbackLogEntry>, Option<String>)> {
+    ) -> Result<Page<PostbackLogEntry>, DebuggerError> {
         let tenant = caller.tenant()?;
-        let integration = self.get_integration(caller, integration_id).await?;
-        let limit = limit.unwrap_or(50);
-        if !(1..=200).contains(&limit) {
-            return Err(ServiceError::field("limit", "must be from 1 to 200"));
-        }
+        let integration = crate::integrations::find(self.store(), tenant, integration_id).await?;
+        let limit = page_limit(limit)?;
         let mut q = scoped::<postback::Entity>(tenant)
             .filter(postback::Column::IntegrationId.eq(&integration.id));
         if let Some(c) = cursor {
             q = q.filter(postback::Column::Id.lt(c));
         }
-        let mut rows = q
+        let rows = q
             .order_by_desc(postback::Column::Id)
             .limit(limit + 1)
-            .all(&self.store.conn)
+            .all(&self.store().conn)
             .await?;
-        let next = if rows.len() as u64 > limit {
-            rows.truncate(limit as usize);
-            rows.last().map(|r| r.id.clone())
-        } else {
-            None
-        };
-        let ids: Vec<String> = rows
+        let page = page_of(rows, limit, |r| &r.id);
+        let ids: Vec<String> = page
+            .items
             .iter()
             .filter_map(|r| r.conversion_id.clone())
             .collect();
@@ -115,35 +158,25 @@ impl Services {
         } else {
             scoped::<conversion::Entity>(tenant)
                 .filter(conversion::Column::Id.is_in(ids))
-                .all(&self.store.conn)
+                .all(&self.store().conn)
                 .await?
         };
-        let entries = rows
+        let items = page
+            .items
             .into_iter()
-            .map(|postback| {
-                let commission = postback
+            .map(|postback| PostbackLogEntry {
+                commission: postback
                     .conversion_id
                     .as_deref()
                     .and_then(|id| conversions.iter().find(|c| c.id == id))
-                    .and_then(|c| {
-                        let currency = Currency::parse(&c.currency).unwrap_or(Currency::USD);
-                        c.payout_minor.map(|m| {
-                            let why = c.commission_explanation.as_deref().unwrap_or("");
-                            format!(
-                                "{} {} ({why}); conversion is {}",
-                                format_minor(m, currency),
-                                c.currency,
-                                c.status
-                            )
-                        })
-                    });
-                PostbackLogEntry {
-                    postback,
-                    commission,
-                }
+                    .and_then(commission_line),
+                postback,
             })
             .collect();
-        Ok((entries, next))
+        Ok(Page {
+            items,
+            next_cursor: page.next_cursor,
+        })
     }
 
     /// Makes a test click for an affiliate, fires a real postback at the public
@@ -153,36 +186,106 @@ impl Services {
         caller: &Caller,
         integration_id: &str,
         input: TestFireInput,
-    ) -> ServiceResult<TestFireTrace> {
+    ) -> Result<TestFireTrace, DebuggerError> {
         let tenant = caller.tenant_admin()?.clone();
-        let integration = self.get_integration(caller, integration_id).await?;
+        let integration = crate::integrations::find(self.store(), &tenant, integration_id).await?;
         let program = scoped_by_id::<program::Entity>(&tenant, &integration.program_id)
-            .one(&self.store.conn)
+            .one(&self.store().conn)
             .await?
-            .ok_or(ServiceError::NotFound("program"))?;
+            .ok_or_else(|| StoreError::Internal(format!("program of {}", integration.id)))?;
         let affiliate = scoped_by_id::<affiliate::Entity>(&tenant, &input.affiliate_id)
-            .one(&self.store.conn)
-            .await?;
-        let Some(affiliate) = affiliate else {
-            return Err(ServiceError::field(
-                "affiliate_id",
-                "no affiliate with this id",
-            ));
-        };
-        let currency = Currency::parse(&program.currency).unwrap_or(Currency::USD);
+            .one(&self.store().conn)
+            .await?
+            .ok_or_else(|| Invalid::field("affiliate_id", "no affiliate with this id"))?;
         let amount = match input.amount.as_deref() {
             None => "10.00".to_owned(),
-            Some(a) => Money::parse(a, currency)
+            Some(a) => Money::parse(a, program.currency.0)
                 .map(|m| m.amount_string())
-                .map_err(|e| ServiceError::field("amount", e.to_string()))?,
+                .map_err(|e| Invalid::field("amount", e.to_string()))?,
         };
+        let click_id = self.test_click(&tenant, &program, &affiliate).await?;
+        let mut trace = TestFireTrace {
+            click_id: click_id.to_string(),
+            txn_id: format!("test-{}", random_alnum(12).to_ascii_lowercase()),
+            ..TestFireTrace::default()
+        };
+        let brand = crate::tenants::slug_of(&self.store().conn, &tenant).await?;
+        self.fire(&integration, &brand, &program.slug, &amount, &mut trace)
+            .await;
+        let Some(postback_id) = trace.postback_id.clone().filter(|_| trace.received) else {
+            return Ok(trace);
+        };
+        let deadline = Instant::now() + FOLLOW_FOR;
+        loop {
+            self.follow(&tenant, &postback_id, &mut trace).await?;
+            if trace.complete || Instant::now() >= deadline {
+                return Ok(trace);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Runs attribution again for an unattributed postback (after its cause was
+    /// fixed: an affiliate resumed, a coupon created...).
+    pub async fn reattribute(
+        &self,
+        caller: &Caller,
+        postback_id: &str,
+    ) -> Result<postback::Model, DebuggerError> {
+        use postback::{Column as C, State};
+        let tenant = caller.tenant_admin()?;
+        let pb = self.postback(tenant, postback_id).await?;
+        if pb.state != State::Unattributed {
+            return Err(DebuggerError::NotUnattributed {
+                id: pb.id,
+                state: pb.state,
+            });
+        }
+        let moved = scoped_update_by_id::<postback::Entity>(tenant, &pb.id)
+            .col_expr(C::State, Expr::value(State::Received))
+            .col_expr(
+                C::Reason,
+                Expr::value(format!("re-attribution requested by {}", caller.actor())),
+            )
+            .filter(C::State.eq(State::Unattributed))
+            .exec(&self.store().conn)
+            .await?;
+        if moved.rows_affected == 1 {
+            // If this push fails, the inbox sweeper pushes the same job.
+            let job = AttributeJob::again(tenant.clone(), &pb);
+            if let Err(e) = self.queue.push(&job).await {
+                tracing::warn!(error = %e, postback_id = %pb.id, "enqueue failed; the sweeper will pick it up");
+            }
+        }
+        self.postback(tenant, postback_id).await
+    }
+
+    async fn postback(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+    ) -> Result<postback::Model, DebuggerError> {
+        scoped_by_id::<postback::Entity>(tenant, id)
+            .one(&self.store().conn)
+            .await?
+            .ok_or_else(|| DebuggerError::PostbackNotFound(id.to_owned()))
+    }
+
+    /// A test click for the affiliate, written at once (not through the click
+    /// writer's buffer, so that the postback finds it).
+    async fn test_click(
+        &self,
+        tenant: &TenantId,
+        program: &program::Model,
+        affiliate: &affiliate::Model,
+    ) -> Result<ClickId, DebuggerError> {
         let click_id = ClickId::now();
         insert(
-            &self.store.conn,
+            &self.store().conn,
             click::Model {
                 id: click_id.as_str().to_owned(),
-                tenant_id: tenant.to_string(),
-                created_at: now(),
+                tenant_id: tenant.clone(),
+                created_at: Utc::now(),
                 program_id: program.id.clone(),
                 affiliate_id: affiliate.id.clone(),
                 link_id: None,
@@ -192,7 +295,7 @@ impl Services {
                 is_unique: false,
                 is_bot: false,
                 is_test: true,
-                outcome: "test".into(),
+                outcome: click::Outcome::Test,
                 sub1: Some("test-fire".into()),
                 sub2: None,
                 sub3: None,
@@ -201,46 +304,40 @@ impl Services {
             },
         )
         .await?;
-        let txn_id = format!("test-{}", random_alnum(12).to_ascii_lowercase());
-        let tenant_slug = self.tenant_slug(&tenant).await?;
+        Ok(click_id)
+    }
+
+    /// Fires the test postback at the public receiver, as a merchant would, and
+    /// notes its answer.
+    async fn fire(
+        &self,
+        integration: &integration::Model,
+        brand: &str,
+        offer: &str,
+        amount: &str,
+        trace: &mut TestFireTrace,
+    ) {
         let url = format!(
-            "{}/api/postback/{}/{}",
-            self.public_base(),
-            tenant_slug,
-            program.slug
+            "{}/api/postback/{brand}/{offer}",
+            self.area.settings.public_base()
         );
         let token = test_fire::token(
-            &self.test_fire_key(),
+            &self.area.settings.test_fire_key(),
             &integration.id,
-            now().timestamp() + 60,
+            Utc::now().timestamp() + 60,
         );
         let sent = self
-            .self_http
+            .http
             .get(&url)
             .header(TEST_FIRE_HEADER, token)
             .query(&[
-                ("click_id", click_id.as_str()),
-                ("amount", &amount),
-                ("txn_id", &txn_id),
+                ("click_id", trace.click_id.as_str()),
+                ("amount", amount),
+                ("txn_id", &trace.txn_id),
                 ("test", "1"),
             ])
             .send()
             .await;
-        let mut trace = TestFireTrace {
-            click_id: click_id.to_string(),
-            txn_id: txn_id.clone(),
-            http_status: 0,
-            response: String::new(),
-            received: false,
-            postback_id: None,
-            attributed: false,
-            conversion_id: None,
-            reason: None,
-            payout: None,
-            commission_explanation: None,
-            notifications: Vec::new(),
-            complete: false,
-        };
         match sent {
             Ok(resp) => {
                 trace.http_status = resp.status().as_u16();
@@ -254,23 +351,12 @@ impl Services {
             }
             Err(e) => {
                 trace.response = format!("the public receiver at {url} could not be reached: {e}");
-                return Ok(trace);
+                return;
             }
         }
         let body: serde_json::Value = serde_json::from_str(&trace.response).unwrap_or_default();
         trace.postback_id = body["postback_id"].as_str().map(str::to_owned);
         trace.received = body["status"] == "accepted";
-        let Some(postback_id) = trace.postback_id.clone().filter(|_| trace.received) else {
-            return Ok(trace);
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            self.follow(&tenant, &postback_id, &mut trace).await?;
-            if trace.complete || Instant::now() >= deadline {
-                return Ok(trace);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
     }
 
     /// Fills the trace with what the pipeline has done so far.
@@ -279,15 +365,16 @@ impl Services {
         tenant: &TenantId,
         postback_id: &str,
         trace: &mut TestFireTrace,
-    ) -> ServiceResult<()> {
+    ) -> Result<(), DebuggerError> {
+        let db = &self.store().conn;
         let Some(pb) = scoped_by_id::<postback::Entity>(tenant, postback_id)
-            .one(&self.store.conn)
+            .one(db)
             .await?
         else {
             return Ok(());
         };
         trace.reason = pb.reason.clone();
-        if pb.state == "unattributed" {
+        if pb.state == postback::State::Unattributed {
             trace.complete = true;
             return Ok(());
         }
@@ -297,30 +384,29 @@ impl Services {
         trace.attributed = true;
         trace.conversion_id = Some(conversion_id.clone());
         let Some(conv) = scoped_by_id::<conversion::Entity>(tenant, &conversion_id)
-            .one(&self.store.conn)
+            .one(db)
             .await?
         else {
             return Ok(());
         };
-        let currency = Currency::parse(&conv.currency).unwrap_or(Currency::USD);
         trace.payout = conv
             .payout_minor
-            .map(|m| format!("{} {}", format_minor(m, currency), conv.currency));
+            .map(|m| format!("{} {}", format_minor(m, conv.currency.0), conv.currency));
         trace.commission_explanation = conv.commission_explanation.clone();
         let endpoints = scoped::<notification_endpoint::Entity>(tenant)
             .filter(notification_endpoint::Column::AffiliateId.eq(&conv.affiliate_id))
             .filter(notification_endpoint::Column::Active.eq(true))
-            .all(&self.store.conn)
+            .all(db)
             .await?;
         let deliveries = scoped::<notification_delivery::Entity>(tenant)
             .filter(notification_delivery::Column::ConversionId.eq(&conversion_id))
-            .all(&self.store.conn)
+            .all(db)
             .await?;
         trace.notifications = deliveries
             .iter()
             .map(|d| NotificationTrace {
                 url: d.url.clone(),
-                status: d.status.clone(),
+                status: d.status,
                 attempts: d.attempts,
                 last_status_code: d.last_status_code,
                 last_error: d.last_error.clone(),
@@ -331,4 +417,17 @@ impl Services {
         trace.complete = trace.payout.is_some() && notified;
         Ok(())
     }
+}
+
+/// A postback log line's commission: "7.90 USD (10% of 79.00 USD); conversion is approved".
+fn commission_line(c: &conversion::Model) -> Option<String> {
+    c.payout_minor.map(|m| {
+        let why = c.commission_explanation.as_deref().unwrap_or("");
+        format!(
+            "{} {} ({why}); conversion is {}",
+            format_minor(m, c.currency.0),
+            c.currency,
+            c.status
+        )
+    })
 }

@@ -1,49 +1,74 @@
-use trcker_domain::postback::FieldError;
+//! The error pieces every area shares: a database that failed, and input
+//! whose fields are wrong. Each area's own error enum wraps them beside the
+//! variants that say what went wrong in that area.
+
+use trcker_domain::FieldError;
+use trcker_storage::StorageError;
+use trcker_storage::queue::QueueError;
 use trcker_storage::sea_orm::DbErr;
 
-/// What can go wrong in a use case, in terms the edges can answer with.
+/// The database (or the queue on it) failed.
 #[derive(Debug, thiserror::Error)]
-pub enum ServiceError {
-    /// The thing does not exist for this tenant (another tenant's counts as missing).
-    #[error("{0} not found")]
-    NotFound(&'static str),
-    /// The input is wrong; each bad field is named.
-    #[error("invalid input")]
-    Invalid(Vec<FieldError>),
-    /// The input is well-formed but clashes with what exists.
-    #[error("{0}")]
-    Conflict(String),
-    #[error("{0}")]
-    Unauthorized(String),
-    #[error("{0}")]
-    Forbidden(String),
-    /// The database cannot be reached: the client should retry.
+pub enum StoreError {
+    /// It cannot be reached right now: the client should retry.
     #[error("storage unavailable")]
     Unavailable,
-    #[error("internal error: {0}")]
+    /// Anything else: a bug or a broken row, logged where it is answered.
+    #[error("storage: {0}")]
     Internal(String),
 }
 
-pub type ServiceResult<T> = Result<T, ServiceError>;
-
-impl ServiceError {
-    pub fn field(field: &str, message: impl Into<String>) -> Self {
-        ServiceError::Invalid(vec![FieldError::new(field, message)])
-    }
-}
-
-impl From<DbErr> for ServiceError {
+impl From<DbErr> for StoreError {
     fn from(e: DbErr) -> Self {
         if trcker_storage::is_unavailable(&e) {
-            ServiceError::Unavailable
+            StoreError::Unavailable
         } else {
-            ServiceError::Internal(e.to_string())
+            StoreError::Internal(e.to_string())
         }
     }
 }
 
-impl From<crate::queue::QueueError> for ServiceError {
-    fn from(e: crate::queue::QueueError) -> Self {
-        ServiceError::Internal(e.to_string())
+impl From<QueueError> for StoreError {
+    fn from(e: QueueError) -> Self {
+        StoreError::Internal(e.to_string())
     }
 }
+
+impl From<StorageError> for StoreError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::Db(e) => e.into(),
+            other => StoreError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// The input is wrong; each bad field is named.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {}", .0.iter().map(|f| f.field.as_str()).collect::<Vec<_>>().join(", "))]
+pub struct Invalid(pub Vec<FieldError>);
+
+impl Invalid {
+    pub fn field(field: &str, message: impl Into<String>) -> Self {
+        Invalid(vec![FieldError::new(field, message)])
+    }
+}
+
+impl From<Vec<FieldError>> for Invalid {
+    fn from(fields: Vec<FieldError>) -> Self {
+        Invalid(fields)
+    }
+}
+
+/// `From` the database's errors for an area's error enum, through its
+/// `Store` variant.
+macro_rules! from_store {
+    ($error:ty) => {
+        impl From<trcker_storage::sea_orm::DbErr> for $error {
+            fn from(e: trcker_storage::sea_orm::DbErr) -> Self {
+                <$error>::Store(e.into())
+            }
+        }
+    };
+}
+pub(crate) use from_store;

@@ -1,30 +1,37 @@
-//! Trcker's use cases, between the HTTP edges and storage.
+//! Trcker's use cases, between the HTTP edges and storage: one module per area
+//! of the product, each with its own service type and its own error enum.
 //!
-//! The admin API, the receiver, the workers and the portal are thin: they parse
-//! their input and call one function here. Everything that decides something
-//! (who may see what, what a postback means, what a commission is) lives in this
-//! crate or in `trcker-domain`.
+//! The admin API, the receiver, the workers and the portal are thin: they
+//! parse their input and call one use case of one area. Everything that
+//! decides something (who may see what, what a postback means, what a
+//! commission is) lives here or in `trcker-domain`. [`Services`] is the plain
+//! bundle of the areas, built in one place ([`Services::new`]); no area module
+//! knows it.
 
-pub mod admin;
+pub mod affiliates;
+mod audit;
 pub mod auth;
-pub mod catalog;
-pub mod click_writer;
+mod cache;
 pub mod clicks;
+pub mod conversions;
 pub mod debugger;
 mod error;
-pub mod inbox;
+mod input;
+pub mod intake;
+pub mod integrations;
+pub mod links;
 pub mod pipeline;
 pub mod portal;
-pub mod postbacks;
-pub mod queue;
-pub mod ttl_cache;
-mod util;
+pub mod programs;
+pub mod tenants;
 
 use std::sync::Arc;
+use std::time::Duration;
 
-pub use error::{ServiceError, ServiceResult};
-pub use queue::JobQueue;
+pub use cache::Changes;
+pub use error::{Invalid, StoreError};
 pub use trcker_storage as storage;
+pub use trcker_storage::queue::JobQueue;
 pub use trcker_storage::{Store, TenantId};
 
 /// What the use cases need to know about their installation.
@@ -37,7 +44,7 @@ pub struct Settings {
     /// SHA-256 of the operator token.
     pub operator_token_hash: String,
     /// Repeat clicks of a visitor on a link within this window are not unique.
-    pub unique_click_window: std::time::Duration,
+    pub unique_click_window: Duration,
     /// Click IP addresses are erased after this many days (0: never stored).
     pub ip_retention_days: u32,
 }
@@ -48,68 +55,91 @@ impl Settings {
             public_url: public_url.into(),
             allow_private_targets: false,
             operator_token_hash: operator_token_hash.into(),
-            unique_click_window: std::time::Duration::from_secs(24 * 3600),
+            unique_click_window: Duration::from_secs(24 * 3600),
             ip_retention_days: 30,
         }
-    }
-}
-
-/// The handle every edge holds: the database, the job queue and the settings.
-#[derive(Clone)]
-pub struct Services {
-    pub store: Store,
-    pub queue: JobQueue,
-    pub settings: Arc<Settings>,
-    pub(crate) http: reqwest::Client,
-    /// For calls to our own public receiver (test-fire).
-    pub(crate) self_http: reqwest::Client,
-    pub(crate) rate_limiter: Arc<postbacks::RateLimiter>,
-    pub inbox: inbox::InboxWriter,
-    pub(crate) click_state: Arc<clicks::ClickState>,
-    pub(crate) intake_cache: Arc<postbacks::IntakeCache>,
-    pub(crate) endpoint_gates: Arc<pipeline::notify::EndpointGates>,
-    /// The batch writer of clicks (flushed on shutdown).
-    pub clicks: click_writer::ClickWriter,
-}
-
-impl Services {
-    /// Builds the services; must run inside a Tokio runtime (it starts the
-    /// inbox writer).
-    pub fn new(store: Store, settings: Settings) -> Result<Self, ServiceError> {
-        let queue = JobQueue::new(store.pool.clone());
-        let inbox = inbox::InboxWriter::start(store.clone(), queue.clone())?;
-        let store_for_inbox = store.clone();
-        let unique_window = settings.unique_click_window;
-        let http = pipeline::notify::http_client(settings.allow_private_targets)?;
-        let self_http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(std::time::Duration::from_secs(10))
-            .build()
-            .map_err(|e| ServiceError::Internal(format!("http client: {e}")))?;
-        Ok(Services {
-            store,
-            queue,
-            settings: Arc::new(settings),
-            http,
-            self_http,
-            rate_limiter: Arc::default(),
-            inbox,
-            click_state: Arc::new(clicks::ClickState::new(unique_window)),
-            intake_cache: Arc::default(),
-            endpoint_gates: Arc::default(),
-            clicks: click_writer::ClickWriter::start(store_for_inbox),
-        })
-    }
-
-    /// Forgets every cached lookup (links, postback integrations): called after
-    /// each change through this process's admin API.
-    pub fn invalidate_caches(&self) {
-        self.click_state.invalidate();
-        self.intake_cache.clear();
     }
 
     /// `public_url` without a trailing slash.
     pub fn public_base(&self) -> &str {
-        self.settings.public_url.trim_end_matches('/')
+        self.public_url.trim_end_matches('/')
+    }
+
+    /// The key of test-fire tokens: derived from the operator token's hash, so
+    /// every node of an installation shares it.
+    pub fn test_fire_key(&self) -> Vec<u8> {
+        trcker_domain::secret::hash_secret(&format!(
+            "trcker test-fire\0{}",
+            self.operator_token_hash
+        ))
+        .into_bytes()
+    }
+}
+
+/// Every area of the product, on one database and queue.
+#[derive(Clone)]
+pub struct Services {
+    pub tenants: tenants::TenantService,
+    pub programs: programs::ProgramService,
+    pub affiliates: affiliates::AffiliateService,
+    pub links: links::LinkService,
+    pub integrations: integrations::IntegrationService,
+    pub conversions: conversions::ConversionService,
+    pub debugger: debugger::DebuggerService,
+    pub intake: intake::IntakeService,
+    pub clicks: clicks::ClickService,
+    pub portal: portal::PortalService,
+    pub pipeline: pipeline::Pipeline,
+    pub store: Store,
+    pub queue: JobQueue,
+    pub settings: Arc<Settings>,
+}
+
+impl Services {
+    /// Builds every area; must run inside a Tokio runtime (it starts the
+    /// inbox writer and the click writer).
+    pub fn new(store: Store, settings: Settings) -> Result<Self, StoreError> {
+        let settings = Arc::new(settings);
+        let queue = JobQueue::new(store.pool.clone());
+        // Changes through this process's admin API empty the caches of clicks
+        // and intake at once.
+        let area = areas::Area {
+            store: store.clone(),
+            settings: settings.clone(),
+            changes: Changes::default(),
+        };
+        Ok(Services {
+            tenants: tenants::TenantService::new(area.clone()),
+            programs: programs::ProgramService::new(area.clone()),
+            affiliates: affiliates::AffiliateService::new(area.clone()),
+            links: links::LinkService::new(area.clone()),
+            integrations: integrations::IntegrationService::new(area.clone()),
+            conversions: conversions::ConversionService::new(area.clone()),
+            debugger: debugger::DebuggerService::new(area.clone(), queue.clone())?,
+            intake: intake::IntakeService::new(area.clone(), queue.clone())?,
+            clicks: clicks::ClickService::new(area.clone()),
+            portal: portal::PortalService::new(area),
+            pipeline: pipeline::Pipeline::new(store.clone(), queue.clone(), settings.clone())?,
+            store,
+            queue,
+            settings,
+        })
+    }
+}
+
+mod areas {
+    use std::sync::Arc;
+
+    use trcker_storage::Store;
+
+    use crate::{Changes, Settings};
+
+    /// What every area service holds: the database, the installation's
+    /// settings, and the record of admin changes that empties the caches.
+    #[derive(Clone)]
+    pub(crate) struct Area {
+        pub store: Store,
+        pub settings: Arc<Settings>,
+        pub changes: Changes,
     }
 }

@@ -1,5 +1,5 @@
-//! The affiliate portal's use cases: accepting the invitation (choosing a
-//! password), signing in, and what an affiliate earned.
+//! The affiliate portal's accounts and what it shows: accepting the invitation
+//! (choosing a password), signing in, the session's affiliate, and earnings.
 //!
 //! Passwords are stored as Argon2id hashes. Balances come from the append-only
 //! ledger: an entry is pending while its conversion is pending (merchant
@@ -7,20 +7,39 @@
 //! reversal nets a refunded one to zero), and paid once it is part of a payout.
 //! Test conversions never count.
 
+use std::collections::HashMap;
+
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use chrono::Duration;
-use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
+use chrono::{DateTime, Duration, Utc};
+use trcker_domain::ConversionStatus;
 use trcker_domain::money::{Currency, format_minor};
 use trcker_domain::secret::hash_secret;
 use trcker_storage::entities::*;
-use trcker_storage::{TenantId, scoped, scoped_by_id, sea_orm};
+use trcker_storage::sea_orm::sea_query::Expr;
+use trcker_storage::sea_orm::{ColumnTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
+use trcker_storage::{Store, TenantId, lookup, scoped, scoped_by_id, scoped_update_by_id};
 
-use crate::util::now;
-use crate::{ServiceError, ServiceResult, Services};
+use crate::areas::Area;
+use crate::error::{Invalid, StoreError, from_store};
 
 pub const MIN_PASSWORD_LEN: usize = 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PortalError {
+    /// No tenant has this portal.
+    #[error("no portal here")]
+    UnknownPortal,
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    #[error("this invitation link is not valid or was used already")]
+    InvalidInvite,
+    #[error("wrong email or password")]
+    WrongPassword,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+from_store!(PortalError);
 
 /// A signed-in affiliate.
 #[derive(Debug, Clone)]
@@ -43,7 +62,7 @@ pub struct Balance {
 #[derive(Debug, Clone)]
 pub struct ConversionLine {
     pub id: String,
-    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub created_at: DateTime<Utc>,
     pub program: String,
     pub status: String,
     pub amount: String,
@@ -60,13 +79,13 @@ pub struct Earnings {
     pub recent: Vec<ConversionLine>,
 }
 
-fn hash_password(password: &str) -> ServiceResult<String> {
+fn hash_password(password: &str) -> Result<String, StoreError> {
     let salt = SaltString::encode_b64(trcker_domain::secret::random_alnum(16).as_bytes())
-        .map_err(|e| ServiceError::Internal(format!("password salt: {e}")))?;
+        .map_err(|e| StoreError::Internal(format!("password salt: {e}")))?;
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
-        .map_err(|e| ServiceError::Internal(format!("password hash: {e}")))
+        .map_err(|e| StoreError::Internal(format!("password hash: {e}")))
 }
 
 fn verify_password(password: &str, stored: &str) -> bool {
@@ -77,29 +96,38 @@ fn verify_password(password: &str, stored: &str) -> bool {
     })
 }
 
-impl Services {
-    async fn portal_tenant(&self, brand: &str) -> ServiceResult<tenant::Model> {
-        self.tenant_by_slug(brand)
+#[derive(Clone)]
+pub struct PortalService {
+    area: Area,
+}
+
+impl PortalService {
+    pub(crate) fn new(area: Area) -> Self {
+        PortalService { area }
+    }
+
+    fn store(&self) -> &Store {
+        &self.area.store
+    }
+
+    async fn tenant(&self, brand: &str) -> Result<tenant::Model, PortalError> {
+        lookup::tenant_by_slug(brand)
+            .one(&self.store().conn)
             .await?
-            .ok_or(ServiceError::NotFound("portal"))
+            .ok_or(PortalError::UnknownPortal)
     }
 
     /// The display name of the tenant whose portal `brand` is.
-    pub async fn portal_tenant_name(&self, brand: &str) -> ServiceResult<String> {
-        Ok(self.portal_tenant(brand).await?.name)
-    }
-
-    /// The slug of the tenant a signed-in affiliate belongs to.
-    pub async fn portal_tenant_slug(&self, user: &PortalUser) -> ServiceResult<String> {
-        self.tenant_slug(&user.tenant_id).await
+    pub async fn tenant_name(&self, brand: &str) -> Result<String, PortalError> {
+        Ok(self.tenant(brand).await?.name)
     }
 
     /// Whether an invitation link is valid (to show the form or a clear message).
-    pub async fn invite_valid(&self, brand: &str, token: &str) -> ServiceResult<bool> {
-        let tenant = self.portal_tenant(brand).await?;
-        let found = scoped::<affiliate::Entity>(&TenantId::from_trusted(tenant.id))
+    pub async fn invite_valid(&self, brand: &str, token: &str) -> Result<bool, PortalError> {
+        let tenant = self.tenant(brand).await?;
+        let found = scoped::<affiliate::Entity>(&tenant.id)
             .filter(affiliate::Column::InviteTokenHash.eq(hash_secret(token)))
-            .one(&self.store.conn)
+            .one(&self.store().conn)
             .await?;
         Ok(found.is_some())
     }
@@ -111,192 +139,196 @@ impl Services {
         token: &str,
         password: &str,
         confirm: &str,
-    ) -> ServiceResult<PortalUser> {
-        let tenant = self.portal_tenant(brand).await?;
-        let tenant_id = TenantId::from_trusted(tenant.id.clone());
+    ) -> Result<PortalUser, PortalError> {
+        use affiliate::Column as C;
+        let tenant = self.tenant(brand).await?;
         if password.chars().count() < MIN_PASSWORD_LEN {
-            return Err(ServiceError::field(
+            return Err(Invalid::field(
                 "password",
                 format!("must be at least {MIN_PASSWORD_LEN} characters"),
-            ));
+            )
+            .into());
         }
         if password != confirm {
-            return Err(ServiceError::field(
-                "confirm",
-                "does not match the password",
-            ));
+            return Err(Invalid::field("confirm", "does not match the password").into());
         }
         let token_hash = hash_secret(token);
-        let affiliate = scoped::<affiliate::Entity>(&tenant_id)
-            .filter(affiliate::Column::InviteTokenHash.eq(&token_hash))
-            .one(&self.store.conn)
+        let affiliate = scoped::<affiliate::Entity>(&tenant.id)
+            .filter(C::InviteTokenHash.eq(&token_hash))
+            .one(&self.store().conn)
             .await?
-            .ok_or_else(|| {
-                ServiceError::Unauthorized(
-                    "this invitation link is not valid or was used already".into(),
-                )
-            })?;
-        let hash = hash_password(password)?;
-        let updated = affiliate::Entity::update_many()
-            .col_expr(affiliate::Column::PasswordHash, Expr::value(hash))
-            .col_expr(
-                affiliate::Column::InviteTokenHash,
-                Expr::value(Option::<String>::None),
-            )
-            .col_expr(affiliate::Column::UpdatedAt, Expr::value(now()))
-            .filter(affiliate::Column::TenantId.eq(tenant_id.as_str()))
-            .filter(affiliate::Column::Id.eq(&affiliate.id))
-            .filter(affiliate::Column::InviteTokenHash.eq(&token_hash))
-            .exec(&self.store.conn)
+            .ok_or(PortalError::InvalidInvite)?;
+        let updated = scoped_update_by_id::<affiliate::Entity>(&tenant.id, &affiliate.id)
+            .col_expr(C::PasswordHash, Expr::value(hash_password(password)?))
+            .col_expr(C::InviteTokenHash, Expr::value(Option::<String>::None))
+            .col_expr(C::UpdatedAt, Expr::value(Utc::now()))
+            .filter(C::InviteTokenHash.eq(&token_hash))
+            .exec(&self.store().conn)
             .await?;
         if updated.rows_affected != 1 {
-            return Err(ServiceError::Unauthorized(
-                "this invitation link is not valid or was used already".into(),
-            ));
+            return Err(PortalError::InvalidInvite);
         }
-        self.portal_user(&tenant_id, &affiliate.id).await
+        self.active_user(tenant, &affiliate.id)
+            .await?
+            .ok_or(PortalError::InvalidInvite)
     }
 
     /// Signs an affiliate in by email and password.
-    pub async fn portal_login(
+    pub async fn login(
         &self,
         brand: &str,
         email: &str,
         password: &str,
-    ) -> ServiceResult<PortalUser> {
-        let tenant = self.portal_tenant(brand).await?;
-        let tenant_id = TenantId::from_trusted(tenant.id.clone());
-        let affiliate = scoped::<affiliate::Entity>(&tenant_id)
+    ) -> Result<PortalUser, PortalError> {
+        let tenant = self.tenant(brand).await?;
+        let affiliate = scoped::<affiliate::Entity>(&tenant.id)
             .filter(affiliate::Column::Email.eq(email.trim().to_ascii_lowercase()))
-            .one(&self.store.conn)
+            .one(&self.store().conn)
             .await?;
         let ok = affiliate
             .as_ref()
             .and_then(|a| a.password_hash.as_deref())
             .is_some_and(|h| verify_password(password, h));
         match affiliate {
-            Some(a) if ok && a.status == "active" => self.portal_user(&tenant_id, &a.id).await,
-            _ => Err(ServiceError::Unauthorized("wrong email or password".into())),
+            Some(a) if ok => self
+                .active_user(tenant, &a.id)
+                .await?
+                .ok_or(PortalError::WrongPassword),
+            _ => Err(PortalError::WrongPassword),
         }
     }
 
-    /// The affiliate behind a session, if it still exists and is active.
-    pub async fn portal_user(
+    /// The affiliate a session names, on the portal of `brand`: `None` unless
+    /// the session is of this portal's tenant and its affiliate is active.
+    pub async fn session_user(
         &self,
-        tenant: &TenantId,
+        brand: &str,
+        tenant_id: &str,
         affiliate_id: &str,
-    ) -> ServiceResult<PortalUser> {
-        let tenant_row = tenant::Entity::find_by_id(tenant.as_str())
-            .one(&self.store.conn)
+    ) -> Result<Option<PortalUser>, PortalError> {
+        let tenant = self.tenant(brand).await?;
+        if tenant.id.as_str() != tenant_id {
+            return Ok(None);
+        }
+        self.active_user(tenant, affiliate_id).await
+    }
+
+    async fn active_user(
+        &self,
+        tenant: tenant::Model,
+        affiliate_id: &str,
+    ) -> Result<Option<PortalUser>, PortalError> {
+        let affiliate = scoped_by_id::<affiliate::Entity>(&tenant.id, affiliate_id)
+            .one(&self.store().conn)
             .await?
-            .ok_or(ServiceError::NotFound("portal"))?;
-        let affiliate = scoped_by_id::<affiliate::Entity>(tenant, affiliate_id)
-            .one(&self.store.conn)
-            .await?
-            .filter(|a| a.status == "active")
-            .ok_or_else(|| ServiceError::Unauthorized("please sign in again".into()))?;
-        Ok(PortalUser {
-            tenant_id: tenant.clone(),
-            tenant_name: tenant_row.name,
+            .filter(|a| a.status == Activity::Active);
+        Ok(affiliate.map(|affiliate| PortalUser {
+            tenant_id: tenant.id,
+            tenant_name: tenant.name,
             affiliate,
-        })
+        }))
     }
 
     /// What the affiliate earned: balances per currency and recent conversions.
-    pub async fn earnings(&self, user: &PortalUser) -> ServiceResult<Earnings> {
-        let tenant = &user.tenant_id;
-        let aff = &user.affiliate.id;
-        let since = now() - Duration::days(30);
+    pub async fn earnings(&self, user: &PortalUser) -> Result<Earnings, PortalError> {
+        let (tenant, aff) = (&user.tenant_id, &user.affiliate.id);
+        let db = &self.store().conn;
+        let since = Utc::now() - Duration::days(30);
         let entries = scoped::<ledger_entry::Entity>(tenant)
             .filter(ledger_entry::Column::AffiliateId.eq(aff))
             .filter(ledger_entry::Column::IsTest.eq(false))
-            .all(&self.store.conn)
+            .all(db)
             .await?;
         let conversions = scoped::<conversion::Entity>(tenant)
             .filter(conversion::Column::AffiliateId.eq(aff))
             .filter(conversion::Column::IsTest.eq(false))
             .order_by_desc(conversion::Column::Id)
-            .all(&self.store.conn)
+            .all(db)
             .await?;
-        let status_of = |id: &str| {
-            conversions
-                .iter()
-                .find(|c| c.id == id)
-                .map(|c| c.status.as_str())
-                .unwrap_or("pending")
-        };
-
-        let mut currencies: Vec<String> = entries.iter().map(|e| e.currency.clone()).collect();
-        currencies.sort();
-        currencies.dedup();
-        let balances = currencies
-            .into_iter()
-            .map(|code| {
-                let cur = Currency::parse(&code).unwrap_or(Currency::USD);
-                let (mut pending, mut approved, mut paid, mut recent) = (0i64, 0i64, 0i64, 0i64);
-                for e in entries.iter().filter(|e| e.currency == code) {
-                    if e.payout_id.is_some() {
-                        paid += e.amount_minor;
-                    } else if status_of(&e.conversion_id) == "pending" {
-                        pending += e.amount_minor;
-                    } else {
-                        approved += e.amount_minor;
-                    }
-                    if e.created_at >= since {
-                        recent += e.amount_minor;
-                    }
-                }
-                Balance {
-                    pending: format_minor(pending, cur),
-                    approved: format_minor(approved, cur),
-                    paid: format_minor(paid, cur),
-                    last_30_days: format_minor(recent, cur),
-                    currency: code,
-                }
-            })
-            .collect();
-
         let clicks_30_days = scoped::<click::Entity>(tenant)
             .filter(click::Column::AffiliateId.eq(aff))
             .filter(click::Column::CreatedAt.gte(since))
             .filter(click::Column::IsTest.eq(false))
-            .count(&self.store.conn)
+            .count(db)
             .await?;
-        let conversions_30_days =
-            conversions.iter().filter(|c| c.created_at >= since).count() as u64;
-        let programs = scoped::<program::Entity>(tenant)
+        let programs: HashMap<String, String> = scoped::<program::Entity>(tenant)
             .limit(1000)
-            .all(&self.store.conn)
-            .await?;
-        let recent = conversions
-            .iter()
-            .take(50)
-            .map(|c| {
-                let cur = Currency::parse(&c.currency).unwrap_or(Currency::USD);
-                ConversionLine {
-                    id: c.id.clone(),
-                    created_at: c.created_at,
-                    program: programs
-                        .iter()
-                        .find(|p| p.id == c.program_id)
-                        .map(|p| p.name.clone())
-                        .unwrap_or_default(),
-                    status: c.status.clone(),
-                    amount: format_minor(c.amount_minor, cur),
-                    payout: c
-                        .payout_minor
-                        .map(|m| format_minor(m, cur))
-                        .unwrap_or_else(|| "…".into()),
-                    currency: c.currency.clone(),
-                    explanation: c.commission_explanation.clone().unwrap_or_default(),
-                }
-            })
+            .all(db)
+            .await?
+            .into_iter()
+            .map(|p| (p.id, p.name))
             .collect();
         Ok(Earnings {
-            balances,
+            balances: balances(&entries, &conversions, since),
             clicks_30_days,
-            conversions_30_days,
-            recent,
+            conversions_30_days: conversions.iter().filter(|c| c.created_at >= since).count()
+                as u64,
+            recent: conversions
+                .iter()
+                .take(50)
+                .map(|c| line(c, &programs))
+                .collect(),
         })
+    }
+}
+
+/// Pending, approved and paid balances per currency, and the last 30 days'.
+fn balances(
+    entries: &[ledger_entry::Model],
+    conversions: &[conversion::Model],
+    since: DateTime<Utc>,
+) -> Vec<Balance> {
+    let status: HashMap<&str, ConversionStatus> = conversions
+        .iter()
+        .map(|c| (c.id.as_str(), c.status.0))
+        .collect();
+    let mut currencies: Vec<Currency> = entries.iter().map(|e| e.currency.0).collect();
+    currencies.sort_by(|a, b| a.code().cmp(b.code()));
+    currencies.dedup();
+    currencies
+        .into_iter()
+        .map(|cur| {
+            let (mut pending, mut approved, mut paid, mut recent) = (0i64, 0i64, 0i64, 0i64);
+            for e in entries.iter().filter(|e| e.currency.0 == cur) {
+                let conversion = status
+                    .get(e.conversion_id.as_str())
+                    .copied()
+                    .unwrap_or(ConversionStatus::Pending);
+                if e.payout_id.is_some() {
+                    paid += e.amount_minor;
+                } else if conversion == ConversionStatus::Pending {
+                    pending += e.amount_minor;
+                } else {
+                    approved += e.amount_minor;
+                }
+                if e.created_at >= since {
+                    recent += e.amount_minor;
+                }
+            }
+            Balance {
+                pending: format_minor(pending, cur),
+                approved: format_minor(approved, cur),
+                paid: format_minor(paid, cur),
+                last_30_days: format_minor(recent, cur),
+                currency: cur.code().to_owned(),
+            }
+        })
+        .collect()
+}
+
+fn line(c: &conversion::Model, programs: &HashMap<String, String>) -> ConversionLine {
+    let cur = c.currency.0;
+    ConversionLine {
+        id: c.id.clone(),
+        created_at: c.created_at,
+        program: programs.get(&c.program_id).cloned().unwrap_or_default(),
+        status: c.status.to_string(),
+        amount: format_minor(c.amount_minor, cur),
+        payout: c
+            .payout_minor
+            .map(|m| format_minor(m, cur))
+            .unwrap_or_else(|| "…".into()),
+        currency: cur.code().to_owned(),
+        explanation: c.commission_explanation.clone().unwrap_or_default(),
     }
 }

@@ -1,44 +1,29 @@
 //! Trcker's workers: the apalis monitor that runs the pipeline's jobs, and the
 //! sweeper loop.
 //!
-//! All job types are registered here, in one monitor, on the database the
-//! process uses (SQLite or PostgreSQL). Each process names its workers uniquely
-//! (host, pid and a random suffix) so that a crashed process's jobs are
-//! recovered by the others once its heartbeat goes stale, and the monitor
-//! restarts a worker that stopped on a database error.
-
-mod jobs;
-mod wake;
+//! Every job type of `trcker_services::pipeline::register_all` gets its
+//! workers here, in one monitor, on the database the process uses (SQLite or
+//! PostgreSQL, through the queue's backends in `trcker_storage::queue`). Each
+//! process names its workers uniquely (host, pid and a random suffix) so that
+//! a crashed process's jobs are recovered by the others once its heartbeat
+//! goes stale, and the monitor restarts a worker that stopped on a database
+//! error.
 
 use std::time::Duration;
 
 use apalis::prelude::*;
-use apalis_postgres::PostgresStorage;
-use apalis_sqlite::SqliteStorage;
 use tokio_util::sync::CancellationToken;
-use trcker_services::Services;
-use trcker_services::queue::{
-    ATTRIBUTE_QUEUE, AttributeJob, COMMISSION_QUEUE, CommissionJob, NOTIFY_QUEUE, NotifyJob,
-};
+use trcker_services::pipeline::{JobRegistry, Pipeline, PipelineJob, register_all};
 use trcker_storage::Pool;
-use wake::{Pushes, WakeUp};
+use trcker_storage::queue::{self, HEARTBEAT};
 
-/// How often workers prove they are alive; a worker silent for twice this long
-/// is presumed dead and its running jobs are handed to others.
-pub const HEARTBEAT: Duration = Duration::from_secs(5);
-/// How often an idle worker looks for new jobs. PostgreSQL workers are also
-/// woken by LISTEN/NOTIFY (see [`wake`]); the poll covers a notification
-/// missed while the LISTEN connection was being opened again.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
-/// The same on SQLite, whose workers are woken by this process's own pushes:
-/// every fetch there takes the one write lock, even one that finds nothing.
-pub const SQLITE_POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// How often the sweepers run.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
-    /// Jobs of each type run at once in this process.
+    /// Jobs of each type run at once in this process (notification calls four
+    /// times as many).
     pub concurrency: usize,
     /// How long shutdown waits for jobs in flight.
     pub shutdown_timeout: Duration,
@@ -68,96 +53,60 @@ pub fn unique_worker_name() -> String {
     format!("{host}-{}-{suffix}", std::process::id())
 }
 
-fn sqlite_backend<T>(
-    pool: &apalis_sqlite::SqlitePool,
-    queue: &'static str,
-    services: &Services,
-) -> PollWith<SqliteStorage<T>, WakeUp<Pushes>> {
-    let config = apalis_sqlite::Config::default()
-        .queue(queue)
-        .heartbeat_interval(HEARTBEAT)
-        .batch_size(32);
-    SqliteStorage::<T>::new(pool)
-        .with_config(config)
-        .poll_with_strategy(WakeUp::listening(
-            Pushes::new(services.queue.pushed().subscribe(queue)),
-            SQLITE_POLL_INTERVAL,
-        ))
+/// The name of a job type's workers: the process's name and the queue's
+/// (`<name>-attribute` for `trcker.attribute`).
+fn worker_name<J: PipelineJob>(name: &str) -> String {
+    let queue = J::QUEUE.strip_prefix("trcker.").unwrap_or(J::QUEUE);
+    format!("{name}-{queue}")
 }
 
-fn postgres_backend<T>(
-    pool: &apalis_postgres::PgPool,
-    queue: &str,
-    _: &Services,
-) -> PollWith<PostgresStorage<T>, WakeUp<apalis_postgres::Pubsub>> {
-    let config = apalis_postgres::Config::default()
-        .queue(queue)
-        .heartbeat_interval(HEARTBEAT)
-        .batch_size(32);
-    let pubsub = apalis_postgres::Pubsub::new(pool.clone(), queue.to_owned());
-    PostgresStorage::<T>::new(pool)
-        .with_config(config)
-        .poll_with_strategy(WakeUp::listening(pubsub, POLL_INTERVAL))
+/// Runs one job; an error has apalis run it again.
+async fn handle<J: PipelineJob>(job: J, pipeline: Data<Pipeline>) -> Result<(), BoxDynError> {
+    job.run(&pipeline).await.map_err(|e| {
+        tracing::warn!(job = %job.describe(), error = %e, "job failed; will retry");
+        e.into()
+    })
 }
 
-/// Registers one worker per job type, all on the same backend.
-macro_rules! register_all {
-    ($monitor:expr, $services:expr, $opts:expr, $name:expr, $backend:ident, $pool:expr) => {{
-        let (services, opts, name, pool) = ($services, $opts, $name, $pool);
-        $monitor
-            .register({
-                let (services, name, pool, c) = (
-                    services.clone(),
-                    name.clone(),
-                    pool.clone(),
-                    opts.concurrency,
-                );
-                move |_restarts| {
-                    WorkerBuilder::new(format!("{name}-attribute"))
-                        .backend($backend::<AttributeJob>(&pool, ATTRIBUTE_QUEUE, &services))
-                        .data(services.clone())
+/// Registers each job type's workers on the process's backend.
+struct Workers {
+    monitor: Monitor,
+    pipeline: Pipeline,
+    name: String,
+    concurrency: usize,
+    /// The names registered, for the watchdog.
+    names: Vec<String>,
+}
+
+impl JobRegistry for Workers {
+    fn register<J: PipelineJob>(mut self) -> Self {
+        let name = worker_name::<J>(&self.name);
+        let (pipeline, c) = (self.pipeline.clone(), self.concurrency * J::CONCURRENCY);
+        let worker = name.clone();
+        self.monitor = match self.pipeline.store().pool.clone() {
+            Pool::Sqlite(pool) => {
+                let pushed = self.pipeline.queue().pushed().clone();
+                self.monitor.register(move |_restarts| {
+                    WorkerBuilder::new(worker.clone())
+                        .backend(queue::sqlite_backend::<J>(&pool, &pushed))
+                        .data(pipeline.clone())
                         .concurrency(c)
                         .parallelize(tokio::spawn)
-                        .build(jobs::attribute)
-                }
-            })
-            .register({
-                let (services, name, pool, c) = (
-                    services.clone(),
-                    name.clone(),
-                    pool.clone(),
-                    opts.concurrency,
-                );
-                move |_restarts| {
-                    WorkerBuilder::new(format!("{name}-commission"))
-                        .backend($backend::<CommissionJob>(
-                            &pool,
-                            COMMISSION_QUEUE,
-                            &services,
-                        ))
-                        .data(services.clone())
-                        .concurrency(c)
-                        .parallelize(tokio::spawn)
-                        .build(jobs::commission)
-                }
-            })
-            .register({
-                let (services, name, pool, c) = (
-                    services.clone(),
-                    name.clone(),
-                    pool.clone(),
-                    opts.concurrency,
-                );
-                move |_restarts| {
-                    WorkerBuilder::new(format!("{name}-notify"))
-                        .backend($backend::<NotifyJob>(&pool, NOTIFY_QUEUE, &services))
-                        .data(services.clone())
-                        .concurrency(c * 4)
-                        .parallelize(tokio::spawn)
-                        .build(jobs::notify)
-                }
-            })
-    }};
+                        .build(handle::<J>)
+                })
+            }
+            Pool::Postgres(pool) => self.monitor.register(move |_restarts| {
+                WorkerBuilder::new(worker.clone())
+                    .backend(queue::postgres_backend::<J>(&pool))
+                    .data(pipeline.clone())
+                    .concurrency(c)
+                    .parallelize(tokio::spawn)
+                    .build(handle::<J>)
+            }),
+        };
+        self.names.push(name);
+        self
+    }
 }
 
 /// A worker of this process that has not heartbeaten for this long is wedged
@@ -171,20 +120,29 @@ pub const WEDGED_AFTER: Duration = Duration::from_secs(45);
 /// cannot see since nothing failed) is detected by a watchdog, and the workers
 /// are started again; the sweepers hand its jobs to the new ones.
 pub async fn run(
-    services: Services,
+    pipeline: Pipeline,
     opts: WorkerOptions,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
-    let sweeper = tokio::spawn(sweep_loop(services.clone(), shutdown.clone()));
+    let sweeper = tokio::spawn(sweep_loop(pipeline.clone(), shutdown.clone()));
     let result = loop {
         let name = opts.name.clone().unwrap_or_else(unique_worker_name);
-        let names: Vec<String> = ["attribute", "commission", "notify"]
-            .iter()
-            .map(|q| format!("{name}-{q}"))
-            .collect();
+        let monitor = Monitor::new()
+            .should_restart(|ctx, err| {
+                tracing::warn!(worker = %ctx.name(), error = %err, "worker stopped; restarting");
+                true
+            })
+            .shutdown_timeout(opts.shutdown_timeout);
+        let Workers { monitor, names, .. } = register_all(Workers {
+            monitor,
+            pipeline: pipeline.clone(),
+            name: name.clone(),
+            concurrency: opts.concurrency,
+            names: Vec::new(),
+        });
         if opts.name.is_some() {
             // A fixed name's earlier holder died: take its jobs back now.
-            match services.store.release_jobs_of_workers(&names).await {
+            match pipeline.queue().release_jobs_of_workers(&names).await {
                 Ok(0) => {}
                 Ok(n) => {
                     tracing::info!(worker = %name, jobs = n, "took back the jobs of this name's previous process")
@@ -195,23 +153,9 @@ pub async fn run(
             }
         }
         tracing::info!(worker = %name, "workers starting");
-        let monitor = Monitor::new()
-            .should_restart(|ctx, err| {
-                tracing::warn!(worker = %ctx.name(), error = %err, "worker stopped; restarting");
-                true
-            })
-            .shutdown_timeout(opts.shutdown_timeout);
-        let monitor = match services.store.pool.clone() {
-            Pool::Sqlite(pool) => {
-                register_all!(monitor, &services, &opts, &name, sqlite_backend, pool)
-            }
-            Pool::Postgres(pool) => {
-                register_all!(monitor, &services, &opts, &name, postgres_backend, pool)
-            }
-        };
         let wedged = CancellationToken::new();
         let watchdog = tokio::spawn(watch(
-            services.clone(),
+            pipeline.clone(),
             names,
             wedged.clone(),
             shutdown.clone(),
@@ -250,7 +194,7 @@ pub async fn run(
 
 /// Cancels `wedged` when one of `names` has been silent for [`WEDGED_AFTER`].
 async fn watch(
-    services: Services,
+    pipeline: Pipeline,
     names: Vec<String>,
     wedged: CancellationToken,
     shutdown: CancellationToken,
@@ -262,8 +206,8 @@ async fn watch(
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match services
-            .store
+        match pipeline
+            .queue()
             .silent_workers(&names, WEDGED_AFTER.as_secs() as i64)
             .await
         {
@@ -281,7 +225,7 @@ async fn watch(
     }
 }
 
-async fn sweep_loop(services: Services, shutdown: CancellationToken) {
+async fn sweep_loop(pipeline: Pipeline, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(SWEEP_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -289,7 +233,7 @@ async fn sweep_loop(services: Services, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match services.sweep().await {
+        match pipeline.sweep().await {
             Ok(r) if r != Default::default() => tracing::info!(?r, "sweep"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "sweep failed; will try again"),

@@ -24,7 +24,7 @@ pub enum AppError {
     #[error("{0}")]
     Storage(#[from] trcker_storage::StorageError),
     #[error("{0}")]
-    Service(#[from] trcker_services::ServiceError),
+    Service(#[from] trcker_services::StoreError),
     #[error("cannot listen on {0}: {1}")]
     Listen(String, std::io::Error),
     #[error("operator token file {0}: {1}")]
@@ -169,10 +169,17 @@ impl App {
         if let Some(acceptor) = acceptor {
             let app = Route::new()
                 .at("/healthz", get(healthz))
-                .nest("/api/v1", trcker_api::routes(services.clone()))
-                .nest("/api/docs", trcker_api::docs(&public_url))
-                .nest("/portal", trcker_portal::routes(services.clone()));
-            let app = trcker_receiver::mount(app, services.clone()).around(access_log);
+                .nest("/api/v1", trcker_api::routes(&services))
+                .nest("/api/docs", trcker_api::docs(&services))
+                .nest(
+                    "/portal",
+                    trcker_portal::routes(
+                        services.portal.clone(),
+                        &services.settings.operator_token_hash,
+                    ),
+                );
+            let app = trcker_receiver::mount(app, services.clicks.clone(), services.intake.clone())
+                .around(access_log);
             let signal = shutdown.clone();
             tasks.push(tokio::spawn(async move {
                 let server = Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
@@ -192,10 +199,10 @@ impl App {
                 name: config.worker_name.clone(),
                 ..Default::default()
             };
-            let worker_services = services.clone();
+            let pipeline = services.pipeline.clone();
             let worker_shutdown = shutdown.clone();
             tasks.push(tokio::spawn(async move {
-                if let Err(e) = trcker_workers::run(worker_services, opts, worker_shutdown).await {
+                if let Err(e) = trcker_workers::run(pipeline, opts, worker_shutdown).await {
                     tracing::error!(error = %e, "workers stopped with an error");
                 }
             }));
@@ -241,7 +248,7 @@ impl App {
         }
         // Requests are done: queue the jobs of the last postbacks accepted,
         // write the clicks still buffered, then close.
-        if !self.services.inbox.drain(PUSH_BOUND).await {
+        if !self.services.intake.drain(PUSH_BOUND).await {
             tracing::warn!(
                 "some accepted postbacks were not queued before shutdown; the inbox sweeper will queue them"
             );
@@ -260,7 +267,7 @@ impl App {
         // listener or a job that outlived the worker timeout must not keep the
         // process alive: everything acknowledged is committed already.
         let close = async {
-            self.services.inbox.close().await;
+            self.services.intake.close().await;
             self.services.store.close().await;
         };
         if tokio::time::timeout(CLOSE_BOUND, close).await.is_err() {

@@ -18,21 +18,83 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
-use chrono::Duration;
-use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
 use trcker_domain::ConversionStatus;
 use trcker_domain::click_id::ClickId;
 use trcker_domain::ids::IdKind;
-use trcker_domain::money::{Currency, format_minor};
+use trcker_domain::money::format_minor;
 use trcker_domain::postback::PostbackParams;
+use trcker_storage::batch::{among, insert_new, per_row};
+use trcker_storage::entities::postback::State;
 use trcker_storage::entities::*;
-use trcker_storage::{TenantId, scoped, sea_orm};
+use trcker_storage::queue::Job;
+use trcker_storage::sea_orm::sea_query::Expr;
+use trcker_storage::sea_orm::{ColumnTrait, DatabaseTransaction, QueryFilter};
+use trcker_storage::{TenantId, scoped, scoped_update, scoped_update_by_id};
 
-use super::JobError;
-use crate::Services;
-use crate::queue::{AttributeJob, CommissionItem, CommissionJob};
-use crate::util::{among, from_json, insert_new, now, per_row};
+use super::commission::{CommissionItem, CommissionJob, book_entries};
+use super::{JobError, Pipeline, PipelineJob};
+
+/// Attribute accepted postbacks of one tenant: an inbox group's, or one that a
+/// sweeper or a tenant queues again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttributeJob {
+    pub tenant_id: TenantId,
+    pub postback_ids: Vec<String>,
+    /// Set when a tenant asks for attribution again: a new job, not a repeat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<i64>,
+}
+
+impl AttributeJob {
+    /// The job of one postback.
+    pub fn one(tenant_id: TenantId, postback_id: impl Into<String>) -> Self {
+        AttributeJob {
+            tenant_id,
+            postback_ids: vec![postback_id.into()],
+            retry: None,
+        }
+    }
+
+    /// The job of a postback that was attributed (or not) before and is to be
+    /// taken again: keyed by when it was last processed, so that it is a new
+    /// job (as the tenant's re-attribution and the inbox sweeper key it alike).
+    pub fn again(tenant_id: TenantId, pb: &postback::Model) -> Self {
+        AttributeJob {
+            retry: Some(pb.processed_at.unwrap_or(pb.created_at).timestamp_millis()),
+            ..AttributeJob::one(tenant_id, pb.id.clone())
+        }
+    }
+}
+
+impl Job for AttributeJob {
+    const QUEUE: &'static str = "trcker.attribute";
+    fn idempotency_key(&self) -> String {
+        let ids = super::batch_key(&self.postback_ids, String::clone);
+        match self.retry {
+            Some(r) => format!("{ids}:{r}"),
+            None => ids,
+        }
+    }
+}
+
+impl PipelineJob for AttributeJob {
+    fn describe(&self) -> String {
+        format!(
+            "attribute {} postbacks from {:?}",
+            self.postback_ids.len(),
+            self.postback_ids.first()
+        )
+    }
+
+    async fn run(&self, pipeline: &Pipeline) -> Result<(), JobError> {
+        for (postback_id, outcome) in pipeline.attribute(self).await? {
+            tracing::debug!(%postback_id, ?outcome, "attributed");
+        }
+        Ok(())
+    }
+}
 
 /// What attribution decided for one postback.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,22 +162,25 @@ struct Round {
     again: Vec<String>,
     /// Postbacks waiting for their click.
     waiting: Vec<String>,
-    /// The commission steps to queue.
+    /// The commission steps to take.
     next: Vec<CommissionItem>,
 }
+
+/// A postback's state, conversion and reason, as the round writes them.
+type Mark = (String, State, Option<String>, String);
 
 fn distinct<'a>(values: impl IntoIterator<Item = &'a String>) -> Vec<String> {
     let set: HashSet<&String> = values.into_iter().collect();
     set.into_iter().cloned().collect()
 }
 
-impl Services {
+impl Pipeline {
     /// Attributes a batch of postbacks; returns what became of each.
-    pub async fn run_attribute(
+    pub async fn attribute(
         &self,
         job: &AttributeJob,
     ) -> Result<Vec<(String, Attribution)>, JobError> {
-        let tenant = TenantId::from_trusted(job.tenant_id.clone());
+        let tenant = &job.tenant_id;
         // In the order they were accepted: two statuses of one transaction in
         // one batch are taken in that order.
         let mut seen = HashSet::new();
@@ -136,7 +201,7 @@ impl Services {
         let mut retry_rounds = 0;
         while !ids.is_empty() {
             let wait_for_clicks = Instant::now() < click_deadline;
-            let round = self.attribute_round(&tenant, &ids, wait_for_clicks).await?;
+            let round = self.attribute_round(tenant, &ids, wait_for_clicks).await?;
             outcomes.extend(round.done);
             if !round.again.is_empty() {
                 retry_rounds += 1;
@@ -155,52 +220,16 @@ impl Services {
         Ok(outcomes)
     }
 
+    /// One round: read the postbacks, decide each, write the decisions, and
+    /// take the commission step of what they made or moved.
     async fn attribute_round(
         &self,
         tenant: &TenantId,
         ids: &[String],
         wait_for_clicks: bool,
     ) -> Result<Round, JobError> {
-        let backend = self.store.conn.get_database_backend();
-        let db = &self.store.conn;
         let mut round = Round::default();
-        let mut pbs = scoped::<postback::Entity>(tenant)
-            .filter(among(backend, postback::Column::Id, ids.iter().cloned()))
-            .all(db)
-            .await?;
-        let order: HashMap<&String, usize> =
-            ids.iter().enumerate().map(|(i, id)| (id, i)).collect();
-        pbs.sort_by_key(|p| order.get(&p.id).copied());
-        let found: HashSet<&String> = pbs.iter().map(|p| &p.id).collect();
-        for id in ids.iter().filter(|id| !found.contains(id)) {
-            round.done.push((id.clone(), Attribution::AlreadyDone));
-        }
-        // Done before (this job runs again after a crash): make sure the next
-        // step is taken.
-        let done_before: Vec<String> = pbs
-            .iter()
-            .filter(|p| p.state == "processed")
-            .filter_map(|p| p.conversion_id.clone())
-            .collect();
-        let mut next: Vec<CommissionItem> = Vec::new();
-        if !done_before.is_empty() {
-            for conv in scoped::<conversion::Entity>(tenant)
-                .filter(among(backend, conversion::Column::Id, done_before))
-                .all(db)
-                .await?
-            {
-                next.push(CommissionItem {
-                    conversion_id: conv.id,
-                    status: conv.status,
-                });
-            }
-        }
-        let (received, earlier): (Vec<_>, Vec<_>) =
-            pbs.into_iter().partition(|p| p.state == "received");
-        for pb in earlier {
-            round.done.push((pb.id, Attribution::AlreadyDone));
-        }
-
+        let (received, mut next) = self.received(tenant, ids, &mut round).await?;
         let mut loaded = self.load_batch(tenant, &received).await?;
         let mut effects: Vec<(postback::Model, Effect)> = Vec::new();
         let mut claimed: HashSet<(String, String)> = HashSet::new();
@@ -220,7 +249,7 @@ impl Services {
             }
             let effect = match loaded.existing.get(&key) {
                 Some(conv) => Some(change_status(conv, &params)),
-                None => self.convert(tenant, &pb, &params, &loaded, wait_for_clicks),
+                None => convert(tenant, &pb, &params, &loaded, wait_for_clicks),
             };
             match effect {
                 // The click may not be written yet: look again shortly.
@@ -239,22 +268,81 @@ impl Services {
             round.done.extend(written.done);
             next.extend(written.next);
         }
-        if !next.is_empty() {
-            let job = CommissionJob {
-                tenant_id: tenant.to_string(),
-                items: next,
-            };
-            // The commission step of the batch runs here, without a queue hop
-            // (this job is acknowledged only after it). If it fails, it is
-            // queued as a job of its own and retried there; after a crash
-            // before this point, this job runs again and takes the step for
-            // the postbacks it had done (above).
-            if let Err(e) = self.run_commission(&job).await {
-                tracing::warn!(tenant_id = %tenant, error = %e, "commission step failed; queued to retry");
-                self.queue.push(&job).await?;
+        self.commission_step(tenant, next).await?;
+        Ok(round)
+    }
+
+    /// The round's postbacks still `received`, in the order given; the others
+    /// are done, and those a crash left processed get their commission step
+    /// taken again.
+    async fn received(
+        &self,
+        tenant: &TenantId,
+        ids: &[String],
+        round: &mut Round,
+    ) -> Result<(Vec<postback::Model>, Vec<CommissionItem>), JobError> {
+        let backend = self.store.conn.get_database_backend();
+        let db = &self.store.conn;
+        let mut pbs = scoped::<postback::Entity>(tenant)
+            .filter(among(backend, postback::Column::Id, ids.iter().cloned()))
+            .all(db)
+            .await?;
+        let order: HashMap<&String, usize> =
+            ids.iter().enumerate().map(|(i, id)| (id, i)).collect();
+        pbs.sort_by_key(|p| order.get(&p.id).copied());
+        let found: HashSet<&String> = pbs.iter().map(|p| &p.id).collect();
+        for id in ids.iter().filter(|id| !found.contains(id)) {
+            round.done.push((id.clone(), Attribution::AlreadyDone));
+        }
+        // Done before (this job runs again after a crash): make sure the next
+        // step is taken.
+        let done_before: Vec<String> = pbs
+            .iter()
+            .filter(|p| p.state == State::Processed)
+            .filter_map(|p| p.conversion_id.clone())
+            .collect();
+        let mut next = Vec::new();
+        if !done_before.is_empty() {
+            for conv in scoped::<conversion::Entity>(tenant)
+                .filter(among(backend, conversion::Column::Id, done_before))
+                .all(db)
+                .await?
+            {
+                next.push(CommissionItem {
+                    conversion_id: conv.id,
+                    status: conv.status.0,
+                });
             }
         }
-        Ok(round)
+        let (received, earlier): (Vec<_>, Vec<_>) =
+            pbs.into_iter().partition(|p| p.state == State::Received);
+        for pb in earlier {
+            round.done.push((pb.id, Attribution::AlreadyDone));
+        }
+        Ok((received, next))
+    }
+
+    /// The commission step of a round's conversions, in this job (no queue
+    /// hop; the job is acknowledged only after it). If it fails, it is queued
+    /// as a job of its own and retried there; after a crash before this point,
+    /// this job runs again and takes the step for the postbacks it had done.
+    async fn commission_step(
+        &self,
+        tenant: &TenantId,
+        items: Vec<CommissionItem>,
+    ) -> Result<(), JobError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let job = CommissionJob {
+            tenant_id: tenant.clone(),
+            items,
+        };
+        if let Err(e) = self.commission(&job).await {
+            tracing::warn!(tenant_id = %tenant, error = %e, "commission step failed; queued to retry");
+            self.queue.push(&job).await?;
+        }
+        Ok(())
     }
 
     /// Reads what the received postbacks of a batch need, one query per table.
@@ -263,15 +351,33 @@ impl Services {
         tenant: &TenantId,
         received: &[postback::Model],
     ) -> Result<Loaded, JobError> {
-        let backend = self.store.conn.get_database_backend();
-        let db = &self.store.conn;
         let mut loaded = Loaded::default();
         if received.is_empty() {
             return Ok(loaded);
         }
         let program_ids = distinct(received.iter().map(|p| &p.program_id));
+        self.load_offers(tenant, received, &program_ids, &mut loaded)
+            .await?;
+        for pb in received {
+            let params = parse_postback(pb, &loaded)?;
+            loaded.params.insert(pb.id.clone(), params);
+        }
+        self.load_owners(tenant, &program_ids, &mut loaded).await?;
+        Ok(loaded)
+    }
+
+    /// The batch's programs and its integrations' parameter aliases.
+    async fn load_offers(
+        &self,
+        tenant: &TenantId,
+        received: &[postback::Model],
+        program_ids: &[String],
+        loaded: &mut Loaded,
+    ) -> Result<(), JobError> {
+        let backend = self.store.conn.get_database_backend();
+        let db = &self.store.conn;
         for p in scoped::<program::Entity>(tenant)
-            .filter(among(backend, program::Column::Id, program_ids.clone()))
+            .filter(among(backend, program::Column::Id, program_ids.to_vec()))
             .all(db)
             .await?
         {
@@ -293,19 +399,28 @@ impl Services {
                 .unwrap_or_default();
             loaded.aliases.insert(i.id, aliases);
         }
-        for pb in received {
-            let params = self.parse_postback(pb, &loaded)?;
-            loaded.params.insert(pb.id.clone(), params);
-        }
+        Ok(())
+    }
+
+    /// The conversions the batch's txn_ids have, and the clicks, coupons and
+    /// affiliates its postbacks name.
+    async fn load_owners(
+        &self,
+        tenant: &TenantId,
+        program_ids: &[String],
+        loaded: &mut Loaded,
+    ) -> Result<(), JobError> {
+        let backend = self.store.conn.get_database_backend();
+        let db = &self.store.conn;
         let parsed: Vec<&PostbackParams> = loaded.params.values().flatten().collect();
         if parsed.is_empty() {
-            return Ok(loaded);
+            return Ok(());
         }
         for c in scoped::<conversion::Entity>(tenant)
             .filter(among(
                 backend,
                 conversion::Column::ProgramId,
-                program_ids.clone(),
+                program_ids.to_vec(),
             ))
             .filter(among(
                 backend,
@@ -323,6 +438,11 @@ impl Services {
             .iter()
             .filter_map(|p| p.click_id.as_ref().map(|c| c.as_str().to_owned()))
             .collect();
+        let codes: Vec<String> = parsed
+            .iter()
+            .filter(|p| p.click_id.is_none())
+            .filter_map(|p| p.coupon_code.clone())
+            .collect();
         if !click_ids.is_empty() {
             for c in scoped::<click::Entity>(tenant)
                 .filter(among(backend, click::Column::Id, click_ids))
@@ -332,16 +452,15 @@ impl Services {
                 loaded.clicks.insert(c.id.clone(), c);
             }
         }
-        let codes: Vec<String> = parsed
-            .iter()
-            .filter(|p| p.click_id.is_none())
-            .filter_map(|p| p.coupon_code.clone())
-            .collect();
         if !codes.is_empty() {
             for c in scoped::<coupon::Entity>(tenant)
-                .filter(among(backend, coupon::Column::ProgramId, program_ids))
+                .filter(among(
+                    backend,
+                    coupon::Column::ProgramId,
+                    program_ids.to_vec(),
+                ))
                 .filter(among(backend, coupon::Column::Code, codes))
-                .filter(coupon::Column::Status.eq("active"))
+                .filter(coupon::Column::Status.eq(Activity::Active))
                 .all(db)
                 .await?
             {
@@ -366,173 +485,7 @@ impl Services {
                 loaded.affiliates.insert(a.id.clone(), a);
             }
         }
-        Ok(loaded)
-    }
-
-    /// The postback's parameters, or why they cannot be read.
-    fn parse_postback(
-        &self,
-        pb: &postback::Model,
-        loaded: &Loaded,
-    ) -> Result<Result<PostbackParams, String>, JobError> {
-        let program = loaded.programs.get(&pb.program_id).ok_or_else(|| {
-            JobError(format!(
-                "program {} of postback {} is gone",
-                pb.program_id, pb.id
-            ))
-        })?;
-        let pairs: Vec<(String, String)> = from_json(&pb.raw_params)?;
-        let no_aliases = BTreeMap::new();
-        let aliases = loaded
-            .aliases
-            .get(&pb.integration_id)
-            .unwrap_or(&no_aliases);
-        let currency = Currency::parse(&program.currency).unwrap_or(Currency::USD);
-        Ok(
-            trcker_domain::postback::parse(&pairs, aliases, currency).map_err(|fields| {
-                fields
-                    .iter()
-                    .map(|f| format!("{}: {}", f.field, f.message))
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            }),
-        )
-    }
-
-    /// Finds the affiliate a new conversion belongs to, or says why there is none.
-    fn resolve_affiliate<'a>(
-        &self,
-        program: &program::Model,
-        params: &PostbackParams,
-        received_at: chrono::DateTime<chrono::Utc>,
-        loaded: &'a Loaded,
-        wait_for_clicks: bool,
-    ) -> Option<Result<(&'a affiliate::Model, Option<&'a click::Model>), String>> {
-        let (affiliate_id, click) = if let Some(click_id) = &params.click_id {
-            let Some(click) = loaded.clicks.get(click_id.as_str()) else {
-                return if wait_for_clicks && may_be_buffered(click_id) {
-                    None
-                } else {
-                    Some(Err(format!("unknown click id {click_id}")))
-                };
-            };
-            if click.program_id != program.id {
-                return Some(Err(format!("click {click_id} was made on another offer")));
-            }
-            let window = Duration::days(program.attribution_window_days.into());
-            let age = received_at - click.created_at;
-            if age.num_seconds() < i64::from(program.min_conversion_seconds) {
-                return Some(Err(format!(
-                    "conversion came {} seconds after click {click_id}; the offer's minimum is {} seconds",
-                    age.num_seconds().max(0),
-                    program.min_conversion_seconds
-                )));
-            }
-            if age > window {
-                return Some(Err(format!(
-                    "click {click_id} expired: made {} days ago, the offer's attribution window is {} days",
-                    age.num_days(),
-                    program.attribution_window_days
-                )));
-            }
-            (&click.affiliate_id, Some(click))
-        } else if let Some(code) = &params.coupon_code {
-            match loaded.coupons.get(&(program.id.clone(), code.clone())) {
-                Some(c) => (&c.affiliate_id, None),
-                None => return Some(Err(format!("unknown coupon code {code}"))),
-            }
-        } else {
-            return Some(Err("no click id and no coupon code".into()));
-        };
-        Some(match loaded.affiliates.get(affiliate_id) {
-            None => Err(format!("affiliate {affiliate_id} no longer exists")),
-            Some(a) if a.status != "active" => Err(format!("affiliate {} is {}", a.slug, a.status)),
-            Some(a) => Ok((a, click)),
-        })
-    }
-
-    /// A new transaction id: the conversion to create, or why there is none;
-    /// `None` while its click may still be on its way.
-    fn convert(
-        &self,
-        tenant: &TenantId,
-        pb: &postback::Model,
-        params: &PostbackParams,
-        loaded: &Loaded,
-        wait_for_clicks: bool,
-    ) -> Option<Effect> {
-        let unattributed = |reason| Some(Effect::Unattributed { reason });
-        let Some(program) = loaded.programs.get(&pb.program_id) else {
-            return unattributed(format!("program {} is gone", pb.program_id));
-        };
-        if params.currency.code() != program.currency {
-            return unattributed(format!(
-                "currency {} differs from the offer's {} and no exchange rate is configured",
-                params.currency, program.currency
-            ));
-        }
-        if !matches!(
-            params.status,
-            ConversionStatus::Approved | ConversionStatus::Pending | ConversionStatus::Rejected
-        ) {
-            return unattributed(format!(
-                "status {} for txn_id {} that has no conversion",
-                params.status, params.txn_id
-            ));
-        }
-        let (affiliate, click) =
-            match self.resolve_affiliate(program, params, pb.created_at, loaded, wait_for_clicks) {
-                None => return None,
-                Some(Err(reason)) => return unattributed(reason),
-                Some(Ok(found)) => found,
-            };
-        let t = now();
-        let amount_minor = params
-            .amount
-            .map(|m| m.minor)
-            .or(program.default_revenue_minor)
-            .unwrap_or(0);
-        // A conversion the merchant approved is held for the offer's hold period.
-        let (status, hold_until) = match params.status {
-            ConversionStatus::Approved if program.hold_days > 0 => (
-                ConversionStatus::Pending,
-                Some(t + Duration::days(program.hold_days.into())),
-            ),
-            s => (s, None),
-        };
-        let currency = Currency::parse(&program.currency).unwrap_or(Currency::USD);
-        let reason = format!(
-            "attributed to affiliate {} ({} {})",
-            affiliate.slug,
-            format_minor(amount_minor, currency),
-            program.currency
-        );
-        let conv = conversion::Model {
-            id: IdKind::Conversion.generate(),
-            tenant_id: tenant.to_string(),
-            created_at: t,
-            program_id: program.id.clone(),
-            affiliate_id: affiliate.id.clone(),
-            click_id: click.map(|c| c.id.clone()),
-            coupon_code: if click.is_none() {
-                params.coupon_code.clone()
-            } else {
-                None
-            },
-            postback_id: pb.id.clone(),
-            txn_id: params.txn_id.clone(),
-            event: params.event.clone(),
-            status: status.as_str().into(),
-            amount_minor,
-            currency: program.currency.clone(),
-            payout_minor: None,
-            payout_override_minor: params.payout.map(|m| m.minor),
-            commission_explanation: None,
-            hold_until,
-            is_test: pb.is_test || params.test,
-            updated_at: t,
-        };
-        Some(Effect::Convert { conv, reason })
+        Ok(())
     }
 
     /// Writes a round's decisions in one transaction: the new conversions in one
@@ -543,10 +496,8 @@ impl Services {
         tenant: &TenantId,
         effects: Vec<(postback::Model, Effect)>,
     ) -> Result<Round, JobError> {
-        let backend = self.store.conn.get_database_backend();
         let mut out = Round::default();
-        let mut next: Vec<CommissionItem> = Vec::new();
-        let t = now();
+        let t = Utc::now();
         let txn = self.store.pipeline_txn().await?;
         let mut new: Vec<conversion::Model> = effects
             .iter()
@@ -568,20 +519,24 @@ impl Services {
             ],
         )
         .await?;
-        // (postback id, state, conversion id, reason)
-        let mut marks: Vec<(String, &'static str, Option<String>, String)> = Vec::new();
+        let mut marks: Vec<Mark> = Vec::new();
         for (pb, effect) in effects {
-            match effect {
+            let mark = match effect {
                 Effect::Unattributed { reason } => {
-                    marks.push((pb.id.clone(), "unattributed", None, reason.clone()));
-                    out.done.push((pb.id, Attribution::Unattributed { reason }));
+                    out.done.push((
+                        pb.id.clone(),
+                        Attribution::Unattributed {
+                            reason: reason.clone(),
+                        },
+                    ));
+                    (pb.id, State::Unattributed, None, reason)
                 }
                 Effect::Same {
                     conversion_id,
                     reason,
                 } => {
-                    marks.push((pb.id.clone(), "processed", Some(conversion_id), reason));
-                    out.done.push((pb.id, Attribution::AlreadyDone));
+                    out.done.push((pb.id.clone(), Attribution::AlreadyDone));
+                    (pb.id, State::Processed, Some(conversion_id), reason)
                 }
                 Effect::Convert { conv, reason } => {
                     if !inserted.contains(&conv.id) {
@@ -590,169 +545,361 @@ impl Services {
                         out.again.push(pb.id);
                         continue;
                     }
-                    marks.push((pb.id.clone(), "processed", Some(conv.id.clone()), reason));
-                    next.push(CommissionItem {
-                        conversion_id: conv.id.clone(),
-                        status: conv.status.clone(),
-                    });
-                    out.done.push((
-                        pb.id,
-                        Attribution::Converted {
-                            conversion_id: conv.id,
-                        },
-                    ));
+                    out.converted(&pb.id, &conv.id, conv.status.0);
+                    (pb.id, State::Processed, Some(conv.id), reason)
                 }
                 Effect::Move { conv, from, to } => {
-                    if !self
-                        .move_conversion(&txn, tenant, &pb, &conv, from, to, t)
-                        .await?
-                    {
+                    if !move_conversion(&txn, tenant, &pb, &conv, from, to, t).await? {
                         out.again.push(pb.id);
                         continue;
                     }
+                    out.moved(&pb.id, &conv.id, to);
                     let reason = format!("conversion {} moved from {} to {}", conv.id, from, to);
-                    marks.push((pb.id.clone(), "processed", Some(conv.id.clone()), reason));
-                    next.push(CommissionItem {
-                        conversion_id: conv.id.clone(),
-                        status: to.as_str().into(),
-                    });
-                    out.done.push((
-                        pb.id,
-                        Attribution::StatusChanged {
-                            conversion_id: conv.id,
-                            status: to,
-                        },
-                    ));
+                    (pb.id, State::Processed, Some(conv.id), reason)
                 }
-            }
+            };
+            marks.push(mark);
         }
-        if !marks.is_empty() {
-            postback::Entity::update_many()
-                .col_expr(
-                    postback::Column::State,
-                    per_row(
-                        backend,
-                        postback::Column::Id,
-                        marks.iter().map(|m| (&m.0, m.1)),
-                    ),
-                )
-                .col_expr(
-                    postback::Column::ConversionId,
-                    per_row(
-                        backend,
-                        postback::Column::Id,
-                        marks.iter().map(|m| (&m.0, m.2.clone())),
-                    ),
-                )
-                .col_expr(
-                    postback::Column::Reason,
-                    per_row(
-                        backend,
-                        postback::Column::Id,
-                        marks.iter().map(|m| (&m.0, m.3.clone())),
-                    ),
-                )
-                .col_expr(postback::Column::ProcessedAt, Expr::value(t))
-                .filter(postback::Column::TenantId.eq(tenant.as_str()))
-                .filter(among(
-                    backend,
-                    postback::Column::Id,
-                    marks.iter().map(|m| m.0.clone()),
-                ))
-                .filter(postback::Column::State.eq("received"))
-                .exec(&txn)
-                .await?;
-        }
+        mark_postbacks(&txn, tenant, &marks, t).await?;
         txn.commit().await?;
-        out.next = next;
         Ok(out)
     }
+}
 
-    /// Moves a conversion from one status to another inside `txn`, booking the
-    /// reversal of what it earned if it no longer earns. False when the
-    /// conversion is no longer in `from` (another worker moved it).
-    #[allow(clippy::too_many_arguments)]
-    async fn move_conversion(
-        &self,
-        txn: &sea_orm::DatabaseTransaction,
-        tenant: &TenantId,
-        pb: &postback::Model,
-        conv: &conversion::Model,
-        from: ConversionStatus,
-        to: ConversionStatus,
-        t: chrono::DateTime<chrono::Utc>,
-    ) -> Result<bool, JobError> {
-        let moved = conversion::Entity::update_many()
-            .col_expr(conversion::Column::Status, Expr::value(to.as_str()))
-            .col_expr(
-                conversion::Column::HoldUntil,
-                Expr::value(Option::<chrono::DateTime<chrono::Utc>>::None),
-            )
-            .col_expr(conversion::Column::UpdatedAt, Expr::value(t))
-            .filter(conversion::Column::TenantId.eq(tenant.as_str()))
-            .filter(conversion::Column::Id.eq(&conv.id))
-            .filter(conversion::Column::Status.eq(from.as_str()))
-            .exec(txn)
+impl Round {
+    fn converted(&mut self, postback_id: &str, conversion_id: &str, status: ConversionStatus) {
+        self.next.push(CommissionItem {
+            conversion_id: conversion_id.to_owned(),
+            status,
+        });
+        self.done.push((
+            postback_id.to_owned(),
+            Attribution::Converted {
+                conversion_id: conversion_id.to_owned(),
+            },
+        ));
+    }
+
+    fn moved(&mut self, postback_id: &str, conversion_id: &str, to: ConversionStatus) {
+        self.next.push(CommissionItem {
+            conversion_id: conversion_id.to_owned(),
+            status: to,
+        });
+        self.done.push((
+            postback_id.to_owned(),
+            Attribution::StatusChanged {
+                conversion_id: conversion_id.to_owned(),
+                status: to,
+            },
+        ));
+    }
+}
+
+/// Every postback's new state, conversion and reason, in one UPDATE (each
+/// row its own values), guarded by its still being `received`.
+async fn mark_postbacks(
+    txn: &DatabaseTransaction,
+    tenant: &TenantId,
+    marks: &[Mark],
+    t: DateTime<Utc>,
+) -> Result<(), JobError> {
+    use postback::Column as C;
+    if marks.is_empty() {
+        return Ok(());
+    }
+    let backend = trcker_storage::sea_orm::ConnectionTrait::get_database_backend(txn);
+    let column = |f: &dyn Fn(&Mark) -> trcker_storage::sea_orm::Value| {
+        per_row(backend, C::Id, marks.iter().map(|m| (&m.0, f(m))))
+    };
+    scoped_update::<postback::Entity>(tenant)
+        .col_expr(C::State, column(&|m| m.1.into()))
+        .col_expr(C::ConversionId, column(&|m| m.2.clone().into()))
+        .col_expr(C::Reason, column(&|m| m.3.clone().into()))
+        .col_expr(C::ProcessedAt, Expr::value(t))
+        .filter(among(backend, C::Id, marks.iter().map(|m| m.0.clone())))
+        .filter(C::State.eq(State::Received))
+        .exec(txn)
+        .await?;
+    Ok(())
+}
+
+/// Moves a conversion from one status to another inside `txn`, booking the
+/// reversal of what it earned if it no longer earns. False when the
+/// conversion is no longer in `from` (another worker moved it).
+async fn move_conversion(
+    txn: &DatabaseTransaction,
+    tenant: &TenantId,
+    pb: &postback::Model,
+    conv: &conversion::Model,
+    from: ConversionStatus,
+    to: ConversionStatus,
+    t: DateTime<Utc>,
+) -> Result<bool, JobError> {
+    let moved = scoped_update_by_id::<conversion::Entity>(tenant, &conv.id)
+        .col_expr(
+            conversion::Column::Status,
+            Expr::value(conversion::Status(to)),
+        )
+        .col_expr(
+            conversion::Column::HoldUntil,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .col_expr(conversion::Column::UpdatedAt, Expr::value(t))
+        .filter(conversion::Column::Status.eq(conversion::Status(from)))
+        .exec(txn)
+        .await?;
+    if moved.rows_affected != 1 {
+        return Ok(false);
+    }
+    if from.earns_commission() && !to.earns_commission() {
+        let booked: Vec<ledger_entry::Model> = scoped::<ledger_entry::Entity>(tenant)
+            .filter(ledger_entry::Column::ConversionId.eq(&conv.id))
+            .all(txn)
             .await?;
-        if moved.rows_affected != 1 {
-            return Ok(false);
+        let owed: i64 = booked.iter().map(|e| e.amount_minor).sum();
+        if owed != 0 {
+            book_entries(txn, vec![reversal(conv, pb, to, owed, t)]).await?;
         }
-        if from.earns_commission() && !to.earns_commission() {
-            let booked: Vec<ledger_entry::Model> = scoped::<ledger_entry::Entity>(tenant)
-                .filter(ledger_entry::Column::ConversionId.eq(&conv.id))
-                .all(txn)
-                .await?;
-            let owed: i64 = booked.iter().map(|e| e.amount_minor).sum();
-            if owed != 0 {
-                let currency = Currency::parse(&conv.currency).unwrap_or(Currency::USD);
-                let entry = ledger_entry::Model {
-                    id: IdKind::LedgerEntry.generate(),
-                    tenant_id: tenant.to_string(),
-                    created_at: t,
-                    affiliate_id: conv.affiliate_id.clone(),
-                    program_id: conv.program_id.clone(),
-                    conversion_id: conv.id.clone(),
-                    entry_key: format!("reversal:{}", to.as_str()),
-                    kind: "reversal".into(),
-                    amount_minor: -owed,
-                    currency: conv.currency.clone(),
-                    explanation: format!(
-                        "reversal of {} {} after the conversion became {} (postback {})",
-                        format_minor(owed, currency),
-                        conv.currency,
-                        to,
-                        pb.id
-                    ),
-                    available_at: t,
-                    payout_id: None,
-                    is_test: conv.is_test,
-                };
-                super::commission::book_entries(txn, vec![entry]).await?;
-            }
+    }
+    Ok(true)
+}
+
+/// The negative entry that takes back what a conversion earned.
+fn reversal(
+    conv: &conversion::Model,
+    pb: &postback::Model,
+    to: ConversionStatus,
+    owed: i64,
+    t: DateTime<Utc>,
+) -> ledger_entry::Model {
+    ledger_entry::Model {
+        id: IdKind::LedgerEntry.generate(),
+        tenant_id: conv.tenant_id.clone(),
+        created_at: t,
+        affiliate_id: conv.affiliate_id.clone(),
+        program_id: conv.program_id.clone(),
+        conversion_id: conv.id.clone(),
+        entry_key: format!("reversal:{}", to.as_str()),
+        kind: ledger_entry::Kind::Reversal,
+        amount_minor: -owed,
+        currency: conv.currency,
+        explanation: format!(
+            "reversal of {} {} after the conversion became {} (postback {})",
+            format_minor(owed, conv.currency.0),
+            conv.currency,
+            to,
+            pb.id
+        ),
+        available_at: t,
+        payout_id: None,
+        is_test: conv.is_test,
+    }
+}
+
+/// The postback's parameters, or why they cannot be read.
+fn parse_postback(
+    pb: &postback::Model,
+    loaded: &Loaded,
+) -> Result<Result<PostbackParams, String>, JobError> {
+    let program = loaded.programs.get(&pb.program_id).ok_or_else(|| {
+        JobError(format!(
+            "program {} of postback {} is gone",
+            pb.program_id, pb.id
+        ))
+    })?;
+    let pairs: Vec<(String, String)> = serde_json::from_str(&pb.raw_params)
+        .map_err(|e| JobError(format!("stored parameters of postback {}: {e}", pb.id)))?;
+    let no_aliases = BTreeMap::new();
+    let aliases = loaded
+        .aliases
+        .get(&pb.integration_id)
+        .unwrap_or(&no_aliases);
+    Ok(
+        trcker_domain::postback::parse(&pairs, aliases, program.currency.0).map_err(|fields| {
+            fields
+                .iter()
+                .map(|f| format!("{}: {}", f.field, f.message))
+                .collect::<Vec<_>>()
+                .join("; ")
+        }),
+    )
+}
+
+/// The affiliate a new conversion belongs to, or why there is none; `None`
+/// while its click may still be on its way.
+type Found<'a> = Option<Result<(&'a affiliate::Model, Option<&'a click::Model>), String>>;
+
+/// Finds the affiliate a new conversion belongs to, through its click or its
+/// coupon.
+fn resolve_affiliate<'a>(
+    program: &program::Model,
+    params: &PostbackParams,
+    received_at: DateTime<Utc>,
+    loaded: &'a Loaded,
+    wait_for_clicks: bool,
+) -> Found<'a> {
+    let (affiliate_id, click) = if let Some(click_id) = &params.click_id {
+        let Some(click) = loaded.clicks.get(click_id.as_str()) else {
+            return if wait_for_clicks && may_be_buffered(click_id) {
+                None
+            } else {
+                Some(Err(format!("unknown click id {click_id}")))
+            };
+        };
+        if let Err(reason) = click_fits(program, click, received_at) {
+            return Some(Err(reason));
         }
-        Ok(true)
+        (&click.affiliate_id, Some(click))
+    } else if let Some(code) = &params.coupon_code {
+        match loaded.coupons.get(&(program.id.clone(), code.clone())) {
+            Some(c) => (&c.affiliate_id, None),
+            None => return Some(Err(format!("unknown coupon code {code}"))),
+        }
+    } else {
+        return Some(Err("no click id and no coupon code".into()));
+    };
+    Some(match loaded.affiliates.get(affiliate_id) {
+        None => Err(format!("affiliate {affiliate_id} no longer exists")),
+        Some(a) if a.status != Activity::Active => {
+            Err(format!("affiliate {} is {}", a.slug, a.status))
+        }
+        Some(a) => Ok((a, click)),
+    })
+}
+
+/// Whether a click can be credited with a conversion received at
+/// `received_at`: on the same offer, not too fast, within the window.
+fn click_fits(
+    program: &program::Model,
+    click: &click::Model,
+    received_at: DateTime<Utc>,
+) -> Result<(), String> {
+    let click_id = &click.id;
+    if click.program_id != program.id {
+        return Err(format!("click {click_id} was made on another offer"));
+    }
+    let window = Duration::days(program.attribution_window_days.into());
+    let age = received_at - click.created_at;
+    if age.num_seconds() < i64::from(program.min_conversion_seconds) {
+        return Err(format!(
+            "conversion came {} seconds after click {click_id}; the offer's minimum is {} seconds",
+            age.num_seconds().max(0),
+            program.min_conversion_seconds
+        ));
+    }
+    if age > window {
+        return Err(format!(
+            "click {click_id} expired: made {} days ago, the offer's attribution window is {} days",
+            age.num_days(),
+            program.attribution_window_days
+        ));
+    }
+    Ok(())
+}
+
+/// A new transaction id: the conversion to create, or why there is none;
+/// `None` while its click may still be on its way.
+fn convert(
+    tenant: &TenantId,
+    pb: &postback::Model,
+    params: &PostbackParams,
+    loaded: &Loaded,
+    wait_for_clicks: bool,
+) -> Option<Effect> {
+    let unattributed = |reason| Some(Effect::Unattributed { reason });
+    let Some(program) = loaded.programs.get(&pb.program_id) else {
+        return unattributed(format!("program {} is gone", pb.program_id));
+    };
+    if params.currency != program.currency.0 {
+        return unattributed(format!(
+            "currency {} differs from the offer's {} and no exchange rate is configured",
+            params.currency, program.currency
+        ));
+    }
+    if !matches!(
+        params.status,
+        ConversionStatus::Approved | ConversionStatus::Pending | ConversionStatus::Rejected
+    ) {
+        return unattributed(format!(
+            "status {} for txn_id {} that has no conversion",
+            params.status, params.txn_id
+        ));
+    }
+    let (affiliate, click) =
+        match resolve_affiliate(program, params, pb.created_at, loaded, wait_for_clicks) {
+            None => return None,
+            Some(Err(reason)) => return unattributed(reason),
+            Some(Ok(found)) => found,
+        };
+    let conv = new_conversion(tenant, pb, params, program, affiliate, click);
+    let reason = format!(
+        "attributed to affiliate {} ({} {})",
+        affiliate.slug,
+        format_minor(conv.amount_minor, program.currency.0),
+        program.currency
+    );
+    Some(Effect::Convert { conv, reason })
+}
+
+/// The conversion a postback makes. One the merchant approved is held for
+/// the offer's hold period.
+fn new_conversion(
+    tenant: &TenantId,
+    pb: &postback::Model,
+    params: &PostbackParams,
+    program: &program::Model,
+    affiliate: &affiliate::Model,
+    click: Option<&click::Model>,
+) -> conversion::Model {
+    let t = Utc::now();
+    let amount_minor = params
+        .amount
+        .map(|m| m.minor)
+        .or(program.default_revenue_minor)
+        .unwrap_or(0);
+    let (status, hold_until) = match params.status {
+        ConversionStatus::Approved if program.hold_days > 0 => (
+            ConversionStatus::Pending,
+            Some(t + Duration::days(program.hold_days.into())),
+        ),
+        s => (s, None),
+    };
+    conversion::Model {
+        id: IdKind::Conversion.generate(),
+        tenant_id: tenant.clone(),
+        created_at: t,
+        program_id: program.id.clone(),
+        affiliate_id: affiliate.id.clone(),
+        click_id: click.map(|c| c.id.clone()),
+        coupon_code: if click.is_none() {
+            params.coupon_code.clone()
+        } else {
+            None
+        },
+        postback_id: pb.id.clone(),
+        txn_id: params.txn_id.clone(),
+        event: params.event.clone(),
+        status: conversion::Status(status),
+        amount_minor,
+        currency: program.currency,
+        payout_minor: None,
+        payout_override_minor: params.payout.map(|m| m.minor),
+        commission_explanation: None,
+        hold_until,
+        is_test: pb.is_test || params.test,
+        updated_at: t,
     }
 }
 
 /// Whether a click id is recent enough that its click may still be buffered.
 fn may_be_buffered(click_id: &ClickId) -> bool {
-    let age_ms = now().timestamp_millis() - click_id.unix_millis() as i64;
+    let age_ms = Utc::now().timestamp_millis() - click_id.unix_millis() as i64;
     (-5_000..15_000).contains(&age_ms)
 }
 
 /// A known txn_id with a postback's status: the move, or why there is none.
 fn change_status(conv: &conversion::Model, params: &PostbackParams) -> Effect {
-    let from = match ConversionStatus::parse(&conv.status) {
-        Ok(s) => s,
-        Err(e) => {
-            return Effect::Unattributed {
-                reason: format!(
-                    "conversion {} has a status Trcker cannot read: {e}",
-                    conv.id
-                ),
-            };
-        }
-    };
+    let from = conv.status.0;
     let to = params.status;
     if from == to
         || (from == ConversionStatus::Pending

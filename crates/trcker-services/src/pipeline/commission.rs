@@ -4,7 +4,9 @@
 //! A job carries a batch of one tenant's conversions: the conversions and
 //! their offers' plans are read with one query each, the commissions are
 //! computed by the domain's rules, and every conversion's payout and ledger
-//! entry are written in one transaction.
+//! entry are written in one transaction. The attribute job takes this step
+//! itself; a job of this type is queued when that fails, and by the sweeper
+//! when a hold period ends.
 //!
 //! The plan is the affiliate's own plan for the event if there is one, else the
 //! program's; a `payout` sent by the merchant overrides both. Every entry carries
@@ -12,69 +14,121 @@
 
 use std::collections::{HashMap, HashSet};
 
-use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
-};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use trcker_domain::ConversionStatus;
-use trcker_domain::commission::{Commission, CommissionRule, RuleError};
+use trcker_domain::commission::Commission;
 use trcker_domain::ids::IdKind;
-use trcker_domain::money::{Currency, Money};
+use trcker_domain::money::Money;
+use trcker_storage::batch::{among, per_row, pow2_chunks};
 use trcker_storage::entities::*;
-use trcker_storage::{TenantId, scoped, sea_orm};
+use trcker_storage::queue::Job;
+use trcker_storage::sea_orm::sea_query::Expr;
+use trcker_storage::sea_orm::{
+    self, ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
+};
+use trcker_storage::{TenantId, scoped, scoped_update};
 
-use super::JobError;
-use crate::Services;
-use crate::queue::CommissionJob;
-use crate::util::{among, now, per_row, pow2_chunks};
+use super::{JobError, Pipeline, PipelineJob};
+use crate::programs::rule_of;
 
-/// The rule a stored plan describes.
-pub fn rule_of(plan: &commission_plan::Model) -> Result<CommissionRule, RuleError> {
-    let currency = Currency::parse(&plan.currency).unwrap_or(Currency::USD);
-    CommissionRule::parse(&plan.kind, &plan.value, currency)
+/// Book the commissions that conversions of one tenant earn (once each) and
+/// notify their affiliates of each conversion's status.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CommissionJob {
+    pub tenant_id: TenantId,
+    pub items: Vec<CommissionItem>,
 }
 
-impl Services {
-    pub async fn run_commission(&self, job: &CommissionJob) -> Result<(), JobError> {
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommissionItem {
+    pub conversion_id: String,
+    /// The conversion's status when the job was queued: each status gets its
+    /// own job (and its own notification).
+    pub status: ConversionStatus,
+}
+
+impl CommissionJob {
+    /// The job of one conversion's status.
+    pub fn one(
+        tenant_id: TenantId,
+        conversion_id: impl Into<String>,
+        status: ConversionStatus,
+    ) -> Self {
+        CommissionJob {
+            tenant_id,
+            items: vec![CommissionItem {
+                conversion_id: conversion_id.into(),
+                status,
+            }],
+        }
+    }
+}
+
+impl Job for CommissionJob {
+    const QUEUE: &'static str = "trcker.commission";
+    fn idempotency_key(&self) -> String {
+        super::batch_key(&self.items, |i| format!("{}:{}", i.conversion_id, i.status))
+    }
+}
+
+impl PipelineJob for CommissionJob {
+    fn describe(&self) -> String {
+        format!(
+            "commission of {} conversions from {:?}",
+            self.items.len(),
+            self.items.first().map(|i| &i.conversion_id)
+        )
+    }
+
+    async fn run(&self, pipeline: &Pipeline) -> Result<(), JobError> {
+        pipeline.commission(self).await
+    }
+}
+
+/// Plans by (offer, event), newest first.
+type Plans = HashMap<(String, String), Vec<commission_plan::Model>>;
+
+impl Pipeline {
+    /// Books what the job's conversions earn, then schedules their
+    /// notifications (also when a plan could not be applied: its error is
+    /// returned after, so the job runs again for it).
+    pub async fn commission(&self, job: &CommissionJob) -> Result<(), JobError> {
         let backend = self.store.conn.get_database_backend();
-        let tenant = TenantId::from_trusted(job.tenant_id.clone());
+        let tenant = &job.tenant_id;
         let ids: Vec<String> = job.items.iter().map(|i| i.conversion_id.clone()).collect();
-        let convs = scoped::<conversion::Entity>(&tenant)
+        let convs = scoped::<conversion::Entity>(tenant)
             .filter(among(backend, conversion::Column::Id, ids))
             .all(&self.store.conn)
             .await?;
-        let mut owed = Vec::new();
-        for conv in &convs {
-            let status =
-                ConversionStatus::parse(&conv.status).map_err(|e| JobError(e.to_string()))?;
-            if status.earns_commission() && conv.payout_minor.is_none() {
-                owed.push(conv);
-            }
-        }
+        let owed: Vec<&conversion::Model> = convs
+            .iter()
+            .filter(|c| c.status.earns_commission() && c.payout_minor.is_none())
+            .collect();
         let mut failed = None;
         if !owed.is_empty() {
-            failed = self.book_commissions(&tenant, &owed).await?;
+            failed = self.book_commissions(tenant, &owed).await?;
         }
         let events: Vec<(String, String)> = job
             .items
             .iter()
             .map(|i| (i.conversion_id.clone(), format!("status:{}", i.status)))
             .collect();
-        self.schedule_notifications(&tenant, &events).await?;
+        self.schedule_notifications(tenant, &events).await?;
         match failed {
             Some(e) => Err(e),
             None => Ok(()),
         }
     }
 
-    /// Every plan of these offers, newest first, by (offer, event).
+    /// Every active plan of these offers.
     async fn plans_of(
         &self,
         tenant: &TenantId,
         program_ids: Vec<String>,
-    ) -> Result<HashMap<(String, String), Vec<commission_plan::Model>>, JobError> {
+    ) -> Result<Plans, JobError> {
         let backend = self.store.conn.get_database_backend();
-        let mut by_event: HashMap<(String, String), Vec<commission_plan::Model>> = HashMap::new();
+        let mut by_event = Plans::new();
         for plan in scoped::<commission_plan::Entity>(tenant)
             .filter(among(
                 backend,
@@ -94,46 +148,6 @@ impl Services {
         Ok(by_event)
     }
 
-    fn commission_for(
-        conv: &conversion::Model,
-        plans: &HashMap<(String, String), Vec<commission_plan::Model>>,
-    ) -> Result<Commission, JobError> {
-        let currency = Currency::parse(&conv.currency).unwrap_or(Currency::USD);
-        if let Some(minor) = conv.payout_override_minor {
-            let payout = Money::new(minor, currency);
-            return Ok(Commission {
-                payout,
-                explanation: format!("payout {payout} set by the merchant's postback"),
-            });
-        }
-        let none = Vec::new();
-        let plans = plans
-            .get(&(conv.program_id.clone(), conv.event.clone()))
-            .unwrap_or(&none);
-        let plan = plans
-            .iter()
-            .find(|p| p.affiliate_id.as_deref() == Some(conv.affiliate_id.as_str()))
-            .or_else(|| plans.iter().find(|p| p.affiliate_id.is_none()));
-        let Some(plan) = plan else {
-            return Ok(Commission {
-                payout: Money::new(0, currency),
-                explanation: format!(
-                    "no commission plan for event '{}' on this offer",
-                    conv.event
-                ),
-            });
-        };
-        let rule =
-            rule_of(plan).map_err(|e| JobError(format!("commission plan {}: {e}", plan.id)))?;
-        let mut c = rule
-            .compute(Money::new(conv.amount_minor, currency))
-            .map_err(|e| JobError(format!("commission of conversion {}: {e}", conv.id)))?;
-        if plan.affiliate_id.is_some() {
-            c.explanation = format!("{} (affiliate's own plan)", c.explanation);
-        }
-        Ok(c)
-    }
-
     /// Books the commissions of conversions that earn one and have none yet, in
     /// one transaction. A conversion whose plan cannot be applied is left for
     /// the job's next run (its error is returned) without holding up the others.
@@ -142,15 +156,14 @@ impl Services {
         tenant: &TenantId,
         convs: &[&conversion::Model],
     ) -> Result<Option<JobError>, JobError> {
-        let backend = self.store.conn.get_database_backend();
         let plans = self
             .plans_of(tenant, convs.iter().map(|c| c.program_id.clone()).collect())
             .await?;
         let mut failed = None;
-        let t = now();
+        let t = Utc::now();
         let mut computed: Vec<(&conversion::Model, Commission)> = Vec::with_capacity(convs.len());
         for conv in convs {
-            match Self::commission_for(conv, &plans) {
+            match commission_for(conv, &plans) {
                 Ok(c) => computed.push((conv, c)),
                 Err(e) => {
                     tracing::error!(conversion_id = %conv.id, error = %e, "commission cannot be computed");
@@ -162,63 +175,119 @@ impl Services {
             return Ok(failed);
         }
         let txn = self.store.pipeline_txn().await?;
-        // Only conversions that still earn and have no payout: a refund that
-        // got there first leaves nothing to book. The rows returned are those
-        // this transaction set (and locked).
-        let set: HashSet<String> = conversion::Entity::update_many()
-            .col_expr(
-                conversion::Column::PayoutMinor,
-                per_row(
-                    backend,
-                    conversion::Column::Id,
-                    computed.iter().map(|(c, m)| (&c.id, m.payout.minor)),
-                ),
-            )
-            .col_expr(
-                conversion::Column::CommissionExplanation,
-                per_row(
-                    backend,
-                    conversion::Column::Id,
-                    computed.iter().map(|(c, m)| (&c.id, m.explanation.clone())),
-                ),
-            )
-            .col_expr(conversion::Column::UpdatedAt, Expr::value(t))
-            .filter(conversion::Column::TenantId.eq(tenant.as_str()))
-            .filter(among(
-                backend,
-                conversion::Column::Id,
-                computed.iter().map(|(c, _)| c.id.clone()),
-            ))
-            .filter(conversion::Column::PayoutMinor.is_null())
-            .filter(conversion::Column::Status.is_in(["pending", "approved"]))
-            .exec_with_returning(&txn)
-            .await?
-            .into_iter()
-            .map(|c| c.id)
-            .collect();
+        let set = set_payouts(&txn, tenant, &computed, t).await?;
         let entries: Vec<_> = computed
             .into_iter()
             .filter(|(conv, _)| set.contains(&conv.id))
-            .map(|(conv, commission)| ledger_entry::Model {
-                id: IdKind::LedgerEntry.generate(),
-                tenant_id: tenant.to_string(),
-                created_at: t,
-                affiliate_id: conv.affiliate_id.clone(),
-                program_id: conv.program_id.clone(),
-                conversion_id: conv.id.clone(),
-                entry_key: "commission".into(),
-                kind: "commission".into(),
-                amount_minor: commission.payout.minor,
-                currency: conv.currency.clone(),
-                explanation: commission.explanation,
-                available_at: conv.hold_until.unwrap_or(t),
-                payout_id: None,
-                is_test: conv.is_test,
-            })
+            .map(|(conv, commission)| commission_entry(conv, commission, t))
             .collect();
         book_entries(&txn, entries).await?;
         txn.commit().await?;
         Ok(failed)
+    }
+}
+
+/// The commission a conversion earns, and why.
+fn commission_for(conv: &conversion::Model, plans: &Plans) -> Result<Commission, JobError> {
+    let currency = conv.currency.0;
+    if let Some(minor) = conv.payout_override_minor {
+        let payout = Money::new(minor, currency);
+        return Ok(Commission {
+            payout,
+            explanation: format!("payout {payout} set by the merchant's postback"),
+        });
+    }
+    let none = Vec::new();
+    let plans = plans
+        .get(&(conv.program_id.clone(), conv.event.clone()))
+        .unwrap_or(&none);
+    let plan = plans
+        .iter()
+        .find(|p| p.affiliate_id.as_deref() == Some(conv.affiliate_id.as_str()))
+        .or_else(|| plans.iter().find(|p| p.affiliate_id.is_none()));
+    let Some(plan) = plan else {
+        return Ok(Commission {
+            payout: Money::new(0, currency),
+            explanation: format!(
+                "no commission plan for event '{}' on this offer",
+                conv.event
+            ),
+        });
+    };
+    let rule = rule_of(plan).map_err(|e| JobError(format!("commission plan {}: {e}", plan.id)))?;
+    let mut c = rule
+        .compute(Money::new(conv.amount_minor, currency))
+        .map_err(|e| JobError(format!("commission of conversion {}: {e}", conv.id)))?;
+    if plan.affiliate_id.is_some() {
+        c.explanation = format!("{} (affiliate's own plan)", c.explanation);
+    }
+    Ok(c)
+}
+
+/// Sets each conversion's payout and explanation, only while it still earns
+/// and has none (a refund that got there first leaves nothing to book); the
+/// conversions this transaction set (and locked).
+async fn set_payouts(
+    txn: &sea_orm::DatabaseTransaction,
+    tenant: &TenantId,
+    computed: &[(&conversion::Model, Commission)],
+    t: DateTime<Utc>,
+) -> Result<HashSet<String>, JobError> {
+    use conversion::Column as C;
+    let backend = sea_orm::ConnectionTrait::get_database_backend(txn);
+    let earning = [ConversionStatus::Pending, ConversionStatus::Approved].map(conversion::Status);
+    Ok(scoped_update::<conversion::Entity>(tenant)
+        .col_expr(
+            C::PayoutMinor,
+            per_row(
+                backend,
+                C::Id,
+                computed.iter().map(|(c, m)| (&c.id, m.payout.minor)),
+            ),
+        )
+        .col_expr(
+            C::CommissionExplanation,
+            per_row(
+                backend,
+                C::Id,
+                computed.iter().map(|(c, m)| (&c.id, m.explanation.clone())),
+            ),
+        )
+        .col_expr(C::UpdatedAt, Expr::value(t))
+        .filter(among(
+            backend,
+            C::Id,
+            computed.iter().map(|(c, _)| c.id.clone()),
+        ))
+        .filter(C::PayoutMinor.is_null())
+        .filter(C::Status.is_in(earning))
+        .exec_with_returning(txn)
+        .await?
+        .into_iter()
+        .map(|c| c.id)
+        .collect())
+}
+
+fn commission_entry(
+    conv: &conversion::Model,
+    commission: Commission,
+    t: DateTime<Utc>,
+) -> ledger_entry::Model {
+    ledger_entry::Model {
+        id: IdKind::LedgerEntry.generate(),
+        tenant_id: conv.tenant_id.clone(),
+        created_at: t,
+        affiliate_id: conv.affiliate_id.clone(),
+        program_id: conv.program_id.clone(),
+        conversion_id: conv.id.clone(),
+        entry_key: "commission".into(),
+        kind: ledger_entry::Kind::Commission,
+        amount_minor: commission.payout.minor,
+        currency: conv.currency,
+        explanation: commission.explanation,
+        available_at: conv.hold_until.unwrap_or(t),
+        payout_id: None,
+        is_test: conv.is_test,
     }
 }
 

@@ -22,20 +22,73 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::Duration as ChronoDuration;
-use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, Value};
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use serde::{Deserialize, Serialize};
 use trcker_domain::destination::expand;
 use trcker_domain::ids::IdKind;
-use trcker_domain::money::{Currency, format_minor};
+use trcker_domain::money::format_minor;
 use trcker_domain::target::is_public;
+use trcker_storage::batch::{among, insert_new, per_row, pow2_chunks};
+use trcker_storage::entities::notification_delivery::Status as DeliveryStatus;
 use trcker_storage::entities::*;
-use trcker_storage::{TenantId, scoped, sea_orm};
+use trcker_storage::queue::Job;
+use trcker_storage::sea_orm::sea_query::Expr;
+use trcker_storage::sea_orm::{
+    self, ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, IntoActiveModel,
+    QueryFilter, Value,
+};
+use trcker_storage::{TenantId, scoped, scoped_update};
 
-use super::JobError;
-use crate::queue::{NotifyItem, NotifyJob};
-use crate::util::{among, insert_new, now, per_row, pow2_chunks};
-use crate::{ServiceError, Services};
+use super::{JobError, Pipeline, PipelineJob};
+use crate::error::StoreError;
+
+/// Make one attempt at each of some notification deliveries of one tenant.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NotifyJob {
+    pub tenant_id: TenantId,
+    pub items: Vec<NotifyItem>,
+    /// When the attempt was due (ms since the epoch), for attempts the sweeper
+    /// queues: a retry, or an attempt put off because its endpoint was busy, is
+    /// a new job rather than a repeat of the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotifyItem {
+    pub delivery_id: String,
+    /// The attempt this job makes (0 for the first); a stale one is a no-op.
+    pub attempt: i32,
+}
+
+impl Job for NotifyJob {
+    const QUEUE: &'static str = "trcker.notify";
+    fn idempotency_key(&self) -> String {
+        let items = super::batch_key(&self.items, |i| format!("{}:{}", i.delivery_id, i.attempt));
+        match self.due {
+            Some(due) => format!("{items}:{due}"),
+            None => items,
+        }
+    }
+}
+
+impl PipelineJob for NotifyJob {
+    /// Calls wait on affiliates' servers, not on the database: four times the
+    /// workers of the other steps.
+    const CONCURRENCY: usize = 4;
+
+    fn describe(&self) -> String {
+        format!(
+            "notify {} deliveries from {:?}",
+            self.items.len(),
+            self.items.first().map(|i| &i.delivery_id)
+        )
+    }
+
+    async fn run(&self, pipeline: &Pipeline) -> Result<(), JobError> {
+        pipeline.notify(self).await
+    }
+}
 
 /// Delay before each retry; the number of entries is the number of retries.
 pub const RETRY_SCHEDULE_SECS: [i64; 10] =
@@ -131,9 +184,12 @@ impl EndpointGates {
 type Made<'a> = (
     &'a notification_delivery::Model,
     notification_attempt::Model,
-    &'static str,
-    chrono::DateTime<chrono::Utc>,
+    DeliveryStatus,
+    DateTime<Utc>,
 );
+
+/// A delivery's call: `None` when its endpoint had no room.
+type Called = (notification_delivery::Model, Option<(Outcome, i32)>);
 
 /// Resolves names to public addresses only (unless private targets are allowed).
 struct GuardedResolver {
@@ -164,7 +220,7 @@ impl reqwest::dns::Resolve for GuardedResolver {
 }
 
 /// The client for outgoing notifications.
-pub fn http_client(allow_private: bool) -> Result<reqwest::Client, ServiceError> {
+pub fn http_client(allow_private: bool) -> Result<reqwest::Client, StoreError> {
     reqwest::Client::builder()
         .dns_resolver(Arc::new(GuardedResolver { allow_private }))
         .redirect(reqwest::redirect::Policy::none())
@@ -172,7 +228,7 @@ pub fn http_client(allow_private: bool) -> Result<reqwest::Client, ServiceError>
         .timeout(Duration::from_secs(10))
         .user_agent(concat!("Trcker/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|e| ServiceError::Internal(format!("http client: {e}")))
+        .map_err(|e| StoreError::Internal(format!("http client: {e}")))
 }
 
 enum Outcome {
@@ -196,7 +252,7 @@ fn excerpt(body: &[u8]) -> String {
     s.chars().take(512).collect()
 }
 
-impl Services {
+impl Pipeline {
     /// Creates the deliveries of some events of one tenant's conversions (once
     /// each: `(conversion id, event key)`) and queues their first attempts as
     /// one job.
@@ -205,87 +261,10 @@ impl Services {
         tenant: &TenantId,
         events: &[(String, String)],
     ) -> Result<(), JobError> {
-        let backend = self.store.conn.get_database_backend();
-        let db = &self.store.conn;
         if events.is_empty() {
             return Ok(());
         }
-        let convs: HashMap<String, conversion::Model> = scoped::<conversion::Entity>(tenant)
-            .filter(among(
-                backend,
-                conversion::Column::Id,
-                events.iter().map(|e| e.0.clone()),
-            ))
-            .all(db)
-            .await?
-            .into_iter()
-            .map(|c| (c.id.clone(), c))
-            .collect();
-        if convs.is_empty() {
-            return Ok(());
-        }
-        let mut endpoints: HashMap<String, Vec<notification_endpoint::Model>> = HashMap::new();
-        for ep in scoped::<notification_endpoint::Entity>(tenant)
-            .filter(among(
-                backend,
-                notification_endpoint::Column::AffiliateId,
-                convs.values().map(|c| c.affiliate_id.clone()),
-            ))
-            .filter(notification_endpoint::Column::Active.eq(true))
-            .all(db)
-            .await?
-        {
-            endpoints
-                .entry(ep.affiliate_id.clone())
-                .or_default()
-                .push(ep);
-        }
-        if endpoints.is_empty() {
-            return Ok(());
-        }
-        let click_ids: Vec<String> = convs
-            .values()
-            .filter(|c| endpoints.contains_key(&c.affiliate_id))
-            .filter_map(|c| c.click_id.clone())
-            .collect();
-        let clicks: HashMap<String, click::Model> = if click_ids.is_empty() {
-            HashMap::new()
-        } else {
-            scoped::<click::Entity>(tenant)
-                .filter(among(backend, click::Column::Id, click_ids))
-                .all(db)
-                .await?
-                .into_iter()
-                .map(|c| (c.id.clone(), c))
-                .collect()
-        };
-        let t = now();
-        let mut deliveries = Vec::new();
-        for (conversion_id, event_key) in events {
-            let Some(conv) = convs.get(conversion_id) else {
-                continue;
-            };
-            for ep in endpoints.get(&conv.affiliate_id).into_iter().flatten() {
-                let click = conv.click_id.as_ref().and_then(|id| clicks.get(id));
-                deliveries.push(notification_delivery::Model {
-                    id: IdKind::Delivery.generate(),
-                    tenant_id: tenant.to_string(),
-                    created_at: t,
-                    endpoint_id: ep.id.clone(),
-                    affiliate_id: conv.affiliate_id.clone(),
-                    conversion_id: conv.id.clone(),
-                    event_key: event_key.clone(),
-                    url: notification_url(&ep.url_template, conv, click),
-                    status: "pending".into(),
-                    attempts: 0,
-                    next_attempt_at: t,
-                    last_status_code: None,
-                    last_latency_ms: None,
-                    last_error: None,
-                    updated_at: t,
-                });
-            }
-        }
+        let deliveries = self.deliveries_for(tenant, events).await?;
         if deliveries.is_empty() {
             return Ok(());
         }
@@ -311,47 +290,16 @@ impl Services {
             })
             .collect();
         if inserted.len() < deliveries.len() {
-            // Made before (this job runs again): queue those whose first
-            // attempt has not been made.
-            let again: HashSet<(&str, &str, &str)> = deliveries
+            let made_before: Vec<&notification_delivery::Model> = deliveries
                 .iter()
                 .filter(|d| !inserted.contains(&d.id))
-                .map(|d| {
-                    (
-                        d.endpoint_id.as_str(),
-                        d.conversion_id.as_str(),
-                        d.event_key.as_str(),
-                    )
-                })
                 .collect();
-            for d in scoped::<notification_delivery::Entity>(tenant)
-                .filter(among(
-                    backend,
-                    notification_delivery::Column::ConversionId,
-                    again.iter().map(|k| k.1.to_owned()),
-                ))
-                .filter(notification_delivery::Column::Status.eq("pending"))
-                .filter(notification_delivery::Column::Attempts.eq(0))
-                .all(db)
-                .await?
-            {
-                let key = (
-                    d.endpoint_id.as_str(),
-                    d.conversion_id.as_str(),
-                    d.event_key.as_str(),
-                );
-                if again.contains(&key) {
-                    items.push(NotifyItem {
-                        delivery_id: d.id.clone(),
-                        attempt: 0,
-                    });
-                }
-            }
+            items.extend(self.first_attempts_not_made(tenant, &made_before).await?);
         }
         items.sort_by(|a, b| a.delivery_id.cmp(&b.delivery_id));
         self.queue
             .push(&NotifyJob {
-                tenant_id: tenant.to_string(),
+                tenant_id: tenant.clone(),
                 items,
                 due: None,
             })
@@ -359,21 +307,137 @@ impl Services {
         Ok(())
     }
 
+    /// The deliveries the events make: one per active endpoint of each
+    /// conversion's affiliate, its URL expanded.
+    async fn deliveries_for(
+        &self,
+        tenant: &TenantId,
+        events: &[(String, String)],
+    ) -> Result<Vec<notification_delivery::Model>, JobError> {
+        let backend = self.store.conn.get_database_backend();
+        let db = &self.store.conn;
+        let convs: HashMap<String, conversion::Model> = scoped::<conversion::Entity>(tenant)
+            .filter(among(
+                backend,
+                conversion::Column::Id,
+                events.iter().map(|e| e.0.clone()),
+            ))
+            .all(db)
+            .await?
+            .into_iter()
+            .map(|c| (c.id.clone(), c))
+            .collect();
+        if convs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut endpoints: HashMap<String, Vec<notification_endpoint::Model>> = HashMap::new();
+        for ep in scoped::<notification_endpoint::Entity>(tenant)
+            .filter(among(
+                backend,
+                notification_endpoint::Column::AffiliateId,
+                convs.values().map(|c| c.affiliate_id.clone()),
+            ))
+            .filter(notification_endpoint::Column::Active.eq(true))
+            .all(db)
+            .await?
+        {
+            endpoints
+                .entry(ep.affiliate_id.clone())
+                .or_default()
+                .push(ep);
+        }
+        if endpoints.is_empty() {
+            return Ok(Vec::new());
+        }
+        let click_ids: Vec<String> = convs
+            .values()
+            .filter(|c| endpoints.contains_key(&c.affiliate_id))
+            .filter_map(|c| c.click_id.clone())
+            .collect();
+        let clicks: HashMap<String, click::Model> = if click_ids.is_empty() {
+            HashMap::new()
+        } else {
+            scoped::<click::Entity>(tenant)
+                .filter(among(backend, click::Column::Id, click_ids))
+                .all(db)
+                .await?
+                .into_iter()
+                .map(|c| (c.id.clone(), c))
+                .collect()
+        };
+        let t = Utc::now();
+        let mut deliveries = Vec::new();
+        for (conversion_id, event_key) in events {
+            let Some(conv) = convs.get(conversion_id) else {
+                continue;
+            };
+            let click = conv.click_id.as_ref().and_then(|id| clicks.get(id));
+            for ep in endpoints.get(&conv.affiliate_id).into_iter().flatten() {
+                deliveries.push(delivery(ep, conv, click, event_key, t));
+            }
+        }
+        Ok(deliveries)
+    }
+
+    /// Deliveries made before (this job runs again) whose first attempt has
+    /// not been made: their attempts to queue.
+    async fn first_attempts_not_made(
+        &self,
+        tenant: &TenantId,
+        made_before: &[&notification_delivery::Model],
+    ) -> Result<Vec<NotifyItem>, JobError> {
+        use notification_delivery::Column as D;
+        let backend = self.store.conn.get_database_backend();
+        let again: HashSet<(&str, &str, &str)> = made_before
+            .iter()
+            .map(|d| {
+                (
+                    d.endpoint_id.as_str(),
+                    d.conversion_id.as_str(),
+                    d.event_key.as_str(),
+                )
+            })
+            .collect();
+        Ok(scoped::<notification_delivery::Entity>(tenant)
+            .filter(among(
+                backend,
+                D::ConversionId,
+                again.iter().map(|k| k.1.to_owned()),
+            ))
+            .filter(D::Status.eq(DeliveryStatus::Pending))
+            .filter(D::Attempts.eq(0))
+            .all(&self.store.conn)
+            .await?
+            .into_iter()
+            .filter(|d| {
+                again.contains(&(
+                    d.endpoint_id.as_str(),
+                    d.conversion_id.as_str(),
+                    d.event_key.as_str(),
+                ))
+            })
+            .map(|d| NotifyItem {
+                delivery_id: d.id,
+                attempt: 0,
+            })
+            .collect())
+    }
+
     /// Makes one attempt at each delivery of the job. The calls go out side by
     /// side (within each endpoint's limit); their results are recorded as they
     /// come back, whatever has come back in one transaction, so a slow
     /// endpoint does not hold up the record of the others.
-    pub async fn run_notify(&self, job: &NotifyJob) -> Result<(), JobError> {
+    pub async fn notify(&self, job: &NotifyJob) -> Result<(), JobError> {
         use futures::StreamExt;
         let backend = self.store.conn.get_database_backend();
-        let tenant = TenantId::from_trusted(job.tenant_id.clone());
+        let tenant = &job.tenant_id;
         let wanted: HashMap<&str, i32> = job
             .items
             .iter()
             .map(|i| (i.delivery_id.as_str(), i.attempt))
             .collect();
         let due: Vec<notification_delivery::Model> =
-            scoped::<notification_delivery::Entity>(&tenant)
+            scoped::<notification_delivery::Entity>(tenant)
                 .filter(among(
                     backend,
                     notification_delivery::Column::Id,
@@ -383,7 +447,10 @@ impl Services {
                 .await?
                 .into_iter()
                 // Delivered, dead, or this attempt was made already: nothing to do.
-                .filter(|d| d.status == "pending" && wanted.get(d.id.as_str()) == Some(&d.attempts))
+                .filter(|d| {
+                    d.status == DeliveryStatus::Pending
+                        && wanted.get(d.id.as_str()) == Some(&d.attempts)
+                })
                 .collect();
         let mut calls = futures::stream::iter(due)
             .map(|d| self.attempt(d))
@@ -406,7 +473,7 @@ impl Services {
                     _ = &mut window => break,
                 }
             }
-            if let Err(e) = self.record_attempts(&tenant, &mut results).await {
+            if let Err(e) = self.record_attempts(tenant, &mut results).await {
                 failed = Some(e);
             }
         }
@@ -417,11 +484,8 @@ impl Services {
     }
 
     /// Calls one delivery's endpoint, if it has room.
-    async fn attempt(
-        &self,
-        d: notification_delivery::Model,
-    ) -> (notification_delivery::Model, Option<(Outcome, i32)>) {
-        let Some(_entered) = self.endpoint_gates.enter(&d.endpoint_id).await else {
+    async fn attempt(&self, d: notification_delivery::Model) -> Called {
+        let Some(_entered) = self.gates.enter(&d.endpoint_id).await else {
             return (d, None);
         };
         let started = Instant::now();
@@ -437,104 +501,26 @@ impl Services {
     async fn record_attempts(
         &self,
         tenant: &TenantId,
-        results: &mut Vec<(notification_delivery::Model, Option<(Outcome, i32)>)>,
+        results: &mut Vec<Called>,
     ) -> Result<(), JobError> {
-        use notification_delivery::Column as D;
-        let backend = self.store.conn.get_database_backend();
-        let t = now();
-        // Each delivery is written only if it is still at the attempt it made.
-        let at_attempt = |rows: &[&notification_delivery::Model]| {
-            let expected = per_row(backend, D::Id, rows.iter().map(|d| (&d.id, d.attempts)));
-            sea_orm::sea_query::ExprTrait::eq(Expr::col(D::Attempts), expected)
-        };
+        let t = Utc::now();
         let mut put_off: Vec<&notification_delivery::Model> = Vec::new();
-        // (delivery, attempt row, new status, next attempt)
         let mut made: Vec<Made> = Vec::new();
         for (d, result) in results.iter() {
-            let Some((outcome, latency_ms)) = result else {
-                tracing::debug!(delivery_id = %d.id, endpoint_id = %d.endpoint_id, "endpoint busy; attempt put off");
-                put_off.push(d);
-                continue;
-            };
-            let (status_code, body, error) = match outcome {
-                Outcome::Delivered { status, excerpt } => {
-                    (Some(i32::from(*status)), Some(excerpt.clone()), None)
+            match result {
+                Some((outcome, latency_ms)) => made.push(attempt_made(d, outcome, *latency_ms, t)),
+                None => {
+                    tracing::debug!(delivery_id = %d.id, endpoint_id = %d.endpoint_id, "endpoint busy; attempt put off");
+                    put_off.push(d);
                 }
-                Outcome::Failed {
-                    status,
-                    excerpt,
-                    error,
-                } => (status.map(i32::from), excerpt.clone(), Some(error.clone())),
-                Outcome::Permanent { error } => (None, None, Some(error.clone())),
-            };
-            let (new_status, next_at) = match outcome {
-                Outcome::Delivered { .. } => ("delivered", t),
-                Outcome::Permanent { .. } => ("dead", t),
-                Outcome::Failed { .. } => match RETRY_SCHEDULE_SECS.get(d.attempts as usize) {
-                    Some(secs) => ("pending", t + ChronoDuration::seconds(*secs)),
-                    None => ("dead", t),
-                },
-            };
-            let attempt = notification_attempt::Model {
-                id: IdKind::Attempt.generate(),
-                tenant_id: tenant.to_string(),
-                created_at: t,
-                delivery_id: d.id.clone(),
-                attempt_no: d.attempts + 1,
-                status_code,
-                latency_ms: *latency_ms,
-                response_excerpt: body,
-                error,
-            };
-            made.push((d, attempt, new_status, next_at));
+            }
         }
         let txn = self.store.pipeline_txn().await?;
         if !put_off.is_empty() {
-            let later = t + ChronoDuration::seconds(BUSY_DEFER_SECS);
-            notification_delivery::Entity::update_many()
-                .col_expr(D::NextAttemptAt, Expr::value(later))
-                .filter(D::TenantId.eq(tenant.as_str()))
-                .filter(among(backend, D::Id, put_off.iter().map(|d| d.id.clone())))
-                .filter(D::Status.eq("pending"))
-                .filter(at_attempt(&put_off))
-                .exec(&txn)
-                .await?;
+            put_off_attempts(&txn, tenant, &put_off, t).await?;
         }
         if !made.is_empty() {
-            let column = |f: &dyn Fn(&Made) -> Value| {
-                per_row(backend, D::Id, made.iter().map(|m| (&m.0.id, f(m))))
-            };
-            let rows: Vec<&notification_delivery::Model> = made.iter().map(|m| m.0).collect();
-            let moved: HashSet<String> = notification_delivery::Entity::update_many()
-                .col_expr(D::Status, column(&|m| m.2.into()))
-                .col_expr(D::Attempts, column(&|m| m.1.attempt_no.into()))
-                .col_expr(D::NextAttemptAt, column(&|m| m.3.into()))
-                .col_expr(D::LastStatusCode, column(&|m| m.1.status_code.into()))
-                .col_expr(D::LastLatencyMs, column(&|m| m.1.latency_ms.into()))
-                .col_expr(D::LastError, column(&|m| m.1.error.clone().into()))
-                .col_expr(D::UpdatedAt, Expr::value(t))
-                .filter(D::TenantId.eq(tenant.as_str()))
-                .filter(among(backend, D::Id, rows.iter().map(|d| d.id.clone())))
-                .filter(at_attempt(&rows))
-                .exec_with_returning(&txn)
-                .await?
-                .into_iter()
-                .map(|d| d.id)
-                .collect();
-            let attempts: Vec<&notification_attempt::Model> = made
-                .iter()
-                .filter(|m| moved.contains(&m.0.id))
-                .map(|m| &m.1)
-                .collect();
-            for chunk in pow2_chunks(&attempts, 256) {
-                notification_attempt::Entity::insert_many(
-                    chunk
-                        .iter()
-                        .map(|a| (*a).clone().into_active_model().reset_all()),
-                )
-                .exec_without_returning(&txn)
-                .await?;
-            }
+            record_made(&txn, tenant, &made, t).await?;
         }
         txn.commit().await?;
         results.clear();
@@ -603,13 +589,157 @@ impl Services {
     }
 }
 
+fn delivery(
+    ep: &notification_endpoint::Model,
+    conv: &conversion::Model,
+    click: Option<&click::Model>,
+    event_key: &str,
+    t: DateTime<Utc>,
+) -> notification_delivery::Model {
+    notification_delivery::Model {
+        id: IdKind::Delivery.generate(),
+        tenant_id: conv.tenant_id.clone(),
+        created_at: t,
+        endpoint_id: ep.id.clone(),
+        affiliate_id: conv.affiliate_id.clone(),
+        conversion_id: conv.id.clone(),
+        event_key: event_key.to_owned(),
+        url: notification_url(&ep.url_template, conv, click),
+        status: DeliveryStatus::Pending,
+        attempts: 0,
+        next_attempt_at: t,
+        last_status_code: None,
+        last_latency_ms: None,
+        last_error: None,
+        updated_at: t,
+    }
+}
+
+/// An attempt's row, the delivery's new status and the time of its next attempt.
+fn attempt_made<'a>(
+    d: &'a notification_delivery::Model,
+    outcome: &Outcome,
+    latency_ms: i32,
+    t: DateTime<Utc>,
+) -> Made<'a> {
+    let (status_code, body, error) = match outcome {
+        Outcome::Delivered { status, excerpt } => {
+            (Some(i32::from(*status)), Some(excerpt.clone()), None)
+        }
+        Outcome::Failed {
+            status,
+            excerpt,
+            error,
+        } => (status.map(i32::from), excerpt.clone(), Some(error.clone())),
+        Outcome::Permanent { error } => (None, None, Some(error.clone())),
+    };
+    let (new_status, next_at) = match outcome {
+        Outcome::Delivered { .. } => (DeliveryStatus::Delivered, t),
+        Outcome::Permanent { .. } => (DeliveryStatus::Dead, t),
+        Outcome::Failed { .. } => match RETRY_SCHEDULE_SECS.get(d.attempts as usize) {
+            Some(secs) => (DeliveryStatus::Pending, t + ChronoDuration::seconds(*secs)),
+            None => (DeliveryStatus::Dead, t),
+        },
+    };
+    let attempt = notification_attempt::Model {
+        id: IdKind::Attempt.generate(),
+        tenant_id: d.tenant_id.clone(),
+        created_at: t,
+        delivery_id: d.id.clone(),
+        attempt_no: d.attempts + 1,
+        status_code,
+        latency_ms,
+        response_excerpt: body,
+        error,
+    };
+    (d, attempt, new_status, next_at)
+}
+
+/// `attempts = <the attempt each row made>`: a delivery is written only if it
+/// is still at the attempt it made.
+fn at_attempt(
+    backend: sea_orm::DbBackend,
+    rows: &[&notification_delivery::Model],
+) -> sea_orm::sea_query::SimpleExpr {
+    use notification_delivery::Column as D;
+    let expected = per_row(backend, D::Id, rows.iter().map(|d| (&d.id, d.attempts)));
+    sea_orm::sea_query::ExprTrait::eq(Expr::col(D::Attempts), expected)
+}
+
+/// Puts off attempts whose endpoint was busy by [`BUSY_DEFER_SECS`].
+async fn put_off_attempts(
+    txn: &DatabaseTransaction,
+    tenant: &TenantId,
+    put_off: &[&notification_delivery::Model],
+    t: DateTime<Utc>,
+) -> Result<(), JobError> {
+    use notification_delivery::Column as D;
+    let backend = sea_orm::ConnectionTrait::get_database_backend(txn);
+    let later = t + ChronoDuration::seconds(BUSY_DEFER_SECS);
+    scoped_update::<notification_delivery::Entity>(tenant)
+        .col_expr(D::NextAttemptAt, Expr::value(later))
+        .filter(among(backend, D::Id, put_off.iter().map(|d| d.id.clone())))
+        .filter(D::Status.eq(DeliveryStatus::Pending))
+        .filter(at_attempt(backend, put_off))
+        .exec(txn)
+        .await?;
+    Ok(())
+}
+
+/// Each delivery's new state (one UPDATE, each row its own values) and the
+/// attempt rows of those it moved.
+async fn record_made(
+    txn: &DatabaseTransaction,
+    tenant: &TenantId,
+    made: &[Made<'_>],
+    t: DateTime<Utc>,
+) -> Result<(), JobError> {
+    use notification_delivery::Column as D;
+    let backend = sea_orm::ConnectionTrait::get_database_backend(txn);
+    let column =
+        |f: &dyn Fn(&Made) -> Value| per_row(backend, D::Id, made.iter().map(|m| (&m.0.id, f(m))));
+    let rows: Vec<&notification_delivery::Model> = made.iter().map(|m| m.0).collect();
+    let moved: HashSet<String> = scoped_update::<notification_delivery::Entity>(tenant)
+        .col_expr(D::Status, column(&|m| m.2.into()))
+        .col_expr(D::Attempts, column(&|m| m.1.attempt_no.into()))
+        .col_expr(D::NextAttemptAt, column(&|m| m.3.into()))
+        .col_expr(D::LastStatusCode, column(&|m| m.1.status_code.into()))
+        .col_expr(D::LastLatencyMs, column(&|m| m.1.latency_ms.into()))
+        .col_expr(D::LastError, column(&|m| m.1.error.clone().into()))
+        .col_expr(D::UpdatedAt, Expr::value(t))
+        .filter(among(backend, D::Id, rows.iter().map(|d| d.id.clone())))
+        .filter(at_attempt(backend, &rows))
+        .exec_with_returning(txn)
+        .await?
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    let attempts: Vec<&notification_attempt::Model> = made
+        .iter()
+        .filter(|m| moved.contains(&m.0.id))
+        .map(|m| &m.1)
+        .collect();
+    for chunk in pow2_chunks(&attempts, 256) {
+        notification_attempt::Entity::insert_many(
+            chunk
+                .iter()
+                .map(|a| (*a).clone().into_active_model().reset_all()),
+        )
+        .exec_without_returning(txn)
+        .await?;
+    }
+    Ok(())
+}
+
 /// An endpoint's URL template with a conversion's macros filled in (URL-encoded).
 fn notification_url(
     template: &str,
     conv: &conversion::Model,
     click: Option<&click::Model>,
 ) -> String {
-    let currency = Currency::parse(&conv.currency).unwrap_or(Currency::USD);
+    let currency = conv.currency.0;
+    let currency_code = conv.currency.to_string();
+    let status = conv.status.to_string();
     let payout = format_minor(conv.payout_minor.unwrap_or(0), currency);
     let amount = format_minor(conv.amount_minor, currency);
     let subs: Vec<String> = (0..5)
@@ -627,8 +757,8 @@ fn notification_url(
             "txn_id" => conv.txn_id.as_str(),
             "payout" => payout.as_str(),
             "amount" => amount.as_str(),
-            "currency" => conv.currency.as_str(),
-            "status" => conv.status.as_str(),
+            "currency" => currency_code.as_str(),
+            "status" => status.as_str(),
             "event" => conv.event.as_str(),
             "affiliate_id" => conv.affiliate_id.as_str(),
             "program_id" => conv.program_id.as_str(),

@@ -7,28 +7,35 @@
 //!   a backlog is not mistaken for lost jobs;
 //! - retries: notification deliveries whose next attempt is due get their job;
 //! - holds: conversions whose hold period is over are approved;
+//! - click IP addresses older than the retention period are erased;
 //! - statistics: on PostgreSQL, the busiest tables are analyzed when their
 //!   planner statistics are missing or stale (see
-//!   `Store::refresh_planner_statistics`).
+//!   `Store::refresh_planner_statistics`);
+//! - the queue: jobs of dead or wedged workers are handed back, finished ones
+//!   pruned.
 //!
 //! Every push carries an idempotency key, so sweepers in several worker
 //! processes can run at once.
 
-use chrono::Duration;
-use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
-use trcker_storage::entities::*;
-use trcker_storage::{TenantId, sea_orm};
+use std::sync::atomic::Ordering;
 
-use super::JobError;
-use crate::Services;
-use crate::queue::{
-    ATTRIBUTE_QUEUE, AttributeJob, CommissionJob, NOTIFY_QUEUE, NotifyItem, NotifyJob,
-};
-use crate::util::{among, now};
+use chrono::{DateTime, Duration, Utc};
+use trcker_domain::ConversionStatus;
+use trcker_storage::batch::among;
+use trcker_storage::entities::*;
+use trcker_storage::queue::Job;
+use trcker_storage::sea_orm::sea_query::Expr;
+use trcker_storage::sea_orm::{ColumnTrait, QueryFilter, QuerySelect};
+use trcker_storage::{TenantId, lookup, scoped, scoped_update, scoped_update_by_id};
+
+use super::attribute::AttributeJob;
+use super::commission::CommissionJob;
+use super::notify::{NotifyItem, NotifyJob};
+use super::{JobError, Pipeline};
 
 /// How long an accepted postback may wait for its job before the sweeper queues it.
 pub const INBOX_GRACE_SECS: i64 = 5;
+/// Rows a pass takes of each backlog.
 const BATCH: u64 = 500;
 /// Jobs of a worker silent this long are handed back (workers heartbeat every 5 s).
 pub const ORPHAN_AFTER_SECS: i64 = 15;
@@ -37,6 +44,10 @@ pub const ORPHAN_AFTER_SECS: i64 = 15;
 pub const STUCK_AFTER_SECS: i64 = 60;
 /// Finished jobs are deleted this long after they finished.
 pub const KEEP_DONE_JOBS_SECS: i64 = 5;
+/// The IP retention sweep runs at most this often (seconds).
+const IP_SWEEP_EVERY_SECS: i64 = 60;
+/// Affiliates whose clicks one UPDATE of the IP retention sweep walks.
+const IP_SWEEP_AFFILIATES: usize = 256;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SweepReport {
@@ -50,38 +61,51 @@ pub struct SweepReport {
     pub analyzed: usize,
 }
 
-impl Services {
+impl Pipeline {
+    /// One pass of every sweeper.
     pub async fn sweep(&self) -> Result<SweepReport, JobError> {
-        let t = now();
-        let mut report = SweepReport::default();
+        let t = Utc::now();
+        Ok(SweepReport {
+            postbacks: self.requeue_postbacks(t).await?,
+            deliveries: self.queue_due_deliveries(t).await?,
+            approved: self.approve_held(t).await?,
+            ips_erased: self.erase_old_ips(t).await?,
+            analyzed: self.store.refresh_planner_statistics().await?.len(),
+            orphaned_jobs: self
+                .queue
+                .release_orphaned_jobs(ORPHAN_AFTER_SECS, STUCK_AFTER_SECS)
+                .await?,
+            pruned_jobs: self.queue.prune_done_jobs(KEEP_DONE_JOBS_SECS).await?,
+        })
+    }
 
+    /// Queues the attribute job of each accepted postback that lost its own.
+    async fn requeue_postbacks(&self, t: DateTime<Utc>) -> Result<usize, JobError> {
         // A postback whose job is still queued behind others is not lost: only
         // postbacks older than every open attribute job (by the grace) are.
-        let cutoff = self.sweep_cutoff(ATTRIBUTE_QUEUE, t).await?;
-        let stale = postback::Entity::find()
-            .filter(postback::Column::State.eq("received"))
-            .filter(postback::Column::CreatedAt.lt(cutoff))
-            .order_by_asc(postback::Column::CreatedAt)
+        let cutoff = self.sweep_cutoff(AttributeJob::QUEUE, t).await?;
+        let stale = lookup::received_postbacks_before(cutoff)
             .limit(BATCH)
             .all(&self.store.conn)
             .await?;
         let jobs: Vec<AttributeJob> = stale
-            .into_iter()
-            .map(|p| AttributeJob {
+            .iter()
+            .map(|p| match p.processed_at {
                 // A re-attributed postback was processed before: its new job
-                // is keyed by that time (as `Services::reattribute` keys it).
-                retry: p.processed_at.map(|t| t.timestamp_millis()),
-                ..AttributeJob::one(p.tenant_id, p.id)
+                // is keyed by that time (as the tenant's request keyed it).
+                Some(_) => AttributeJob::again(p.tenant_id.clone(), p),
+                None => AttributeJob::one(p.tenant_id.clone(), p.id.clone()),
             })
             .collect();
-        report.postbacks = jobs.len();
         self.queue.push_all(&jobs).await?;
+        Ok(jobs.len())
+    }
 
-        let first_cutoff = self.sweep_cutoff(NOTIFY_QUEUE, t).await?;
-        let due = notification_delivery::Entity::find()
-            .filter(notification_delivery::Column::Status.eq("pending"))
-            .filter(notification_delivery::Column::NextAttemptAt.lte(t))
-            .order_by_asc(notification_delivery::Column::NextAttemptAt)
+    /// Queues the notification attempts that are due: retries, attempts put
+    /// off, and first attempts whose job was lost.
+    async fn queue_due_deliveries(&self, t: DateTime<Utc>) -> Result<usize, JobError> {
+        let first_cutoff = self.sweep_cutoff(NotifyJob::QUEUE, t).await?;
+        let due = lookup::due_deliveries(t)
             .limit(BATCH)
             .all(&self.store.conn)
             .await?;
@@ -101,73 +125,53 @@ impl Services {
                 }],
             })
             .collect();
-        report.deliveries = jobs.len();
         self.queue.push_all(&jobs).await?;
+        Ok(jobs.len())
+    }
 
-        let held = conversion::Entity::find()
-            .filter(conversion::Column::Status.eq("pending"))
-            .filter(conversion::Column::HoldUntil.lte(t))
+    /// Approves conversions whose hold period is over, and queues their
+    /// commission step (its key makes it once).
+    async fn approve_held(&self, t: DateTime<Utc>) -> Result<usize, JobError> {
+        use conversion::Column as C;
+        let pending = conversion::Status(ConversionStatus::Pending);
+        let held = lookup::held_conversions_due(t)
             .limit(BATCH)
             .all(&self.store.conn)
             .await?;
+        let mut approved = 0;
         for conv in held {
-            let moved = conversion::Entity::update_many()
-                .col_expr(conversion::Column::Status, Expr::value("approved"))
+            let moved = scoped_update_by_id::<conversion::Entity>(&conv.tenant_id, &conv.id)
                 .col_expr(
-                    conversion::Column::HoldUntil,
-                    Expr::value(Option::<chrono::DateTime<chrono::Utc>>::None),
+                    C::Status,
+                    Expr::value(conversion::Status(ConversionStatus::Approved)),
                 )
-                .col_expr(conversion::Column::UpdatedAt, Expr::value(t))
-                .filter(conversion::Column::TenantId.eq(&conv.tenant_id))
-                .filter(conversion::Column::Id.eq(&conv.id))
-                .filter(conversion::Column::Status.eq("pending"))
-                .filter(conversion::Column::HoldUntil.is_not_null())
+                .col_expr(C::HoldUntil, Expr::value(Option::<DateTime<Utc>>::None))
+                .col_expr(C::UpdatedAt, Expr::value(t))
+                .filter(C::Status.eq(pending))
+                .filter(C::HoldUntil.is_not_null())
                 .exec(&self.store.conn)
                 .await?;
             if moved.rows_affected == 1 {
-                report.approved += 1;
+                approved += 1;
             }
             // Queued whether or not this pass moved it: the key makes it once.
-            let tenant = TenantId::from_trusted(conv.tenant_id.clone());
             self.queue
-                .push(&CommissionJob::one(tenant.to_string(), conv.id, "approved"))
+                .push(&CommissionJob::one(
+                    conv.tenant_id,
+                    conv.id,
+                    ConversionStatus::Approved,
+                ))
                 .await?;
         }
-        report.ips_erased = self.erase_old_ips(t).await?;
-        report.analyzed = self
-            .store
-            .refresh_planner_statistics()
-            .await
-            .map_err(|e| JobError(e.to_string()))?
-            .len();
-        report.orphaned_jobs = self
-            .store
-            .release_orphaned_jobs(ORPHAN_AFTER_SECS, STUCK_AFTER_SECS)
-            .await
-            .map_err(|e| JobError(e.to_string()))?;
-        report.pruned_jobs = self
-            .store
-            .prune_done_jobs(KEEP_DONE_JOBS_SECS)
-            .await
-            .map_err(|e| JobError(e.to_string()))?;
-        Ok(report)
+        Ok(approved)
     }
 
     /// Rows created before this time whose job cannot be found are lost: older
     /// than the grace period, and older (by the grace) than every job of the
     /// queue still open, since their job was queued right after they were made.
-    async fn sweep_cutoff(
-        &self,
-        queue: &str,
-        t: chrono::DateTime<chrono::Utc>,
-    ) -> Result<chrono::DateTime<chrono::Utc>, JobError> {
+    async fn sweep_cutoff(&self, queue: &str, t: DateTime<Utc>) -> Result<DateTime<Utc>, JobError> {
         let grace = Duration::seconds(INBOX_GRACE_SECS);
-        let open = self
-            .store
-            .oldest_open_job(queue)
-            .await
-            .map_err(|e| JobError(e.to_string()))?;
-        Ok(match open {
+        Ok(match self.queue.oldest_open_job(queue).await? {
             Some(since) => (t - grace).min(since - grace),
             None => t - grace,
         })
@@ -177,27 +181,24 @@ impl Services {
     /// minute). Each pass after the first looks only at the clicks that aged
     /// past the period since the previous pass (from a second before its
     /// cutoff: its time is kept in whole seconds).
-    async fn erase_old_ips(&self, t: chrono::DateTime<chrono::Utc>) -> Result<u64, JobError> {
-        use std::sync::atomic::Ordering;
-        let last = self.click_state.last_ip_sweep.load(Ordering::Relaxed);
-        if t.timestamp() - last < 60 {
+    async fn erase_old_ips(&self, t: DateTime<Utc>) -> Result<u64, JobError> {
+        let last = self.last_ip_sweep.load(Ordering::Relaxed);
+        if t.timestamp() - last < IP_SWEEP_EVERY_SECS {
             return Ok(0);
         }
         let retention = self.ip_retention();
         let since = (last > 0)
-            .then(|| chrono::DateTime::from_timestamp(last, 0))
+            .then(|| DateTime::from_timestamp(last, 0))
             .flatten()
             .map(|previous| previous - retention);
         let erased = self.erase_click_ips(since, t - retention).await?;
-        self.click_state
-            .last_ip_sweep
-            .store(t.timestamp(), Ordering::Relaxed);
+        self.last_ip_sweep.store(t.timestamp(), Ordering::Relaxed);
         Ok(erased)
     }
 
     /// Erases the IP address of every click older than the retention period.
     pub async fn erase_expired_click_ips(&self) -> Result<u64, JobError> {
-        self.erase_click_ips(None, now() - self.ip_retention())
+        self.erase_click_ips(None, Utc::now() - self.ip_retention())
             .await
     }
 
@@ -214,30 +215,28 @@ impl Services {
     /// names one of its tenant's affiliates, and affiliates are never deleted.
     async fn erase_click_ips(
         &self,
-        since: Option<chrono::DateTime<chrono::Utc>>,
-        cutoff: chrono::DateTime<chrono::Utc>,
+        since: Option<DateTime<Utc>>,
+        cutoff: DateTime<Utc>,
     ) -> Result<u64, JobError> {
         let db = &self.store.conn;
         let backend = db.get_database_backend();
-        let tenants: Vec<String> = tenant::Entity::find()
+        let tenants: Vec<TenantId> = lookup::all_tenants()
             .select_only()
             .column(tenant::Column::Id)
             .into_tuple()
             .all(db)
             .await?;
         let mut erased = 0;
-        for tenant_id in tenants {
-            let affiliates: Vec<String> = affiliate::Entity::find()
+        for tenant in tenants {
+            let affiliates: Vec<String> = scoped::<affiliate::Entity>(&tenant)
                 .select_only()
                 .column(affiliate::Column::Id)
-                .filter(affiliate::Column::TenantId.eq(&tenant_id))
                 .into_tuple()
                 .all(db)
                 .await?;
-            for chunk in affiliates.chunks(256) {
-                let mut update = click::Entity::update_many()
+            for chunk in affiliates.chunks(IP_SWEEP_AFFILIATES) {
+                let mut update = scoped_update::<click::Entity>(&tenant)
                     .col_expr(click::Column::Ip, Expr::value(Option::<String>::None))
-                    .filter(click::Column::TenantId.eq(&tenant_id))
                     .filter(among(
                         backend,
                         click::Column::AffiliateId,

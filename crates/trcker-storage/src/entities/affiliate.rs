@@ -2,17 +2,20 @@
 
 use sea_orm::entity::prelude::*;
 
+use super::Activity;
+use crate::TenantId;
+
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "affiliates")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: String,
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     pub created_at: DateTimeUtc,
     pub name: String,
     pub email: String,
     pub slug: String,
-    pub status: String,
+    pub status: Activity,
     pub postback_url: Option<String>,
     pub password_hash: Option<String>,
     pub invite_token_hash: Option<String>,

@@ -2,12 +2,14 @@
 
 use sea_orm::entity::prelude::*;
 
+use crate::TenantId;
+
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "clicks")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: String,
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     pub created_at: DateTimeUtc,
     pub program_id: String,
     pub affiliate_id: String,
@@ -18,7 +20,7 @@ pub struct Model {
     pub is_unique: bool,
     pub is_bot: bool,
     pub is_test: bool,
-    pub outcome: String,
+    pub outcome: Outcome,
     pub sub1: Option<String>,
     pub sub2: Option<String>,
     pub sub3: Option<String>,
@@ -30,3 +32,15 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+super::text_enum! {
+    /// Where the click went.
+    pub enum Outcome ("click outcome") {
+        /// To the destination, with its click id.
+        Redirected = "redirected",
+        /// To the program's fallback URL (something was paused).
+        Fallback = "fallback",
+        /// Made by a test-fire.
+        Test = "test",
+    }
+}

@@ -2,12 +2,17 @@
 
 use sea_orm::entity::prelude::*;
 
+use trcker_domain::ConversionStatus;
+
+use super::CurrencyCode;
+use crate::TenantId;
+
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "conversions")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: String,
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     pub created_at: DateTimeUtc,
     pub program_id: String,
     pub affiliate_id: String,
@@ -16,9 +21,9 @@ pub struct Model {
     pub postback_id: String,
     pub txn_id: String,
     pub event: String,
-    pub status: String,
+    pub status: Status,
     pub amount_minor: i64,
-    pub currency: String,
+    pub currency: CurrencyCode,
     pub payout_minor: Option<i64>,
     pub payout_override_minor: Option<i64>,
     pub commission_explanation: Option<String>,
@@ -31,3 +36,34 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+/// A conversion's status as stored (the state machine is the domain's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, DeriveValueType)]
+#[sea_orm(value_type = "String")]
+pub struct Status(pub ConversionStatus);
+
+impl std::ops::Deref for Status {
+    type Target = ConversionStatus;
+    fn deref(&self) -> &ConversionStatus {
+        &self.0
+    }
+}
+
+impl From<ConversionStatus> for Status {
+    fn from(s: ConversionStatus) -> Self {
+        Status(s)
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0.as_str())
+    }
+}
+
+impl std::str::FromStr for Status {
+    type Err = trcker_domain::status::StatusError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ConversionStatus::parse(s).map(Status)
+    }
+}

@@ -2,17 +2,20 @@
 
 use sea_orm::entity::prelude::*;
 
+use super::Activity;
+use crate::TenantId;
+
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "coupons")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: String,
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     pub created_at: DateTimeUtc,
     pub program_id: String,
     pub affiliate_id: String,
     pub code: String,
-    pub status: String,
+    pub status: Activity,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

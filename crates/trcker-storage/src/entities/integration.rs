@@ -2,18 +2,20 @@
 
 use sea_orm::entity::prelude::*;
 
+use crate::TenantId;
+
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "integrations")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: String,
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     pub created_at: DateTimeUtc,
     pub program_id: String,
     pub name: String,
     pub secret_hash: String,
     pub secret_hint: String,
-    pub status: String,
+    pub status: Status,
     pub param_aliases: Option<String>,
     pub ip_allowlist: Option<String>,
     pub require_signature: bool,
@@ -24,3 +26,11 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+super::text_enum! {
+    /// A revoked integration's secret is refused.
+    pub enum Status ("integration status") {
+        Active = "active",
+        Revoked = "revoked",
+    }
+}

@@ -2,20 +2,23 @@
 
 use sea_orm::entity::prelude::*;
 
+use super::CurrencyCode;
+use crate::TenantId;
+
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "ledger_entries")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: String,
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     pub created_at: DateTimeUtc,
     pub affiliate_id: String,
     pub program_id: String,
     pub conversion_id: String,
     pub entry_key: String,
-    pub kind: String,
+    pub kind: Kind,
     pub amount_minor: i64,
-    pub currency: String,
+    pub currency: CurrencyCode,
     pub explanation: String,
     pub available_at: DateTimeUtc,
     pub payout_id: Option<String>,
@@ -26,3 +29,11 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+super::text_enum! {
+    /// What an entry books: a commission, or the reversal of what was booked.
+    pub enum Kind ("ledger entry kind") {
+        Commission = "commission",
+        Reversal = "reversal",
+    }
+}

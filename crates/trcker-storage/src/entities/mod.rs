@@ -1,4 +1,7 @@
-//! sea-orm entities: thin rows, one module per table. Behaviour lives in trcker-services.
+//! sea-orm entities: thin rows, one module per table, with the typed values of
+//! their columns. Behaviour lives in trcker-services.
+
+mod values;
 
 pub mod affiliate;
 pub mod api_key;
@@ -17,3 +20,6 @@ pub mod postback;
 pub mod program;
 pub mod tenant;
 pub mod tracking_link;
+
+pub(crate) use values::text_enum;
+pub use values::{Activity, CurrencyCode, UnknownValue};

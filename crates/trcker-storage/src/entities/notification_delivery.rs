@@ -2,19 +2,21 @@
 
 use sea_orm::entity::prelude::*;
 
+use crate::TenantId;
+
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "notification_deliveries")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: String,
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     pub created_at: DateTimeUtc,
     pub endpoint_id: String,
     pub affiliate_id: String,
     pub conversion_id: String,
     pub event_key: String,
     pub url: String,
-    pub status: String,
+    pub status: Status,
     pub attempts: i32,
     pub next_attempt_at: DateTimeUtc,
     pub last_status_code: Option<i32>,
@@ -27,3 +29,13 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+super::text_enum! {
+    /// A delivery is pending until an attempt succeeds (delivered) or its
+    /// retries run out or its target can never be called (dead).
+    pub enum Status ("delivery status") {
+        Pending = "pending",
+        Delivered = "delivered",
+        Dead = "dead",
+    }
+}

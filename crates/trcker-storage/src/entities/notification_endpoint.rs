@@ -2,15 +2,17 @@
 
 use sea_orm::entity::prelude::*;
 
+use crate::TenantId;
+
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "notification_endpoints")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: String,
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     pub created_at: DateTimeUtc,
     pub affiliate_id: String,
-    pub kind: String,
+    pub kind: EndpointKind,
     pub url_template: String,
     pub active: bool,
 }
@@ -19,3 +21,11 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+super::text_enum! {
+    /// How an endpoint is called.
+    pub enum EndpointKind ("endpoint kind") {
+        /// The affiliate's URL template, called by GET.
+        Postback = "postback",
+    }
+}

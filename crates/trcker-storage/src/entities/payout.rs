@@ -2,16 +2,19 @@
 
 use sea_orm::entity::prelude::*;
 
+use super::CurrencyCode;
+use crate::TenantId;
+
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "payouts")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: String,
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     pub created_at: DateTimeUtc,
     pub affiliate_id: String,
     pub amount_minor: i64,
-    pub currency: String,
+    pub currency: CurrencyCode,
     pub status: String,
     pub reference: Option<String>,
     pub paid_at: Option<DateTimeUtc>,

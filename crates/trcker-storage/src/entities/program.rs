@@ -2,23 +2,26 @@
 
 use sea_orm::entity::prelude::*;
 
+use super::{Activity, CurrencyCode};
+use crate::TenantId;
+
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "programs")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: String,
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     pub created_at: DateTimeUtc,
     pub name: String,
     pub slug: String,
     pub destination_url: String,
     pub fallback_url: Option<String>,
-    pub currency: String,
+    pub currency: CurrencyCode,
     pub click_param: String,
     pub attribution_window_days: i32,
     pub hold_days: i32,
     pub default_revenue_minor: Option<i64>,
-    pub status: String,
+    pub status: Activity,
     pub updated_at: DateTimeUtc,
     pub min_conversion_seconds: i32,
 }

@@ -2,14 +2,16 @@
 
 use sea_orm::entity::prelude::*;
 
+use crate::TenantId;
+
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "tenants")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: String,
+    pub id: TenantId,
     pub name: String,
     pub slug: String,
-    pub status: String,
+    pub status: Status,
     pub created_at: DateTimeUtc,
 }
 
@@ -17,3 +19,12 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+super::text_enum! {
+    /// A suspended tenant keeps its data; what it may still do is the
+    /// operator's decision.
+    pub enum Status ("tenant status") {
+        Active = "active",
+        Suspended = "suspended",
+    }
+}

@@ -2,18 +2,21 @@
 
 use sea_orm::entity::prelude::*;
 
+use super::Activity;
+use crate::TenantId;
+
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "tracking_links")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: String,
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     pub created_at: DateTimeUtc,
     pub program_id: String,
     pub affiliate_id: String,
     pub code: String,
     pub destination_url: Option<String>,
-    pub status: String,
+    pub status: Activity,
     pub sub1: Option<String>,
     pub sub2: Option<String>,
     pub sub3: Option<String>,

@@ -1,12 +1,13 @@
-use chrono::{DateTime, Utc};
+//! Statements over a batch of rows, each with a text that does not depend on
+//! the batch's size where the database allows it.
+//!
+//! Every statement text a connection runs stays in its statement cache, and
+//! PostgreSQL plans each text once: a batch's statements therefore have one
+//! text whatever its size where the database can take a list as one parameter
+//! (PostgreSQL's arrays and jsonb), and a handful of texts otherwise (SQLite:
+//! lists padded, inserts chunked, to powers of two).
+
 use sea_orm::{ActiveModelTrait, ConnectionTrait, DbBackend, EntityTrait, IntoActiveModel};
-use trcker_storage::sea_orm;
-
-use crate::ServiceResult;
-
-pub fn now() -> DateTime<Utc> {
-    Utc::now()
-}
 
 /// Inserts a fully built row.
 pub async fn insert<M, A, C>(db: &C, model: M) -> Result<M, sea_orm::DbErr>
@@ -174,11 +175,6 @@ where
     Ok(new)
 }
 
-/// Parses a JSON column written by us.
-pub fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> ServiceResult<T> {
-    serde_json::from_str(s).map_err(|e| crate::ServiceError::Internal(format!("stored JSON: {e}")))
-}
-
 /// Splits `items` into chunks whose sizes are powers of two, largest first (at
 /// most `max`, itself a power of two). A multi-row statement's text depends on
 /// its row count, and every text a connection runs stays in its statement
@@ -206,7 +202,8 @@ pub fn pow2_chunks<T>(items: &[T], max: usize) -> impl Iterator<Item = &[T]> {
 mod tests {
     use super::{among, padded, per_row, pow2_chunks};
     use sea_orm::{DbBackend, EntityTrait, QueryFilter, QueryTrait};
-    use trcker_storage::entities::postback;
+
+    use crate::entities::postback;
 
     /// An UPDATE of `n` postbacks' states, each its own, as `backend` gets it.
     fn update(backend: DbBackend, n: usize) -> sea_orm::Statement {

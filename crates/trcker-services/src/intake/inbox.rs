@@ -37,17 +37,19 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QuerySelect,
-    TryInsertResult,
-};
 use tokio::sync::{mpsc, oneshot};
 use trcker_domain::ConversionStatus;
+use trcker_storage::batch::{among, pow2_chunks};
 use trcker_storage::entities::{conversion, postback};
-use trcker_storage::{Store, TenantId, scoped, sea_orm};
+use trcker_storage::queue::JobQueue;
+use trcker_storage::sea_orm::{
+    self, ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QuerySelect,
+    TryInsertResult,
+};
+use trcker_storage::{Store, TenantId, scoped};
 
-use crate::ServiceError;
-use crate::queue::{AttributeJob, JobQueue};
+use crate::error::StoreError;
+use crate::pipeline::attribute::AttributeJob;
 
 const MAX_BATCH: usize = 256;
 /// Groups up to this size are inserted in one statement of their own size.
@@ -75,7 +77,7 @@ pub enum Filed {
     },
 }
 
-type Reply = oneshot::Sender<Result<Filed, ServiceError>>;
+type Reply = oneshot::Sender<Result<Filed, StoreError>>;
 
 /// Handle to the writer task(s).
 #[derive(Debug, Clone)]
@@ -90,7 +92,7 @@ pub struct InboxWriter {
 impl InboxWriter {
     /// Starts the job pusher on the current Tokio runtime and the writer on a
     /// thread of its own.
-    pub fn start(store: Store, queue: JobQueue) -> Result<InboxWriter, ServiceError> {
+    pub fn start(store: Store, queue: JobQueue) -> Result<InboxWriter, StoreError> {
         let (tx, rx) = mpsc::channel(QUEUE);
         let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
         let unpushed = Arc::new(AtomicUsize::new(0));
@@ -114,7 +116,7 @@ impl InboxWriter {
                     Err(e) => tracing::error!(error = %e, "the inbox writer could not start"),
                 }
             })
-            .map_err(|e| ServiceError::Internal(format!("inbox writer thread: {e}")))?;
+            .map_err(|e| StoreError::Internal(format!("inbox writer thread: {e}")))?;
         Ok(InboxWriter { tx, unpushed, own })
     }
 
@@ -143,15 +145,15 @@ impl InboxWriter {
 
     /// Stores an accepted postback durably, unless it repeats a stored one or
     /// its conversion cannot move to its status (see [`Filed`]).
-    pub async fn insert(&self, row: postback::Model) -> Result<Filed, ServiceError> {
+    pub async fn insert(&self, row: postback::Model) -> Result<Filed, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send((row, reply))
             .await
-            .map_err(|_| ServiceError::Internal("the inbox writer stopped".into()))?;
+            .map_err(|_| StoreError::Internal("the inbox writer stopped".into()))?;
         answer
             .await
-            .map_err(|_| ServiceError::Internal("the inbox writer dropped a postback".into()))?
+            .map_err(|_| StoreError::Internal("the inbox writer dropped a postback".into()))?
     }
 }
 
@@ -194,9 +196,9 @@ async fn run(
                 }
                 for (_, reply) in batch.drain(..) {
                     let err = if unavailable {
-                        ServiceError::Unavailable
+                        StoreError::Unavailable
                     } else {
-                        ServiceError::Internal(e.to_string())
+                        StoreError::Internal(e.to_string())
                     };
                     let _ = reply.send(Err(err));
                 }
@@ -298,7 +300,7 @@ async fn refusals(
 ) -> Result<HashMap<usize, Filed>, sea_orm::DbErr> {
     // (tenant, program) → (position, txn_id, status)
     type Named<'a> = Vec<(usize, &'a str, ConversionStatus)>;
-    let mut by_program: BTreeMap<(&str, &str), Named> = BTreeMap::new();
+    let mut by_program: BTreeMap<(&TenantId, &str), Named> = BTreeMap::new();
     for (i, (row, _)) in batch.iter().enumerate() {
         let status = row
             .status_param
@@ -313,40 +315,39 @@ async fn refusals(
     }
     let mut refused = HashMap::new();
     for ((tenant, program), rows) in by_program {
-        let tenant = TenantId::from_trusted(tenant.to_owned());
         let mut txn_ids: Vec<&str> = rows.iter().map(|(_, t, _)| *t).collect();
         txn_ids.sort_unstable();
         txn_ids.dedup();
-        let stored: HashMap<String, (String, String)> = scoped::<conversion::Entity>(&tenant)
-            .filter(conversion::Column::ProgramId.eq(program))
-            .filter(crate::util::among(
-                store.conn.get_database_backend(),
-                conversion::Column::TxnId,
-                txn_ids,
-            ))
-            .select_only()
-            .columns([
-                conversion::Column::TxnId,
-                conversion::Column::Id,
-                conversion::Column::Status,
-            ])
-            .into_tuple::<(String, String, String)>()
-            .all(&store.conn)
-            .await?
-            .into_iter()
-            .map(|(t, id, s)| (t, (id, s)))
-            .collect();
+        let stored: HashMap<String, (String, conversion::Status)> =
+            scoped::<conversion::Entity>(tenant)
+                .filter(conversion::Column::ProgramId.eq(program))
+                .filter(among(
+                    store.conn.get_database_backend(),
+                    conversion::Column::TxnId,
+                    txn_ids,
+                ))
+                .select_only()
+                .columns([
+                    conversion::Column::TxnId,
+                    conversion::Column::Id,
+                    conversion::Column::Status,
+                ])
+                .into_tuple::<(String, String, conversion::Status)>()
+                .all(&store.conn)
+                .await?
+                .into_iter()
+                .map(|(t, id, s)| (t, (id, s)))
+                .collect();
         for (i, txn_id, status) in rows {
-            if let Some((id, current)) = stored.get(txn_id)
-                && let Ok(current) = ConversionStatus::parse(current)
-                && current != status
+            if let Some((id, conversion::Status(current))) = stored.get(txn_id)
+                && *current != status
                 && !current.can_move_to(status)
             {
                 refused.insert(
                     i,
                     Filed::Refused {
                         conversion_id: id.clone(),
-                        current,
+                        current: *current,
                     },
                 );
             }
@@ -382,7 +383,7 @@ async fn write_in_order(
     }
     let txn = store.write_txn().await?;
     let mut new: HashSet<String> = HashSet::new();
-    for chunk in crate::util::pow2_chunks(order, 256) {
+    for chunk in pow2_chunks(order, 256) {
         new.extend(insert_rows(&txn, batch, chunk).await?);
     }
     txn.commit().await?;

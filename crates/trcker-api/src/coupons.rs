@@ -1,0 +1,88 @@
+//! `/coupons`: codes that attribute sales to an affiliate without a click.
+
+use chrono::{DateTime, Utc};
+use poem_openapi::payload::Json;
+use poem_openapi::{Object, OpenApi};
+use trcker_services::links::{LinkService, NewCoupon};
+use trcker_services::storage::entities::coupon;
+
+use crate::ApiTags;
+use crate::auth::{Authenticator, BearerAuth};
+use crate::common::Created;
+use crate::error::ApiError;
+
+pub struct CouponsApi {
+    pub links: LinkService,
+    pub auth: Authenticator,
+}
+
+#[OpenApi(tag = "ApiTags::Coupons")]
+impl CouponsApi {
+    /// Create a coupon owned by an affiliate.
+    #[oai(path = "/coupons", method = "post", operation_id = "create_coupon")]
+    async fn create(
+        &self,
+        auth: BearerAuth,
+        body: Json<NewCouponIn>,
+    ) -> Result<Created<CouponOut>, ApiError> {
+        let caller = self.auth.caller(&auth).await?;
+        let coupon = self.links.create_coupon(&caller, body.0.into()).await?;
+        Ok(Created::Created(Json(coupon.into())))
+    }
+
+    /// List coupons.
+    #[oai(path = "/coupons", method = "get", operation_id = "list_coupons")]
+    async fn list(&self, auth: BearerAuth) -> Result<Json<CouponList>, ApiError> {
+        let caller = self.auth.caller(&auth).await?;
+        let items = self.links.list_coupons(&caller).await?;
+        Ok(Json(CouponList {
+            items: items.into_iter().map(Into::into).collect(),
+        }))
+    }
+}
+
+#[derive(Debug, Object)]
+pub struct NewCouponIn {
+    pub program_id: String,
+    pub affiliate_id: String,
+    /// The code customers type; postbacks with `coupon_code` and no click are attributed to its affiliate.
+    pub code: String,
+}
+
+impl From<NewCouponIn> for NewCoupon {
+    fn from(b: NewCouponIn) -> Self {
+        NewCoupon {
+            program_id: b.program_id,
+            affiliate_id: b.affiliate_id,
+            code: b.code,
+        }
+    }
+}
+
+#[derive(Debug, Object)]
+pub struct CouponOut {
+    pub id: String,
+    pub program_id: String,
+    pub affiliate_id: String,
+    pub code: String,
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<coupon::Model> for CouponOut {
+    fn from(c: coupon::Model) -> Self {
+        CouponOut {
+            id: c.id,
+            program_id: c.program_id,
+            affiliate_id: c.affiliate_id,
+            code: c.code,
+            status: c.status.to_string(),
+            created_at: c.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Object)]
+pub struct CouponList {
+    pub items: Vec<CouponOut>,
+}

@@ -1,0 +1,317 @@
+//! `/integrations`: merchant integrations, their postback log and test-fire.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{Object, OpenApi};
+use trcker_services::debugger::{DebuggerService, TestFireInput, TestFireTrace};
+use trcker_services::integrations::{
+    CreatedIntegration, IntegrationOptions, IntegrationService, IntegrationUpdate, NewIntegration,
+};
+use trcker_services::storage::entities::integration;
+
+use crate::ApiTags;
+use crate::auth::{Authenticator, BearerAuth};
+use crate::common::Created;
+use crate::error::ApiError;
+use crate::postbacks::PostbackLogPage;
+
+pub struct IntegrationsApi {
+    pub integrations: IntegrationService,
+    pub debugger: DebuggerService,
+    pub auth: Authenticator,
+}
+
+#[OpenApi(tag = "ApiTags::Integrations")]
+impl IntegrationsApi {
+    /// Create an integration: a 64-character secret and its unique postback URL, returned once.
+    #[oai(
+        path = "/integrations",
+        method = "post",
+        operation_id = "create_integration"
+    )]
+    async fn create(
+        &self,
+        auth: BearerAuth,
+        body: Json<NewIntegrationIn>,
+    ) -> Result<Created<IntegrationOut>, ApiError> {
+        let caller = self.auth.caller(&auth).await?;
+        let created = self.integrations.create(&caller, body.0.into()).await?;
+        Ok(Created::Created(Json(created.into())))
+    }
+
+    /// The integration's postback log: the newest requests first, with their raw
+    /// parameters (secret redacted), source IP, answer and what the pipeline did.
+    #[oai(
+        path = "/integrations/:id/postbacks",
+        method = "get",
+        operation_id = "list_integration_postbacks"
+    )]
+    async fn postbacks(
+        &self,
+        auth: BearerAuth,
+        id: Path<String>,
+        cursor: Query<Option<String>>,
+        limit: Query<Option<u64>>,
+    ) -> Result<Json<PostbackLogPage>, ApiError> {
+        let caller = self.auth.caller(&auth).await?;
+        let page = self
+            .debugger
+            .postback_log(&caller, &id.0, cursor.0, limit.0)
+            .await?;
+        Ok(Json(page.into()))
+    }
+
+    /// Test-fire: make a test click for an affiliate, fire a real postback at the
+    /// public receiver as a merchant would, and return the trace (received,
+    /// attributed, commission, affiliate notified). Test data stays out of balances.
+    #[oai(
+        path = "/integrations/:id/test-fire",
+        method = "post",
+        operation_id = "test_fire_integration"
+    )]
+    async fn test_fire(
+        &self,
+        auth: BearerAuth,
+        id: Path<String>,
+        body: Json<TestFireIn>,
+    ) -> Result<Json<TestFireOut>, ApiError> {
+        let caller = self.auth.caller(&auth).await?;
+        let trace = self
+            .debugger
+            .test_fire(&caller, &id.0, body.0.into())
+            .await?;
+        Ok(Json(trace.into()))
+    }
+
+    /// Change an integration: name, status (revoke), IP allow-list, signature, rate limit, aliases.
+    #[oai(
+        path = "/integrations/:id",
+        method = "patch",
+        operation_id = "update_integration"
+    )]
+    async fn update(
+        &self,
+        auth: BearerAuth,
+        id: Path<String>,
+        body: Json<UpdateIntegrationIn>,
+    ) -> Result<Json<IntegrationOut>, ApiError> {
+        let caller = self.auth.caller(&auth).await?;
+        let integration = self
+            .integrations
+            .update(&caller, &id.0, body.0.into())
+            .await?;
+        Ok(Json(integration.into()))
+    }
+
+    /// Get one integration (the secret is never shown again).
+    #[oai(
+        path = "/integrations/:id",
+        method = "get",
+        operation_id = "get_integration"
+    )]
+    async fn get(
+        &self,
+        auth: BearerAuth,
+        id: Path<String>,
+    ) -> Result<Json<IntegrationOut>, ApiError> {
+        let caller = self.auth.caller(&auth).await?;
+        Ok(Json(self.integrations.get(&caller, &id.0).await?.into()))
+    }
+}
+
+#[derive(Debug, Object)]
+pub struct NewIntegrationIn {
+    pub name: String,
+    pub program_id: String,
+    /// CIDR ranges (IPv4 or IPv6) allowed to send postbacks; empty or absent allows any address.
+    pub ip_allowlist: Option<Vec<String>>,
+    /// Require an HMAC-SHA256 signature on every postback (see the integration guide).
+    pub require_signature: Option<bool>,
+    /// Postbacks per minute per receiver node; 0 or absent for no limit.
+    pub rate_limit_per_minute: Option<i32>,
+    /// Your parameter names mapped to Trcker's, e.g. {"ref": "click_id"}.
+    pub param_aliases: Option<BTreeMap<String, String>>,
+}
+
+impl From<NewIntegrationIn> for NewIntegration {
+    fn from(b: NewIntegrationIn) -> Self {
+        NewIntegration {
+            name: b.name,
+            program_id: b.program_id,
+            options: IntegrationOptions {
+                ip_allowlist: b.ip_allowlist,
+                require_signature: b.require_signature,
+                rate_limit_per_minute: b.rate_limit_per_minute,
+                param_aliases: b.param_aliases,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Object)]
+pub struct UpdateIntegrationIn {
+    pub name: Option<String>,
+    /// `active`, or `revoked` to stop accepting its secret.
+    pub status: Option<String>,
+    /// Replaces the allow-list; [] removes it.
+    pub ip_allowlist: Option<Vec<String>>,
+    pub require_signature: Option<bool>,
+    /// 0 removes the limit.
+    pub rate_limit_per_minute: Option<i32>,
+    /// Replaces the aliases; {} removes them.
+    pub param_aliases: Option<BTreeMap<String, String>>,
+}
+
+impl From<UpdateIntegrationIn> for IntegrationUpdate {
+    fn from(b: UpdateIntegrationIn) -> Self {
+        IntegrationUpdate {
+            name: b.name,
+            status: b.status,
+            options: IntegrationOptions {
+                ip_allowlist: b.ip_allowlist,
+                require_signature: b.require_signature,
+                rate_limit_per_minute: b.rate_limit_per_minute,
+                param_aliases: b.param_aliases,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Object)]
+pub struct IntegrationOut {
+    pub id: String,
+    pub name: String,
+    pub program_id: String,
+    pub status: String,
+    /// The last four characters of the secret.
+    pub secret_hint: String,
+    pub ip_allowlist: Vec<String>,
+    pub require_signature: bool,
+    pub rate_limit_per_minute: Option<i32>,
+    pub param_aliases: BTreeMap<String, String>,
+    /// The 64-character postback secret. Returned once, at creation.
+    #[oai(skip_serializing_if_is_none)]
+    pub secret: Option<String>,
+    /// This integration's postback URL, secret included. Returned once, at creation.
+    #[oai(skip_serializing_if_is_none)]
+    pub postback_url: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<integration::Model> for IntegrationOut {
+    fn from(i: integration::Model) -> Self {
+        IntegrationOut {
+            id: i.id,
+            name: i.name,
+            program_id: i.program_id,
+            status: i.status.to_string(),
+            secret_hint: i.secret_hint,
+            ip_allowlist: i
+                .ip_allowlist
+                .as_deref()
+                .and_then(|s| serde_json::from_str(s).ok())
+                .unwrap_or_default(),
+            require_signature: i.require_signature,
+            rate_limit_per_minute: i.rate_limit_per_minute,
+            param_aliases: i
+                .param_aliases
+                .as_deref()
+                .and_then(|s| serde_json::from_str(s).ok())
+                .unwrap_or_default(),
+            secret: None,
+            postback_url: None,
+            created_at: i.created_at,
+        }
+    }
+}
+
+impl From<CreatedIntegration> for IntegrationOut {
+    fn from(c: CreatedIntegration) -> Self {
+        IntegrationOut {
+            secret: Some(c.secret),
+            postback_url: Some(c.postback_url),
+            ..c.integration.into()
+        }
+    }
+}
+
+#[derive(Debug, Object)]
+pub struct TestFireIn {
+    /// The affiliate the test click is made for.
+    pub affiliate_id: String,
+    /// Sale amount (decimal string); default 10.00.
+    pub amount: Option<String>,
+}
+
+impl From<TestFireIn> for TestFireInput {
+    fn from(b: TestFireIn) -> Self {
+        TestFireInput {
+            affiliate_id: b.affiliate_id,
+            amount: b.amount,
+        }
+    }
+}
+
+#[derive(Debug, Object)]
+pub struct NotificationTraceOut {
+    pub url: String,
+    /// `pending`, `delivered` or `dead`.
+    pub status: String,
+    pub attempts: i32,
+    pub last_status_code: Option<i32>,
+    pub last_error: Option<String>,
+}
+
+/// What happened to the test postback, step by step.
+#[derive(Debug, Object)]
+pub struct TestFireOut {
+    pub click_id: String,
+    pub txn_id: String,
+    /// The receiver's HTTP status and body, exactly as a merchant would get them.
+    pub http_status: u16,
+    pub response: String,
+    pub received: bool,
+    pub postback_id: Option<String>,
+    pub attributed: bool,
+    pub conversion_id: Option<String>,
+    pub reason: Option<String>,
+    /// The commission, e.g. "1.00 USD".
+    pub payout: Option<String>,
+    pub commission_explanation: Option<String>,
+    pub notifications: Vec<NotificationTraceOut>,
+    /// Every step finished within the wait (notified, or nothing to notify).
+    pub complete: bool,
+}
+
+impl From<TestFireTrace> for TestFireOut {
+    fn from(t: TestFireTrace) -> Self {
+        TestFireOut {
+            click_id: t.click_id,
+            txn_id: t.txn_id,
+            http_status: t.http_status,
+            response: t.response,
+            received: t.received,
+            postback_id: t.postback_id,
+            attributed: t.attributed,
+            conversion_id: t.conversion_id,
+            reason: t.reason,
+            payout: t.payout,
+            commission_explanation: t.commission_explanation,
+            notifications: t
+                .notifications
+                .into_iter()
+                .map(|n| NotificationTraceOut {
+                    url: n.url,
+                    status: n.status.to_string(),
+                    attempts: n.attempts,
+                    last_status_code: n.last_status_code,
+                    last_error: n.last_error,
+                })
+                .collect(),
+            complete: t.complete,
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! Every error answer of Trcker's HTTP APIs, the admin API's and the postback
+//! receiver's: one table of stable machine codes, each with its HTTP status,
+//! what it means and what to do, and one RFC 9457 problem+json builder.
+//!
+//! `docs/errors.md` is this table rendered (see [`markdown`]); a test checks
+//! that the two agree.
+
+use poem::http::{StatusCode, header};
+use poem::{IntoResponse, Response};
+use poem_openapi::Object;
+use poem_openapi::payload::Payload;
+use poem_openapi::registry::{MetaSchemaRef, Registry};
+use poem_openapi::types::{ToJSON, Type};
+use trcker_domain::FieldError;
+
+/// Where a code is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    AdminApi,
+    Receiver,
+    Both,
+}
+
+impl Surface {
+    fn as_str(self) -> &'static str {
+        match self {
+            Surface::AdminApi => "admin API",
+            Surface::Receiver => "postback receiver",
+            Surface::Both => "both",
+        }
+    }
+}
+
+macro_rules! codes {
+    ($(
+        $(#[$meta:meta])*
+        $variant:ident = $code:literal, $status:literal, $surface:ident,
+            $meaning:literal, $remedy:literal;
+    )+) => {
+        /// A stable machine code of an error answer.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Code {
+            $($(#[$meta])* $variant),+
+        }
+
+        impl Code {
+            /// Every code, in the order of `docs/errors.md`.
+            pub const ALL: &'static [Code] = &[$(Code::$variant),+];
+
+            /// The code as answers carry it (`program-slug-taken`).
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Code::$variant => $code),+
+                }
+            }
+
+            pub fn status(self) -> StatusCode {
+                match self {
+                    $(Code::$variant => StatusCode::from_u16($status)
+                        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)),+
+                }
+            }
+
+            pub fn surface(self) -> Surface {
+                match self {
+                    $(Code::$variant => Surface::$surface),+
+                }
+            }
+
+            /// What went wrong.
+            pub fn meaning(self) -> &'static str {
+                match self {
+                    $(Code::$variant => $meaning),+
+                }
+            }
+
+            /// What the caller can do about it.
+            pub fn remedy(self) -> &'static str {
+                match self {
+                    $(Code::$variant => $remedy),+
+                }
+            }
+        }
+    };
+}
+
+codes! {
+    BadRequest = "bad-request", 400, AdminApi,
+        "The request could not be read: malformed JSON, a wrong type, a missing field or parameter.",
+        "Fix the request to match the operation's schema in the OpenAPI document.";
+    Unauthorized = "unauthorized", 401, AdminApi,
+        "No token, or one that is unknown or revoked.",
+        "Send `Authorization: Bearer <token>` with the operator token or a valid tenant API key.";
+    OperatorOnly = "operator-only", 403, AdminApi,
+        "Only the operator token can do this (create tenants).",
+        "Call with the operator token.";
+    TenantKeyRequired = "tenant-key-required", 403, AdminApi,
+        "The operator token manages tenants only; tenant resources need a tenant's API key.",
+        "Call with the tenant's API key.";
+    ReadOnlyKey = "read-only-key", 403, AdminApi,
+        "The API key is read-only and the call changes something.",
+        "Use an admin API key for changes.";
+    NotFound = "not-found", 404, AdminApi,
+        "No operation at this path.",
+        "Check the path against the OpenAPI document (`/api/v1/openapi.json`).";
+    MethodNotAllowed = "method-not-allowed", 405, AdminApi,
+        "The path exists, but not with this method.",
+        "Check the method against the OpenAPI document.";
+    InvalidFields = "invalid-fields", 422, AdminApi,
+        "The request is well-formed but some fields are wrong; `errors` names each with the reason. Nothing was changed.",
+        "Fix the fields named in `errors` and send the request again.";
+    TenantSlugTaken = "tenant-slug-taken", 409, AdminApi,
+        "Another tenant has this slug (the `{brand}` of public URLs).",
+        "Choose another slug.";
+    ProgramNotFound = "program-not-found", 404, AdminApi,
+        "This tenant has no program with this id (another tenant's id answers the same).",
+        "Check the id; `GET /api/v1/programs` lists the tenant's programs.";
+    ProgramSlugTaken = "program-slug-taken", 409, AdminApi,
+        "Another program of this tenant has this slug (the `{offer}` of public URLs).",
+        "Choose another slug, or change the existing program.";
+    AffiliateNotFound = "affiliate-not-found", 404, AdminApi,
+        "This tenant has no affiliate with this id.",
+        "Check the id; `GET /api/v1/affiliates` lists the tenant's affiliates.";
+    AffiliateTaken = "affiliate-taken", 409, AdminApi,
+        "Another affiliate of this tenant has this slug or email.",
+        "Choose another slug, or use the existing affiliate.";
+    IntegrationNotFound = "integration-not-found", 404, AdminApi,
+        "This tenant has no integration with this id.",
+        "Check the id of the integration.";
+    LinkNotFound = "link-not-found", 404, AdminApi,
+        "This tenant has no tracking link with this id.",
+        "Check the id; `GET /api/v1/links` lists the tenant's links.";
+    CouponTaken = "coupon-taken", 409, AdminApi,
+        "The program has a coupon with this code already.",
+        "Choose another code.";
+    ConversionNotFound = "conversion-not-found", 404, AdminApi,
+        "This tenant has no conversion with this id.",
+        "Check the id; `GET /api/v1/conversions` lists and filters conversions.";
+    PostbackNotFound = "postback-not-found", 404, AdminApi,
+        "This tenant has no postback with this id.",
+        "Check the id in the integration's postback log.";
+    PostbackNotUnattributed = "postback-not-unattributed", 409, AdminApi,
+        "Only an unattributed postback can be attributed again; this one was attributed or is still queued.",
+        "Look at the postback's state and reason in the postback log.";
+    MissingSecret = "missing-secret", 401, Receiver,
+        "The postback carries no secret.",
+        "Send the integration's secret as `secret=` or in the `X-Postback-Secret` header (the integration's postback URL has it).";
+    InvalidSecret = "invalid-secret", 401, Receiver,
+        "The secret is not an active integration's: wrong, or its integration was revoked.",
+        "Use the postback URL of an active integration.";
+    InvalidTestFireToken = "invalid-test-fire-token", 401, Receiver,
+        "The test-fire token is invalid or expired (they last 60 seconds).",
+        "Fire again from `POST /api/v1/integrations/{id}/test-fire`.";
+    SecretForOtherOffer = "secret-for-other-offer", 401, Receiver,
+        "The secret belongs to an integration of another offer than the URL's.",
+        "Use the postback URL the integration was created with.";
+    UnknownBrand = "unknown-brand", 404, Receiver,
+        "No tenant has the `{brand}` of the postback URL.",
+        "Use the postback URL the integration was created with.";
+    UnknownOffer = "unknown-offer", 404, Receiver,
+        "The tenant has no program with the `{offer}` of the postback URL.",
+        "Use the postback URL the integration was created with.";
+    IpNotAllowed = "ip-not-allowed", 403, Receiver,
+        "The request's source address is not on the integration's IP allow-list.",
+        "Send from an allowed address, or change the integration's `ip_allowlist`.";
+    BadSignature = "bad-signature", 403, Receiver,
+        "The integration requires a signature and it is missing, expired (replay window) or wrong.",
+        "Sign the request as the postback integration guide shows (`X-Trcker-Timestamp`, `X-Trcker-Signature`).";
+    RateLimited = "rate-limited", 429, Receiver,
+        "The integration's rate limit is exceeded. Nothing was stored.",
+        "Retry after the seconds of the `Retry-After` header.";
+    InvalidParameters = "invalid-parameters", 422, Receiver,
+        "Some postback parameters are wrong; `errors` names each with the reason. Nothing was stored.",
+        "Fix the parameters named in `errors`; the postback log shows what was received.";
+    ConflictingDuplicate = "conflicting-duplicate", 409, Receiver,
+        "This txn_id and status were accepted already with other values (amount, payout, currency, click or coupon). The first postback counts.",
+        "To change a sale, send a refund for it and a new txn_id.";
+    InvalidBody = "invalid-body", 400, Receiver,
+        "The postback's JSON body is not valid JSON, or not an object.",
+        "Send a JSON object, a form body, or query parameters.";
+    BodyTooLarge = "body-too-large", 413, Receiver,
+        "The postback's body is larger than 64 KiB.",
+        "Send only the postback's parameters.";
+    StorageUnavailable = "storage-unavailable", 503, Both,
+        "The database cannot be reached. Nothing was stored or changed.",
+        "Retry shortly (postbacks: after the `Retry-After` seconds); it is safe to send the same request again.";
+    Internal = "internal", 500, Both,
+        "Something went wrong in Trcker; the details are in its log. Nothing was acknowledged.",
+        "Retry; if it persists, tell the operator the time of the request.";
+}
+
+/// The table as `docs/errors.md` has it.
+pub fn markdown() -> String {
+    let mut out = String::from(
+        "# Error codes\n\n\
+         Every error answer of Trcker's admin API (`/api/v1`) and postback receiver\n\
+         (`/api/postback/…`, `/postback`) is an RFC 9457 problem+json document:\n\n\
+         ```json\n\
+         {\"type\": \"urn:trcker:problem:invalid-fields\", \"title\": \"Unprocessable Entity\", \"status\": 422,\n \
+         \"detail\": \"invalid fields: slug\", \"code\": \"invalid-fields\",\n \
+         \"errors\": [{\"field\": \"slug\", \"message\": \"may contain only lower-case letters a-z, digits and '-', …\"}]}\n\
+         ```\n\n\
+         `code` is stable: program against it, not against `detail` (which says more, for\n\
+         people) or the status (several codes share one). `errors` is there when fields\n\
+         or parameters are wrong. Another tenant's resource answers exactly as a missing\n\
+         one does.\n\n\
+         This file is generated from the table in `crates/trcker-api/src/problem.rs`;\n\
+         a test fails when they differ (it prints the command that writes this file).\n\n\
+         | code | status | where | what it means | what to do |\n\
+         | --- | ---: | --- | --- | --- |\n",
+    );
+    for code in Code::ALL {
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} | {} |\n",
+            code.as_str(),
+            code.status().as_u16(),
+            code.surface().as_str(),
+            code.meaning(),
+            code.remedy()
+        ));
+    }
+    out
+}
+
+/// A bad field of the request.
+#[derive(Debug, Clone, Object)]
+pub struct FieldProblem {
+    pub field: String,
+    pub message: String,
+}
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Clone, Object)]
+pub struct Problem {
+    /// A URI naming the kind of problem (`urn:trcker:problem:<code>`).
+    #[oai(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// Stable machine-readable code (see docs/errors.md).
+    pub code: String,
+    /// Each bad field, for validation problems.
+    #[oai(skip_serializing_if_is_none)]
+    pub errors: Option<Vec<FieldProblem>>,
+}
+
+impl Problem {
+    pub fn new(code: Code, detail: impl Into<String>) -> Self {
+        let status = code.status();
+        Problem {
+            kind: format!("urn:trcker:problem:{}", code.as_str()),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            code: code.as_str().to_owned(),
+            errors: None,
+        }
+    }
+
+    /// A problem of bad fields, naming each in `detail` and `errors`.
+    pub fn fields(code: Code, what: &str, fields: Vec<FieldError>) -> Self {
+        let names: Vec<&str> = fields.iter().map(|f| f.field.as_str()).collect();
+        let detail = format!("{what}: {}", names.join(", "));
+        Problem {
+            errors: Some(
+                fields
+                    .into_iter()
+                    .map(|f| FieldProblem {
+                        field: f.field,
+                        message: f.message,
+                    })
+                    .collect(),
+            ),
+            ..Problem::new(code, detail)
+        }
+    }
+
+    /// The problem as an HTTP response (never cached).
+    pub fn into_response(self) -> Response {
+        ProblemJson(self).into_response()
+    }
+}
+
+/// `application/problem+json`.
+#[derive(Debug, Clone)]
+pub struct ProblemJson(pub Problem);
+
+impl Payload for ProblemJson {
+    const CONTENT_TYPE: &'static str = "application/problem+json";
+
+    fn schema_ref() -> MetaSchemaRef {
+        Problem::schema_ref()
+    }
+
+    fn register(registry: &mut Registry) {
+        Problem::register(registry);
+    }
+}
+
+impl IntoResponse for ProblemJson {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        Response::builder()
+            .status(status)
+            .content_type(Self::CONTENT_TYPE)
+            .header(header::CACHE_CONTROL, "no-store")
+            .body(self.0.to_json_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_distinct_and_errors() {
+        let mut seen = std::collections::HashSet::new();
+        for code in Code::ALL {
+            assert!(seen.insert(code.as_str()), "{} twice", code.as_str());
+            assert!(
+                code.status().is_client_error() || code.status().is_server_error(),
+                "{}",
+                code.as_str()
+            );
+        }
+    }
+}

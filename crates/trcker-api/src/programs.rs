@@ -1,0 +1,294 @@
+//! `/programs`: affiliate programs (offers) and their commission plans.
+
+use chrono::{DateTime, Utc};
+use poem_openapi::param::Path;
+use poem_openapi::payload::Json;
+use poem_openapi::types::MaybeUndefined;
+use poem_openapi::{Object, OpenApi};
+use trcker_services::programs::{NewPlan, NewProgram, ProgramService, ProgramUpdate, ProgramView};
+use trcker_services::storage::entities::commission_plan;
+
+use crate::ApiTags;
+use crate::auth::{Authenticator, BearerAuth};
+use crate::common::{Created, money, patch};
+use crate::error::ApiError;
+
+pub struct ProgramsApi {
+    pub programs: ProgramService,
+    pub auth: Authenticator,
+}
+
+#[OpenApi(tag = "ApiTags::Programs")]
+impl ProgramsApi {
+    /// Create a program with its default commission.
+    #[oai(path = "/programs", method = "post", operation_id = "create_program")]
+    async fn create(
+        &self,
+        auth: BearerAuth,
+        body: Json<NewProgramIn>,
+    ) -> Result<Created<ProgramOut>, ApiError> {
+        let caller = self.auth.caller(&auth).await?;
+        let view = self.programs.create(&caller, body.0.into()).await?;
+        Ok(Created::Created(Json(view.into())))
+    }
+
+    /// List programs.
+    #[oai(path = "/programs", method = "get", operation_id = "list_programs")]
+    async fn list(&self, auth: BearerAuth) -> Result<Json<ProgramList>, ApiError> {
+        let caller = self.auth.caller(&auth).await?;
+        let items = self.programs.list(&caller).await?;
+        Ok(Json(ProgramList {
+            items: items.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    /// Add a commission plan: per event (goal), optionally for one affiliate. It
+    /// replaces the plan it supersedes for new conversions.
+    #[oai(
+        path = "/programs/:id/commission-plans",
+        method = "post",
+        operation_id = "create_commission_plan"
+    )]
+    async fn create_plan(
+        &self,
+        auth: BearerAuth,
+        id: Path<String>,
+        body: Json<NewPlanIn>,
+    ) -> Result<Created<PlanOut>, ApiError> {
+        let caller = self.auth.caller(&auth).await?;
+        let plan = self
+            .programs
+            .create_plan(&caller, body.0.into_plan(id.0))
+            .await?;
+        Ok(Created::Created(Json(plan.into())))
+    }
+
+    /// The program's active commission plans.
+    #[oai(
+        path = "/programs/:id/commission-plans",
+        method = "get",
+        operation_id = "list_commission_plans"
+    )]
+    async fn list_plans(
+        &self,
+        auth: BearerAuth,
+        id: Path<String>,
+    ) -> Result<Json<PlanList>, ApiError> {
+        let caller = self.auth.caller(&auth).await?;
+        let items = self.programs.list_plans(&caller, &id.0).await?;
+        Ok(Json(PlanList {
+            items: items.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    /// Change a program: destination, fallback, status (pause), windows, hold.
+    #[oai(
+        path = "/programs/:id",
+        method = "patch",
+        operation_id = "update_program"
+    )]
+    async fn update(
+        &self,
+        auth: BearerAuth,
+        id: Path<String>,
+        body: Json<UpdateProgramIn>,
+    ) -> Result<Json<ProgramOut>, ApiError> {
+        let caller = self.auth.caller(&auth).await?;
+        let view = self.programs.update(&caller, &id.0, body.0.into()).await?;
+        Ok(Json(view.into()))
+    }
+
+    /// Get one program.
+    #[oai(path = "/programs/:id", method = "get", operation_id = "get_program")]
+    async fn get(&self, auth: BearerAuth, id: Path<String>) -> Result<Json<ProgramOut>, ApiError> {
+        let caller = self.auth.caller(&auth).await?;
+        Ok(Json(self.programs.get(&caller, &id.0).await?.into()))
+    }
+}
+
+/// How a program pays its affiliates.
+#[derive(Debug, Object)]
+pub struct CommissionIn {
+    /// `flat` (an amount per conversion) or `percent` (of the conversion's amount).
+    #[oai(rename = "type")]
+    pub kind: String,
+    /// A decimal string: "5.00" for flat, "10" for 10 percent.
+    pub value: String,
+}
+
+#[derive(Debug, Object)]
+pub struct CommissionOut {
+    #[oai(rename = "type")]
+    pub kind: String,
+    pub value: String,
+}
+
+#[derive(Debug, Object)]
+pub struct NewProgramIn {
+    pub name: String,
+    /// The `{offer}` of public URLs.
+    pub slug: String,
+    /// Where clicks go; may use macros `{click_id}`, `{sub1}`..`{sub5}`, `{affiliate_id}`, `{program_id}`.
+    pub destination_url: String,
+    /// Where clicks go while the program, link or affiliate is paused.
+    pub fallback_url: Option<String>,
+    /// ISO 4217 code; default USD.
+    pub currency: Option<String>,
+    pub commission: CommissionIn,
+    /// Days a commission stays pending before it is approved; default 0 (approved at once).
+    pub hold_days: Option<i32>,
+    /// Days after a click within which a conversion is attributed to it; default 30.
+    pub attribution_window_days: Option<i32>,
+    /// Name of the query parameter that carries the click id when the destination has no `{click_id}`; default `click_id`.
+    pub click_param: Option<String>,
+    /// Amount used when a postback sends none (decimal string).
+    pub default_revenue: Option<String>,
+    /// Conversions sooner than this many seconds after their click are refused as too fast; default 0.
+    pub min_conversion_seconds: Option<i32>,
+}
+
+impl From<NewProgramIn> for NewProgram {
+    fn from(b: NewProgramIn) -> Self {
+        NewProgram {
+            name: b.name,
+            slug: b.slug,
+            destination_url: b.destination_url,
+            fallback_url: b.fallback_url,
+            currency: b.currency,
+            commission_type: b.commission.kind,
+            commission_value: b.commission.value,
+            hold_days: b.hold_days,
+            attribution_window_days: b.attribution_window_days,
+            click_param: b.click_param,
+            default_revenue: b.default_revenue,
+            min_conversion_seconds: b.min_conversion_seconds,
+        }
+    }
+}
+
+#[derive(Debug, Object)]
+pub struct UpdateProgramIn {
+    pub name: Option<String>,
+    pub destination_url: Option<String>,
+    /// null removes it.
+    pub fallback_url: MaybeUndefined<String>,
+    /// `active` or `paused` (paused programs send clicks to the fallback URL).
+    pub status: Option<String>,
+    pub attribution_window_days: Option<i32>,
+    pub min_conversion_seconds: Option<i32>,
+    pub hold_days: Option<i32>,
+}
+
+impl From<UpdateProgramIn> for ProgramUpdate {
+    fn from(b: UpdateProgramIn) -> Self {
+        ProgramUpdate {
+            name: b.name,
+            destination_url: b.destination_url,
+            fallback_url: patch(b.fallback_url),
+            status: b.status,
+            attribution_window_days: b.attribution_window_days,
+            min_conversion_seconds: b.min_conversion_seconds,
+            hold_days: b.hold_days,
+        }
+    }
+}
+
+#[derive(Debug, Object)]
+pub struct ProgramOut {
+    pub id: String,
+    pub name: String,
+    pub slug: String,
+    pub destination_url: String,
+    pub fallback_url: Option<String>,
+    pub currency: String,
+    pub commission: Option<CommissionOut>,
+    pub hold_days: i32,
+    pub attribution_window_days: i32,
+    pub click_param: String,
+    pub default_revenue: Option<String>,
+    pub min_conversion_seconds: i32,
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<ProgramView> for ProgramOut {
+    fn from(v: ProgramView) -> Self {
+        let p = v.program;
+        ProgramOut {
+            commission: v.commission.map(|r| CommissionOut {
+                kind: r.kind().into(),
+                value: r.value_string(),
+            }),
+            default_revenue: p.default_revenue_minor.map(|m| money(m, p.currency.0)),
+            id: p.id,
+            name: p.name,
+            slug: p.slug,
+            destination_url: p.destination_url,
+            fallback_url: p.fallback_url,
+            currency: p.currency.to_string(),
+            hold_days: p.hold_days,
+            attribution_window_days: p.attribution_window_days,
+            click_param: p.click_param,
+            min_conversion_seconds: p.min_conversion_seconds,
+            status: p.status.to_string(),
+            created_at: p.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Object)]
+pub struct ProgramList {
+    pub items: Vec<ProgramOut>,
+}
+
+#[derive(Debug, Object)]
+pub struct NewPlanIn {
+    /// Goal key (`sale`, `lead`, `install`...); default `sale`.
+    pub event: Option<String>,
+    /// Make it this affiliate's own plan, overriding the program's for this event.
+    pub affiliate_id: Option<String>,
+    pub commission: CommissionIn,
+}
+
+impl NewPlanIn {
+    fn into_plan(self, program_id: String) -> NewPlan {
+        NewPlan {
+            program_id,
+            event: self.event,
+            affiliate_id: self.affiliate_id,
+            commission_type: self.commission.kind,
+            commission_value: self.commission.value,
+        }
+    }
+}
+
+#[derive(Debug, Object)]
+pub struct PlanOut {
+    pub id: String,
+    pub program_id: String,
+    pub event: String,
+    pub affiliate_id: Option<String>,
+    pub commission: CommissionOut,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<commission_plan::Model> for PlanOut {
+    fn from(p: commission_plan::Model) -> Self {
+        PlanOut {
+            commission: CommissionOut {
+                kind: p.kind,
+                value: p.value,
+            },
+            id: p.id,
+            program_id: p.program_id,
+            event: p.event,
+            affiliate_id: p.affiliate_id,
+            created_at: p.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Object)]
+pub struct PlanList {
+    pub items: Vec<PlanOut>,
+}

@@ -1,0 +1,248 @@
+//! Affiliates (partners): invited with a portal link shown once, paused and
+//! resumed, with the postback URL they are notified at.
+//!
+//! An affiliate's postback URL is also its notification endpoint: changing
+//! the URL retires the old endpoint and makes a new one, so deliveries keep
+//! the URL they were made for.
+
+use chrono::{DateTime, Utc};
+use trcker_domain::fields::{Email, Fields, Name, TargetUrl};
+use trcker_domain::ids::IdKind;
+use trcker_domain::secret::{hash_secret, random_alnum};
+use trcker_domain::slug::Slug;
+use trcker_storage::entities::notification_endpoint::EndpointKind;
+use trcker_storage::entities::{Activity, affiliate, notification_endpoint};
+use trcker_storage::sea_orm::sea_query::Expr;
+use trcker_storage::sea_orm::{
+    ColumnTrait, ConnectionTrait, DbErr, QueryFilter, QueryOrder, QuerySelect,
+};
+use trcker_storage::{
+    Store, TenantId, batch::insert, is_unique_violation, scoped, scoped_by_id, scoped_update,
+    scoped_update_by_id,
+};
+
+use crate::areas::Area;
+use crate::auth::{AccessError, Caller};
+use crate::error::{Invalid, StoreError, from_store};
+use crate::input::activity;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AffiliateError {
+    #[error(transparent)]
+    Access(#[from] AccessError),
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    #[error("affiliate not found")]
+    NotFound(String),
+    #[error("an affiliate with this slug or email exists already")]
+    Taken,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+from_store!(AffiliateError);
+
+pub struct NewAffiliate {
+    pub name: String,
+    pub email: String,
+    pub slug: String,
+    pub postback_url: Option<String>,
+}
+
+pub struct CreatedAffiliate {
+    pub affiliate: affiliate::Model,
+    /// The portal invite link, shown once.
+    pub invite_url: String,
+}
+
+#[derive(Default)]
+pub struct AffiliateUpdate {
+    pub name: Option<String>,
+    /// `active` or `paused`.
+    pub status: Option<String>,
+    /// `Some(None)` removes the postback URL.
+    pub postback_url: Option<Option<String>>,
+}
+
+#[derive(Clone)]
+pub struct AffiliateService {
+    area: Area,
+}
+
+impl AffiliateService {
+    pub(crate) fn new(area: Area) -> Self {
+        AffiliateService { area }
+    }
+
+    fn store(&self) -> &Store {
+        &self.area.store
+    }
+
+    /// Creates (invites) an affiliate; returns its portal invitation link, once.
+    pub async fn create(
+        &self,
+        caller: &Caller,
+        input: NewAffiliate,
+    ) -> Result<CreatedAffiliate, AffiliateError> {
+        let tenant = caller.tenant_admin()?;
+        let mut f = Fields::default();
+        let name = f.take("name", Name::parse(&input.name));
+        let email = f.take("email", Email::parse(&input.email));
+        let slug = f.take("slug", Slug::parse(&input.slug));
+        let postback_url = f.take_opt(
+            "postback_url",
+            input
+                .postback_url
+                .as_deref()
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(TargetUrl::parse),
+        );
+        let (name, email, slug, postback_url) =
+            f.done((name, email, slug, postback_url)).map_err(Invalid)?;
+        let t = Utc::now();
+        let invite = random_alnum(32);
+        let affiliate = affiliate::Model {
+            id: IdKind::Affiliate.generate(),
+            tenant_id: tenant.clone(),
+            created_at: t,
+            name: name.into_string(),
+            email: email.into_string(),
+            slug: slug.to_string(),
+            status: Activity::Active,
+            postback_url: postback_url.map(TargetUrl::into_string),
+            password_hash: None,
+            invite_token_hash: Some(hash_secret(&invite)),
+            updated_at: t,
+        };
+        let txn = self.store().write_txn().await?;
+        insert(&txn, affiliate.clone()).await.map_err(|e| {
+            if is_unique_violation(&e) {
+                AffiliateError::Taken
+            } else {
+                e.into()
+            }
+        })?;
+        if let Some(url) = &affiliate.postback_url {
+            insert(&txn, endpoint(tenant, &affiliate.id, url, t)).await?;
+        }
+        crate::audit::record(
+            &txn,
+            tenant,
+            caller,
+            "affiliate.create",
+            "affiliate",
+            &affiliate.id,
+        )
+        .await?;
+        txn.commit().await?;
+        self.area.changes.record();
+        let brand = crate::tenants::slug_of(&self.store().conn, tenant).await?;
+        let invite_url = format!(
+            "{}/portal/{brand}/invite/{invite}",
+            self.area.settings.public_base()
+        );
+        Ok(CreatedAffiliate {
+            affiliate,
+            invite_url,
+        })
+    }
+
+    pub async fn get(&self, caller: &Caller, id: &str) -> Result<affiliate::Model, AffiliateError> {
+        self.find(caller.tenant()?, id).await
+    }
+
+    /// The tenant's affiliates (at most 500).
+    pub async fn list(&self, caller: &Caller) -> Result<Vec<affiliate::Model>, AffiliateError> {
+        Ok(scoped::<affiliate::Entity>(caller.tenant()?)
+            .order_by_asc(affiliate::Column::Id)
+            .limit(500)
+            .all(&self.store().conn)
+            .await?)
+    }
+
+    /// Changes an affiliate: name, status (pause), postback URL.
+    pub async fn update(
+        &self,
+        caller: &Caller,
+        id: &str,
+        input: AffiliateUpdate,
+    ) -> Result<affiliate::Model, AffiliateError> {
+        use affiliate::Column as C;
+        let tenant = caller.tenant_admin()?;
+        let existing = self.find(tenant, id).await?;
+        let mut f = Fields::default();
+        let name = f.take_opt("name", input.name.as_deref().map(Name::parse));
+        let status = f.take_opt("status", input.status.as_deref().map(activity));
+        let postback_url = match input.postback_url {
+            None => Some(None),
+            Some(None) => Some(Some(None)),
+            Some(Some(u)) => f
+                .take("postback_url", TargetUrl::parse(&u))
+                .map(|u| Some(Some(u.into_string()))),
+        };
+        let (name, status, postback_url) = f.done((name, status, postback_url)).map_err(Invalid)?;
+        let t = Utc::now();
+        let mut q = scoped_update_by_id::<affiliate::Entity>(tenant, &existing.id)
+            .col_expr(C::UpdatedAt, Expr::value(t));
+        if let Some(v) = name {
+            q = q.col_expr(C::Name, Expr::value(v.into_string()));
+        }
+        if let Some(v) = status {
+            q = q.col_expr(C::Status, Expr::value(v));
+        }
+        let txn = self.store().write_txn().await?;
+        if let Some(url) = postback_url {
+            q = q.col_expr(C::PostbackUrl, Expr::value(url.clone()));
+            replace_endpoint(&txn, tenant, &existing.id, url.as_deref(), t).await?;
+        }
+        q.exec(&txn).await?;
+        txn.commit().await?;
+        self.area.changes.record();
+        self.find(tenant, id).await
+    }
+
+    async fn find(&self, tenant: &TenantId, id: &str) -> Result<affiliate::Model, AffiliateError> {
+        scoped_by_id::<affiliate::Entity>(tenant, id)
+            .one(&self.store().conn)
+            .await?
+            .ok_or_else(|| AffiliateError::NotFound(id.to_owned()))
+    }
+}
+
+/// The affiliate's postback endpoint follows its URL: old ones retire, a new
+/// one is made (none when the URL is removed).
+async fn replace_endpoint<C: ConnectionTrait>(
+    db: &C,
+    tenant: &TenantId,
+    affiliate_id: &str,
+    url: Option<&str>,
+    t: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    scoped_update::<notification_endpoint::Entity>(tenant)
+        .col_expr(notification_endpoint::Column::Active, Expr::value(false))
+        .filter(notification_endpoint::Column::AffiliateId.eq(affiliate_id))
+        .filter(notification_endpoint::Column::Kind.eq(EndpointKind::Postback))
+        .exec(db)
+        .await?;
+    if let Some(url) = url {
+        insert(db, endpoint(tenant, affiliate_id, url, t)).await?;
+    }
+    Ok(())
+}
+
+fn endpoint(
+    tenant: &TenantId,
+    affiliate_id: &str,
+    url: &str,
+    t: DateTime<Utc>,
+) -> notification_endpoint::Model {
+    notification_endpoint::Model {
+        id: IdKind::Endpoint.generate(),
+        tenant_id: tenant.clone(),
+        created_at: t,
+        affiliate_id: affiliate_id.to_owned(),
+        kind: EndpointKind::Postback,
+        url_template: url.to_owned(),
+        active: true,
+    }
+}

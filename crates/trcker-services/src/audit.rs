@@ -1,0 +1,37 @@
+//! The audit log: who changed what, when, written in the same transaction as
+//! the change.
+
+use chrono::Utc;
+use trcker_domain::ids::IdKind;
+use trcker_storage::TenantId;
+use trcker_storage::batch::insert;
+use trcker_storage::entities::audit;
+use trcker_storage::sea_orm::{ConnectionTrait, DbErr};
+
+use crate::auth::Caller;
+
+/// Records that `caller` did `action` (`program.create`...) to a resource.
+pub async fn record<C: ConnectionTrait>(
+    db: &C,
+    tenant: &TenantId,
+    caller: &Caller,
+    action: &str,
+    resource_type: &str,
+    resource_id: &str,
+) -> Result<(), DbErr> {
+    insert(
+        db,
+        audit::Model {
+            id: IdKind::Audit.generate(),
+            tenant_id: tenant.clone(),
+            created_at: Utc::now(),
+            actor: caller.actor(),
+            action: action.to_owned(),
+            resource_type: resource_type.to_owned(),
+            resource_id: resource_id.to_owned(),
+            details: None,
+        },
+    )
+    .await
+    .map(|_| ())
+}

@@ -1,0 +1,283 @@
+//! Merchant integrations: each has its own 64-character postback secret (kept
+//! hashed; shown once, inside its unique postback URL) and optional
+//! protections: an IP allow-list, a required signature, a rate limit, and
+//! aliases for the merchant's own parameter names.
+
+use std::collections::BTreeMap;
+
+use chrono::Utc;
+use trcker_domain::fields::{Fields, Name, RatePerMinute};
+use trcker_domain::ids::IdKind;
+use trcker_domain::protection::Cidr;
+use trcker_domain::secret::{hash_secret, new_postback_secret};
+use trcker_storage::entities::{integration, program};
+use trcker_storage::sea_orm::UpdateMany;
+use trcker_storage::sea_orm::sea_query::Expr;
+use trcker_storage::{Store, TenantId, batch::insert, scoped_by_id, scoped_update_by_id};
+
+use crate::areas::Area;
+use crate::auth::{AccessError, Caller};
+use crate::error::{Invalid, StoreError, from_store};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IntegrationError {
+    #[error(transparent)]
+    Access(#[from] AccessError),
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    #[error("integration not found")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+from_store!(IntegrationError);
+
+pub struct NewIntegration {
+    pub name: String,
+    pub program_id: String,
+    pub options: IntegrationOptions,
+}
+
+/// An integration's optional settings; `None` leaves a setting as it is.
+#[derive(Debug, Default, Clone)]
+pub struct IntegrationOptions {
+    /// CIDR ranges allowed to send postbacks; empty allows every address.
+    pub ip_allowlist: Option<Vec<String>>,
+    pub require_signature: Option<bool>,
+    /// Postbacks per minute (per receiver process); 0 removes the limit.
+    pub rate_limit_per_minute: Option<i32>,
+    /// Merchant parameter name -> Trcker parameter name.
+    pub param_aliases: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct IntegrationUpdate {
+    pub name: Option<String>,
+    /// `active` or `revoked`.
+    pub status: Option<String>,
+    pub options: IntegrationOptions,
+}
+
+pub struct CreatedIntegration {
+    pub integration: integration::Model,
+    pub secret: String,
+    pub postback_url: String,
+}
+
+/// Trcker's parameter names, which aliases map onto and may not shadow.
+const OURS: &[&str] = &[
+    "click_id",
+    "txn_id",
+    "amount",
+    "payout",
+    "currency",
+    "event",
+    "status",
+    "coupon_code",
+    "test",
+];
+
+/// Checked options as column values: `None` leaves a column as it is,
+/// `Some(None)` clears it.
+struct OptionColumns {
+    allowlist: Option<Option<String>>,
+    rate: Option<Option<i32>>,
+    aliases: Option<Option<String>>,
+    signature: Option<bool>,
+}
+
+#[derive(Clone)]
+pub struct IntegrationService {
+    area: Area,
+}
+
+impl IntegrationService {
+    pub(crate) fn new(area: Area) -> Self {
+        IntegrationService { area }
+    }
+
+    fn store(&self) -> &Store {
+        &self.area.store
+    }
+
+    /// Creates an integration; its secret and postback URL are returned once.
+    pub async fn create(
+        &self,
+        caller: &Caller,
+        input: NewIntegration,
+    ) -> Result<CreatedIntegration, IntegrationError> {
+        let tenant = caller.tenant_admin()?;
+        let mut f = Fields::default();
+        let name = f.take("name", Name::parse(&input.name));
+        let options = parse_options(&mut f, &input.options);
+        let program = scoped_by_id::<program::Entity>(tenant, &input.program_id)
+            .one(&self.store().conn)
+            .await?;
+        if program.is_none() {
+            f.error("program_id", "no program with this id");
+        }
+        let (name, program) = f.done((name, program)).map_err(Invalid)?;
+        let secret = new_postback_secret();
+        let integration = integration::Model {
+            id: IdKind::Integration.generate(),
+            tenant_id: tenant.clone(),
+            created_at: Utc::now(),
+            program_id: program.id.clone(),
+            name: name.into_string(),
+            secret_hash: hash_secret(&secret),
+            secret_hint: secret[secret.len() - 4..].to_owned(),
+            status: integration::Status::Active,
+            param_aliases: options.aliases.flatten(),
+            ip_allowlist: options.allowlist.flatten(),
+            require_signature: options.signature.unwrap_or(false),
+            rate_limit_per_minute: options.rate.flatten(),
+        };
+        let txn = self.store().write_txn().await?;
+        insert(&txn, integration.clone()).await?;
+        crate::audit::record(
+            &txn,
+            tenant,
+            caller,
+            "integration.create",
+            "integration",
+            &integration.id,
+        )
+        .await?;
+        txn.commit().await?;
+        self.area.changes.record();
+        let brand = crate::tenants::slug_of(&self.store().conn, tenant).await?;
+        let postback_url = format!(
+            "{}/api/postback/{brand}/{}?secret={secret}",
+            self.area.settings.public_base(),
+            program.slug
+        );
+        Ok(CreatedIntegration {
+            integration,
+            secret,
+            postback_url,
+        })
+    }
+
+    pub async fn get(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<integration::Model, IntegrationError> {
+        find(self.store(), caller.tenant()?, id).await
+    }
+
+    /// Changes an integration's name, status (revoking its secret) or protections.
+    pub async fn update(
+        &self,
+        caller: &Caller,
+        id: &str,
+        input: IntegrationUpdate,
+    ) -> Result<integration::Model, IntegrationError> {
+        let tenant = caller.tenant_admin()?;
+        let existing = find(self.store(), tenant, id).await?;
+        let Some(q) = parse_update(tenant, &existing.id, &input)? else {
+            return Ok(existing);
+        };
+        let txn = self.store().write_txn().await?;
+        q.exec(&txn).await?;
+        crate::audit::record(
+            &txn,
+            tenant,
+            caller,
+            "integration.update",
+            "integration",
+            &existing.id,
+        )
+        .await?;
+        txn.commit().await?;
+        self.area.changes.record();
+        find(self.store(), tenant, id).await
+    }
+}
+
+/// One of the tenant's integrations.
+pub(crate) async fn find(
+    store: &Store,
+    tenant: &TenantId,
+    id: &str,
+) -> Result<integration::Model, IntegrationError> {
+    scoped_by_id::<integration::Entity>(tenant, id)
+        .one(&store.conn)
+        .await?
+        .ok_or_else(|| IntegrationError::NotFound(id.to_owned()))
+}
+
+/// The UPDATE a change makes, or `None` when it changes nothing.
+fn parse_update(
+    tenant: &TenantId,
+    id: &str,
+    input: &IntegrationUpdate,
+) -> Result<Option<UpdateMany<integration::Entity>>, Invalid> {
+    use integration::Column as C;
+    let mut f = Fields::default();
+    let name = f.take_opt("name", input.name.as_deref().map(Name::parse));
+    let status = f.take_opt(
+        "status",
+        input.status.as_deref().map(|s| {
+            s.parse::<integration::Status>()
+                .map_err(|_| "must be active or revoked")
+        }),
+    );
+    let options = parse_options(&mut f, &input.options);
+    let (name, status) = f.done((name, status)).map_err(Invalid)?;
+    let mut q = scoped_update_by_id::<integration::Entity>(tenant, id);
+    let mut changed = false;
+    let mut set = |q: UpdateMany<integration::Entity>,
+                   col,
+                   v: Option<trcker_storage::sea_orm::Value>| match v {
+        Some(v) => {
+            changed = true;
+            q.col_expr(col, Expr::value(v))
+        }
+        None => q,
+    };
+    q = set(q, C::Name, name.map(|n| n.into_string().into()));
+    q = set(q, C::Status, status.map(Into::into));
+    q = set(q, C::IpAllowlist, options.allowlist.map(Into::into));
+    q = set(q, C::RequireSignature, options.signature.map(Into::into));
+    q = set(q, C::RateLimitPerMinute, options.rate.map(Into::into));
+    q = set(q, C::ParamAliases, options.aliases.map(Into::into));
+    Ok(changed.then_some(q))
+}
+
+/// Checks options into the column values to store.
+fn parse_options(f: &mut Fields, o: &IntegrationOptions) -> OptionColumns {
+    let allowlist = o.ip_allowlist.as_ref().map(|list| {
+        for (i, cidr) in list.iter().enumerate() {
+            f.take(&format!("ip_allowlist[{i}]"), Cidr::parse(cidr));
+        }
+        (!list.is_empty()).then(|| serde_json::to_string(list).unwrap_or_default())
+    });
+    let rate = o.rate_limit_per_minute.map(|r| {
+        f.take("rate_limit_per_minute", RatePerMinute::parse(r))
+            .and_then(|r| (r.get() > 0).then_some(r.get()))
+    });
+    let aliases = o.param_aliases.as_ref().map(|map| {
+        for (alias, target) in map {
+            if alias.is_empty() || alias.len() > 64 || OURS.contains(&alias.as_str()) {
+                f.error(
+                    "param_aliases",
+                    format!("'{alias}' cannot be an alias (1 to 64 characters, not one of Trcker's names)"),
+                );
+            }
+            if !OURS.contains(&target.as_str()) {
+                f.error(
+                    "param_aliases",
+                    format!("'{target}' is not a Trcker parameter ({})", OURS.join(", ")),
+                );
+            }
+        }
+        (!map.is_empty()).then(|| serde_json::to_string(map).unwrap_or_default())
+    });
+    OptionColumns {
+        allowlist,
+        rate,
+        aliases,
+        signature: o.require_signature,
+    }
+}

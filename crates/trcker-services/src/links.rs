@@ -1,0 +1,241 @@
+//! Tracking links (`/c/{code}`, with their own destination and default
+//! sub-IDs) and coupon codes (which attribute a sale to an affiliate without
+//! a click).
+
+use chrono::Utc;
+use trcker_domain::fields::{CouponCode, Fields, SubId, TargetUrl};
+use trcker_domain::ids::IdKind;
+use trcker_domain::secret::random_alnum;
+use trcker_storage::entities::{Activity, affiliate, coupon, program, tracking_link};
+use trcker_storage::sea_orm::sea_query::Expr;
+use trcker_storage::sea_orm::{QueryOrder, QuerySelect};
+use trcker_storage::{
+    Store, TenantId, batch::insert, is_unique_violation, scoped, scoped_by_id, scoped_update_by_id,
+};
+
+use crate::areas::Area;
+use crate::auth::{AccessError, Caller};
+use crate::error::{Invalid, StoreError, from_store};
+use crate::input::activity;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error(transparent)]
+    Access(#[from] AccessError),
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    #[error("tracking link not found")]
+    NotFound(String),
+    #[error("coupon '{0}' exists already for this program")]
+    CouponTaken(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+from_store!(LinkError);
+
+pub struct NewLink {
+    pub program_id: String,
+    pub affiliate_id: String,
+    pub destination_url: Option<String>,
+    pub subs: [Option<String>; 5],
+}
+
+#[derive(Default)]
+pub struct LinkUpdate {
+    /// `Some(None)` removes the override (the program's destination applies).
+    pub destination_url: Option<Option<String>>,
+    /// `active` or `paused`.
+    pub status: Option<String>,
+}
+
+pub struct NewCoupon {
+    pub program_id: String,
+    pub affiliate_id: String,
+    pub code: String,
+}
+
+/// Tries at drawing a link code that is not taken.
+const CODE_DRAWS: usize = 5;
+
+#[derive(Clone)]
+pub struct LinkService {
+    area: Area,
+}
+
+impl LinkService {
+    pub(crate) fn new(area: Area) -> Self {
+        LinkService { area }
+    }
+
+    fn store(&self) -> &Store {
+        &self.area.store
+    }
+
+    /// The public URL of a tracking link.
+    pub fn url(&self, code: &str) -> String {
+        format!("{}/c/{code}", self.area.settings.public_base())
+    }
+
+    /// Creates a tracking link for an affiliate and a program.
+    pub async fn create(
+        &self,
+        caller: &Caller,
+        input: NewLink,
+    ) -> Result<tracking_link::Model, LinkError> {
+        let tenant = caller.tenant_admin()?;
+        let mut f = self
+            .check_owners(tenant, &input.program_id, &input.affiliate_id)
+            .await?;
+        let destination = f.take_opt(
+            "destination_url",
+            input.destination_url.as_deref().map(TargetUrl::parse),
+        );
+        let mut subs: [Option<String>; 5] = Default::default();
+        for (i, s) in input.subs.into_iter().enumerate() {
+            subs[i] = s.and_then(|s| {
+                f.take(&format!("sub{}", i + 1), SubId::parse(&s))
+                    .map(SubId::into_string)
+            });
+        }
+        let (destination,) = f.done((destination,)).map_err(Invalid)?;
+        let [sub1, sub2, sub3, sub4, sub5] = subs;
+        for _ in 0..CODE_DRAWS {
+            let link = tracking_link::Model {
+                id: IdKind::Link.generate(),
+                tenant_id: tenant.clone(),
+                created_at: Utc::now(),
+                program_id: input.program_id.clone(),
+                affiliate_id: input.affiliate_id.clone(),
+                code: random_alnum(10),
+                destination_url: destination.clone().map(TargetUrl::into_string),
+                status: Activity::Active,
+                sub1: sub1.clone(),
+                sub2: sub2.clone(),
+                sub3: sub3.clone(),
+                sub4: sub4.clone(),
+                sub5: sub5.clone(),
+            };
+            match insert(&self.store().conn, link).await {
+                Ok(l) => {
+                    self.area.changes.record();
+                    return Ok(l);
+                }
+                Err(e) if is_unique_violation(&e) => continue, // a code collision: draw again
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(StoreError::Internal(format!("no free link code in {CODE_DRAWS} draws")).into())
+    }
+
+    /// The tenant's tracking links (at most 1000).
+    pub async fn list(&self, caller: &Caller) -> Result<Vec<tracking_link::Model>, LinkError> {
+        Ok(scoped::<tracking_link::Entity>(caller.tenant()?)
+            .order_by_asc(tracking_link::Column::Id)
+            .limit(1000)
+            .all(&self.store().conn)
+            .await?)
+    }
+
+    /// Changes a link's destination or status; the next click uses it.
+    pub async fn update(
+        &self,
+        caller: &Caller,
+        id: &str,
+        input: LinkUpdate,
+    ) -> Result<tracking_link::Model, LinkError> {
+        use tracking_link::Column as C;
+        let tenant = caller.tenant_admin()?;
+        let existing = self.find(tenant, id).await?;
+        let mut f = Fields::default();
+        let status = f.take_opt("status", input.status.as_deref().map(activity));
+        let destination = match input.destination_url {
+            None => Some(None),
+            Some(None) => Some(Some(None)),
+            Some(Some(u)) => f
+                .take("destination_url", TargetUrl::parse(&u))
+                .map(|u| Some(Some(u.into_string()))),
+        };
+        let (status, destination) = f.done((status, destination)).map_err(Invalid)?;
+        let mut q = scoped_update_by_id::<tracking_link::Entity>(tenant, &existing.id)
+            .col_expr(C::Id, Expr::col(C::Id));
+        if let Some(d) = destination {
+            q = q.col_expr(C::DestinationUrl, Expr::value(d));
+        }
+        if let Some(s) = status {
+            q = q.col_expr(C::Status, Expr::value(s));
+        }
+        q.exec(&self.store().conn).await?;
+        self.area.changes.record();
+        self.find(tenant, id).await
+    }
+
+    /// Creates a coupon code owned by an affiliate.
+    pub async fn create_coupon(
+        &self,
+        caller: &Caller,
+        input: NewCoupon,
+    ) -> Result<coupon::Model, LinkError> {
+        let tenant = caller.tenant_admin()?;
+        let mut f = self
+            .check_owners(tenant, &input.program_id, &input.affiliate_id)
+            .await?;
+        let code = f.take("code", CouponCode::parse(&input.code));
+        let (code,) = f.done((code,)).map_err(Invalid)?;
+        let coupon = coupon::Model {
+            id: IdKind::Coupon.generate(),
+            tenant_id: tenant.clone(),
+            created_at: Utc::now(),
+            program_id: input.program_id,
+            affiliate_id: input.affiliate_id,
+            code: code.into_string(),
+            status: Activity::Active,
+        };
+        match insert(&self.store().conn, coupon.clone()).await {
+            Ok(c) => Ok(c),
+            Err(e) if is_unique_violation(&e) => Err(LinkError::CouponTaken(coupon.code)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The tenant's coupons (at most 1000).
+    pub async fn list_coupons(&self, caller: &Caller) -> Result<Vec<coupon::Model>, LinkError> {
+        Ok(scoped::<coupon::Entity>(caller.tenant()?)
+            .order_by_asc(coupon::Column::Id)
+            .limit(1000)
+            .all(&self.store().conn)
+            .await?)
+    }
+
+    /// Fields naming a program or an affiliate that this tenant does not have.
+    async fn check_owners(
+        &self,
+        tenant: &TenantId,
+        program_id: &str,
+        affiliate_id: &str,
+    ) -> Result<Fields, LinkError> {
+        let db = &self.store().conn;
+        let mut f = Fields::default();
+        if scoped_by_id::<program::Entity>(tenant, program_id)
+            .one(db)
+            .await?
+            .is_none()
+        {
+            f.error("program_id", "no program with this id");
+        }
+        if scoped_by_id::<affiliate::Entity>(tenant, affiliate_id)
+            .one(db)
+            .await?
+            .is_none()
+        {
+            f.error("affiliate_id", "no affiliate with this id");
+        }
+        Ok(f)
+    }
+
+    async fn find(&self, tenant: &TenantId, id: &str) -> Result<tracking_link::Model, LinkError> {
+        scoped_by_id::<tracking_link::Entity>(tenant, id)
+            .one(&self.store().conn)
+            .await?
+            .ok_or_else(|| LinkError::NotFound(id.to_owned()))
+    }
+}

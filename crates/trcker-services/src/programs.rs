@@ -1,0 +1,488 @@
+//! Programs (offers) and their commission plans.
+//!
+//! A program is created with its default plan (the `sale` event, for every
+//! affiliate). More plans can be added per event (goal) and per affiliate; a
+//! new plan for the same program, event and affiliate replaces the previous
+//! one, which is kept, inactive, so that past commissions stay explainable.
+
+use chrono::Utc;
+use trcker_domain::commission::{CommissionRule, RuleError};
+use trcker_domain::fields::{
+    AttributionWindowDays, EventKey, Fields, HoldDays, MinConversionSeconds, Name, ParamName,
+    TargetUrl,
+};
+use trcker_domain::ids::IdKind;
+use trcker_domain::money::{Currency, Money};
+use trcker_domain::slug::Slug;
+use trcker_storage::entities::{Activity, affiliate, commission_plan, program, tenant};
+use trcker_storage::sea_orm::sea_query::Expr;
+use trcker_storage::sea_orm::{ColumnTrait, DbErr, QueryFilter, QueryOrder, QuerySelect};
+use trcker_storage::{
+    Store, TenantId, batch::insert, is_unique_violation, lookup, scoped, scoped_by_id,
+    scoped_update, scoped_update_by_id,
+};
+
+use crate::areas::Area;
+use crate::auth::{AccessError, Caller};
+use crate::error::{Invalid, StoreError, from_store};
+use crate::input::activity;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProgramError {
+    #[error(transparent)]
+    Access(#[from] AccessError),
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    #[error("program not found")]
+    NotFound(String),
+    #[error("a program with slug '{0}' exists already")]
+    SlugTaken(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+from_store!(ProgramError);
+
+#[derive(Default)]
+pub struct NewProgram {
+    pub name: String,
+    pub slug: String,
+    pub destination_url: String,
+    pub fallback_url: Option<String>,
+    pub currency: Option<String>,
+    pub commission_type: String,
+    pub commission_value: String,
+    pub hold_days: Option<i32>,
+    pub attribution_window_days: Option<i32>,
+    pub click_param: Option<String>,
+    pub default_revenue: Option<String>,
+    /// Conversions sooner than this after their click are refused (0: no minimum).
+    pub min_conversion_seconds: Option<i32>,
+}
+
+#[derive(Default)]
+pub struct ProgramUpdate {
+    pub name: Option<String>,
+    pub destination_url: Option<String>,
+    /// `Some(None)` removes the fallback.
+    pub fallback_url: Option<Option<String>>,
+    /// `active` or `paused`.
+    pub status: Option<String>,
+    pub attribution_window_days: Option<i32>,
+    pub min_conversion_seconds: Option<i32>,
+    pub hold_days: Option<i32>,
+}
+
+pub struct NewPlan {
+    pub program_id: String,
+    /// Goal key; default `sale`.
+    pub event: Option<String>,
+    /// An affiliate's own plan, overriding the program's for this event.
+    pub affiliate_id: Option<String>,
+    pub commission_type: String,
+    pub commission_value: String,
+}
+
+/// A program and the rule of its default plan.
+pub struct ProgramView {
+    pub program: program::Model,
+    pub commission: Option<CommissionRule>,
+}
+
+#[derive(Clone)]
+pub struct ProgramService {
+    area: Area,
+}
+
+impl ProgramService {
+    pub(crate) fn new(area: Area) -> Self {
+        ProgramService { area }
+    }
+
+    fn store(&self) -> &Store {
+        &self.area.store
+    }
+
+    /// Creates a program with its default commission plan.
+    pub async fn create(
+        &self,
+        caller: &Caller,
+        input: NewProgram,
+    ) -> Result<ProgramView, ProgramError> {
+        let tenant = caller.tenant_admin()?;
+        let (program, rule) = parse_new(tenant, input)?;
+        let plan = plan_row(
+            tenant,
+            &program.id,
+            None,
+            EventKey::sale(),
+            &rule,
+            program.currency.0,
+        );
+        let txn = self.store().write_txn().await?;
+        insert(&txn, program.clone()).await.map_err(|e| {
+            if is_unique_violation(&e) {
+                ProgramError::SlugTaken(program.slug.clone())
+            } else {
+                e.into()
+            }
+        })?;
+        insert(&txn, plan).await?;
+        crate::audit::record(
+            &txn,
+            tenant,
+            caller,
+            "program.create",
+            "program",
+            &program.id,
+        )
+        .await?;
+        txn.commit().await?;
+        self.area.changes.record();
+        Ok(ProgramView {
+            program,
+            commission: Some(rule),
+        })
+    }
+
+    pub async fn get(&self, caller: &Caller, id: &str) -> Result<ProgramView, ProgramError> {
+        let tenant = caller.tenant()?;
+        let program = self.find(tenant, id).await?;
+        self.view(tenant, program).await
+    }
+
+    /// The tenant's programs (at most 500).
+    pub async fn list(&self, caller: &Caller) -> Result<Vec<ProgramView>, ProgramError> {
+        let tenant = caller.tenant()?;
+        let programs = scoped::<program::Entity>(tenant)
+            .order_by_asc(program::Column::Id)
+            .limit(500)
+            .all(&self.store().conn)
+            .await?;
+        let mut out = Vec::with_capacity(programs.len());
+        for program in programs {
+            out.push(self.view(tenant, program).await?);
+        }
+        Ok(out)
+    }
+
+    /// Changes a program: destination, fallback, status (pause), windows, hold.
+    pub async fn update(
+        &self,
+        caller: &Caller,
+        id: &str,
+        input: ProgramUpdate,
+    ) -> Result<ProgramView, ProgramError> {
+        let tenant = caller.tenant_admin()?;
+        let existing = self.find(tenant, id).await?;
+        let mut q = parse_update(tenant, &existing.id, input)?;
+        q = q.col_expr(program::Column::UpdatedAt, Expr::value(Utc::now()));
+        q.exec(&self.store().conn).await?;
+        self.area.changes.record();
+        let program = self.find(tenant, id).await?;
+        self.view(tenant, program).await
+    }
+
+    /// Adds a commission plan, retiring the one it replaces.
+    pub async fn create_plan(
+        &self,
+        caller: &Caller,
+        input: NewPlan,
+    ) -> Result<commission_plan::Model, ProgramError> {
+        let tenant = caller.tenant_admin()?;
+        let db = &self.store().conn;
+        let program = scoped_by_id::<program::Entity>(tenant, &input.program_id)
+            .one(db)
+            .await?;
+        let mut f = Fields::default();
+        if program.is_none() {
+            f.error("program_id", "no program with this id");
+        }
+        if let Some(a) = &input.affiliate_id
+            && scoped_by_id::<affiliate::Entity>(tenant, a)
+                .one(db)
+                .await?
+                .is_none()
+        {
+            f.error("affiliate_id", "no affiliate with this id");
+        }
+        let event = f.take(
+            "event",
+            EventKey::parse(input.event.as_deref().unwrap_or("sale")),
+        );
+        let currency = program.as_ref().map_or(Currency::USD, |p| p.currency.0);
+        let rule = f.take(
+            "commission",
+            CommissionRule::parse(&input.commission_type, &input.commission_value, currency),
+        );
+        let (program, event, rule) = f.done((program, event, rule)).map_err(Invalid)?;
+        let plan = plan_row(
+            tenant,
+            &program.id,
+            input.affiliate_id,
+            event,
+            &rule,
+            currency,
+        );
+        let txn = self.store().write_txn().await?;
+        let retire = scoped_update::<commission_plan::Entity>(tenant)
+            .col_expr(commission_plan::Column::Active, Expr::value(false))
+            .filter(commission_plan::Column::ProgramId.eq(&program.id))
+            .filter(commission_plan::Column::Event.eq(&plan.event));
+        match &plan.affiliate_id {
+            Some(a) => retire.filter(commission_plan::Column::AffiliateId.eq(a)),
+            None => retire.filter(commission_plan::Column::AffiliateId.is_null()),
+        }
+        .exec(&txn)
+        .await?;
+        insert(&txn, plan.clone()).await?;
+        txn.commit().await?;
+        self.area.changes.record();
+        Ok(plan)
+    }
+
+    /// The active plans of a program.
+    pub async fn list_plans(
+        &self,
+        caller: &Caller,
+        program_id: &str,
+    ) -> Result<Vec<commission_plan::Model>, ProgramError> {
+        let tenant = caller.tenant()?;
+        self.find(tenant, program_id).await?;
+        Ok(scoped::<commission_plan::Entity>(tenant)
+            .filter(commission_plan::Column::ProgramId.eq(program_id))
+            .filter(commission_plan::Column::Active.eq(true))
+            .order_by_asc(commission_plan::Column::Id)
+            .all(&self.store().conn)
+            .await?)
+    }
+
+    async fn find(&self, tenant: &TenantId, id: &str) -> Result<program::Model, ProgramError> {
+        scoped_by_id::<program::Entity>(tenant, id)
+            .one(&self.store().conn)
+            .await?
+            .ok_or_else(|| ProgramError::NotFound(id.to_owned()))
+    }
+
+    /// The program with the rule of its default plan.
+    async fn view(
+        &self,
+        tenant: &TenantId,
+        program: program::Model,
+    ) -> Result<ProgramView, ProgramError> {
+        let plan = scoped::<commission_plan::Entity>(tenant)
+            .filter(commission_plan::Column::ProgramId.eq(&program.id))
+            .filter(commission_plan::Column::AffiliateId.is_null())
+            .filter(commission_plan::Column::Event.eq("sale"))
+            .filter(commission_plan::Column::Active.eq(true))
+            .one(&self.store().conn)
+            .await?;
+        Ok(ProgramView {
+            commission: plan.and_then(|p| rule_of(&p).ok()),
+            program,
+        })
+    }
+}
+
+/// A new program's row and default rule, every bad field named.
+fn parse_new(
+    tenant: &TenantId,
+    input: NewProgram,
+) -> Result<(program::Model, CommissionRule), Invalid> {
+    let mut f = Fields::default();
+    let name = f.take("name", Name::parse(&input.name));
+    let slug = f.take("slug", Slug::parse(&input.slug));
+    let destination = f.take("destination_url", TargetUrl::parse(&input.destination_url));
+    let fallback = f.take_opt(
+        "fallback_url",
+        input.fallback_url.as_deref().map(TargetUrl::parse),
+    );
+    let currency = f.take(
+        "currency",
+        input
+            .currency
+            .as_deref()
+            .map_or(Ok(Currency::USD), Currency::parse),
+    );
+    let in_currency = currency.unwrap_or(Currency::USD);
+    let rule = f.take(
+        "commission",
+        CommissionRule::parse(&input.commission_type, &input.commission_value, in_currency),
+    );
+    let hold = f.take("hold_days", HoldDays::parse(input.hold_days.unwrap_or(0)));
+    let window = f.take(
+        "attribution_window_days",
+        AttributionWindowDays::parse(input.attribution_window_days.unwrap_or(30)),
+    );
+    let min_seconds = f.take(
+        "min_conversion_seconds",
+        MinConversionSeconds::parse(input.min_conversion_seconds.unwrap_or(0)),
+    );
+    let click_param = f.take(
+        "click_param",
+        ParamName::parse(input.click_param.as_deref().unwrap_or("click_id")),
+    );
+    let revenue = f.take_opt(
+        "default_revenue",
+        input
+            .default_revenue
+            .as_deref()
+            .map(|v| Money::parse(v, in_currency)),
+    );
+    let parsed = (
+        name,
+        slug,
+        destination,
+        fallback,
+        currency,
+        rule,
+        hold,
+        window,
+        min_seconds,
+        click_param,
+        revenue,
+    );
+    let (
+        name,
+        slug,
+        destination,
+        fallback,
+        currency,
+        rule,
+        hold,
+        window,
+        min_seconds,
+        click_param,
+        revenue,
+    ) = f.done(parsed)?;
+    let t = Utc::now();
+    let program = program::Model {
+        id: IdKind::Program.generate(),
+        tenant_id: tenant.clone(),
+        created_at: t,
+        name: name.into_string(),
+        slug: slug.to_string(),
+        destination_url: destination.into_string(),
+        fallback_url: fallback.map(TargetUrl::into_string),
+        currency: currency.into(),
+        click_param: click_param.into_string(),
+        attribution_window_days: window.get(),
+        hold_days: hold.get(),
+        default_revenue_minor: revenue.map(|m| m.minor),
+        status: Activity::Active,
+        updated_at: t,
+        min_conversion_seconds: min_seconds.get(),
+    };
+    Ok((program, rule))
+}
+
+/// The UPDATE a program change makes, every bad field named.
+fn parse_update(
+    tenant: &TenantId,
+    id: &str,
+    input: ProgramUpdate,
+) -> Result<trcker_storage::sea_orm::UpdateMany<program::Entity>, Invalid> {
+    use program::Column as C;
+    let mut f = Fields::default();
+    let name = f.take_opt("name", input.name.as_deref().map(Name::parse));
+    let destination = f.take_opt(
+        "destination_url",
+        input.destination_url.as_deref().map(TargetUrl::parse),
+    );
+    let fallback = match input.fallback_url {
+        None => Some(None),
+        Some(None) => Some(Some(None)),
+        Some(Some(u)) => f
+            .take("fallback_url", TargetUrl::parse(&u))
+            .map(|u| Some(Some(u))),
+    };
+    let status = f.take_opt("status", input.status.as_deref().map(activity));
+    let window = f.take_opt(
+        "attribution_window_days",
+        input
+            .attribution_window_days
+            .map(AttributionWindowDays::parse),
+    );
+    let min_seconds = f.take_opt(
+        "min_conversion_seconds",
+        input
+            .min_conversion_seconds
+            .map(MinConversionSeconds::parse),
+    );
+    let hold = f.take_opt("hold_days", input.hold_days.map(HoldDays::parse));
+    let (name, destination, fallback, status, window, min_seconds, hold) = f.done((
+        name,
+        destination,
+        fallback,
+        status,
+        window,
+        min_seconds,
+        hold,
+    ))?;
+    let mut q = scoped_update_by_id::<program::Entity>(tenant, id);
+    if let Some(v) = name {
+        q = q.col_expr(C::Name, Expr::value(v.into_string()));
+    }
+    if let Some(v) = destination {
+        q = q.col_expr(C::DestinationUrl, Expr::value(v.into_string()));
+    }
+    if let Some(v) = fallback {
+        q = q.col_expr(C::FallbackUrl, Expr::value(v.map(TargetUrl::into_string)));
+    }
+    if let Some(v) = status {
+        q = q.col_expr(C::Status, Expr::value(v));
+    }
+    if let Some(v) = window {
+        q = q.col_expr(C::AttributionWindowDays, Expr::value(v.get()));
+    }
+    if let Some(v) = min_seconds {
+        q = q.col_expr(C::MinConversionSeconds, Expr::value(v.get()));
+    }
+    if let Some(v) = hold {
+        q = q.col_expr(C::HoldDays, Expr::value(v.get()));
+    }
+    Ok(q)
+}
+
+fn plan_row(
+    tenant: &TenantId,
+    program_id: &str,
+    affiliate_id: Option<String>,
+    event: EventKey,
+    rule: &CommissionRule,
+    currency: Currency,
+) -> commission_plan::Model {
+    commission_plan::Model {
+        id: IdKind::CommissionPlan.generate(),
+        tenant_id: tenant.clone(),
+        created_at: Utc::now(),
+        program_id: program_id.to_owned(),
+        affiliate_id,
+        event: event.into_string(),
+        kind: rule.kind().into(),
+        value: rule.value_string(),
+        currency: currency.into(),
+        active: true,
+    }
+}
+
+/// The rule a stored plan describes.
+pub fn rule_of(plan: &commission_plan::Model) -> Result<CommissionRule, RuleError> {
+    CommissionRule::parse(&plan.kind, &plan.value, plan.currency.0)
+}
+
+/// The tenant and program a public URL's `{brand}` and `{offer}` name, or
+/// which of the two is unknown.
+pub(crate) async fn by_slugs(
+    store: &Store,
+    brand: &str,
+    offer: &str,
+) -> Result<Result<(tenant::Model, program::Model), &'static str>, DbErr> {
+    let Some(tenant) = lookup::tenant_by_slug(brand).one(&store.conn).await? else {
+        return Ok(Err("brand"));
+    };
+    let program = scoped::<program::Entity>(&tenant.id)
+        .filter(program::Column::Slug.eq(offer))
+        .one(&store.conn)
+        .await?;
+    Ok(program.map(|p| (tenant, p)).ok_or("offer"))
+}

@@ -1,0 +1,22 @@
+//! Switches on the end-to-end suite's PostgreSQL tests when their database is
+//! configured at build time, so that `cargo test` reports them as ignored, with
+//! the reason, rather than as passed when they would run nothing:
+//!
+//! - `trcker_pg`: `TRCKER_TEST_POSTGRES_URL` is set (every scenario's
+//!   PostgreSQL variant runs, and fails if the server cannot be reached);
+//! - `trcker_pg_faults`: `TRCKER_TEST_PG_FAULT_CLUSTER` is set (the fault test
+//!   that stops and starts that cluster runs).
+
+fn main() {
+    println!("cargo::rustc-check-cfg=cfg(trcker_pg)");
+    println!("cargo::rustc-check-cfg=cfg(trcker_pg_faults)");
+    for (var, cfg) in [
+        ("TRCKER_TEST_POSTGRES_URL", "trcker_pg"),
+        ("TRCKER_TEST_PG_FAULT_CLUSTER", "trcker_pg_faults"),
+    ] {
+        println!("cargo::rerun-if-env-changed={var}");
+        if std::env::var(var).is_ok_and(|v| !v.is_empty()) {
+            println!("cargo::rustc-cfg={cfg}");
+        }
+    }
+}
