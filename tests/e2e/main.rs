@@ -6,6 +6,7 @@ mod attribution;
 mod binary;
 mod clicks;
 mod debugger;
+mod docs;
 mod faults;
 mod harness;
 mod notify;
