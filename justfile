@@ -49,14 +49,21 @@ chaos-smoke:
     target/debug/trcker-chaos --trcker target/debug/trcker --database postgres --postbacks 2000 --kill-every 2 --pg-cluster $(bash .ci/fault-cluster) --postgres-url postgres://postgres@127.0.0.1:5439/postgres
     target/debug/trcker-chaos --trcker target/debug/trcker --database sqlite --postbacks 1000 --kill-every 2
 
-# Formatting and lints, as CI runs them.
+# Formatting, lints and unused dependencies, as CI runs them (needs
+# `cargo install cargo-machete --locked`).
 lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -- -D warnings
+    cargo machete
 
 # Format the code.
 fmt:
     cargo fmt --all
+
+# Write docs/openapi.json and docs/errors.md anew from the code (after a change
+# to the API or to its error codes; the tests say when).
+docs:
+    TRCKER_BLESS=1 cargo test -p trcker --test e2e docs::
 
 # What CI runs.
 ci:

@@ -8,7 +8,7 @@ use poem::{EndpointExt, Route, handler};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
-use trcker::{App, Config, Roles, Secret};
+use trcker::{App, Config, Roles, SecretString};
 
 pub const OPERATOR: &str = "test-operator-token";
 
@@ -130,9 +130,9 @@ pub async fn spawn_on(pg: Option<PgDatabase>) -> TestApp {
         .try_init();
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = Config::with_data_dir(dir.path());
-    config.operator_token = Some(Secret::new(OPERATOR));
+    config.operator_token = Some(SecretString::from(OPERATOR));
     config.allow_private_targets = true;
-    config.database_url = pg.as_ref().map(|p| Secret::new(p.url.clone()));
+    config.database_url = pg.as_ref().map(|p| SecretString::from(p.url.clone()));
     config.db_connections = 8;
     let app = App::start(config.clone(), Roles::All)
         .await

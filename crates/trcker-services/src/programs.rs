@@ -283,11 +283,23 @@ impl ProgramService {
     }
 }
 
-/// A new program's row and default rule, every bad field named.
-fn parse_new(
-    tenant: &TenantId,
-    input: NewProgram,
-) -> Result<(program::Model, CommissionRule), Invalid> {
+/// A new program's fields, parsed.
+struct ProgramFields {
+    name: Name,
+    slug: Slug,
+    destination: TargetUrl,
+    fallback: Option<TargetUrl>,
+    currency: Currency,
+    rule: CommissionRule,
+    hold: HoldDays,
+    window: AttributionWindowDays,
+    min_seconds: MinConversionSeconds,
+    click_param: ParamName,
+    revenue: Option<Money>,
+}
+
+/// Parses a new program's fields, every bad one named, in the documented order.
+fn parse_fields(input: NewProgram) -> Result<ProgramFields, Invalid> {
     let mut f = Fields::default();
     let name = f.take("name", Name::parse(&input.name));
     let slug = f.take("slug", Slug::parse(&input.slug));
@@ -354,25 +366,46 @@ fn parse_new(
         click_param,
         revenue,
     ) = f.done(parsed)?;
+    Ok(ProgramFields {
+        name,
+        slug,
+        destination,
+        fallback,
+        currency,
+        rule,
+        hold,
+        window,
+        min_seconds,
+        click_param,
+        revenue,
+    })
+}
+
+/// A new program's row and default rule, every bad field named.
+fn parse_new(
+    tenant: &TenantId,
+    input: NewProgram,
+) -> Result<(program::Model, CommissionRule), Invalid> {
+    let p = parse_fields(input)?;
     let t = Utc::now();
     let program = program::Model {
         id: IdKind::Program.generate(),
         tenant_id: tenant.clone(),
         created_at: t,
-        name: name.into_string(),
-        slug: slug.to_string(),
-        destination_url: destination.into_string(),
-        fallback_url: fallback.map(TargetUrl::into_string),
-        currency: currency.into(),
-        click_param: click_param.into_string(),
-        attribution_window_days: window.get(),
-        hold_days: hold.get(),
-        default_revenue_minor: revenue.map(|m| m.minor),
+        name: p.name.into_string(),
+        slug: p.slug.to_string(),
+        destination_url: p.destination.into_string(),
+        fallback_url: p.fallback.map(TargetUrl::into_string),
+        currency: p.currency.into(),
+        click_param: p.click_param.into_string(),
+        attribution_window_days: p.window.get(),
+        hold_days: p.hold.get(),
+        default_revenue_minor: p.revenue.map(|m| m.minor),
         status: Activity::Active,
         updated_at: t,
-        min_conversion_seconds: min_seconds.get(),
+        min_conversion_seconds: p.min_seconds.get(),
     };
-    Ok((program, rule))
+    Ok((program, p.rule))
 }
 
 /// The UPDATE a program change makes, every bad field named.

@@ -1,34 +1,14 @@
 //! One typed configuration: defaults, then `TRCKER_*` environment variables
-//! (and `DATABASE_URL`), then command-line flags. Secrets are wrapped so they
-//! never print.
+//! (and `DATABASE_URL`), then command-line flags. Secrets are `secrecy`'s
+//! `SecretString`, so they never print.
 
-use std::fmt;
 use std::path::PathBuf;
 
-/// A value that must never appear in logs or debug output.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+use secrecy::{ExposeSecret, SecretString};
 
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl std::str::FromStr for Secret {
-    type Err = std::convert::Infallible;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Secret(s.to_owned()))
-    }
+/// A secret from the command line or the environment (its `Debug` prints no value).
+fn secret(s: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(s))
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -40,14 +20,14 @@ pub struct Config {
     #[arg(long, env = "TRCKER_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
     /// PostgreSQL URL; when unset, the embedded SQLite database is used.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<Secret>,
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = secret)]
+    pub database_url: Option<SecretString>,
     /// Base of generated links and postback URLs (default: http://<listen address>).
     #[arg(long, env = "TRCKER_PUBLIC_URL")]
     pub public_url: Option<String>,
     /// The operator token; when unset, one is generated at first start and printed once.
-    #[arg(long, env = "TRCKER_OPERATOR_TOKEN", hide_env_values = true)]
-    pub operator_token: Option<Secret>,
+    #[arg(long, env = "TRCKER_OPERATOR_TOKEN", hide_env_values = true, value_parser = secret)]
+    pub operator_token: Option<SecretString>,
     /// Let notifications reach loopback and private addresses (for local testing only).
     #[arg(long, env = "TRCKER_ALLOW_PRIVATE_TARGETS", default_value_t = false, action = clap::ArgAction::Set)]
     pub allow_private_targets: bool,
@@ -95,10 +75,29 @@ impl Config {
     pub fn database(&self) -> trcker_storage::DatabaseConfig {
         match &self.database_url {
             Some(url) => trcker_storage::DatabaseConfig::Postgres {
-                url: url.expose().to_owned(),
+                url: url.expose_secret().to_owned(),
                 max_connections: self.db_connections,
             },
             None => trcker_storage::Store::sqlite_in(&self.data_dir),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_print() {
+        let mut config = Config::with_data_dir("/tmp/x");
+        config.operator_token = Some(SecretString::from("op_very_secret_token"));
+        config.database_url = secret("postgres://trcker:hunter2@db/trcker").ok();
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("op_very_secret_token"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(matches!(
+            config.database(),
+            trcker_storage::DatabaseConfig::Postgres { url, .. } if url.ends_with("hunter2@db/trcker")
+        ));
     }
 }

@@ -17,7 +17,8 @@ use tokio_util::sync::CancellationToken;
 use trcker_services::{Services, Settings};
 use trcker_storage::Store;
 
-pub use config::{Config, Secret};
+pub use config::Config;
+pub use secrecy::{ExposeSecret, SecretString};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -50,7 +51,7 @@ pub enum OperatorToken {
     /// From `TRCKER_OPERATOR_TOKEN`.
     FromEnvironment,
     /// Generated now; shown this once.
-    Generated(Secret),
+    Generated(SecretString),
     /// Generated at an earlier start; only its hash is kept.
     Stored,
 }
@@ -63,7 +64,10 @@ fn sha256_hex(s: &str) -> String {
 
 fn operator_token(config: &Config) -> Result<(String, OperatorToken), AppError> {
     if let Some(token) = &config.operator_token {
-        return Ok((sha256_hex(token.expose()), OperatorToken::FromEnvironment));
+        return Ok((
+            sha256_hex(token.expose_secret()),
+            OperatorToken::FromEnvironment,
+        ));
     }
     let dir = &config.data_dir;
     let path = dir.join(TOKEN_HASH_FILE);
@@ -76,7 +80,7 @@ fn operator_token(config: &Config) -> Result<(String, OperatorToken), AppError> 
     write_private(&path, &sha256_hex(&token)).map_err(file_err)?;
     Ok((
         sha256_hex(&token),
-        OperatorToken::Generated(Secret::new(token)),
+        OperatorToken::Generated(SecretString::from(token)),
     ))
 }
 

@@ -7,7 +7,7 @@
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
-use trcker::{App, Config, OperatorToken, Roles};
+use trcker::{App, Config, ExposeSecret, OperatorToken, Roles};
 
 /// jemalloc for Rust's allocations: with the system allocator, malloc and free
 /// were about a quarter of a loaded server's own CPU time (clicks handed from
@@ -99,7 +99,7 @@ async fn run(config: Config, roles: Roles) -> Result<(), trcker::AppError> {
     }
     match &app.operator_token {
         OperatorToken::Generated(token) => {
-            say!("  operator token {}", token.expose());
+            say!("  operator token {}", token.expose_secret());
             say!(
                 "                 (shown once; only its hash is kept. Set TRCKER_OPERATOR_TOKEN to choose your own.)"
             );

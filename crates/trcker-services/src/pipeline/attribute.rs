@@ -402,8 +402,8 @@ impl Pipeline {
         Ok(())
     }
 
-    /// The conversions the batch's txn_ids have, and the clicks, coupons and
-    /// affiliates its postbacks name.
+    /// The conversions the batch's txn_ids have, and what attributes its
+    /// postbacks.
     async fn load_owners(
         &self,
         tenant: &TenantId,
@@ -443,6 +443,22 @@ impl Pipeline {
             .filter(|p| p.click_id.is_none())
             .filter_map(|p| p.coupon_code.clone())
             .collect();
+        self.load_sources(tenant, program_ids, click_ids, codes, loaded)
+            .await
+    }
+
+    /// The clicks and coupons that attribute the batch's postbacks, and their
+    /// affiliates.
+    async fn load_sources(
+        &self,
+        tenant: &TenantId,
+        program_ids: &[String],
+        click_ids: Vec<String>,
+        codes: Vec<String>,
+        loaded: &mut Loaded,
+    ) -> Result<(), JobError> {
+        let backend = self.store.conn.get_database_backend();
+        let db = &self.store.conn;
         if !click_ids.is_empty() {
             for c in scoped::<click::Entity>(tenant)
                 .filter(among(backend, click::Column::Id, click_ids))
