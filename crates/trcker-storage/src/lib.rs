@@ -82,17 +82,13 @@ impl Store {
                     .busy_timeout(Duration::from_secs(10))
                     .foreign_keys(true)
                     .pragma("temp_store", "memory")
-                    // Memory per connection (6 of them: each has a thread of
-                    // its own, and with 8 the allocator's per-thread arenas
-                    // took the loaded process past 150 MB): a 1 MB page cache
-                    // (the kernel caches the file besides; 4 MB per connection
-                    // made the loaded pipeline's peak ~10 MiB higher and
-                    // nothing faster), and a bounded statement cache: a
-                    // batch's `IN (…)` lists and multi-row statements have a
-                    // text per size (padded or chunked to a handful of sizes;
-                    // the inbox's groups of up to 32 have one each), and each
-                    // cached one keeps its compiled program (64 measured no
-                    // faster than 32, with more memory).
+                    // Memory per connection (each has a thread of its own,
+                    // and the allocator's per-thread arenas cost memory): a
+                    // small page cache (the kernel caches the file besides),
+                    // and a bounded statement cache, since a batch's
+                    // statements have a text per size (padded or chunked to a
+                    // handful of sizes) and each cached one keeps its
+                    // compiled program. Measured: docs/benchmarks.md.
                     .pragma("cache_size", "-1000")
                     .statement_cache_capacity(32);
                 let pool = SqlitePoolOptions::new()

@@ -10,11 +10,10 @@ use tracing_subscriber::EnvFilter;
 use trcker::{App, Config, ExposeSecret, OperatorToken, Roles};
 
 /// jemalloc for Rust's allocations: with the system allocator, malloc and free
-/// were about a quarter of a loaded server's own CPU time (clicks handed from
-/// the request threads to the click writer, batches built and dropped on other
-/// threads); jemalloc took clicks and intake about 8 % higher
-/// (docs/benchmarks.md). SQLite's own allocations stay on the system allocator:
-/// moving them too kept more memory at peak.
+/// were a large part of a loaded server's own CPU time (clicks handed from the
+/// request threads to the click writer, batches built and dropped on other
+/// threads; docs/benchmarks.md). SQLite's own allocations stay on the system
+/// allocator: moving them too kept more memory at peak.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -23,15 +23,14 @@
 //! One writer serves each process, on both databases: SQLite serialises its
 //! writes anyway, and on PostgreSQL several writers taking turns made smaller
 //! groups (more statements per postback) without taking more postbacks per
-//! second, as did two groups written at once (measured: docs/benchmarks.md).
+//! second (docs/benchmarks.md).
 //!
 //! The writer runs on a thread of its own, with a single-threaded runtime and,
-//! on PostgreSQL, a pool of its own (two connections) whose sockets that
-//! runtime drives. On the shared runtime, each wake-up of the writer (a SQLite
-//! connection's thread answering, a PostgreSQL reply arriving) waited its turn
-//! behind the requests being parsed; a group's cycle is a chain of such
-//! wake-ups, and the writer is the one task every postback waits for (intake
-//! +30 % on SQLite, +12-19 % on PostgreSQL in A/B runs).
+//! on PostgreSQL, a pool of its own whose sockets that runtime drives: a
+//! group's cycle is a chain of wake-ups (a SQLite connection's thread
+//! answering, a PostgreSQL reply arriving), and on the shared runtime each
+//! waited its turn behind the requests being parsed, while the writer is the
+//! one task every postback waits for.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
