@@ -50,6 +50,20 @@ impl Fields {
         }
     }
 
+    /// A field a change may set, clear (`Some(None)`) or leave (`None`): the
+    /// same three, parsed; a bad value is recorded.
+    pub fn take_patch<T, E: fmt::Display>(
+        &mut self,
+        field: &str,
+        parsed: Option<Option<Result<T, E>>>,
+    ) -> Option<Option<Option<T>>> {
+        match parsed {
+            None => Some(None),
+            Some(None) => Some(Some(None)),
+            Some(Some(p)) => self.take(field, p).map(|v| Some(Some(v))),
+        }
+    }
+
     /// Records a bad field that is not a parse error (e.g. an unknown id).
     pub fn error(&mut self, field: &str, message: impl Into<String>) {
         self.0.push(FieldError::new(field, message));
@@ -332,6 +346,21 @@ mod tests {
         assert_eq!(name.into_string(), "Pro plan");
         assert_eq!(email.into_string(), "jane@example.com");
         assert_eq!(fallback, None);
+    }
+
+    #[test]
+    fn a_change_sets_clears_or_leaves_a_field() {
+        let mut f = Fields::default();
+        let leave = f.take_patch("a", None::<Option<Result<Name, NameError>>>);
+        let clear = f.take_patch("b", Some(None::<Result<Name, NameError>>));
+        let set = f.take_patch("c", Some(Some(Name::parse("x"))));
+        let bad = f.take_patch("d", Some(Some(Name::parse(""))));
+        assert_eq!(leave, Some(None));
+        assert_eq!(clear, Some(Some(None)));
+        assert!(matches!(set, Some(Some(Some(_)))));
+        assert_eq!(bad, None);
+        let errors = f.done((leave, clear, set, bad)).expect_err("d is bad");
+        assert_eq!(errors[0].field, "d");
     }
 
     #[test]

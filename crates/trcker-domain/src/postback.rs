@@ -28,9 +28,9 @@ pub const DEFAULT_ALIASES: &[(&str, &str)] = &[
     ("coupon", "coupon_code"),
 ];
 
-/// Parameters that are ours; anything else a merchant sends is kept in the log
-/// but otherwise ignored.
-const KNOWN: &[&str] = &[
+/// The parameters a postback carries, which an integration's aliases map
+/// onto (and may not shadow).
+pub const PARAMETERS: &[&str] = &[
     "click_id",
     "txn_id",
     "amount",
@@ -40,8 +40,13 @@ const KNOWN: &[&str] = &[
     "status",
     "coupon_code",
     "test",
-    "secret",
 ];
+
+/// Whether a parameter is ours (one of [`PARAMETERS`], or the secret);
+/// anything else a merchant sends is kept in the log but otherwise ignored.
+fn known(name: &str) -> bool {
+    name == "secret" || PARAMETERS.contains(&name)
+}
 
 /// A postback as the pipeline sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,7 +70,7 @@ pub fn canonical_name<'a>(name: &'a str, aliases: &'a BTreeMap<String, String>) 
     if let Some(c) = aliases.get(name) {
         return c.as_str();
     }
-    if KNOWN.contains(&name) {
+    if known(name) {
         return name;
     }
     DEFAULT_ALIASES
@@ -93,7 +98,7 @@ pub fn parse(
     let mut fields: BTreeMap<&str, &str> = BTreeMap::new();
     for (name, value) in pairs {
         let canon = canonical_name(name, aliases);
-        if !KNOWN.contains(&canon) {
+        if !known(canon) {
             continue;
         }
         match fields.get(canon) {

@@ -173,13 +173,13 @@ impl AffiliateService {
         let mut f = Fields::default();
         let name = f.take_opt("name", input.name.as_deref().map(Name::parse));
         let status = f.take_opt("status", input.status.as_deref().map(activity));
-        let postback_url = match input.postback_url {
-            None => Some(None),
-            Some(None) => Some(Some(None)),
-            Some(Some(u)) => f
-                .take("postback_url", TargetUrl::parse(&u))
-                .map(|u| Some(Some(u.into_string()))),
-        };
+        let postback_url = f.take_patch(
+            "postback_url",
+            input
+                .postback_url
+                .as_ref()
+                .map(|u| u.as_deref().map(TargetUrl::parse)),
+        );
         let (name, status, postback_url) = f.done((name, status, postback_url)).map_err(Invalid)?;
         let t = Utc::now();
         let mut q = scoped_update_by_id::<affiliate::Entity>(tenant, &existing.id)
@@ -192,6 +192,7 @@ impl AffiliateService {
         }
         let txn = self.store().write_txn().await?;
         if let Some(url) = postback_url {
+            let url = url.map(TargetUrl::into_string);
             q = q.col_expr(C::PostbackUrl, Expr::value(url.clone()));
             replace_endpoint(&txn, tenant, &existing.id, url.as_deref(), t).await?;
         }

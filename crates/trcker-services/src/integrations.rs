@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use chrono::Utc;
 use trcker_domain::fields::{Fields, Name, RatePerMinute};
 use trcker_domain::ids::IdKind;
+use trcker_domain::postback::PARAMETERS as OURS;
 use trcker_domain::protection::Cidr;
 use trcker_domain::secret::{hash_secret, new_postback_secret};
 use trcker_storage::entities::{integration, program};
@@ -63,19 +64,6 @@ pub struct CreatedIntegration {
     pub secret: String,
     pub postback_url: String,
 }
-
-/// Trcker's parameter names, which aliases map onto and may not shadow.
-const OURS: &[&str] = &[
-    "click_id",
-    "txn_id",
-    "amount",
-    "payout",
-    "currency",
-    "event",
-    "status",
-    "coupon_code",
-    "test",
-];
 
 /// Checked options as column values: `None` leaves a column as it is,
 /// `Some(None)` clears it.

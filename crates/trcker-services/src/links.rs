@@ -148,18 +148,21 @@ impl LinkService {
         let existing = self.find(tenant, id).await?;
         let mut f = Fields::default();
         let status = f.take_opt("status", input.status.as_deref().map(activity));
-        let destination = match input.destination_url {
-            None => Some(None),
-            Some(None) => Some(Some(None)),
-            Some(Some(u)) => f
-                .take("destination_url", TargetUrl::parse(&u))
-                .map(|u| Some(Some(u.into_string()))),
-        };
+        let destination = f.take_patch(
+            "destination_url",
+            input
+                .destination_url
+                .as_ref()
+                .map(|u| u.as_deref().map(TargetUrl::parse)),
+        );
         let (status, destination) = f.done((status, destination)).map_err(Invalid)?;
         let mut q = scoped_update_by_id::<tracking_link::Entity>(tenant, &existing.id)
             .col_expr(C::Id, Expr::col(C::Id));
         if let Some(d) = destination {
-            q = q.col_expr(C::DestinationUrl, Expr::value(d));
+            q = q.col_expr(
+                C::DestinationUrl,
+                Expr::value(d.map(TargetUrl::into_string)),
+            );
         }
         if let Some(s) = status {
             q = q.col_expr(C::Status, Expr::value(s));

@@ -421,13 +421,13 @@ fn parse_update(
         "destination_url",
         input.destination_url.as_deref().map(TargetUrl::parse),
     );
-    let fallback = match input.fallback_url {
-        None => Some(None),
-        Some(None) => Some(Some(None)),
-        Some(Some(u)) => f
-            .take("fallback_url", TargetUrl::parse(&u))
-            .map(|u| Some(Some(u))),
-    };
+    let fallback = f.take_patch(
+        "fallback_url",
+        input
+            .fallback_url
+            .as_ref()
+            .map(|u| u.as_deref().map(TargetUrl::parse)),
+    );
     let status = f.take_opt("status", input.status.as_deref().map(activity));
     let window = f.take_opt(
         "attribution_window_days",
