@@ -53,8 +53,10 @@ where
     }
 
     pub fn get(&self, key: &K) -> Option<V> {
+        // A load on the hot path; a write only after a change.
         let now = self.changes.current();
-        if self.seen.swap(now, Ordering::AcqRel) != now {
+        if self.seen.load(Ordering::Acquire) != now {
+            self.seen.store(now, Ordering::Release);
             self.entries.invalidate_all();
             return None;
         }
