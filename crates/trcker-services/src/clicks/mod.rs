@@ -12,9 +12,8 @@
 
 mod writer;
 
-use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use chrono::Utc;
 use trcker_domain::click_id::ClickId;
@@ -146,27 +145,29 @@ fn clamp(s: Option<String>, max: usize) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-/// Recent visitors per link, for unique counting (per process).
-#[derive(Debug)]
+/// Recent visitors per link, for unique counting (per process): each
+/// visitor's last click, kept for the unique window.
 struct Visitors {
-    recent: Mutex<HashMap<u64, i64>>,
+    recent: moka::sync::Cache<u64, i64>,
     window_ms: i64,
 }
 
 impl Visitors {
+    fn new(window: std::time::Duration) -> Self {
+        Visitors {
+            recent: moka::sync::Cache::builder()
+                .max_capacity(500_000)
+                .time_to_live(window)
+                .build(),
+            window_ms: window.as_millis() as i64,
+        }
+    }
+
     /// Whether this click is the first of its visitor on this link within the window.
     fn first_in_window(&self, key: u64, now_ms: i64) -> bool {
-        let Ok(mut recent) = self.recent.lock() else {
-            return true;
-        };
-        if recent.len() > 500_000 {
-            let window = self.window_ms;
-            recent.retain(|_, t| now_ms - *t < window);
-        }
-        match recent.insert(key, now_ms) {
-            Some(prev) => now_ms - prev >= self.window_ms,
-            None => true,
-        }
+        let prev = self.recent.get(&key);
+        self.recent.insert(key, now_ms);
+        prev.is_none_or(|prev| now_ms - prev >= self.window_ms)
     }
 }
 
@@ -184,10 +185,7 @@ impl ClickService {
     pub(crate) fn new(area: Area) -> Self {
         ClickService {
             resolved: Arc::new(Cache::new(area.changes.clone())),
-            visitors: Arc::new(Visitors {
-                recent: Mutex::default(),
-                window_ms: area.settings.unique_click_window.as_millis() as i64,
-            }),
+            visitors: Arc::new(Visitors::new(area.settings.unique_click_window)),
             writer: ClickWriter::start(area.store.clone()),
             area,
         }
@@ -390,10 +388,7 @@ mod tests {
 
     #[test]
     fn unique_within_the_window() {
-        let s = Visitors {
-            recent: Mutex::default(),
-            window_ms: 60_000,
-        };
+        let s = Visitors::new(std::time::Duration::from_secs(60));
         assert!(s.first_in_window(1, 0));
         assert!(!s.first_in_window(1, 59_999));
         assert!(s.first_in_window(1, 200_000));
