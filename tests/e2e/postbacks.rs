@@ -223,7 +223,10 @@ async fn a_failed_commission_step_is_queued_and_retried(app: &TestApp) {
     // notification whatever its plan), and nothing is booked yet.
     let heard = jane.next().await;
     assert!(heard.contains(&format!("cid={click}")), "{heard}");
-    assert_eq!(app.ledger_sum(&s.tenant.id, &conversion_id).await, (0, 0));
+    assert_eq!(
+        app.ledger_sum(&s.tenant.id, conversion_id.as_str()).await,
+        (0, 0)
+    );
 
     // Mended, the plan applies at the queued job's next try.
     assert_eq!(set_plan_value(plans[0].value.clone()).await, 1);
@@ -231,7 +234,10 @@ async fn a_failed_commission_step_is_queued_and_retried(app: &TestApp) {
         b["items"][0]["payout"] == "8.00"
     })
     .await;
-    assert_eq!(app.ledger_sum(&s.tenant.id, &conversion_id).await, (800, 1));
+    assert_eq!(
+        app.ledger_sum(&s.tenant.id, conversion_id.as_str()).await,
+        (800, 1)
+    );
     jane.assert_quiet(Duration::from_millis(500)).await;
 }
 on_both_databases!(a_failed_commission_step_is_queued_and_retried);
@@ -602,11 +608,11 @@ fn stored_postback(
     let txn = get("txn_id").expect("txn_id");
     let status = get("status").unwrap_or_else(|| "approved".into());
     trcker_storage::entities::postback::Model {
-        id: trcker_domain::ids::IdKind::Postback.generate(),
+        id: trcker_storage::ids::PostbackId::generate(),
         tenant_id: tenant.clone(),
         created_at: chrono::Utc::now(),
-        integration_id: s.integration_id.clone(),
-        program_id: s.program_id.clone(),
+        integration_id: s.integration_id.as_str().into(),
+        program_id: s.program_id.as_str().into(),
         txn_id: Some(txn.clone()),
         status_param: Some(status.clone()),
         dedupe_key: Some(format!("{}\u{1f}{txn}\u{1f}{status}", s.program_id)),
@@ -728,7 +734,7 @@ async fn one_job_attributes_a_batch_in_order(app: &TestApp) {
         .expect("push");
     let mut done = Vec::new();
     for row in &rows {
-        done.push(app.processed_postback(&row.id).await);
+        done.push(app.processed_postback(row.id.as_str()).await);
     }
     assert_eq!(done[0].state.as_str(), "processed", "{:?}", done[0].reason);
     assert_eq!(done[1].state.as_str(), "processed");
@@ -764,7 +770,7 @@ async fn one_job_attributes_a_batch_in_order(app: &TestApp) {
         b["items"][0]["payout"] == "2.00"
     })
     .await;
-    assert_eq!(app.ledger_sum(&s.tenant.id, &b1).await, (790, 1));
+    assert_eq!(app.ledger_sum(&s.tenant.id, b1.as_str()).await, (790, 1));
     // b-1 pending, b-1 approved, b-3: one call each, in any order.
     let heard = [jane.next().await, jane.next().await, jane.next().await];
     let calls = |cid: &str| {
@@ -896,7 +902,10 @@ async fn a_job_stuck_in_a_live_worker_is_handed_back(app: &TestApp) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(app.ledger_sum(&s.tenant.id, &conversion).await, (790, 1));
+    assert_eq!(
+        app.ledger_sum(&s.tenant.id, conversion.as_str()).await,
+        (790, 1)
+    );
     jane.assert_quiet(Duration::from_millis(500)).await;
 }
 on_both_databases!(a_job_stuck_in_a_live_worker_is_handed_back);

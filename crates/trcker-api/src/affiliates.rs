@@ -143,7 +143,7 @@ pub struct AffiliateOut {
 impl From<affiliate::Model> for AffiliateOut {
     fn from(a: affiliate::Model) -> Self {
         AffiliateOut {
-            id: a.id,
+            id: a.id.into(),
             name: a.name,
             email: a.email,
             slug: a.slug,

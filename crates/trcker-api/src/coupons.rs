@@ -72,9 +72,9 @@ pub struct CouponOut {
 impl From<coupon::Model> for CouponOut {
     fn from(c: coupon::Model) -> Self {
         CouponOut {
-            id: c.id,
-            program_id: c.program_id,
-            affiliate_id: c.affiliate_id,
+            id: c.id.into(),
+            program_id: c.program_id.into(),
+            affiliate_id: c.affiliate_id.into(),
             code: c.code,
             status: c.status.to_string(),
             created_at: c.created_at,

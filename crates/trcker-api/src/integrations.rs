@@ -204,9 +204,9 @@ pub struct IntegrationOut {
 impl From<integration::Model> for IntegrationOut {
     fn from(i: integration::Model) -> Self {
         IntegrationOut {
-            id: i.id,
+            id: i.id.into(),
             name: i.name,
-            program_id: i.program_id,
+            program_id: i.program_id.into(),
             status: i.status.to_string(),
             secret_hint: i.secret_hint,
             ip_allowlist: i

@@ -60,10 +60,10 @@ impl LinksApi {
     fn out(&self, l: tracking_link::Model) -> LinkOut {
         LinkOut {
             url: self.links.url(&l.code),
-            id: l.id,
+            id: l.id.into(),
             code: l.code,
-            program_id: l.program_id,
-            affiliate_id: l.affiliate_id,
+            program_id: l.program_id.into(),
+            affiliate_id: l.affiliate_id.into(),
             destination_url: l.destination_url,
             status: l.status.to_string(),
             sub1: l.sub1,

@@ -73,7 +73,7 @@ impl From<postback::Model> for PostbackLogOut {
     fn from(p: postback::Model) -> Self {
         let params: Vec<(String, String)> = serde_json::from_str(&p.raw_params).unwrap_or_default();
         PostbackLogOut {
-            id: p.id,
+            id: p.id.into(),
             received_at: p.created_at,
             method: p.method,
             source_ip: p.source_ip,
@@ -86,8 +86,8 @@ impl From<postback::Model> for PostbackLogOut {
             state: p.state.to_string(),
             reason: p.reason,
             txn_id: p.txn_id,
-            conversion_id: p.conversion_id,
-            duplicate_of: p.duplicate_of,
+            conversion_id: p.conversion_id.map(Into::into),
+            duplicate_of: p.duplicate_of.map(Into::into),
             is_test: p.is_test,
             commission: None,
         }

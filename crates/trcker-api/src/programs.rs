@@ -220,7 +220,7 @@ impl From<ProgramView> for ProgramOut {
                 value: r.value_string(),
             }),
             default_revenue: p.default_revenue_minor.map(|m| money(m, p.currency.0)),
-            id: p.id,
+            id: p.id.into(),
             name: p.name,
             slug: p.slug,
             destination_url: p.destination_url,
@@ -279,10 +279,10 @@ impl From<commission_plan::Model> for PlanOut {
                 kind: p.kind,
                 value: p.value,
             },
-            id: p.id,
-            program_id: p.program_id,
+            id: p.id.into(),
+            program_id: p.program_id.into(),
             event: p.event,
-            affiliate_id: p.affiliate_id,
+            affiliate_id: p.affiliate_id.map(Into::into),
             created_at: p.created_at,
         }
     }

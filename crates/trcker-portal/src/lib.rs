@@ -134,7 +134,7 @@ fn base(brand: &str) -> String {
 fn set_session(jar: &CookieJar, key: &CookieKey, brand: &str, user: &PortalUser) {
     let session = Session {
         t: user.tenant_id.to_string(),
-        a: user.affiliate.id.clone(),
+        a: user.affiliate.id.to_string(),
         exp: (Utc::now() + chrono::Duration::days(SESSION_DAYS)).timestamp(),
     };
     let mut cookie = Cookie::new(SESSION_COOKIE, &session);

@@ -7,11 +7,11 @@
 
 use chrono::{DateTime, Utc};
 use trcker_domain::fields::{Email, Fields, Name, TargetUrl};
-use trcker_domain::ids::IdKind;
 use trcker_domain::secret::{hash_secret, random_alnum};
 use trcker_domain::slug::Slug;
 use trcker_storage::entities::notification_endpoint::EndpointKind;
 use trcker_storage::entities::{Activity, affiliate, notification_endpoint};
+use trcker_storage::ids::{AffiliateId, EndpointId};
 use trcker_storage::sea_orm::sea_query::Expr;
 use trcker_storage::sea_orm::{
     ColumnTrait, ConnectionTrait, DbErr, QueryFilter, QueryOrder, QuerySelect,
@@ -102,7 +102,7 @@ impl AffiliateService {
         let t = Utc::now();
         let invite = random_alnum(32);
         let affiliate = affiliate::Model {
-            id: IdKind::Affiliate.generate(),
+            id: AffiliateId::generate(),
             tenant_id: tenant.clone(),
             created_at: t,
             name: name.into_string(),
@@ -131,7 +131,7 @@ impl AffiliateService {
             caller,
             "affiliate.create",
             "affiliate",
-            &affiliate.id,
+            affiliate.id.as_str(),
         )
         .await?;
         txn.commit().await?;
@@ -215,7 +215,7 @@ impl AffiliateService {
 async fn replace_endpoint<C: ConnectionTrait>(
     db: &C,
     tenant: &TenantId,
-    affiliate_id: &str,
+    affiliate_id: &AffiliateId,
     url: Option<&str>,
     t: DateTime<Utc>,
 ) -> Result<(), DbErr> {
@@ -233,15 +233,15 @@ async fn replace_endpoint<C: ConnectionTrait>(
 
 fn endpoint(
     tenant: &TenantId,
-    affiliate_id: &str,
+    affiliate_id: &AffiliateId,
     url: &str,
     t: DateTime<Utc>,
 ) -> notification_endpoint::Model {
     notification_endpoint::Model {
-        id: IdKind::Endpoint.generate(),
+        id: EndpointId::generate(),
         tenant_id: tenant.clone(),
         created_at: t,
-        affiliate_id: affiliate_id.to_owned(),
+        affiliate_id: affiliate_id.clone(),
         kind: EndpointKind::Postback,
         url_template: url.to_owned(),
         active: true,

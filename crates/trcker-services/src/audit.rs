@@ -2,10 +2,10 @@
 //! the change.
 
 use chrono::Utc;
-use trcker_domain::ids::IdKind;
 use trcker_storage::TenantId;
 use trcker_storage::batch::insert;
 use trcker_storage::entities::audit;
+use trcker_storage::ids::AuditId;
 use trcker_storage::sea_orm::{ConnectionTrait, DbErr};
 
 use crate::auth::Caller;
@@ -22,7 +22,7 @@ pub async fn record<C: ConnectionTrait>(
     insert(
         db,
         audit::Model {
-            id: IdKind::Audit.generate(),
+            id: AuditId::generate(),
             tenant_id: tenant.clone(),
             created_at: Utc::now(),
             actor: caller.actor(),

@@ -134,6 +134,6 @@ impl ConversionService {
             .limit(limit + 1)
             .all(&self.store().conn)
             .await?;
-        Ok(page_of(items, limit, |c| &c.id))
+        Ok(page_of(items, limit, |c| c.id.as_str()))
     }
 }

@@ -16,6 +16,7 @@ use trcker_domain::money::{Money, format_minor};
 use trcker_domain::secret::{random_alnum, test_fire};
 use trcker_storage::entities::notification_delivery::Status as DeliveryStatus;
 use trcker_storage::entities::*;
+use trcker_storage::ids::{ConversionId, PostbackId};
 use trcker_storage::queue::JobQueue;
 use trcker_storage::sea_orm::sea_query::Expr;
 use trcker_storage::sea_orm::{ColumnTrait, QueryFilter, QueryOrder, QuerySelect};
@@ -39,7 +40,10 @@ pub enum DebuggerError {
     #[error("postback not found")]
     PostbackNotFound(String),
     #[error("postback {id} is {state}; only unattributed postbacks can be attributed again")]
-    NotUnattributed { id: String, state: postback::State },
+    NotUnattributed {
+        id: PostbackId,
+        state: postback::State,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -147,8 +151,8 @@ impl DebuggerService {
             .limit(limit + 1)
             .all(&self.store().conn)
             .await?;
-        let page = page_of(rows, limit, |r| &r.id);
-        let ids: Vec<String> = page
+        let page = page_of(rows, limit, |r| r.id.as_str());
+        let ids: Vec<ConversionId> = page
             .items
             .iter()
             .filter_map(|r| r.conversion_id.clone())
@@ -167,8 +171,8 @@ impl DebuggerService {
             .map(|postback| PostbackLogEntry {
                 commission: postback
                     .conversion_id
-                    .as_deref()
-                    .and_then(|id| conversions.iter().find(|c| c.id == id))
+                    .as_ref()
+                    .and_then(|id| conversions.iter().find(|c| &c.id == id))
                     .and_then(commission_line),
                 postback,
             })
@@ -323,7 +327,7 @@ impl DebuggerService {
         );
         let token = test_fire::token(
             &self.area.settings.test_fire_key(),
-            &integration.id,
+            integration.id.as_str(),
             Utc::now().timestamp() + 60,
         );
         let sent = self
@@ -382,7 +386,7 @@ impl DebuggerService {
             return Ok(());
         };
         trace.attributed = true;
-        trace.conversion_id = Some(conversion_id.clone());
+        trace.conversion_id = Some(conversion_id.to_string());
         let Some(conv) = scoped_by_id::<conversion::Entity>(tenant, &conversion_id)
             .one(db)
             .await?

@@ -7,11 +7,11 @@ use std::collections::BTreeMap;
 
 use chrono::Utc;
 use trcker_domain::fields::{Fields, Name, RatePerMinute};
-use trcker_domain::ids::IdKind;
 use trcker_domain::postback::PARAMETERS as OURS;
 use trcker_domain::protection::Cidr;
 use trcker_domain::secret::{hash_secret, new_postback_secret};
 use trcker_storage::entities::{integration, program};
+use trcker_storage::ids::IntegrationId;
 use trcker_storage::sea_orm::UpdateMany;
 use trcker_storage::sea_orm::sea_query::Expr;
 use trcker_storage::{Store, TenantId, batch::insert, scoped_by_id, scoped_update_by_id};
@@ -107,7 +107,7 @@ impl IntegrationService {
         let (name, program) = f.done((name, program)).map_err(Invalid)?;
         let secret = new_postback_secret();
         let integration = integration::Model {
-            id: IdKind::Integration.generate(),
+            id: IntegrationId::generate(),
             tenant_id: tenant.clone(),
             created_at: Utc::now(),
             program_id: program.id.clone(),
@@ -128,7 +128,7 @@ impl IntegrationService {
             caller,
             "integration.create",
             "integration",
-            &integration.id,
+            integration.id.as_str(),
         )
         .await?;
         txn.commit().await?;
@@ -163,7 +163,7 @@ impl IntegrationService {
     ) -> Result<integration::Model, IntegrationError> {
         let tenant = caller.tenant_admin()?;
         let existing = find(self.store(), tenant, id).await?;
-        let Some(q) = parse_update(tenant, &existing.id, &input)? else {
+        let Some(q) = parse_update(tenant, existing.id.as_str(), &input)? else {
             return Ok(existing);
         };
         let txn = self.store().write_txn().await?;
@@ -174,7 +174,7 @@ impl IntegrationService {
             caller,
             "integration.update",
             "integration",
-            &existing.id,
+            existing.id.as_str(),
         )
         .await?;
         txn.commit().await?;

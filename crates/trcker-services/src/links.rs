@@ -4,9 +4,9 @@
 
 use chrono::Utc;
 use trcker_domain::fields::{CouponCode, Fields, SubId, TargetUrl};
-use trcker_domain::ids::IdKind;
 use trcker_domain::secret::random_alnum;
 use trcker_storage::entities::{Activity, affiliate, coupon, program, tracking_link};
+use trcker_storage::ids::{CouponId, LinkId};
 use trcker_storage::sea_orm::sea_query::Expr;
 use trcker_storage::sea_orm::{QueryOrder, QuerySelect};
 use trcker_storage::{
@@ -101,11 +101,11 @@ impl LinkService {
         let [sub1, sub2, sub3, sub4, sub5] = subs;
         for _ in 0..CODE_DRAWS {
             let link = tracking_link::Model {
-                id: IdKind::Link.generate(),
+                id: LinkId::generate(),
                 tenant_id: tenant.clone(),
                 created_at: Utc::now(),
-                program_id: input.program_id.clone(),
-                affiliate_id: input.affiliate_id.clone(),
+                program_id: input.program_id.as_str().into(),
+                affiliate_id: input.affiliate_id.as_str().into(),
                 code: random_alnum(10),
                 destination_url: destination.clone().map(TargetUrl::into_string),
                 status: Activity::Active,
@@ -185,11 +185,11 @@ impl LinkService {
         let code = f.take("code", CouponCode::parse(&input.code));
         let (code,) = f.done((code,)).map_err(Invalid)?;
         let coupon = coupon::Model {
-            id: IdKind::Coupon.generate(),
+            id: CouponId::generate(),
             tenant_id: tenant.clone(),
             created_at: Utc::now(),
-            program_id: input.program_id,
-            affiliate_id: input.affiliate_id,
+            program_id: input.program_id.into(),
+            affiliate_id: input.affiliate_id.into(),
             code: code.into_string(),
             status: Activity::Active,
         };

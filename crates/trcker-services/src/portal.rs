@@ -16,6 +16,7 @@ use trcker_domain::ConversionStatus;
 use trcker_domain::money::{Currency, format_minor};
 use trcker_domain::secret::hash_secret;
 use trcker_storage::entities::*;
+use trcker_storage::ids::ProgramId;
 use trcker_storage::sea_orm::sea_query::Expr;
 use trcker_storage::sea_orm::{ColumnTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
 use trcker_storage::{Store, TenantId, lookup, scoped, scoped_by_id, scoped_update_by_id};
@@ -168,7 +169,7 @@ impl PortalService {
         if updated.rows_affected != 1 {
             return Err(PortalError::InvalidInvite);
         }
-        self.active_user(tenant, &affiliate.id)
+        self.active_user(tenant, affiliate.id.as_str())
             .await?
             .ok_or(PortalError::InvalidInvite)
     }
@@ -191,7 +192,7 @@ impl PortalService {
             .is_some_and(|h| verify_password(password, h));
         match affiliate {
             Some(a) if ok => self
-                .active_user(tenant, &a.id)
+                .active_user(tenant, a.id.as_str())
                 .await?
                 .ok_or(PortalError::WrongPassword),
             _ => Err(PortalError::WrongPassword),
@@ -251,7 +252,7 @@ impl PortalService {
             .filter(click::Column::IsTest.eq(false))
             .count(db)
             .await?;
-        let programs: HashMap<String, String> = scoped::<program::Entity>(tenant)
+        let programs: HashMap<ProgramId, String> = scoped::<program::Entity>(tenant)
             .limit(1000)
             .all(db)
             .await?
@@ -316,10 +317,10 @@ fn balances(
         .collect()
 }
 
-fn line(c: &conversion::Model, programs: &HashMap<String, String>) -> ConversionLine {
+fn line(c: &conversion::Model, programs: &HashMap<ProgramId, String>) -> ConversionLine {
     let cur = c.currency.0;
     ConversionLine {
-        id: c.id.clone(),
+        id: c.id.to_string(),
         created_at: c.created_at,
         program: programs.get(&c.program_id).cloned().unwrap_or_default(),
         status: c.status.to_string(),

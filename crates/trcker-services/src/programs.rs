@@ -11,10 +11,10 @@ use trcker_domain::fields::{
     AttributionWindowDays, EventKey, Fields, HoldDays, MinConversionSeconds, Name, ParamName,
     TargetUrl,
 };
-use trcker_domain::ids::IdKind;
 use trcker_domain::money::{Currency, Money};
 use trcker_domain::slug::Slug;
 use trcker_storage::entities::{Activity, affiliate, commission_plan, program, tenant};
+use trcker_storage::ids::{PlanId, ProgramId};
 use trcker_storage::sea_orm::sea_query::Expr;
 use trcker_storage::sea_orm::{ColumnTrait, DbErr, QueryFilter, QueryOrder, QuerySelect};
 use trcker_storage::{
@@ -133,7 +133,7 @@ impl ProgramService {
             caller,
             "program.create",
             "program",
-            &program.id,
+            program.id.as_str(),
         )
         .await?;
         txn.commit().await?;
@@ -174,7 +174,7 @@ impl ProgramService {
     ) -> Result<ProgramView, ProgramError> {
         let tenant = caller.tenant_admin()?;
         let existing = self.find(tenant, id).await?;
-        let mut q = parse_update(tenant, &existing.id, input)?;
+        let mut q = parse_update(tenant, existing.id.as_str(), input)?;
         q = q.col_expr(program::Column::UpdatedAt, Expr::value(Utc::now()));
         q.exec(&self.store().conn).await?;
         self.area.changes.record();
@@ -389,7 +389,7 @@ fn parse_new(
     let p = parse_fields(input)?;
     let t = Utc::now();
     let program = program::Model {
-        id: IdKind::Program.generate(),
+        id: ProgramId::generate(),
         tenant_id: tenant.clone(),
         created_at: t,
         name: p.name.into_string(),
@@ -478,18 +478,18 @@ fn parse_update(
 
 fn plan_row(
     tenant: &TenantId,
-    program_id: &str,
+    program_id: &ProgramId,
     affiliate_id: Option<String>,
     event: EventKey,
     rule: &CommissionRule,
     currency: Currency,
 ) -> commission_plan::Model {
     commission_plan::Model {
-        id: IdKind::CommissionPlan.generate(),
+        id: PlanId::generate(),
         tenant_id: tenant.clone(),
         created_at: Utc::now(),
-        program_id: program_id.to_owned(),
-        affiliate_id,
+        program_id: program_id.clone(),
+        affiliate_id: affiliate_id.map(Into::into),
         event: event.into_string(),
         kind: rule.kind().into(),
         value: rule.value_string(),

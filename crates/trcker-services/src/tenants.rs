@@ -3,10 +3,10 @@
 
 use chrono::Utc;
 use trcker_domain::fields::{Fields, Name};
-use trcker_domain::ids::IdKind;
 use trcker_domain::secret::{hash_secret, new_api_key, secrets_equal};
 use trcker_domain::slug::Slug;
 use trcker_storage::entities::{api_key, tenant};
+use trcker_storage::ids::ApiKeyId;
 use trcker_storage::sea_orm::{ConnectionTrait, DbErr};
 use trcker_storage::{TenantId, batch::insert, is_unique_violation, lookup};
 
@@ -73,7 +73,7 @@ impl TenantService {
             .ok_or(AuthError::UnknownToken)?;
         Ok(Caller::Tenant {
             tenant: key.tenant_id,
-            key_id: key.id,
+            key_id: key.id.to_string(),
             scope: key.scope,
         })
     }
@@ -128,7 +128,7 @@ impl TenantService {
 /// A new tenant's first key: an admin key.
 fn initial_key(tenant: &tenant::Model, key: &str) -> api_key::Model {
     api_key::Model {
-        id: IdKind::ApiKey.generate(),
+        id: ApiKeyId::generate(),
         tenant_id: tenant.id.clone(),
         created_at: tenant.created_at,
         name: "initial admin key".into(),

@@ -151,12 +151,15 @@ pub async fn insert_new<E, C>(
     db: &C,
     rows: &[E::Model],
     conflict: &[E::Column],
-) -> Result<std::collections::HashSet<String>, sea_orm::DbErr>
+) -> Result<
+    std::collections::HashSet<<E::PrimaryKey as sea_orm::PrimaryKeyTrait>::ValueType>,
+    sea_orm::DbErr,
+>
 where
     E: EntityTrait,
     E::Model: IntoActiveModel<E::ActiveModel> + Clone,
     E::ActiveModel: ActiveModelTrait<Entity = E> + Send,
-    <E::PrimaryKey as sea_orm::PrimaryKeyTrait>::ValueType: Into<String>,
+    <E::PrimaryKey as sea_orm::PrimaryKeyTrait>::ValueType: std::hash::Hash + Eq,
     C: ConnectionTrait,
 {
     let mut new = std::collections::HashSet::new();
@@ -169,7 +172,7 @@ where
             .exec_with_returning_keys(db)
             .await?
         {
-            new.extend(keys.into_iter().map(Into::into));
+            new.extend(keys);
         }
     }
     Ok(new)

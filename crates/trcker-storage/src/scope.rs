@@ -73,8 +73,8 @@ pub fn scoped<E: TenantOwned>(tenant: &TenantId) -> Select<E> {
 }
 
 /// One row of one tenant.
-pub fn scoped_by_id<E: TenantOwned>(tenant: &TenantId, id: &str) -> Select<E> {
-    scoped::<E>(tenant).filter(E::id_column().eq(id))
+pub fn scoped_by_id<E: TenantOwned>(tenant: &TenantId, id: impl AsRef<str>) -> Select<E> {
+    scoped::<E>(tenant).filter(E::id_column().eq(id.as_ref()))
 }
 
 /// An UPDATE of one tenant's rows (narrow it with filters).
@@ -83,8 +83,11 @@ pub fn scoped_update<E: TenantOwned>(tenant: &TenantId) -> UpdateMany<E> {
 }
 
 /// An UPDATE of one row of one tenant.
-pub fn scoped_update_by_id<E: TenantOwned>(tenant: &TenantId, id: &str) -> UpdateMany<E> {
-    scoped_update::<E>(tenant).filter(E::id_column().eq(id))
+pub fn scoped_update_by_id<E: TenantOwned>(
+    tenant: &TenantId,
+    id: impl AsRef<str>,
+) -> UpdateMany<E> {
+    scoped_update::<E>(tenant).filter(E::id_column().eq(id.as_ref()))
 }
 
 /// A DELETE of one tenant's rows (narrow it with filters).

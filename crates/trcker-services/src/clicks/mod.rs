@@ -224,8 +224,8 @@ impl ClickService {
             &r.program.click_param,
             &ClickMacros {
                 click_id: click_id.as_str(),
-                affiliate_id: &r.affiliate.id,
-                program_id: &r.program.id,
+                affiliate_id: r.affiliate.id.as_str(),
+                program_id: r.program.id.as_str(),
                 subs: [
                     row.sub1.as_deref(),
                     row.sub2.as_deref(),

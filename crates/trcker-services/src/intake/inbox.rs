@@ -40,6 +40,7 @@ use tokio::sync::{mpsc, oneshot};
 use trcker_domain::ConversionStatus;
 use trcker_storage::batch::{among, pow2_chunks};
 use trcker_storage::entities::{conversion, postback};
+use trcker_storage::ids::{ConversionId, PostbackId};
 use trcker_storage::queue::JobQueue;
 use trcker_storage::sea_orm::{
     self, ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QuerySelect,
@@ -71,7 +72,7 @@ pub enum Filed {
     Repeat,
     /// The conversion of its txn_id is in a status it cannot move to.
     Refused {
-        conversion_id: String,
+        conversion_id: ConversionId,
         current: ConversionStatus,
     },
 }
@@ -307,7 +308,7 @@ async fn refusals(
             .and_then(|s| ConversionStatus::parse(s).ok());
         if let (Some(txn_id), Some(status)) = (row.txn_id.as_deref(), status) {
             by_program
-                .entry((&row.tenant_id, &row.program_id))
+                .entry((&row.tenant_id, row.program_id.as_str()))
                 .or_default()
                 .push((i, txn_id, status));
         }
@@ -317,7 +318,7 @@ async fn refusals(
         let mut txn_ids: Vec<&str> = rows.iter().map(|(_, t, _)| *t).collect();
         txn_ids.sort_unstable();
         txn_ids.dedup();
-        let stored: HashMap<String, (String, conversion::Status)> =
+        let stored: HashMap<String, (ConversionId, conversion::Status)> =
             scoped::<conversion::Entity>(tenant)
                 .filter(conversion::Column::ProgramId.eq(program))
                 .filter(among(
@@ -331,7 +332,7 @@ async fn refusals(
                     conversion::Column::Id,
                     conversion::Column::Status,
                 ])
-                .into_tuple::<(String, String, conversion::Status)>()
+                .into_tuple::<(String, ConversionId, conversion::Status)>()
                 .all(&store.conn)
                 .await?
                 .into_iter()
@@ -365,7 +366,7 @@ async fn write_in_order(
     store: &Store,
     batch: &[(postback::Model, Reply)],
     order: &[usize],
-) -> Result<HashSet<String>, sea_orm::DbErr> {
+) -> Result<HashSet<PostbackId>, sea_orm::DbErr> {
     if order.is_empty() {
         return Ok(HashSet::new());
     }
@@ -381,7 +382,7 @@ async fn write_in_order(
         return insert_rows(&store.conn, batch, order).await;
     }
     let txn = store.write_txn().await?;
-    let mut new: HashSet<String> = HashSet::new();
+    let mut new: HashSet<PostbackId> = HashSet::new();
     for chunk in pow2_chunks(order, 256) {
         new.extend(insert_rows(&txn, batch, chunk).await?);
     }
@@ -395,7 +396,7 @@ async fn insert_rows<C: sea_orm::ConnectionTrait>(
     db: &C,
     batch: &[(postback::Model, Reply)],
     rows: &[usize],
-) -> Result<HashSet<String>, sea_orm::DbErr> {
+) -> Result<HashSet<PostbackId>, sea_orm::DbErr> {
     let models = rows
         .iter()
         .map(|&i| batch[i].0.clone().into_active_model().reset_all());

@@ -15,13 +15,13 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use trcker_domain::FieldError;
-use trcker_domain::ids::IdKind;
 use trcker_domain::money::Currency;
 use trcker_domain::postback::{PostbackParams, redacted};
 use trcker_domain::protection::{self, Cidr, SignatureError};
 use trcker_domain::secret::{hash_secret, test_fire};
 use trcker_storage::entities::postback::{Outcome, State};
 use trcker_storage::entities::*;
+use trcker_storage::ids::{ConversionId, PostbackId, ProgramId};
 use trcker_storage::queue::JobQueue;
 use trcker_storage::sea_orm::{ColumnTrait, QueryFilter};
 use trcker_storage::{Store, TenantId, batch::insert, lookup, scoped, scoped_by_id};
@@ -94,11 +94,11 @@ pub struct SignedParts {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IntakeOutcome {
     Accepted {
-        postback_id: String,
+        postback_id: PostbackId,
     },
     Duplicate {
-        postback_id: String,
-        conversion_id: Option<String>,
+        postback_id: PostbackId,
+        conversion_id: Option<ConversionId>,
     },
 }
 
@@ -121,7 +121,7 @@ impl Logged<'_> {
     /// A log row with this outcome; its state is `done` unless set.
     fn row(&self, outcome: Outcome, http_status: i32) -> postback::Model {
         postback::Model {
-            id: IdKind::Postback.generate(),
+            id: PostbackId::generate(),
             tenant_id: self.sender.integration.tenant_id.clone(),
             created_at: Utc::now(),
             integration_id: self.sender.integration.id.clone(),
@@ -152,7 +152,7 @@ impl Logged<'_> {
 }
 
 /// The dedupe key of an accepted postback: one per program, txn_id and status.
-fn dedupe_key(program_id: &str, p: &PostbackParams) -> String {
+fn dedupe_key(program_id: &ProgramId, p: &PostbackParams) -> String {
     format!("{program_id}\u{1f}{}\u{1f}{}", p.txn_id, p.status)
 }
 
@@ -358,7 +358,7 @@ impl IntakeService {
         }
         if let Some(limit) = integration.rate_limit_per_minute.filter(|l| *l > 0) {
             self.rate_limiter
-                .check(&integration.id, limit as u32)
+                .check(integration.id.as_str(), limit as u32)
                 .map_err(|retry_after_secs| IntakeError::RateLimited { retry_after_secs })?;
         }
         Ok(())

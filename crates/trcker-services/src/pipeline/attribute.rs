@@ -22,12 +22,14 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use trcker_domain::ConversionStatus;
 use trcker_domain::click_id::ClickId;
-use trcker_domain::ids::IdKind;
 use trcker_domain::money::format_minor;
 use trcker_domain::postback::PostbackParams;
 use trcker_storage::batch::{among, insert_new, per_row};
 use trcker_storage::entities::postback::State;
 use trcker_storage::entities::*;
+use trcker_storage::ids::{
+    AffiliateId, ConversionId, IntegrationId, LedgerEntryId, PostbackId, ProgramId,
+};
 use trcker_storage::queue::Job;
 use trcker_storage::sea_orm::sea_query::Expr;
 use trcker_storage::sea_orm::{ColumnTrait, DatabaseTransaction, QueryFilter};
@@ -41,7 +43,7 @@ use super::{JobError, Pipeline, PipelineJob};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AttributeJob {
     pub tenant_id: TenantId,
-    pub postback_ids: Vec<String>,
+    pub postback_ids: Vec<PostbackId>,
     /// Set when a tenant asks for attribution again: a new job, not a repeat.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<i64>,
@@ -49,7 +51,7 @@ pub struct AttributeJob {
 
 impl AttributeJob {
     /// The job of one postback.
-    pub fn one(tenant_id: TenantId, postback_id: impl Into<String>) -> Self {
+    pub fn one(tenant_id: TenantId, postback_id: impl Into<PostbackId>) -> Self {
         AttributeJob {
             tenant_id,
             postback_ids: vec![postback_id.into()],
@@ -71,7 +73,7 @@ impl AttributeJob {
 impl Job for AttributeJob {
     const QUEUE: &'static str = "trcker.attribute";
     fn idempotency_key(&self) -> String {
-        let ids = super::batch_key(&self.postback_ids, String::clone);
+        let ids = super::batch_key(&self.postback_ids, PostbackId::to_string);
         match self.retry {
             Some(r) => format!("{ids}:{r}"),
             None => ids,
@@ -100,10 +102,10 @@ impl PipelineJob for AttributeJob {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Attribution {
     Converted {
-        conversion_id: String,
+        conversion_id: ConversionId,
     },
     StatusChanged {
-        conversion_id: String,
+        conversion_id: ConversionId,
         status: ConversionStatus,
     },
     Unattributed {
@@ -137,7 +139,7 @@ enum Effect {
     },
     /// The conversion has this status already (or is held): nothing moves.
     Same {
-        conversion_id: String,
+        conversion_id: ConversionId,
         reason: String,
     },
 }
@@ -146,31 +148,35 @@ enum Effect {
 #[derive(Default)]
 struct Loaded {
     /// Each postback's parameters, or why they cannot be read.
-    params: HashMap<String, Result<PostbackParams, String>>,
-    programs: HashMap<String, program::Model>,
-    aliases: HashMap<String, BTreeMap<String, String>>,
-    existing: HashMap<(String, String), conversion::Model>,
+    params: HashMap<PostbackId, Result<PostbackParams, String>>,
+    programs: HashMap<ProgramId, program::Model>,
+    aliases: HashMap<IntegrationId, BTreeMap<String, String>>,
+    /// By program and txn_id.
+    existing: HashMap<(ProgramId, String), conversion::Model>,
     clicks: HashMap<String, click::Model>,
-    coupons: HashMap<(String, String), coupon::Model>,
-    affiliates: HashMap<String, affiliate::Model>,
+    /// By program and code.
+    coupons: HashMap<(ProgramId, String), coupon::Model>,
+    affiliates: HashMap<AffiliateId, affiliate::Model>,
 }
 
 #[derive(Default)]
 struct Round {
-    done: Vec<(String, Attribution)>,
+    done: Vec<(PostbackId, Attribution)>,
     /// Postbacks to take in the next round at once.
-    again: Vec<String>,
+    again: Vec<PostbackId>,
     /// Postbacks waiting for their click.
-    waiting: Vec<String>,
+    waiting: Vec<PostbackId>,
     /// The commission steps to take.
     next: Vec<CommissionItem>,
 }
 
 /// A postback's state, conversion and reason, as the round writes them.
-type Mark = (String, State, Option<String>, String);
+type Mark = (PostbackId, State, Option<ConversionId>, String);
 
-fn distinct<'a>(values: impl IntoIterator<Item = &'a String>) -> Vec<String> {
-    let set: HashSet<&String> = values.into_iter().collect();
+fn distinct<'a, T: Eq + std::hash::Hash + Clone + 'a>(
+    values: impl IntoIterator<Item = &'a T>,
+) -> Vec<T> {
+    let set: HashSet<&T> = values.into_iter().collect();
     set.into_iter().cloned().collect()
 }
 
@@ -179,18 +185,18 @@ impl Pipeline {
     pub async fn attribute(
         &self,
         job: &AttributeJob,
-    ) -> Result<Vec<(String, Attribution)>, JobError> {
+    ) -> Result<Vec<(PostbackId, Attribution)>, JobError> {
         let tenant = &job.tenant_id;
         // In the order they were accepted: two statuses of one transaction in
         // one batch are taken in that order.
         let mut seen = HashSet::new();
-        let mut ids: Vec<String> = job
+        let mut ids: Vec<PostbackId> = job
             .postback_ids
             .iter()
             .filter(|id| seen.insert(*id))
             .cloned()
             .collect();
-        let order: HashMap<&String, usize> = job
+        let order: HashMap<&PostbackId, usize> = job
             .postback_ids
             .iter()
             .enumerate()
@@ -225,14 +231,14 @@ impl Pipeline {
     async fn attribute_round(
         &self,
         tenant: &TenantId,
-        ids: &[String],
+        ids: &[PostbackId],
         wait_for_clicks: bool,
     ) -> Result<Round, JobError> {
         let mut round = Round::default();
         let (received, mut next) = self.received(tenant, ids, &mut round).await?;
         let mut loaded = self.load_batch(tenant, &received).await?;
         let mut effects: Vec<(postback::Model, Effect)> = Vec::new();
-        let mut claimed: HashSet<(String, String)> = HashSet::new();
+        let mut claimed: HashSet<(ProgramId, String)> = HashSet::new();
         for pb in received {
             let params = match loaded.params.remove(&pb.id) {
                 Some(Ok(p)) => p,
@@ -278,7 +284,7 @@ impl Pipeline {
     async fn received(
         &self,
         tenant: &TenantId,
-        ids: &[String],
+        ids: &[PostbackId],
         round: &mut Round,
     ) -> Result<(Vec<postback::Model>, Vec<CommissionItem>), JobError> {
         let backend = self.store.conn.get_database_backend();
@@ -287,16 +293,16 @@ impl Pipeline {
             .filter(among(backend, postback::Column::Id, ids.iter().cloned()))
             .all(db)
             .await?;
-        let order: HashMap<&String, usize> =
+        let order: HashMap<&PostbackId, usize> =
             ids.iter().enumerate().map(|(i, id)| (id, i)).collect();
         pbs.sort_by_key(|p| order.get(&p.id).copied());
-        let found: HashSet<&String> = pbs.iter().map(|p| &p.id).collect();
+        let found: HashSet<&PostbackId> = pbs.iter().map(|p| &p.id).collect();
         for id in ids.iter().filter(|id| !found.contains(id)) {
             round.done.push((id.clone(), Attribution::AlreadyDone));
         }
         // Done before (this job runs again after a crash): make sure the next
         // step is taken.
-        let done_before: Vec<String> = pbs
+        let done_before: Vec<ConversionId> = pbs
             .iter()
             .filter(|p| p.state == State::Processed)
             .filter_map(|p| p.conversion_id.clone())
@@ -371,7 +377,7 @@ impl Pipeline {
         &self,
         tenant: &TenantId,
         received: &[postback::Model],
-        program_ids: &[String],
+        program_ids: &[ProgramId],
         loaded: &mut Loaded,
     ) -> Result<(), JobError> {
         let backend = self.store.conn.get_database_backend();
@@ -407,7 +413,7 @@ impl Pipeline {
     async fn load_owners(
         &self,
         tenant: &TenantId,
-        program_ids: &[String],
+        program_ids: &[ProgramId],
         loaded: &mut Loaded,
     ) -> Result<(), JobError> {
         let backend = self.store.conn.get_database_backend();
@@ -452,7 +458,7 @@ impl Pipeline {
     async fn load_sources(
         &self,
         tenant: &TenantId,
-        program_ids: &[String],
+        program_ids: &[ProgramId],
         click_ids: Vec<String>,
         codes: Vec<String>,
         loaded: &mut Loaded,
@@ -583,28 +589,38 @@ impl Pipeline {
 }
 
 impl Round {
-    fn converted(&mut self, postback_id: &str, conversion_id: &str, status: ConversionStatus) {
+    fn converted(
+        &mut self,
+        postback_id: &PostbackId,
+        conversion_id: &ConversionId,
+        status: ConversionStatus,
+    ) {
         self.next.push(CommissionItem {
-            conversion_id: conversion_id.to_owned(),
+            conversion_id: conversion_id.clone(),
             status,
         });
         self.done.push((
-            postback_id.to_owned(),
+            postback_id.clone(),
             Attribution::Converted {
-                conversion_id: conversion_id.to_owned(),
+                conversion_id: conversion_id.clone(),
             },
         ));
     }
 
-    fn moved(&mut self, postback_id: &str, conversion_id: &str, to: ConversionStatus) {
+    fn moved(
+        &mut self,
+        postback_id: &PostbackId,
+        conversion_id: &ConversionId,
+        to: ConversionStatus,
+    ) {
         self.next.push(CommissionItem {
-            conversion_id: conversion_id.to_owned(),
+            conversion_id: conversion_id.clone(),
             status: to,
         });
         self.done.push((
-            postback_id.to_owned(),
+            postback_id.clone(),
             Attribution::StatusChanged {
-                conversion_id: conversion_id.to_owned(),
+                conversion_id: conversion_id.clone(),
                 status: to,
             },
         ));
@@ -689,7 +705,7 @@ fn reversal(
     t: DateTime<Utc>,
 ) -> ledger_entry::Model {
     ledger_entry::Model {
-        id: IdKind::LedgerEntry.generate(),
+        id: LedgerEntryId::generate(),
         tenant_id: conv.tenant_id.clone(),
         created_at: t,
         affiliate_id: conv.affiliate_id.clone(),
@@ -881,7 +897,7 @@ fn new_conversion(
         s => (s, None),
     };
     conversion::Model {
-        id: IdKind::Conversion.generate(),
+        id: ConversionId::generate(),
         tenant_id: tenant.clone(),
         created_at: t,
         program_id: program.id.clone(),

@@ -18,10 +18,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use trcker_domain::ConversionStatus;
 use trcker_domain::commission::Commission;
-use trcker_domain::ids::IdKind;
 use trcker_domain::money::Money;
 use trcker_storage::batch::{among, per_row, pow2_chunks};
 use trcker_storage::entities::*;
+use trcker_storage::ids::{ConversionId, LedgerEntryId, ProgramId};
 use trcker_storage::queue::Job;
 use trcker_storage::sea_orm::sea_query::Expr;
 use trcker_storage::sea_orm::{
@@ -42,7 +42,7 @@ pub struct CommissionJob {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommissionItem {
-    pub conversion_id: String,
+    pub conversion_id: ConversionId,
     /// The conversion's status when the job was queued: each status gets its
     /// own job (and its own notification).
     pub status: ConversionStatus,
@@ -50,15 +50,11 @@ pub struct CommissionItem {
 
 impl CommissionJob {
     /// The job of one conversion's status.
-    pub fn one(
-        tenant_id: TenantId,
-        conversion_id: impl Into<String>,
-        status: ConversionStatus,
-    ) -> Self {
+    pub fn one(tenant_id: TenantId, conversion_id: ConversionId, status: ConversionStatus) -> Self {
         CommissionJob {
             tenant_id,
             items: vec![CommissionItem {
-                conversion_id: conversion_id.into(),
+                conversion_id,
                 status,
             }],
         }
@@ -87,7 +83,7 @@ impl PipelineJob for CommissionJob {
 }
 
 /// Plans by (offer, event), newest first.
-type Plans = HashMap<(String, String), Vec<commission_plan::Model>>;
+type Plans = HashMap<(ProgramId, String), Vec<commission_plan::Model>>;
 
 impl Pipeline {
     /// Books what the job's conversions earn, then schedules their
@@ -96,7 +92,7 @@ impl Pipeline {
     pub async fn commission(&self, job: &CommissionJob) -> Result<(), JobError> {
         let backend = self.store.conn.get_database_backend();
         let tenant = &job.tenant_id;
-        let ids: Vec<String> = job.items.iter().map(|i| i.conversion_id.clone()).collect();
+        let ids: Vec<ConversionId> = job.items.iter().map(|i| i.conversion_id.clone()).collect();
         let convs = scoped::<conversion::Entity>(tenant)
             .filter(among(backend, conversion::Column::Id, ids))
             .all(&self.store.conn)
@@ -109,7 +105,7 @@ impl Pipeline {
         if !owed.is_empty() {
             failed = self.book_commissions(tenant, &owed).await?;
         }
-        let events: Vec<(String, String)> = job
+        let events: Vec<(ConversionId, String)> = job
             .items
             .iter()
             .map(|i| (i.conversion_id.clone(), format!("status:{}", i.status)))
@@ -125,7 +121,7 @@ impl Pipeline {
     async fn plans_of(
         &self,
         tenant: &TenantId,
-        program_ids: Vec<String>,
+        program_ids: Vec<ProgramId>,
     ) -> Result<Plans, JobError> {
         let backend = self.store.conn.get_database_backend();
         let mut by_event = Plans::new();
@@ -203,7 +199,7 @@ fn commission_for(conv: &conversion::Model, plans: &Plans) -> Result<Commission,
         .unwrap_or(&none);
     let plan = plans
         .iter()
-        .find(|p| p.affiliate_id.as_deref() == Some(conv.affiliate_id.as_str()))
+        .find(|p| p.affiliate_id.as_ref() == Some(&conv.affiliate_id))
         .or_else(|| plans.iter().find(|p| p.affiliate_id.is_none()));
     let Some(plan) = plan else {
         return Ok(Commission {
@@ -232,7 +228,7 @@ async fn set_payouts(
     tenant: &TenantId,
     computed: &[(&conversion::Model, Commission)],
     t: DateTime<Utc>,
-) -> Result<HashSet<String>, JobError> {
+) -> Result<HashSet<ConversionId>, JobError> {
     use conversion::Column as C;
     let backend = sea_orm::ConnectionTrait::get_database_backend(txn);
     let earning = [ConversionStatus::Pending, ConversionStatus::Approved].map(conversion::Status);
@@ -274,7 +270,7 @@ fn commission_entry(
     t: DateTime<Utc>,
 ) -> ledger_entry::Model {
     ledger_entry::Model {
-        id: IdKind::LedgerEntry.generate(),
+        id: LedgerEntryId::generate(),
         tenant_id: conv.tenant_id.clone(),
         created_at: t,
         affiliate_id: conv.affiliate_id.clone(),

@@ -25,12 +25,12 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde::{Deserialize, Serialize};
 use trcker_domain::destination::expand;
-use trcker_domain::ids::IdKind;
 use trcker_domain::money::format_minor;
 use trcker_domain::target::is_public;
 use trcker_storage::batch::{among, insert_new, per_row, pow2_chunks};
 use trcker_storage::entities::notification_delivery::Status as DeliveryStatus;
 use trcker_storage::entities::*;
+use trcker_storage::ids::{AffiliateId, AttemptId, ConversionId, DeliveryId};
 use trcker_storage::queue::Job;
 use trcker_storage::sea_orm::sea_query::Expr;
 use trcker_storage::sea_orm::{
@@ -56,7 +56,7 @@ pub struct NotifyJob {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NotifyItem {
-    pub delivery_id: String,
+    pub delivery_id: DeliveryId,
     /// The attempt this job makes (0 for the first); a stale one is a no-op.
     pub attempt: i32,
 }
@@ -259,7 +259,7 @@ impl Pipeline {
     pub async fn schedule_notifications(
         &self,
         tenant: &TenantId,
-        events: &[(String, String)],
+        events: &[(ConversionId, String)],
     ) -> Result<(), JobError> {
         if events.is_empty() {
             return Ok(());
@@ -312,11 +312,11 @@ impl Pipeline {
     async fn deliveries_for(
         &self,
         tenant: &TenantId,
-        events: &[(String, String)],
+        events: &[(ConversionId, String)],
     ) -> Result<Vec<notification_delivery::Model>, JobError> {
         let backend = self.store.conn.get_database_backend();
         let db = &self.store.conn;
-        let convs: HashMap<String, conversion::Model> = scoped::<conversion::Entity>(tenant)
+        let convs: HashMap<ConversionId, conversion::Model> = scoped::<conversion::Entity>(tenant)
             .filter(among(
                 backend,
                 conversion::Column::Id,
@@ -330,7 +330,7 @@ impl Pipeline {
         if convs.is_empty() {
             return Ok(Vec::new());
         }
-        let mut endpoints: HashMap<String, Vec<notification_endpoint::Model>> = HashMap::new();
+        let mut endpoints: HashMap<AffiliateId, Vec<notification_endpoint::Model>> = HashMap::new();
         for ep in scoped::<notification_endpoint::Entity>(tenant)
             .filter(among(
                 backend,
@@ -485,7 +485,7 @@ impl Pipeline {
 
     /// Calls one delivery's endpoint, if it has room.
     async fn attempt(&self, d: notification_delivery::Model) -> Called {
-        let Some(_entered) = self.gates.enter(&d.endpoint_id).await else {
+        let Some(_entered) = self.gates.enter(d.endpoint_id.as_str()).await else {
             return (d, None);
         };
         let started = Instant::now();
@@ -597,7 +597,7 @@ fn delivery(
     t: DateTime<Utc>,
 ) -> notification_delivery::Model {
     notification_delivery::Model {
-        id: IdKind::Delivery.generate(),
+        id: DeliveryId::generate(),
         tenant_id: conv.tenant_id.clone(),
         created_at: t,
         endpoint_id: ep.id.clone(),
@@ -642,7 +642,7 @@ fn attempt_made<'a>(
         },
     };
     let attempt = notification_attempt::Model {
-        id: IdKind::Attempt.generate(),
+        id: AttemptId::generate(),
         tenant_id: d.tenant_id.clone(),
         created_at: t,
         delivery_id: d.id.clone(),
@@ -699,7 +699,7 @@ async fn record_made(
     let column =
         |f: &dyn Fn(&Made) -> Value| per_row(backend, D::Id, made.iter().map(|m| (&m.0.id, f(m))));
     let rows: Vec<&notification_delivery::Model> = made.iter().map(|m| m.0).collect();
-    let moved: HashSet<String> = scoped_update::<notification_delivery::Entity>(tenant)
+    let moved: HashSet<DeliveryId> = scoped_update::<notification_delivery::Entity>(tenant)
         .col_expr(D::Status, column(&|m| m.2.into()))
         .col_expr(D::Attempts, column(&|m| m.1.attempt_no.into()))
         .col_expr(D::NextAttemptAt, column(&|m| m.3.into()))

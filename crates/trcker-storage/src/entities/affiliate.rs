@@ -4,12 +4,13 @@ use sea_orm::entity::prelude::*;
 
 use super::Activity;
 use crate::TenantId;
+use crate::ids::AffiliateId;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "affiliates")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: String,
+    pub id: AffiliateId,
     pub tenant_id: TenantId,
     pub created_at: DateTimeUtc,
     pub name: String,

@@ -3,12 +3,13 @@
 use sea_orm::entity::prelude::*;
 
 use crate::TenantId;
+use crate::ids::ApiKeyId;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "api_keys")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: String,
+    pub id: ApiKeyId,
     pub tenant_id: TenantId,
     pub created_at: DateTimeUtc,
     pub name: String,

@@ -3,6 +3,7 @@
 use sea_orm::entity::prelude::*;
 
 use crate::TenantId;
+use crate::ids::{AffiliateId, LinkId, ProgramId};
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "clicks")]
@@ -11,9 +12,9 @@ pub struct Model {
     pub id: String,
     pub tenant_id: TenantId,
     pub created_at: DateTimeUtc,
-    pub program_id: String,
-    pub affiliate_id: String,
-    pub link_id: Option<String>,
+    pub program_id: ProgramId,
+    pub affiliate_id: AffiliateId,
+    pub link_id: Option<LinkId>,
     pub ip: Option<String>,
     pub user_agent: Option<String>,
     pub referrer: Option<String>,

@@ -4,16 +4,17 @@ use sea_orm::entity::prelude::*;
 
 use super::CurrencyCode;
 use crate::TenantId;
+use crate::ids::{AffiliateId, PlanId, ProgramId};
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "commission_plans")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: String,
+    pub id: PlanId,
     pub tenant_id: TenantId,
     pub created_at: DateTimeUtc,
-    pub program_id: String,
-    pub affiliate_id: Option<String>,
+    pub program_id: ProgramId,
+    pub affiliate_id: Option<AffiliateId>,
     pub event: String,
     pub kind: String,
     pub value: String,

@@ -6,19 +6,20 @@ use trcker_domain::ConversionStatus;
 
 use super::CurrencyCode;
 use crate::TenantId;
+use crate::ids::{AffiliateId, ConversionId, PostbackId, ProgramId};
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "conversions")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: String,
+    pub id: ConversionId,
     pub tenant_id: TenantId,
     pub created_at: DateTimeUtc,
-    pub program_id: String,
-    pub affiliate_id: String,
+    pub program_id: ProgramId,
+    pub affiliate_id: AffiliateId,
     pub click_id: Option<String>,
     pub coupon_code: Option<String>,
-    pub postback_id: String,
+    pub postback_id: PostbackId,
     pub txn_id: String,
     pub event: String,
     pub status: Status,

@@ -3,15 +3,16 @@
 use sea_orm::entity::prelude::*;
 
 use crate::TenantId;
+use crate::ids::{IntegrationId, ProgramId};
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "integrations")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: String,
+    pub id: IntegrationId,
     pub tenant_id: TenantId,
     pub created_at: DateTimeUtc,
-    pub program_id: String,
+    pub program_id: ProgramId,
     pub name: String,
     pub secret_hash: String,
     pub secret_hint: String,

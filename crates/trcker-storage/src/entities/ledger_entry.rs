@@ -4,24 +4,25 @@ use sea_orm::entity::prelude::*;
 
 use super::CurrencyCode;
 use crate::TenantId;
+use crate::ids::{AffiliateId, ConversionId, LedgerEntryId, PayoutId, ProgramId};
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "ledger_entries")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: String,
+    pub id: LedgerEntryId,
     pub tenant_id: TenantId,
     pub created_at: DateTimeUtc,
-    pub affiliate_id: String,
-    pub program_id: String,
-    pub conversion_id: String,
+    pub affiliate_id: AffiliateId,
+    pub program_id: ProgramId,
+    pub conversion_id: ConversionId,
     pub entry_key: String,
     pub kind: Kind,
     pub amount_minor: i64,
     pub currency: CurrencyCode,
     pub explanation: String,
     pub available_at: DateTimeUtc,
-    pub payout_id: Option<String>,
+    pub payout_id: Option<PayoutId>,
     pub is_test: bool,
 }
 

@@ -3,15 +3,16 @@
 use sea_orm::entity::prelude::*;
 
 use crate::TenantId;
+use crate::ids::{AttemptId, DeliveryId};
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "notification_attempts")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: String,
+    pub id: AttemptId,
     pub tenant_id: TenantId,
     pub created_at: DateTimeUtc,
-    pub delivery_id: String,
+    pub delivery_id: DeliveryId,
     pub attempt_no: i32,
     pub status_code: Option<i32>,
     pub latency_ms: i32,

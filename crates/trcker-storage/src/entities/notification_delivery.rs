@@ -3,17 +3,18 @@
 use sea_orm::entity::prelude::*;
 
 use crate::TenantId;
+use crate::ids::{AffiliateId, ConversionId, DeliveryId, EndpointId};
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "notification_deliveries")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: String,
+    pub id: DeliveryId,
     pub tenant_id: TenantId,
     pub created_at: DateTimeUtc,
-    pub endpoint_id: String,
-    pub affiliate_id: String,
-    pub conversion_id: String,
+    pub endpoint_id: EndpointId,
+    pub affiliate_id: AffiliateId,
+    pub conversion_id: ConversionId,
     pub event_key: String,
     pub url: String,
     pub status: Status,

@@ -3,15 +3,16 @@
 use sea_orm::entity::prelude::*;
 
 use crate::TenantId;
+use crate::ids::{AffiliateId, EndpointId};
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "notification_endpoints")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: String,
+    pub id: EndpointId,
     pub tenant_id: TenantId,
     pub created_at: DateTimeUtc,
-    pub affiliate_id: String,
+    pub affiliate_id: AffiliateId,
     pub kind: EndpointKind,
     pub url_template: String,
     pub active: bool,

@@ -3,16 +3,17 @@
 use sea_orm::entity::prelude::*;
 
 use crate::TenantId;
+use crate::ids::{ConversionId, IntegrationId, PostbackId, ProgramId};
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "postbacks")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: String,
+    pub id: PostbackId,
     pub tenant_id: TenantId,
     pub created_at: DateTimeUtc,
-    pub integration_id: String,
-    pub program_id: String,
+    pub integration_id: IntegrationId,
+    pub program_id: ProgramId,
     pub txn_id: Option<String>,
     pub status_param: Option<String>,
     pub dedupe_key: Option<String>,
@@ -23,8 +24,8 @@ pub struct Model {
     pub outcome: Outcome,
     pub reason: Option<String>,
     pub state: State,
-    pub conversion_id: Option<String>,
-    pub duplicate_of: Option<String>,
+    pub conversion_id: Option<ConversionId>,
+    pub duplicate_of: Option<PostbackId>,
     pub is_test: bool,
     pub processed_at: Option<DateTimeUtc>,
 }
