@@ -212,6 +212,11 @@ impl TestApp {
             .expect("workers start")
     }
 
+    /// The app's data directory (the SQLite file, the operator token's hash).
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.config.data_dir
+    }
+
     /// A tenant's id, as stored, by its slug.
     pub async fn tenant_id(&self, slug: &str) -> trcker_storage::TenantId {
         trcker_storage::lookup::tenant_by_slug(slug)

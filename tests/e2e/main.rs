@@ -10,6 +10,7 @@ mod docs;
 mod faults;
 mod harness;
 mod notify;
+mod operations;
 mod portal;
 mod postbacks;
 mod quickstart;

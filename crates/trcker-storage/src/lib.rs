@@ -75,6 +75,8 @@ impl Store {
                     std::fs::create_dir_all(dir)
                         .map_err(|e| StorageError::DataDir(dir.display().to_string(), e))?;
                 }
+                create_private(path)
+                    .map_err(|e| StorageError::DataDir(path.display().to_string(), e))?;
                 let options = SqliteConnectOptions::new()
                     .filename(path)
                     .create_if_missing(true)
@@ -258,6 +260,21 @@ impl Store {
             Pool::Sqlite(p) => p.close().await,
             Pool::Postgres(p) => p.close().await,
         }
+    }
+}
+
+/// Creates the SQLite file, if it does not exist, readable and writable by its
+/// owner only: it holds every tenant's data. SQLite gives the WAL and shared
+/// memory files it makes beside it the same permissions.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    match opts.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
     }
 }
 

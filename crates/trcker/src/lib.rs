@@ -102,6 +102,23 @@ fn healthz() -> &'static str {
     "ok"
 }
 
+/// `GET /`: what this server is, and where to go from here.
+#[handler]
+fn front_page() -> poem::web::Html<&'static str> {
+    poem::web::Html(FRONT_PAGE)
+}
+
+const FRONT_PAGE: &str = concat!(
+    "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
+    "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
+    "<title>Trcker</title></head><body>\n",
+    "<h1>Trcker</h1>\n<p>Multi-tenant affiliate tracking: clicks, postbacks, commissions.</p>\n<ul>\n",
+    "<li><a href=\"/api/docs\">Admin API documentation</a> (Swagger UI)</li>\n",
+    "<li><a href=\"/api/v1/openapi.json\">OpenAPI document</a></li>\n",
+    "<li><a href=\"/healthz\">Health</a></li>\n",
+    "</ul>\n<p>Affiliates sign in at <code>/portal/&lt;brand&gt;</code>.</p>\n</body></html>\n",
+);
+
 /// Logs each request's method, path, status and duration at debug level. The
 /// query string is never logged: postback URLs carry their secret there.
 async fn access_log<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> {
@@ -172,6 +189,7 @@ impl App {
 
         if let Some(acceptor) = acceptor {
             let app = Route::new()
+                .at("/", get(front_page))
                 .at("/healthz", get(healthz))
                 .nest("/api/v1", trcker_api::routes(&services))
                 .nest("/api/docs", trcker_api::docs(&services))
