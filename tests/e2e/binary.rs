@@ -326,3 +326,46 @@ async fn web_accepts_and_a_worker_process_attributes() {
     assert!(worker.sigterm_and_wait().success());
     assert!(web.sigterm_and_wait().success());
 }
+
+/// A closed log stream never stops Trcker from shutting down: `trcker serve
+/// 2>&1 | tee log` whose `tee` is gone (Ctrl-C in a terminal stops both) leaves
+/// stderr and stdout writing to closed pipes. SIGTERM must still stop it,
+/// cleanly and within its bound.
+#[tokio::test]
+async fn sigterm_stops_trcker_whose_log_stream_is_closed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trcker"))
+        .arg("serve")
+        .env("TRCKER_LISTEN", "127.0.0.1:0")
+        .env("TRCKER_DATA_DIR", dir.path())
+        .env("TRCKER_OPERATOR_TOKEN", "closed-streams-operator")
+        .env_remove("DATABASE_URL")
+        .env_remove("TRCKER_PUBLIC_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn trcker");
+    // Read the banner up to the listening address, then close both streams.
+    drop(child.stderr.take());
+    let stdout = child.stdout.take().expect("stdout");
+    let mut base = None;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("line");
+        if let Some(url) = line.trim().strip_prefix("listening on") {
+            base = Some(url.trim().to_owned());
+            break;
+        }
+    }
+    let base = base.expect("a listening address");
+    // Requests after the streams closed are still served.
+    let healthz = reqwest::get(format!("{base}/healthz"))
+        .await
+        .expect("healthz");
+    assert_eq!(healthz.status(), StatusCode::OK);
+    let status = Running {
+        child,
+        lines: Vec::new(),
+    }
+    .sigterm_and_wait();
+    assert!(status.success(), "{status:?}");
+}

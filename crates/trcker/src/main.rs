@@ -17,6 +17,14 @@ use trcker::{App, Config, ExposeSecret, OperatorToken, Roles};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// Prints a banner line; a closed stdout must not take the server down.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 #[derive(Parser)]
 #[command(
     name = "trcker",
@@ -49,6 +57,10 @@ async fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")),
         )
         .with_writer(std::io::stderr)
+        // A log stream whose reader is gone (`trcker serve 2>&1 | tee log`
+        // after Ctrl-C) loses lines, never the process: tracing's own
+        // report of a failed write would panic on that same closed stderr.
+        .log_internal_errors(false)
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
@@ -56,24 +68,17 @@ async fn main() -> std::process::ExitCode {
         Command::Worker(config) => run(config, Roles::Workers).await,
         Command::Web(config) => run(config, Roles::Web).await,
         Command::Migrate(config) => trcker::migrate(&config).await.map(|_| {
-            println!("schema is up to date");
+            say!("schema is up to date");
         }),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("trcker: {e}");
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "trcker: {e}");
             std::process::ExitCode::FAILURE
         }
     }
-}
-
-/// Prints a banner line; a closed stdout must not take the server down.
-macro_rules! say {
-    ($($t:tt)*) => {{
-        use std::io::Write;
-        let _ = writeln!(std::io::stdout(), $($t)*);
-    }};
 }
 
 async fn run(config: Config, roles: Roles) -> Result<(), trcker::AppError> {
