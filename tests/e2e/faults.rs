@@ -61,9 +61,23 @@ async fn postgres_down_answers_503_and_trcker_recovers_by_itself() {
     let outage_click = app.click_id("/api/r/acme/pro?via=jane").await;
     let (status, _) = app.get("/api/v1/conversions", &s.tenant.key).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    // Not ready, and it says why.
+    let (status, ready) = readiness(&app).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{ready}");
+    assert_eq!(ready["checks"]["database"], "unreachable", "{ready}");
 
     cluster("start", &name);
     drop(restart);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, ready) = readiness(&app).await;
+        if status == StatusCode::OK {
+            assert_eq!(ready["status"], "ready", "{ready}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never ready again: {ready}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     // The merchant retries; without a restart of Trcker it gets through.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -96,6 +110,17 @@ async fn postgres_down_answers_503_and_trcker_recovers_by_itself() {
     })
     .await;
     app.stop().await;
+}
+
+async fn readiness(app: &crate::harness::TestApp) -> (StatusCode, serde_json::Value) {
+    let resp = app
+        .http
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .expect("readyz");
+    let status = resp.status();
+    (status, resp.json().await.expect("json"))
 }
 
 /// Starts the cluster again if the test fails while it is down.

@@ -2,7 +2,8 @@
 
 use reqwest::StatusCode;
 
-use crate::harness::{Db, spawn};
+use crate::harness::{Db, TestApp, spawn};
+use crate::on_both_databases;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_front_page_says_what_this_is_and_where_to_go() {
@@ -16,7 +17,7 @@ async fn the_front_page_says_what_this_is_and_where_to_go() {
             .starts_with("text/html")
     );
     let html = resp.text().await.expect("body");
-    for link in ["/api/docs", "/api/v1/openapi.json", "/healthz"] {
+    for link in ["/api/docs", "/api/v1/openapi.json", "/healthz", "/readyz"] {
         assert!(
             html.contains(&format!("href=\"{link}\"")),
             "{link} in {html}"
@@ -24,6 +25,18 @@ async fn the_front_page_says_what_this_is_and_where_to_go() {
     }
     app.stop().await;
 }
+
+/// Ready: the database and the queue answer, and the schema is current.
+async fn a_running_trcker_is_ready(app: &TestApp) {
+    let resp = app.http.get(app.url("/readyz")).send().await.expect("get");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!(
+        body,
+        serde_json::json!({"status": "ready", "checks": {"database": "ok", "queue": "ok", "migrations": "ok"}})
+    );
+}
+on_both_databases!(a_running_trcker_is_ready);
 
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -251,6 +251,18 @@ impl Store {
         self.conn.execute_unprepared("SELECT 1").await.is_ok()
     }
 
+    /// Trcker's migrations this database has not run (another process of a
+    /// newer version may be serving the schema this one expects, or not yet).
+    pub async fn pending_migrations(&self) -> Result<Vec<String>, StorageError> {
+        Ok(
+            trcker_migrations::Migrator::get_pending_migrations_read_only(&self.conn)
+                .await?
+                .iter()
+                .map(|m| m.name().to_owned())
+                .collect(),
+        )
+    }
+
     pub fn is_postgres(&self) -> bool {
         matches!(self.pool, Pool::Postgres(_))
     }

@@ -102,6 +102,57 @@ fn healthz() -> &'static str {
     "ok"
 }
 
+/// `GET /readyz`: whether this process can do its work: the database answers,
+/// the job queue's tables answer, and the schema is the one this version
+/// expects. 200 when all hold; 503 naming each check that failed.
+#[handler]
+async fn readyz(services: poem::web::Data<&Services>) -> Response {
+    use trcker_services::pipeline::attribute::AttributeJob;
+    use trcker_storage::queue::Job;
+    let store = &services.store;
+    let database = if store.ping().await {
+        Ok(())
+    } else {
+        Err("unreachable".to_owned())
+    };
+    let queue = services
+        .queue
+        .oldest_open_job(AttributeJob::QUEUE)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+    let migrations = match store.pending_migrations().await {
+        Ok(pending) if pending.is_empty() => Ok(()),
+        Ok(pending) => Err(format!("pending: {}", pending.join(", "))),
+        Err(e) => Err(e.to_string()),
+    };
+    let checks = [
+        ("database", database),
+        ("queue", queue),
+        ("migrations", migrations),
+    ];
+    let ready = checks.iter().all(|(_, c)| c.is_ok());
+    let body = serde_json::json!({
+        "status": if ready { "ready" } else { "not ready" },
+        "checks": checks
+            .iter()
+            .map(|(name, c)| (name.to_string(), serde_json::Value::from(match c {
+                Ok(()) => "ok".to_owned(),
+                Err(why) => why.clone(),
+            })))
+            .collect::<serde_json::Map<_, _>>(),
+    });
+    Response::builder()
+        .status(if ready {
+            poem::http::StatusCode::OK
+        } else {
+            poem::http::StatusCode::SERVICE_UNAVAILABLE
+        })
+        .content_type("application/json")
+        .header(poem::http::header::CACHE_CONTROL, "no-store")
+        .body(body.to_string())
+}
+
 /// `GET /`: what this server is, and where to go from here.
 #[handler]
 fn front_page() -> poem::web::Html<&'static str> {
@@ -115,7 +166,7 @@ const FRONT_PAGE: &str = concat!(
     "<h1>Trcker</h1>\n<p>Multi-tenant affiliate tracking: clicks, postbacks, commissions.</p>\n<ul>\n",
     "<li><a href=\"/api/docs\">Admin API documentation</a> (Swagger UI)</li>\n",
     "<li><a href=\"/api/v1/openapi.json\">OpenAPI document</a></li>\n",
-    "<li><a href=\"/healthz\">Health</a></li>\n",
+    "<li><a href=\"/healthz\">Health</a> and <a href=\"/readyz\">readiness</a></li>\n",
     "</ul>\n<p>Affiliates sign in at <code>/portal/&lt;brand&gt;</code>.</p>\n</body></html>\n",
 );
 
@@ -191,6 +242,7 @@ impl App {
             let app = Route::new()
                 .at("/", get(front_page))
                 .at("/healthz", get(healthz))
+                .at("/readyz", get(readyz).data(services.clone()))
                 .nest("/api/v1", trcker_api::routes(&services))
                 .nest("/api/docs", trcker_api::docs(&services))
                 .nest(
