@@ -121,6 +121,14 @@ pub async fn spawn(db: Db) -> TestApp {
 
 /// Starts a Trcker app on SQLite (`None`) or on the given PostgreSQL database.
 pub async fn spawn_on(pg: Option<PgDatabase>) -> TestApp {
+    spawn_configured(pg, |_| {}).await
+}
+
+/// Starts a Trcker app with its configuration changed by `configure`.
+pub async fn spawn_configured(
+    pg: Option<PgDatabase>,
+    configure: impl FnOnce(&mut Config),
+) -> TestApp {
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
         .with_env_filter(
@@ -134,6 +142,7 @@ pub async fn spawn_on(pg: Option<PgDatabase>) -> TestApp {
     config.allow_private_targets = true;
     config.database_url = pg.as_ref().map(|p| SecretString::from(p.url.clone()));
     config.db_connections = 8;
+    configure(&mut config);
     let app = App::start(config.clone(), Roles::All)
         .await
         .expect("trcker starts");

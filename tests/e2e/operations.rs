@@ -2,7 +2,7 @@
 
 use reqwest::StatusCode;
 
-use crate::harness::{Db, TestApp, spawn};
+use crate::harness::{AffiliateServer, Db, TestApp, spawn, spawn_configured};
 use crate::on_both_databases;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,4 +61,99 @@ async fn the_sqlite_files_are_readable_by_their_owner_only() {
         assert_eq!(mode & 0o077, 0, "{file} is {mode:o}");
     }
     app.stop().await;
+}
+
+/// Forwarding headers name the client only when the peer is a trusted proxy:
+/// for stored click addresses and for integrations' IP allow-lists alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_addresses_count_only_from_trusted_proxies() {
+    use trcker_storage::sea_orm::EntityTrait;
+    let click_ip = |app: &TestApp, id: String| {
+        let services = app.services();
+        async move {
+            services.clicks.flush().await;
+            trcker_storage::entities::click::Entity::find_by_id(id)
+                .one(&services.store.conn)
+                .await
+                .expect("query")
+                .expect("click")
+                .ip
+        }
+    };
+    let forwarded_click = |app: &TestApp| {
+        let req = app
+            .http
+            .get(app.url("/api/r/acme/pro?via=jane"))
+            .header("x-forwarded-for", "203.0.113.7")
+            .header("user-agent", "Mozilla/5.0");
+        async move {
+            let resp = req.send().await.expect("click");
+            let location = resp.headers()["location"]
+                .to_str()
+                .expect("location")
+                .to_owned();
+            location
+                .rsplit_once("click_id=")
+                .expect("click id")
+                .1
+                .to_owned()
+        }
+    };
+
+    // Not trusted (the default): the header is ignored, whoever sends it.
+    let app = spawn(Db::Sqlite).await;
+    let jane = AffiliateServer::start(200).await;
+    app.quickstart_setup("acme", &jane.url).await;
+    let id = forwarded_click(&app).await;
+    assert_eq!(click_ip(&app, id).await.as_deref(), Some("127.0.0.1"));
+    app.stop().await;
+
+    // Behind a trusted proxy (here, this machine): the forwarded client.
+    let app = spawn_configured(None, |c| c.trusted_proxies = vec!["127.0.0.1/32".into()]).await;
+    let s = app.quickstart_setup("acme", &jane.url).await;
+    let id = forwarded_click(&app).await;
+    assert_eq!(
+        click_ip(&app, id.clone()).await.as_deref(),
+        Some("203.0.113.7")
+    );
+    // An allow-list of the client's network takes its postbacks through the proxy.
+    let (status, body) = app
+        .api(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/integrations/{}", s.integration_id),
+            Some(&s.tenant.key),
+            Some(serde_json::json!({"ip_allowlist": ["203.0.113.0/24"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let postback = |forwarded: Option<&str>| {
+        let mut req = app.http.get(app.url(&format!(
+            "/api/postback/acme/pro?secret={}&click_id={id}&amount=5&txn_id=fwd",
+            s.secret
+        )));
+        if let Some(f) = forwarded {
+            req = req.header("x-forwarded-for", f);
+        }
+        async move { req.send().await.expect("postback").status() }
+    };
+    assert_eq!(postback(None).await, StatusCode::FORBIDDEN);
+    assert_eq!(postback(Some("198.51.100.1")).await, StatusCode::FORBIDDEN);
+    assert_eq!(postback(Some("203.0.113.9")).await, StatusCode::OK);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_bad_trusted_proxy_is_refused_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = trcker::Config::with_data_dir(dir.path());
+    config.trusted_proxies = vec!["10.0.0.0/8".into(), "not-a-range".into()];
+    let err = trcker::App::start(config, trcker::Roles::All)
+        .await
+        .err()
+        .expect("refused");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("TRCKER_TRUSTED_PROXIES") && msg.contains("not-a-range"),
+        "{msg}"
+    );
 }

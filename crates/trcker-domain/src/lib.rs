@@ -6,6 +6,7 @@
 //! this crate never imports poem, sea-orm or apalis.
 
 pub mod click_id;
+pub mod client;
 pub mod commission;
 pub mod destination;
 pub mod fields;

@@ -13,6 +13,8 @@ use poem::{Body, EndpointExt, Request, Response, Route, get, handler};
 use serde_json::json;
 use trcker_api::problem::{Code, Problem};
 use trcker_domain::FieldError;
+use trcker_domain::client::client_address;
+use trcker_domain::protection::Cidr;
 use trcker_services::StoreError;
 use trcker_services::clicks::{ClickError, ClickOutcome, ClickRequest, ClickService, ClickTarget};
 use trcker_services::debugger::TEST_FIRE_HEADER;
@@ -23,25 +25,38 @@ use trcker_services::intake::{
 /// Largest postback body we read.
 pub const MAX_POSTBACK_BODY: usize = 64 * 1024;
 
+/// What the receiver's handlers share (one `Arc` cloned into each request).
+struct Edge {
+    clicks: ClickService,
+    intake: IntakeService,
+    /// Peers whose forwarding headers name the client (see `client_ip`).
+    trusted_proxies: Vec<Cidr>,
+}
+
 /// Adds the receiver's routes to the server's top-level route. They are
 /// mounted there rather than nested: a nested route rewrites each request's
 /// URI, and the click redirect is the busiest route of all.
-pub fn mount(route: Route, clicks: ClickService, intake: IntakeService) -> Route {
-    // One `Arc` to clone per request (the data is cloned into each request;
-    // each service holds several shared handles).
-    let (clicks, intake) = (Arc::new(clicks), Arc::new(intake));
+pub fn mount(
+    route: Route,
+    clicks: ClickService,
+    intake: IntakeService,
+    trusted_proxies: Vec<Cidr>,
+) -> Route {
+    let edge = Arc::new(Edge {
+        clicks,
+        intake,
+        trusted_proxies,
+    });
     route
-        .at("/api/r/:brand/:offer", get(click).data(clicks.clone()))
-        .at("/c/:code", get(short_link).data(clicks))
+        .at("/api/r/:brand/:offer", get(click).data(edge.clone()))
+        .at("/c/:code", get(short_link).data(edge.clone()))
         .at(
             "/api/postback/:brand/:offer",
-            get(postback_named)
-                .post(postback_named)
-                .data(intake.clone()),
+            get(postback_named).post(postback_named).data(edge.clone()),
         )
         .at(
             "/postback",
-            get(postback_short).post(postback_short).data(intake),
+            get(postback_short).post(postback_short).data(edge),
         )
 }
 
@@ -83,7 +98,7 @@ fn invalid_parameters(fields: Vec<FieldError>) -> Response {
 async fn click(
     req: &Request,
     Path((brand, offer)): Path<(String, String)>,
-    clicks: Data<&Arc<ClickService>>,
+    edge: Data<&Arc<Edge>>,
 ) -> Response {
     let q = query_pairs(req);
     let partner = q.iter().find(|(k, _)| k == "via").map(|(_, v)| v.clone());
@@ -95,26 +110,22 @@ async fn click(
             offer,
             partner,
         },
-        &clicks,
+        &edge,
     )
     .await
 }
 
 #[handler]
-async fn short_link(
-    req: &Request,
-    Path(code): Path<String>,
-    clicks: Data<&Arc<ClickService>>,
-) -> Response {
+async fn short_link(req: &Request, Path(code): Path<String>, edge: Data<&Arc<Edge>>) -> Response {
     let q = query_pairs(req);
-    redirect(req, &q, ClickTarget::Link { code }, &clicks).await
+    redirect(req, &q, ClickTarget::Link { code }, &edge).await
 }
 
 async fn redirect(
     req: &Request,
     q: &[(String, String)],
     target: ClickTarget,
-    clicks: &ClickService,
+    edge: &Edge,
 ) -> Response {
     let get = |name: &str| q.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let request = ClickRequest {
@@ -126,11 +137,11 @@ async fn redirect(
             get("sub4"),
             get("sub5"),
         ],
-        ip: remote_ip(req),
+        ip: client_ip(req, &edge.trusted_proxies),
         user_agent: header_str(req.headers(), header::USER_AGENT),
         referrer: header_str(req.headers(), header::REFERER),
     };
-    match clicks.click(request).await {
+    match edge.clicks.click(request).await {
         Ok(ClickOutcome::Redirect { location, .. }) | Ok(ClickOutcome::Fallback { location }) => {
             Response::builder()
                 .status(StatusCode::FOUND)
@@ -162,11 +173,29 @@ fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn remote_ip(req: &Request) -> Option<String> {
-    match req.remote_addr().0 {
-        poem::Addr::SocketAddr(a) => Some(a.ip().to_string()),
-        _ => None,
+/// The client's address: the socket's peer, or, from a trusted proxy, the
+/// address its forwarding headers name (`trcker_domain::client`).
+fn client_ip(req: &Request, trusted: &[Cidr]) -> Option<String> {
+    let poem::Addr::SocketAddr(peer) = req.remote_addr().0 else {
+        return None;
+    };
+    if trusted.is_empty() {
+        return Some(peer.ip().to_string());
     }
+    let values = |name: &str| -> Vec<&str> {
+        req.headers()
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect()
+    };
+    let client = client_address(
+        peer.ip(),
+        &values("forwarded"),
+        &values("x-forwarded-for"),
+        trusted,
+    );
+    Some(client.to_string())
 }
 
 #[handler]
@@ -174,21 +203,21 @@ async fn postback_named(
     req: &Request,
     Path((brand, offer)): Path<(String, String)>,
     body: Body,
-    intake: Data<&Arc<IntakeService>>,
+    edge: Data<&Arc<Edge>>,
 ) -> Response {
-    postback(req, Some((brand, offer)), body, &intake).await
+    postback(req, Some((brand, offer)), body, &edge).await
 }
 
 #[handler]
-async fn postback_short(req: &Request, body: Body, intake: Data<&Arc<IntakeService>>) -> Response {
-    postback(req, None, body, &intake).await
+async fn postback_short(req: &Request, body: Body, edge: Data<&Arc<Edge>>) -> Response {
+    postback(req, None, body, &edge).await
 }
 
 async fn postback(
     req: &Request,
     named: Option<(String, String)>,
     body: Body,
-    intake: &IntakeService,
+    edge: &Edge,
 ) -> Response {
     let mut pairs = query_pairs(req);
     let mut raw_body = Vec::new();
@@ -221,7 +250,7 @@ async fn postback(
             header::HeaderName::from_static(TEST_FIRE_HEADER),
         ),
         pairs,
-        source_ip: remote_ip(req),
+        source_ip: client_ip(req, &edge.trusted_proxies),
         method: req.method().to_string(),
         signed: SignedParts {
             timestamp: header_str(
@@ -237,7 +266,7 @@ async fn postback(
             body: raw_body,
         },
     };
-    match intake.intake(request).await {
+    match edge.intake.intake(request).await {
         Ok(IntakeOutcome::Accepted { postback_id }) => {
             json_response(json!({"status": "accepted", "postback_id": postback_id}))
         }

@@ -47,6 +47,8 @@ pub struct Settings {
     pub unique_click_window: Duration,
     /// Click IP addresses are erased after this many days (0: never stored).
     pub ip_retention_days: u32,
+    /// The load balancers and proxies whose forwarding headers name the client.
+    pub trusted_proxies: Vec<trcker_domain::protection::Cidr>,
 }
 
 impl Settings {
@@ -57,6 +59,7 @@ impl Settings {
             operator_token_hash: operator_token_hash.into(),
             unique_click_window: Duration::from_secs(24 * 3600),
             ip_retention_days: 30,
+            trusted_proxies: Vec::new(),
         }
     }
 

@@ -48,6 +48,11 @@ pub struct Config {
     /// A fixed name for this process's workers (default: unique per process).
     #[arg(long, env = "TRCKER_WORKER_NAME")]
     pub worker_name: Option<String>,
+    /// Load balancers and proxies (CIDR ranges, comma-separated) whose
+    /// `Forwarded` / `X-Forwarded-For` headers name the client; from any other
+    /// peer those headers are ignored.
+    #[arg(long, env = "TRCKER_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
     /// PostgreSQL connections of this process's pool (the inbox writer has
     /// two more of its own).
     #[arg(long, env = "TRCKER_DB_CONNECTIONS", default_value_t = 16)]
@@ -68,8 +73,22 @@ impl Config {
             unique_click_window_secs: 86_400,
             ip_retention_days: 30,
             worker_name: None,
+            trusted_proxies: Vec::new(),
             db_connections: 16,
         }
+    }
+
+    /// The trusted proxies, parsed; a bad one is named.
+    pub fn trusted_proxies(&self) -> Result<Vec<trcker_domain::protection::Cidr>, String> {
+        self.trusted_proxies
+            .iter()
+            .map(|c| c.trim())
+            .filter(|c| !c.is_empty())
+            .map(|c| {
+                trcker_domain::protection::Cidr::parse(c)
+                    .map_err(|e| format!("TRCKER_TRUSTED_PROXIES: {e}"))
+            })
+            .collect()
     }
 
     pub fn database(&self) -> trcker_storage::DatabaseConfig {

@@ -30,6 +30,8 @@ pub enum AppError {
     Listen(String, std::io::Error),
     #[error("operator token file {0}: {1}")]
     TokenFile(String, std::io::Error),
+    #[error("{0}")]
+    Config(String),
 }
 
 /// Which roles a process runs.
@@ -198,6 +200,7 @@ pub struct App {
 impl App {
     /// Opens the database, brings its schema up to date, and starts the roles.
     pub async fn start(config: Config, roles: Roles) -> Result<App, AppError> {
+        let trusted_proxies = config.trusted_proxies().map_err(AppError::Config)?;
         let (operator_token_hash, token_state) = operator_token(&config)?;
         let store = Store::open(&config.database()).await?;
         store.migrate().await?;
@@ -234,6 +237,7 @@ impl App {
                 allow_private_targets: config.allow_private_targets,
                 unique_click_window: Duration::from_secs(config.unique_click_window_secs),
                 ip_retention_days: config.ip_retention_days,
+                trusted_proxies,
                 ..Settings::new(public_url.clone(), operator_token_hash)
             },
         )?;
@@ -252,8 +256,13 @@ impl App {
                         &services.settings.operator_token_hash,
                     ),
                 );
-            let app = trcker_receiver::mount(app, services.clicks.clone(), services.intake.clone())
-                .around(access_log);
+            let app = trcker_receiver::mount(
+                app,
+                services.clicks.clone(),
+                services.intake.clone(),
+                services.settings.trusted_proxies.clone(),
+            )
+            .around(access_log);
             let signal = shutdown.clone();
             tasks.push(tokio::spawn(async move {
                 let server = Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
