@@ -369,3 +369,77 @@ async fn sigterm_stops_trcker_whose_log_stream_is_closed() {
     .sigterm_and_wait();
     assert!(status.success(), "{status:?}");
 }
+
+/// `TRCKER_LOG_FORMAT=json`: every log line is one JSON object, from start
+/// to a clean stop; an unknown format is refused in one line.
+#[tokio::test]
+async fn json_logs_parse_line_by_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trcker"))
+        .arg("serve")
+        .env("TRCKER_LISTEN", "127.0.0.1:0")
+        .env("TRCKER_DATA_DIR", dir.path())
+        .env("TRCKER_OPERATOR_TOKEN", "json-logs-operator")
+        .env("TRCKER_LOG_FORMAT", "json")
+        .env_remove("TRCKER_LOG")
+        .env_remove("DATABASE_URL")
+        .env_remove("TRCKER_PUBLIC_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn trcker");
+    let stderr = child.stderr.take().expect("stderr");
+    let logs = std::thread::spawn(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map(|l| l.expect("line"))
+            .collect::<Vec<String>>()
+    });
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let base = lines
+        .by_ref()
+        .map(|l| l.expect("line"))
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("listening on")
+                .map(|u| u.trim().to_owned())
+        })
+        .expect("a listening address");
+    std::thread::spawn(move || lines.for_each(drop));
+    let resp = reqwest::get(format!("{base}/healthz"))
+        .await
+        .expect("healthz");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let status = Running {
+        child,
+        lines: Vec::new(),
+    }
+    .sigterm_and_wait();
+    assert!(status.success(), "{status:?}");
+    let logs = logs.join().expect("logs");
+    assert!(logs.len() >= 3, "{logs:?}");
+    for line in &logs {
+        let entry: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            entry["level"].is_string() && entry["timestamp"].is_string(),
+            "{line}"
+        );
+    }
+    assert!(
+        logs.iter().any(|l| l.contains("\"stopped\"")),
+        "the last line is logged too: {logs:?}"
+    );
+
+    let refused = Command::new(env!("CARGO_BIN_EXE_trcker"))
+        .arg("serve")
+        .env("TRCKER_LOG_FORMAT", "xml")
+        .env("TRCKER_DATA_DIR", dir.path())
+        .output()
+        .expect("run trcker");
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(said.lines().count(), 1, "{said}");
+    assert!(said.contains("TRCKER_LOG_FORMAT"), "{said}");
+}

@@ -25,6 +25,36 @@ macro_rules! say {
     }};
 }
 
+/// Writes the one line of a failed start; a closed stderr must not panic.
+fn say_err(e: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "trcker: {e}");
+}
+
+/// Logs to stderr, filtered by `TRCKER_LOG`, as text for people or, with
+/// `TRCKER_LOG_FORMAT=json`, one JSON object per line for log collectors.
+fn init_logging() -> Result<(), String> {
+    let filter =
+        EnvFilter::try_from_env("TRCKER_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    // A log stream whose reader is gone (`trcker serve 2>&1 | tee log` after
+    // Ctrl-C) loses lines, never the process: tracing's own report of a
+    // failed write would panic on that same closed stderr.
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
+    match std::env::var("TRCKER_LOG_FORMAT").as_deref() {
+        Err(_) | Ok("") | Ok("text") => logs.init(),
+        Ok("json") => logs.json().init(),
+        Ok(other) => {
+            return Err(format!(
+                "TRCKER_LOG_FORMAT must be text or json, not '{other}'"
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[derive(Parser)]
 #[command(
     name = "trcker",
@@ -51,17 +81,10 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("TRCKER_LOG")
-                .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")),
-        )
-        .with_writer(std::io::stderr)
-        // A log stream whose reader is gone (`trcker serve 2>&1 | tee log`
-        // after Ctrl-C) loses lines, never the process: tracing's own
-        // report of a failed write would panic on that same closed stderr.
-        .log_internal_errors(false)
-        .init();
+    if let Err(e) = init_logging() {
+        say_err(&e);
+        return std::process::ExitCode::FAILURE;
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(config) => run(config, Roles::All).await,
@@ -74,8 +97,7 @@ async fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            use std::io::Write;
-            let _ = writeln!(std::io::stderr(), "trcker: {e}");
+            say_err(&e.to_string());
             std::process::ExitCode::FAILURE
         }
     }
