@@ -157,3 +157,84 @@ async fn a_bad_trusted_proxy_is_refused_at_start() {
         "{msg}"
     );
 }
+
+/// `/metrics` after a click and a postback carried to the affiliate: every
+/// series the operations guide lists is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_show_requests_postbacks_clicks_jobs_and_deliveries() {
+    let app = spawn(Db::Sqlite).await;
+    let jane = AffiliateServer::start(200).await;
+    let s = app.quickstart_setup("acme", &jane.url).await;
+    let click = app.click_id("/api/r/acme/pro?via=jane").await;
+    let (status, _) = app
+        .postback(&format!(
+            "/api/postback/acme/pro?secret={}&click_id={click}&amount=79&txn_id=m1",
+            s.secret
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        app.postback("/api/postback/acme/pro?txn_id=m2").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    jane.next().await;
+    app.services().clicks.flush().await;
+    // The notify job records its attempt just after the call.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let text = loop {
+        let resp = app
+            .http
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics");
+        assert_eq!(resp.status(), StatusCode::OK);
+        let text = resp.text().await.expect("body");
+        if text.contains(r#"trcker_jobs_total{job="trcker.notify",result="ok"}"#)
+            || std::time::Instant::now() > deadline
+        {
+            break text;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    for series in [
+        r#"trcker_http_requests_total{route="click",status="302"}"#,
+        r#"trcker_http_request_duration_seconds_bucket{route="postback""#,
+        r#"trcker_postbacks_total{outcome="accepted"}"#,
+        r#"trcker_postbacks_total{outcome="refused",code="missing-secret"}"#,
+        "trcker_clicks_written_total",
+        "trcker_clicks_buffered",
+        r#"trcker_jobs_total{job="trcker.attribute",result="ok"}"#,
+        r#"trcker_job_duration_seconds_bucket{job="trcker.notify""#,
+        r#"trcker_queue_jobs{job="trcker.attribute"}"#,
+        r#"trcker_notification_attempts_total{outcome="delivered"}"#,
+        r#"trcker_db_connections{state="idle"}"#,
+    ] {
+        assert!(text.contains(series), "{series} missing in:\n{text}");
+    }
+    #[cfg(trcker_promtool)]
+    {
+        use std::io::Write;
+        let mut check = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("promtool");
+        check
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(text.as_bytes())
+            .expect("write");
+        let out = check.wait_with_output().expect("promtool");
+        assert!(
+            out.status.success(),
+            "promtool: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    app.stop().await;
+}

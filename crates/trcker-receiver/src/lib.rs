@@ -268,25 +268,29 @@ async fn postback(
     };
     match edge.intake.intake(request).await {
         Ok(IntakeOutcome::Accepted { postback_id }) => {
+            metrics::counter!("trcker_postbacks_total", "outcome" => "accepted").increment(1);
             json_response(json!({"status": "accepted", "postback_id": postback_id}))
         }
         Ok(IntakeOutcome::Duplicate {
             postback_id,
             conversion_id,
-        }) => json_response(json!({
+        }) => {
+            metrics::counter!("trcker_postbacks_total", "outcome" => "duplicate").increment(1);
+            json_response(json!({
             "status": "duplicate",
             "postback_id": postback_id,
             "conversion_id": conversion_id,
             "detail": "a postback with this txn_id and status was accepted already; it counts once",
-        })),
+            }))
+        }
         Err(e) => refusal(e),
     }
 }
 
-/// The answer to a postback that was not taken.
+/// The answer to a postback that was not taken, counted by its code.
 fn refusal(e: IntakeError) -> Response {
     let detail = e.to_string();
-    let code = match e {
+    let code = match &e {
         IntakeError::MissingSecret => Code::MissingSecret,
         IntakeError::WrongSecret => Code::InvalidSecret,
         IntakeError::BadTestFireToken => Code::InvalidTestFireToken,
@@ -296,32 +300,37 @@ fn refusal(e: IntakeError) -> Response {
         IntakeError::IpNotAllowed(_) => Code::IpNotAllowed,
         IntakeError::BadSignature(_) => Code::BadSignature,
         IntakeError::ConflictingDuplicate(_) => Code::ConflictingDuplicate,
+        IntakeError::RateLimited { .. } => Code::RateLimited,
+        IntakeError::Invalid(_) => Code::InvalidParameters,
+        IntakeError::Store(StoreError::Unavailable) => Code::StorageUnavailable,
+        IntakeError::Store(StoreError::Internal(_)) => Code::Internal,
+    };
+    metrics::counter!("trcker_postbacks_total", "outcome" => "refused", "code" => code.as_str())
+        .increment(1);
+    match e {
         IntakeError::RateLimited { retry_after_secs } => {
             let mut resp = problem(
-                Code::RateLimited,
+                code,
                 "this integration's rate limit is exceeded; retry after the Retry-After seconds",
             );
             if let Ok(v) = header::HeaderValue::from_str(&retry_after_secs.to_string()) {
                 resp.headers_mut().insert(header::RETRY_AFTER, v);
             }
-            return resp;
+            resp
         }
-        IntakeError::Invalid(fields) => return invalid_parameters(fields),
+        IntakeError::Invalid(fields) => invalid_parameters(fields),
         IntakeError::Store(StoreError::Unavailable) => {
-            let mut resp = problem(
-                Code::StorageUnavailable,
-                "the postback was not stored; please retry",
-            );
+            let mut resp = problem(code, "the postback was not stored; please retry");
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
-            return resp;
+            resp
         }
         IntakeError::Store(StoreError::Internal(msg)) => {
             tracing::error!(error = %msg, "postback intake failed");
-            return problem(Code::Internal, "the postback was not stored; please retry");
+            problem(code, "the postback was not stored; please retry")
         }
-    };
-    problem(code, &detail)
+        _ => problem(code, &detail),
+    }
 }
 
 fn json_response(v: serde_json::Value) -> Response {

@@ -263,6 +263,14 @@ impl Store {
         )
     }
 
+    /// The pool's connections: how many are open, and how many of those idle.
+    pub fn pool_usage(&self) -> (u32, u32) {
+        match &self.pool {
+            Pool::Sqlite(p) => (p.size(), p.num_idle() as u32),
+            Pool::Postgres(p) => (p.size(), p.num_idle() as u32),
+        }
+    }
+
     pub fn is_postgres(&self) -> bool {
         matches!(self.pool, Pool::Postgres(_))
     }

@@ -60,9 +60,15 @@ fn worker_name<J: PipelineJob>(name: &str) -> String {
     format!("{name}-{queue}")
 }
 
-/// Runs one job; an error has apalis run it again.
+/// Runs one job, timed and counted; an error has apalis run it again.
 async fn handle<J: PipelineJob>(job: J, pipeline: Data<Pipeline>) -> Result<(), BoxDynError> {
-    job.run(&pipeline).await.map_err(|e| {
+    let started = std::time::Instant::now();
+    let result = job.run(&pipeline).await;
+    metrics::histogram!("trcker_job_duration_seconds", "job" => J::QUEUE)
+        .record(started.elapsed().as_secs_f64());
+    let outcome = if result.is_ok() { "ok" } else { "failed" };
+    metrics::counter!("trcker_jobs_total", "job" => J::QUEUE, "result" => outcome).increment(1);
+    result.map_err(|e| {
         tracing::warn!(job = %job.describe(), error = %e, "job failed; will retry");
         e.into()
     })

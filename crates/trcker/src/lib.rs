@@ -4,6 +4,7 @@
 //! `main` stays thin; tests build an [`App`] on port 0 and talk to it over HTTP.
 
 pub mod config;
+mod telemetry;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -168,20 +169,26 @@ const FRONT_PAGE: &str = concat!(
     "<h1>Trcker</h1>\n<p>Multi-tenant affiliate tracking: clicks, postbacks, commissions.</p>\n<ul>\n",
     "<li><a href=\"/api/docs\">Admin API documentation</a> (Swagger UI)</li>\n",
     "<li><a href=\"/api/v1/openapi.json\">OpenAPI document</a></li>\n",
-    "<li><a href=\"/healthz\">Health</a> and <a href=\"/readyz\">readiness</a></li>\n",
+    "<li><a href=\"/healthz\">Health</a>, <a href=\"/readyz\">readiness</a> and <a href=\"/metrics\">metrics</a></li>\n",
     "</ul>\n<p>Affiliates sign in at <code>/portal/&lt;brand&gt;</code>.</p>\n</body></html>\n",
 );
 
-/// Logs each request's method, path, status and duration at debug level. The
-/// query string is never logged: postback URLs carry their secret there.
+/// Counts and times each request for the metrics and, at debug level, logs
+/// its method, path, status and duration. The query string is never logged:
+/// postback URLs carry their secret there. One layer for both: each layer
+/// around the routes moves every request and response once more.
 async fn access_log<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> {
-    if !tracing::enabled!(tracing::Level::DEBUG) {
-        return Ok(next.get_response(req).await);
-    }
+    let route = telemetry::route_of(req.uri().path());
     let started = std::time::Instant::now();
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        let resp = next.get_response(req).await;
+        route.record(started.elapsed(), resp.status());
+        return Ok(resp);
+    }
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let result = next.get_response(req).await;
+    route.record(started.elapsed(), result.status());
     tracing::debug!(%method, %path, status = result.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
     Ok(result)
 }
@@ -201,6 +208,7 @@ impl App {
     /// Opens the database, brings its schema up to date, and starts the roles.
     pub async fn start(config: Config, roles: Roles) -> Result<App, AppError> {
         let trusted_proxies = config.trusted_proxies().map_err(AppError::Config)?;
+        telemetry::handle();
         let (operator_token_hash, token_state) = operator_token(&config)?;
         let store = Store::open(&config.database()).await?;
         store.migrate().await?;
@@ -247,6 +255,7 @@ impl App {
                 .at("/", get(front_page))
                 .at("/healthz", get(healthz))
                 .at("/readyz", get(readyz).data(services.clone()))
+                .at("/metrics", get(telemetry::scrape).data(services.clone()))
                 .nest("/api/v1", trcker_api::routes(&services))
                 .nest("/api/docs", trcker_api::docs(&services))
                 .nest(

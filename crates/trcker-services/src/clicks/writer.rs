@@ -105,11 +105,17 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Msg>) {
                 Msg::Flush(ack) => acks.push(ack),
             }
         }
+        // What waits behind this batch, and this batch.
+        metrics::gauge!("trcker_clicks_buffered").set((rx.len() + clicks.len()) as f64);
         let mut delay = Duration::from_millis(100);
         while !clicks.is_empty() {
             match insert_clicks(&store, &clicks).await {
-                Ok(()) => break,
+                Ok(()) => {
+                    metrics::counter!("trcker_clicks_written_total").increment(clicks.len() as u64);
+                    break;
+                }
                 Err(e) => {
+                    metrics::counter!("trcker_click_write_failures_total").increment(1);
                     tracing::warn!(error = %e, clicks = clicks.len(), "writing clicks failed; retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));

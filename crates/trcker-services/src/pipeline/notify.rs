@@ -523,6 +523,7 @@ impl Pipeline {
             record_made(&txn, tenant, &made, t).await?;
         }
         txn.commit().await?;
+        count_attempts(&made, put_off.len());
         results.clear();
         Ok(())
     }
@@ -653,6 +654,23 @@ fn attempt_made<'a>(
         error,
     };
     (d, attempt, new_status, next_at)
+}
+
+/// Counts recorded attempts by outcome (`put_off`: the endpoint was busy).
+fn count_attempts(made: &[Made<'_>], put_off: usize) {
+    for (_, attempt, status, _) in made {
+        let outcome = match status {
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Dead => "dead",
+            DeliveryStatus::Pending if attempt.error.is_some() => "failed",
+            DeliveryStatus::Pending => "pending",
+        };
+        metrics::counter!("trcker_notification_attempts_total", "outcome" => outcome).increment(1);
+    }
+    if put_off > 0 {
+        metrics::counter!("trcker_notification_attempts_total", "outcome" => "put_off")
+            .increment(put_off as u64);
+    }
 }
 
 /// `attempts = <the attempt each row made>`: a delivery is written only if it

@@ -169,4 +169,34 @@ impl JobQueue {
             }
         })
     }
+
+    /// Jobs waiting to run (pending, not yet fetched) in each of `queues`.
+    pub async fn depths(
+        &self,
+        queues: &[&'static str],
+    ) -> Result<Vec<(&'static str, i64)>, StorageError> {
+        let counted: Vec<(String, i64)> = match &self.pool {
+            Pool::Sqlite(pool) => {
+                sqlx::query_as(
+                    "SELECT job_type, COUNT(*) FROM Jobs WHERE status = 'Pending' GROUP BY job_type",
+                )
+                .fetch_all(pool)
+                .await?
+            }
+            Pool::Postgres(pool) => {
+                sqlx::query_as(
+                    "SELECT job_type, COUNT(*) FROM apalis.jobs WHERE status = 'Pending' GROUP BY job_type",
+                )
+                .fetch_all(pool)
+                .await?
+            }
+        };
+        Ok(queues
+            .iter()
+            .map(|q| {
+                let n = counted.iter().find(|(t, _)| t == q).map_or(0, |(_, n)| *n);
+                (*q, n)
+            })
+            .collect())
+    }
 }
