@@ -443,3 +443,161 @@ async fn json_logs_parse_line_by_line() {
     assert_eq!(said.lines().count(), 1, "{said}");
     assert!(said.contains("TRCKER_LOG_FORMAT"), "{said}");
 }
+
+/// No secret reaches the logs, at the default level or at debug: the
+/// operator token, the tenant's API key, the integration's postback secret
+/// (in the query string and in its header), the affiliate's invitation
+/// token (a path segment) and password (a form field).
+#[tokio::test]
+async fn no_secret_is_ever_logged() {
+    for level in ["info", "debug"] {
+        let secrets = quickstart_logged(level).await;
+        let (logs, used) = (secrets.0, secrets.1);
+        assert!(logs.len() > 5, "{level}: {logs:?}");
+        for secret in &used {
+            if let Some(line) = logs.iter().find(|l| l.contains(secret.as_str())) {
+                panic!("at {level}, a secret is in the logs: {line}");
+            }
+        }
+    }
+}
+
+/// Runs the quickstart against `trcker serve` at `TRCKER_LOG=<level>`: its
+/// log lines, and every secret it used.
+async fn quickstart_logged(level: &str) -> (Vec<String>, Vec<String>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let operator = "op-logs-check-0123456789";
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trcker"))
+        .arg("serve")
+        .env("TRCKER_LISTEN", "127.0.0.1:0")
+        .env("TRCKER_DATA_DIR", dir.path())
+        .env("TRCKER_OPERATOR_TOKEN", operator)
+        .env("TRCKER_LOG", level)
+        .env("TRCKER_ALLOW_PRIVATE_TARGETS", "true")
+        .env_remove("TRCKER_LOG_FORMAT")
+        .env_remove("DATABASE_URL")
+        .env_remove("TRCKER_PUBLIC_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn trcker");
+    let stderr = child.stderr.take().expect("stderr");
+    let logs = std::thread::spawn(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<String>>()
+    });
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let base = lines
+        .by_ref()
+        .map(|l| l.expect("line"))
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("listening on")
+                .map(|u| u.trim().to_owned())
+        })
+        .expect("a listening address");
+    std::thread::spawn(move || lines.for_each(drop));
+    let used = run_quickstart(&base, operator).await;
+    let status = Running {
+        child,
+        lines: Vec::new(),
+    }
+    .sigterm_and_wait();
+    assert!(status.success(), "{status:?}");
+    (logs.join().expect("logs"), used)
+}
+
+/// The quickstart over HTTP, and the portal's invitation and sign-in: the
+/// secrets it used.
+async fn run_quickstart(base: &str, operator: &str) -> Vec<String> {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let post = |path: &str, bearer: &str, body: serde_json::Value| {
+        let req = http
+            .post(format!("{base}{path}"))
+            .bearer_auth(bearer)
+            .json(&body);
+        async move {
+            let resp = req.send().await.expect("request");
+            assert!(resp.status().is_success(), "{}", resp.status());
+            resp.json::<serde_json::Value>().await.expect("json")
+        }
+    };
+    let tenant = post(
+        "/api/v1/tenants",
+        operator,
+        json!({"name":"Acme","slug":"acme"}),
+    )
+    .await;
+    let key = tenant["api_key"].as_str().expect("key").to_owned();
+    let program = post(
+        "/api/v1/programs",
+        &key,
+        json!({"name":"Pro","slug":"pro","destination_url":"https://shop.example/pro",
+               "commission":{"type":"percent","value":"10"}}),
+    )
+    .await;
+    let affiliate = post(
+        "/api/v1/affiliates",
+        &key,
+        json!({"name":"Jane","email":"jane@example.com","slug":"jane"}),
+    )
+    .await;
+    let invite_url = affiliate["invite_url"].as_str().expect("invite").to_owned();
+    let integration = post(
+        "/api/v1/integrations",
+        &key,
+        json!({"name":"Shop","program_id": program["id"]}),
+    )
+    .await;
+    let secret = integration["secret"].as_str().expect("secret").to_owned();
+    let click = http
+        .get(format!("{base}/api/r/acme/pro?via=jane"))
+        .send()
+        .await
+        .expect("click");
+    let location = click.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_owned();
+    let click_id = location
+        .rsplit_once("click_id=")
+        .expect("click id")
+        .1
+        .to_owned();
+    for (txn, by_header) in [("o1", false), ("o2", true)] {
+        let mut req = http.get(format!(
+            "{base}/api/postback/acme/pro?click_id={click_id}&amount=79&txn_id={txn}"
+        ));
+        req = if by_header {
+            req.header("X-Postback-Secret", &secret)
+        } else {
+            req.query(&[("secret", &secret)])
+        };
+        assert_eq!(req.send().await.expect("postback").status(), StatusCode::OK);
+    }
+    let password = "correct horse battery staple";
+    let token = invite_url.rsplit('/').next().expect("token").to_owned();
+    let resp = http.get(&invite_url).send().await.expect("invite");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let resp = http
+        .post(&invite_url)
+        .form(&[("password", password), ("confirm", password)])
+        .send()
+        .await
+        .expect("accept");
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let resp = http
+        .post(format!("{base}/portal/acme/login"))
+        .form(&[("email", "jane@example.com"), ("password", password)])
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    vec![operator.to_owned(), key, secret, token, password.to_owned()]
+}

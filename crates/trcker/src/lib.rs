@@ -186,11 +186,23 @@ async fn access_log<E: Endpoint>(next: E, req: Request) -> poem::Result<Response
         return Ok(resp);
     }
     let method = req.method().clone();
-    let path = req.uri().path().to_owned();
+    let path = loggable_path(req.uri().path());
     let result = next.get_response(req).await;
     route.record(started.elapsed(), result.status());
     tracing::debug!(%method, %path, status = result.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
     Ok(result)
+}
+
+/// A path as the access log shows it: a secret that travels in a path (the
+/// portal's invitation token) is replaced.
+fn loggable_path(path: &str) -> String {
+    if let Some(rest) = path.strip_prefix("/portal/")
+        && let Some((brand, token)) = rest.split_once("/invite/")
+        && !token.is_empty()
+    {
+        return format!("/portal/{brand}/invite/[redacted]");
+    }
+    path.to_owned()
 }
 
 /// A running Trcker process.
