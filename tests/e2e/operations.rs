@@ -238,3 +238,172 @@ async fn metrics_show_requests_postbacks_clicks_jobs_and_deliveries() {
     }
     app.stop().await;
 }
+
+/// Retention deletes old clicks, finished postbacks and finished deliveries
+/// (with their attempts), and nothing else: recent rows, a postback still in
+/// the inbox, and every money row stay.
+async fn retention_deletes_what_is_old_and_nothing_else(app: &TestApp) {
+    use chrono::{Duration, Utc};
+    use trcker_storage::entities::*;
+    use trcker_storage::sea_orm::sea_query::Expr;
+    use trcker_storage::sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+    let jane = AffiliateServer::start(200).await;
+    let s = app.quickstart_setup("acme", &jane.url).await;
+    let old_click = app.click_id("/api/r/acme/pro?via=jane").await;
+    let new_click = app.click_id("/api/r/acme/pro?via=jane").await;
+    for (txn, click) in [("r1", &old_click), ("r2", &new_click)] {
+        let (status, _) = app
+            .postback(&format!(
+                "/api/postback/acme/pro?secret={}&click_id={click}&amount=79&txn_id={txn}",
+                s.secret
+            ))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        jane.next().await;
+    }
+    let services = app.services();
+    services.clicks.flush().await;
+    let db = &services.store.conn;
+    // Wait for both deliveries to be recorded as delivered.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while notification_delivery::Entity::find()
+        .filter(notification_delivery::Column::Status.eq(notification_delivery::Status::Delivered))
+        .count(db)
+        .await
+        .expect("count")
+        < 2
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "deliveries not recorded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let long_ago = Utc::now() - Duration::days(500);
+    // The old sale's click, postback and delivery are 500 days old; so are
+    // its conversion and ledger entries (money rows: they stay).
+    let old_conv = conversion::Entity::find()
+        .filter(conversion::Column::TxnId.eq("r1"))
+        .one(db)
+        .await
+        .expect("query")
+        .expect("conversion");
+    click::Entity::update_many()
+        .col_expr(click::Column::CreatedAt, Expr::value(long_ago))
+        .filter(click::Column::Id.eq(old_click.as_str()))
+        .exec(db)
+        .await
+        .expect("age the click");
+    postback::Entity::update_many()
+        .col_expr(postback::Column::CreatedAt, Expr::value(long_ago))
+        .filter(postback::Column::TxnId.eq("r1"))
+        .exec(db)
+        .await
+        .expect("age the postback");
+    notification_delivery::Entity::update_many()
+        .col_expr(
+            notification_delivery::Column::NextAttemptAt,
+            Expr::value(long_ago),
+        )
+        .filter(notification_delivery::Column::ConversionId.eq(old_conv.id.as_str()))
+        .exec(db)
+        .await
+        .expect("age the delivery");
+    conversion::Entity::update_many()
+        .col_expr(conversion::Column::CreatedAt, Expr::value(long_ago))
+        .exec(db)
+        .await
+        .expect("age the conversions");
+    ledger_entry::Entity::update_many()
+        .col_expr(ledger_entry::Column::CreatedAt, Expr::value(long_ago))
+        .exec(db)
+        .await
+        .expect("age the ledger");
+    // A postback accepted long ago but still in the inbox is never deleted.
+    let waiting = postback::Entity::find()
+        .filter(postback::Column::TxnId.eq("r2"))
+        .one(db)
+        .await
+        .expect("query")
+        .expect("postback");
+    postback::Entity::update_many()
+        .col_expr(postback::Column::CreatedAt, Expr::value(long_ago))
+        .col_expr(
+            postback::Column::State,
+            Expr::value(postback::State::Received),
+        )
+        .filter(postback::Column::Id.eq(waiting.id.as_str()))
+        .exec(db)
+        .await
+        .expect("age the waiting postback");
+
+    // While an offer's window plus hold reaches back past the click, it stays.
+    let program = format!("/api/v1/programs/{}", s.program_id);
+    let patch = |body: serde_json::Value| {
+        app.api(
+            reqwest::Method::PATCH,
+            &program,
+            Some(&s.tenant.key),
+            Some(body),
+        )
+    };
+    let (status, body) =
+        patch(serde_json::json!({"attribution_window_days": 365, "hold_days": 200})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let counts = |d: trcker_services::pipeline::retention::Deleted| {
+        (d.clicks, d.postbacks, d.deliveries, d.attempts)
+    };
+    let deleted = services
+        .pipeline
+        .apply_retention(Utc::now())
+        .await
+        .expect("retention");
+    assert_eq!(counts(deleted), (0, 1, 1, 1), "{deleted:?}");
+    patch(serde_json::json!({"attribution_window_days": 30, "hold_days": 0})).await;
+    let deleted = services
+        .pipeline
+        .apply_retention(Utc::now())
+        .await
+        .expect("retention");
+    assert_eq!(counts(deleted), (1, 0, 0, 0), "{deleted:?}");
+    let exists = |id: String| async move {
+        click::Entity::find_by_id(id)
+            .one(db)
+            .await
+            .expect("q")
+            .is_some()
+    };
+    assert!(!exists(old_click.clone()).await);
+    assert!(exists(new_click.clone()).await);
+    assert!(
+        postback::Entity::find_by_id(waiting.id.clone())
+            .one(db)
+            .await
+            .expect("q")
+            .is_some(),
+        "a waiting postback is kept"
+    );
+    assert_eq!(
+        conversion::Entity::find().count(db).await.expect("count"),
+        2
+    );
+    assert_eq!(
+        ledger_entry::Entity::find().count(db).await.expect("count"),
+        2
+    );
+    assert_eq!(
+        notification_delivery::Entity::find()
+            .count(db)
+            .await
+            .expect("count"),
+        1
+    );
+    // Nothing is left to delete.
+    let again = services
+        .pipeline
+        .apply_retention(Utc::now())
+        .await
+        .expect("retention");
+    assert_eq!(again, Default::default());
+}
+on_both_databases!(retention_deletes_what_is_old_and_nothing_else);

@@ -49,6 +49,8 @@ pub struct Settings {
     pub ip_retention_days: u32,
     /// The load balancers and proxies whose forwarding headers name the client.
     pub trusted_proxies: Vec<trcker_domain::protection::Cidr>,
+    /// How long clicks, postbacks and deliveries are kept.
+    pub retention: pipeline::retention::Retention,
 }
 
 impl Settings {
@@ -60,6 +62,7 @@ impl Settings {
             unique_click_window: Duration::from_secs(24 * 3600),
             ip_retention_days: 30,
             trusted_proxies: Vec::new(),
+            retention: Default::default(),
         }
     }
 

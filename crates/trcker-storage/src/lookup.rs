@@ -66,6 +66,24 @@ pub fn due_deliveries(t: DateTime<Utc>) -> Select<notification_delivery::Entity>
         .order_by_asc(notification_delivery::Column::NextAttemptAt)
 }
 
+/// Postbacks the pipeline is done with (processed, unattributed, or log
+/// rows of refusals and repeats) that came before `cutoff`.
+pub fn finished_postbacks_before(cutoff: DateTime<Utc>) -> Select<postback::Entity> {
+    use postback::State;
+    postback::Entity::find()
+        .filter(postback::Column::State.is_in([State::Processed, State::Unattributed, State::Done]))
+        .filter(postback::Column::CreatedAt.lt(cutoff))
+}
+
+/// Notification deliveries that are over (delivered or dead) whose last
+/// attempt came before `cutoff`.
+pub fn finished_deliveries_before(cutoff: DateTime<Utc>) -> Select<notification_delivery::Entity> {
+    use notification_delivery::Status;
+    notification_delivery::Entity::find()
+        .filter(notification_delivery::Column::Status.is_in([Status::Delivered, Status::Dead]))
+        .filter(notification_delivery::Column::NextAttemptAt.lt(cutoff))
+}
+
 /// Pending conversions whose hold period is over at `t`.
 pub fn held_conversions_due(t: DateTime<Utc>) -> Select<conversion::Entity> {
     conversion::Entity::find()

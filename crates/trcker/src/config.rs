@@ -45,6 +45,16 @@ pub struct Config {
     /// Days after which click IP addresses are erased (0: IP addresses are never stored).
     #[arg(long, env = "TRCKER_IP_RETENTION_DAYS", default_value_t = 30)]
     pub ip_retention_days: u32,
+    /// Days clicks are kept (0: for ever); never fewer than a tenant's longest
+    /// attribution window plus hold period.
+    #[arg(long, env = "TRCKER_RETAIN_CLICKS_DAYS", default_value_t = 400)]
+    pub retain_clicks_days: u32,
+    /// Days postbacks are kept once the pipeline is done with them (0: for ever).
+    #[arg(long, env = "TRCKER_RETAIN_POSTBACKS_DAYS", default_value_t = 400)]
+    pub retain_postbacks_days: u32,
+    /// Days notification deliveries and their attempts are kept once over (0: for ever).
+    #[arg(long, env = "TRCKER_RETAIN_DELIVERIES_DAYS", default_value_t = 90)]
+    pub retain_deliveries_days: u32,
     /// A fixed name for this process's workers (default: unique per process).
     #[arg(long, env = "TRCKER_WORKER_NAME")]
     pub worker_name: Option<String>,
@@ -72,6 +82,9 @@ impl Config {
             worker_concurrency: 8,
             unique_click_window_secs: 86_400,
             ip_retention_days: 30,
+            retain_clicks_days: 400,
+            retain_postbacks_days: 400,
+            retain_deliveries_days: 90,
             worker_name: None,
             trusted_proxies: Vec::new(),
             db_connections: 16,

@@ -258,6 +258,11 @@ impl App {
                 unique_click_window: Duration::from_secs(config.unique_click_window_secs),
                 ip_retention_days: config.ip_retention_days,
                 trusted_proxies,
+                retention: trcker_services::pipeline::retention::Retention {
+                    clicks_days: config.retain_clicks_days,
+                    postbacks_days: config.retain_postbacks_days,
+                    deliveries_days: config.retain_deliveries_days,
+                },
                 ..Settings::new(public_url.clone(), operator_token_hash)
             },
         )?;

@@ -17,6 +17,7 @@
 pub mod attribute;
 pub mod commission;
 pub mod notify;
+pub mod retention;
 pub mod sweep;
 
 use std::sync::Arc;
@@ -103,6 +104,8 @@ pub struct Pipeline {
     /// When the IP retention sweep last completed (Unix seconds; 0: not yet
     /// in this process).
     pub(crate) last_ip_sweep: Arc<AtomicI64>,
+    /// When the last retention pass ran (the same).
+    pub(crate) last_retention: Arc<AtomicI64>,
 }
 
 impl Pipeline {
@@ -118,6 +121,7 @@ impl Pipeline {
             settings,
             gates: Arc::default(),
             last_ip_sweep: Arc::new(AtomicI64::new(0)),
+            last_retention: Arc::new(AtomicI64::new(0)),
         })
     }
 

@@ -7,7 +7,8 @@
 //!   a backlog is not mistaken for lost jobs;
 //! - retries: notification deliveries whose next attempt is due get their job;
 //! - holds: conversions whose hold period is over are approved;
-//! - click IP addresses older than the retention period are erased;
+//! - click IP addresses older than the retention period are erased, and old
+//!   clicks, postbacks and deliveries deleted ([`super::retention`]);
 //! - statistics: on PostgreSQL, the busiest tables are analyzed when their
 //!   planner statistics are missing or stale (see
 //!   `Store::refresh_planner_statistics`);
@@ -59,6 +60,8 @@ pub struct SweepReport {
     pub pruned_jobs: u64,
     /// Tables whose planner statistics were refreshed (PostgreSQL).
     pub analyzed: usize,
+    /// What retention deleted.
+    pub retention: super::retention::Deleted,
 }
 
 impl Pipeline {
@@ -70,6 +73,7 @@ impl Pipeline {
             deliveries: self.queue_due_deliveries(t).await?,
             approved: self.approve_held(t).await?,
             ips_erased: self.erase_old_ips(t).await?,
+            retention: self.retention_pass(t).await?,
             analyzed: self.store.refresh_planner_statistics().await?.len(),
             orphaned_jobs: self
                 .queue
