@@ -9,7 +9,7 @@
 //! - holds: conversions whose hold period is over are approved;
 //! - click IP addresses older than the retention period are erased, and old
 //!   clicks, postbacks and deliveries deleted ([`super::retention`]);
-//! - statistics: on PostgreSQL, the busiest tables are analyzed when their
+//! - statistics: the busiest tables are analyzed when their
 //!   planner statistics are missing or stale (see
 //!   `Store::refresh_planner_statistics`);
 //! - the queue: jobs of dead or wedged workers are handed back, finished ones
@@ -58,7 +58,7 @@ pub struct SweepReport {
     pub ips_erased: u64,
     pub orphaned_jobs: u64,
     pub pruned_jobs: u64,
-    /// Tables whose planner statistics were refreshed (PostgreSQL).
+    /// Tables whose planner statistics were refreshed.
     pub analyzed: usize,
     /// What retention deleted.
     pub retention: super::retention::Deleted,
