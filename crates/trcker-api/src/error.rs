@@ -102,6 +102,7 @@ impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         match e {
             AuthError::UnknownToken => ApiError::new(Code::Unauthorized, e.to_string()),
+            AuthError::Suspended => ApiError::new(Code::TenantSuspended, e.to_string()),
             AuthError::Store(e) => e.into(),
         }
     }
@@ -113,6 +114,8 @@ impl From<TenantError> for ApiError {
             TenantError::Access(e) => e.into(),
             TenantError::Invalid(e) => e.into(),
             TenantError::SlugTaken(_) => ApiError::new(Code::TenantSlugTaken, e.to_string()),
+            TenantError::NotFound(_) => ApiError::new(Code::TenantNotFound, e.to_string()),
+            TenantError::KeyNotFound(_) => ApiError::new(Code::ApiKeyNotFound, e.to_string()),
             TenantError::Store(e) => e.into(),
         }
     }

@@ -112,6 +112,15 @@ codes! {
     TenantSlugTaken = "tenant-slug-taken", 409, AdminApi,
         "Another tenant has this slug (the `{brand}` of public URLs).",
         "Choose another slug.";
+    TenantSuspended = "tenant-suspended", 403, AdminApi,
+        "The operator has suspended this tenant: its API keys are refused. Its tracking links and postbacks keep being recorded and attributed.",
+        "Ask the operator of this installation to resume the tenant (`trcker tenant resume <slug>`).";
+    TenantNotFound = "tenant-not-found", 404, AdminApi,
+        "No tenant has this slug or id.",
+        "Check the slug; the operator lists tenants with `trcker tenant list`.";
+    ApiKeyNotFound = "api-key-not-found", 404, AdminApi,
+        "This tenant has no API key with this id.",
+        "Check the key's id (`trcker api-key list <tenant>`).";
     ProgramNotFound = "program-not-found", 404, AdminApi,
         "This tenant has no program with this id (another tenant's id answers the same).",
         "Check the id; `GET /api/v1/programs` lists the tenant's programs.";

@@ -7,8 +7,13 @@ use trcker_domain::secret::{hash_secret, new_api_key, secrets_equal};
 use trcker_domain::slug::Slug;
 use trcker_storage::entities::{api_key, tenant};
 use trcker_storage::ids::ApiKeyId;
-use trcker_storage::sea_orm::{ConnectionTrait, DbErr};
-use trcker_storage::{TenantId, batch::insert, is_unique_violation, lookup};
+use trcker_storage::sea_orm::sea_query::Expr;
+use trcker_storage::sea_orm::{
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
+};
+use trcker_storage::{
+    TenantId, batch::insert, is_unique_violation, lookup, scoped, scoped_by_id, scoped_update_by_id,
+};
 
 use crate::areas::Area;
 use crate::auth::{AccessError, Caller};
@@ -22,6 +27,10 @@ pub enum TenantError {
     Invalid(#[from] Invalid),
     #[error("a tenant with slug '{0}' exists already")]
     SlugTaken(String),
+    #[error("no tenant '{0}'")]
+    NotFound(String),
+    #[error("no API key '{0}' for this tenant")]
+    KeyNotFound(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -32,6 +41,8 @@ from_store!(TenantError);
 pub enum AuthError {
     #[error("unknown or revoked token")]
     UnknownToken,
+    #[error("this tenant is suspended; its API keys are refused until the operator resumes it")]
+    Suspended,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -40,6 +51,18 @@ from_store!(AuthError);
 pub struct NewTenant {
     pub name: String,
     pub slug: String,
+}
+
+/// A new API key: who it is for and what it may do.
+pub struct NewApiKey {
+    pub name: String,
+    pub scope: api_key::Scope,
+}
+
+/// An API key just made; its token is shown this once.
+pub struct CreatedApiKey {
+    pub key: api_key::Model,
+    pub token: String,
 }
 
 pub struct CreatedTenant {
@@ -71,6 +94,13 @@ impl TenantService {
             .one(&self.area.store.conn)
             .await?
             .ok_or(AuthError::UnknownToken)?;
+        let tenant = lookup::tenant(&key.tenant_id)
+            .one(&self.area.store.conn)
+            .await?
+            .ok_or(AuthError::UnknownToken)?;
+        if tenant.status == tenant::Status::Suspended {
+            return Err(AuthError::Suspended);
+        }
         Ok(Caller::Tenant {
             tenant: key.tenant_id,
             key_id: key.id.to_string(),
@@ -122,6 +152,137 @@ impl TenantService {
             tenant,
             api_key: key,
         })
+    }
+}
+
+impl TenantService {
+    /// Every tenant, oldest first (operator only).
+    pub async fn list(&self, caller: &Caller) -> Result<Vec<tenant::Model>, TenantError> {
+        caller.operator()?;
+        Ok(lookup::all_tenants()
+            .order_by_asc(tenant::Column::CreatedAt)
+            .order_by_asc(tenant::Column::Id)
+            .all(&self.area.store.conn)
+            .await?)
+    }
+
+    /// The tenant with this slug (operator only).
+    pub async fn by_slug(&self, caller: &Caller, slug: &str) -> Result<tenant::Model, TenantError> {
+        caller.operator()?;
+        lookup::tenant_by_slug(slug)
+            .one(&self.area.store.conn)
+            .await?
+            .ok_or_else(|| TenantError::NotFound(slug.to_owned()))
+    }
+
+    /// Suspends a tenant or resumes it (operator only). A suspended tenant's
+    /// API keys are refused; its links and postbacks keep being recorded and
+    /// attributed, so that no conversion is lost while the operator decides.
+    pub async fn set_status(
+        &self,
+        caller: &Caller,
+        slug: &str,
+        status: tenant::Status,
+    ) -> Result<tenant::Model, TenantError> {
+        let mut t = self.by_slug(caller, slug).await?;
+        if t.status == status {
+            return Ok(t);
+        }
+        let txn = self.area.store.write_txn().await?;
+        tenant::Entity::update_many()
+            .col_expr(tenant::Column::Status, Expr::value(status))
+            .filter(tenant::Column::Id.eq(t.id.clone()))
+            .exec(&txn)
+            .await?;
+        let action = match status {
+            tenant::Status::Suspended => "tenant.suspend",
+            tenant::Status::Active => "tenant.resume",
+        };
+        crate::audit::record(&txn, &t.id, caller, action, "tenant", t.id.as_str()).await?;
+        txn.commit().await?;
+        self.area.changes.record();
+        t.status = status;
+        Ok(t)
+    }
+
+    /// A tenant's API keys, revoked ones included, oldest first (operator only).
+    pub async fn api_keys(
+        &self,
+        caller: &Caller,
+        tenant: &TenantId,
+    ) -> Result<Vec<api_key::Model>, TenantError> {
+        caller.operator()?;
+        Ok(scoped::<api_key::Entity>(tenant)
+            .order_by_asc(api_key::Column::CreatedAt)
+            .order_by_asc(api_key::Column::Id)
+            .all(&self.area.store.conn)
+            .await?)
+    }
+
+    /// Makes an API key for a tenant (operator only); its token is shown once
+    /// and only its hash is kept.
+    pub async fn create_api_key(
+        &self,
+        caller: &Caller,
+        tenant: &TenantId,
+        input: NewApiKey,
+    ) -> Result<CreatedApiKey, TenantError> {
+        caller.operator()?;
+        let mut f = Fields::default();
+        let name = f.take("name", Name::parse(&input.name));
+        let (name,) = f.done((name,)).map_err(Invalid)?;
+        let token = new_api_key();
+        let key = api_key::Model {
+            id: ApiKeyId::generate(),
+            tenant_id: tenant.clone(),
+            created_at: Utc::now(),
+            name: name.into_string(),
+            key_hash: hash_secret(&token),
+            key_hint: token[token.len() - 4..].to_owned(),
+            scope: input.scope,
+            revoked_at: None,
+            last_used_at: None,
+        };
+        let txn = self.area.store.write_txn().await?;
+        let key = insert(&txn, key).await?;
+        crate::audit::record(
+            &txn,
+            tenant,
+            caller,
+            "api_key.create",
+            "api_key",
+            key.id.as_str(),
+        )
+        .await?;
+        txn.commit().await?;
+        Ok(CreatedApiKey { key, token })
+    }
+
+    /// Revokes a tenant's API key at once (operator only); revoking a revoked
+    /// key again changes nothing.
+    pub async fn revoke_api_key(
+        &self,
+        caller: &Caller,
+        tenant: &TenantId,
+        key_id: &str,
+    ) -> Result<api_key::Model, TenantError> {
+        caller.operator()?;
+        let txn = self.area.store.write_txn().await?;
+        let mut key = scoped_by_id::<api_key::Entity>(tenant, key_id)
+            .one(&txn)
+            .await?
+            .ok_or_else(|| TenantError::KeyNotFound(key_id.to_owned()))?;
+        if key.revoked_at.is_none() {
+            let t = Utc::now();
+            scoped_update_by_id::<api_key::Entity>(tenant, key_id)
+                .col_expr(api_key::Column::RevokedAt, Expr::value(t))
+                .exec(&txn)
+                .await?;
+            crate::audit::record(&txn, tenant, caller, "api_key.revoke", "api_key", key_id).await?;
+            key.revoked_at = Some(t);
+        }
+        txn.commit().await?;
+        Ok(key)
     }
 }
 

@@ -196,6 +196,12 @@ impl ClickService {
         self.writer.flush().await
     }
 
+    /// Writes clicks made elsewhere (history imported by `trcker seed`) in
+    /// one insert, as the click writer writes its batches.
+    pub async fn import(&self, clicks: &[click::Model]) -> Result<(), StoreError> {
+        Ok(trcker_storage::clicks::insert_clicks(&self.area.store, clicks).await?)
+    }
+
     /// Records a click and answers where to send the customer.
     pub async fn click(&self, req: ClickRequest) -> Result<ClickOutcome, ClickError> {
         let r = self

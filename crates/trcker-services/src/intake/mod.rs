@@ -13,7 +13,7 @@ mod rate_limit;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use trcker_domain::FieldError;
 use trcker_domain::money::Currency;
 use trcker_domain::postback::{PostbackParams, redacted};
@@ -115,6 +115,8 @@ struct Logged<'a> {
     sender: &'a Sender,
     req: &'a PostbackRequest,
     raw_params: String,
+    /// When the postback was received.
+    at: DateTime<Utc>,
 }
 
 impl Logged<'_> {
@@ -123,7 +125,7 @@ impl Logged<'_> {
         postback::Model {
             id: PostbackId::generate(),
             tenant_id: self.sender.integration.tenant_id.clone(),
-            created_at: Utc::now(),
+            created_at: self.at,
             integration_id: self.sender.integration.id.clone(),
             program_id: self.sender.program.id.clone(),
             txn_id: None,
@@ -199,8 +201,19 @@ impl IntakeService {
 
     /// Takes a postback: accepted (durably stored), a duplicate, or refused.
     pub async fn intake(&self, req: PostbackRequest) -> Result<IntakeOutcome, IntakeError> {
+        self.intake_at(req, Utc::now()).await
+    }
+
+    /// Takes a postback as if received at `at`: history imported from
+    /// elsewhere (`trcker seed`), attributed against the clicks before it.
+    pub async fn intake_at(
+        &self,
+        req: PostbackRequest,
+        at: DateTime<Utc>,
+    ) -> Result<IntakeOutcome, IntakeError> {
         let sender = self.authenticate(&req).await?;
         let logged = Logged {
+            at,
             raw_params: serde_json::to_string(&redacted(&req.pairs))
                 .map_err(|e| StoreError::Internal(e.to_string()))?,
             sender: &sender,

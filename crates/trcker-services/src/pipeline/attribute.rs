@@ -883,7 +883,9 @@ fn new_conversion(
     affiliate: &affiliate::Model,
     click: Option<&click::Model>,
 ) -> conversion::Model {
-    let t = Utc::now();
+    // A conversion happened when its postback arrived, however long the
+    // queue took; its hold runs from then too.
+    let t = pb.created_at;
     let amount_minor = params
         .amount
         .map(|m| m.minor)
@@ -919,7 +921,7 @@ fn new_conversion(
         commission_explanation: None,
         hold_until,
         is_test: pb.is_test || params.test,
-        updated_at: t,
+        updated_at: Utc::now(),
     }
 }
 

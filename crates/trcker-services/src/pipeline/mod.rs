@@ -23,11 +23,58 @@ pub mod sweep;
 use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
 
-use trcker_storage::Store;
+use trcker_domain::status::ConversionStatus;
+use trcker_storage::entities::{conversion, postback};
 use trcker_storage::queue::{Job, JobQueue, QueueError};
+use trcker_storage::sea_orm::{ColumnTrait, PaginatorTrait, QueryFilter};
+use trcker_storage::{Store, TenantId, scoped};
 
 use crate::Settings;
 use crate::error::StoreError;
+
+/// What of a tenant's pipeline is still to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backlog {
+    /// Accepted postbacks not yet attributed.
+    pub postbacks: u64,
+    /// Conversions that earn a commission not yet priced.
+    pub unpriced: u64,
+    /// Pending conversions whose hold is over, not yet approved.
+    pub due: u64,
+}
+
+impl Backlog {
+    pub fn is_empty(&self) -> bool {
+        self.postbacks == 0 && self.unpriced == 0 && self.due == 0
+    }
+}
+
+/// A tenant's backlog, for commands that wait for the pipeline (`trcker seed`).
+pub async fn backlog(store: &Store, tenant: &TenantId) -> Result<Backlog, StoreError> {
+    let db = &store.conn;
+    let postbacks = scoped::<postback::Entity>(tenant)
+        .filter(postback::Column::State.eq(postback::State::Received))
+        .count(db)
+        .await?;
+    let unpriced = scoped::<conversion::Entity>(tenant)
+        .filter(conversion::Column::PayoutMinor.is_null())
+        .filter(conversion::Column::Status.is_in([
+            conversion::Status(ConversionStatus::Pending),
+            conversion::Status(ConversionStatus::Approved),
+        ]))
+        .count(db)
+        .await?;
+    let due = scoped::<conversion::Entity>(tenant)
+        .filter(conversion::Column::Status.eq(conversion::Status(ConversionStatus::Pending)))
+        .filter(conversion::Column::HoldUntil.lte(chrono::Utc::now()))
+        .count(db)
+        .await?;
+    Ok(Backlog {
+        postbacks,
+        unpriced,
+        due,
+    })
+}
 
 /// Why a job failed; it runs again.
 #[derive(Debug, thiserror::Error)]
