@@ -9,8 +9,8 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::json;
 
-struct Running {
-    child: Child,
+pub(crate) struct Running {
+    pub(crate) child: Child,
     lines: Vec<String>,
 }
 
@@ -21,7 +21,7 @@ fn serve(data_dir: &std::path::Path, token: Option<&str>) -> Running {
 
 /// Starts `trcker <command>` and reads its banner up to the operator token
 /// line (a workers-only process prints none: up to its first line).
-fn start(
+pub(crate) fn start(
     command: &str,
     data_dir: &std::path::Path,
     token: Option<&str>,
@@ -60,14 +60,14 @@ fn start(
 }
 
 impl Running {
-    fn value_after(&self, label: &str) -> String {
+    pub(crate) fn value_after(&self, label: &str) -> String {
         self.lines
             .iter()
             .find_map(|l| l.trim().strip_prefix(label).map(|v| v.trim().to_owned()))
             .unwrap_or_else(|| panic!("no '{label}' in {:?}", self.lines))
     }
 
-    fn sigterm_and_wait(mut self) -> std::process::ExitStatus {
+    pub(crate) fn sigterm_and_wait(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
         Command::new("kill")
             .args(["-TERM", &pid])

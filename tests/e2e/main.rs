@@ -4,6 +4,7 @@
 
 mod attribution;
 mod binary;
+mod cli;
 mod clicks;
 mod debugger;
 mod docs;

@@ -407,3 +407,173 @@ async fn retention_deletes_what_is_old_and_nothing_else(app: &TestApp) {
     assert_eq!(again, Default::default());
 }
 on_both_databases!(retention_deletes_what_is_old_and_nothing_else);
+
+/// With `metrics_listen`, /metrics is served there and not on the public
+/// listener; a workers-only process serves its own metrics the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_have_a_listen_address_of_their_own() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = trcker::Config::with_data_dir(dir.path());
+    config.operator_token = Some("metrics-listen-operator".to_owned().into());
+    config.metrics_listen = Some("127.0.0.1:0".into());
+    let app = trcker::App::start(config.clone(), trcker::Roles::All)
+        .await
+        .expect("start");
+    let http = reqwest::Client::new();
+    let main = app.addr.expect("listening");
+    let metrics = app.metrics_addr.expect("a metrics listener");
+    assert_ne!(main, metrics);
+    let get = |url: String| {
+        let http = http.clone();
+        async move { http.get(url).send().await.expect("get") }
+    };
+    assert_eq!(
+        get(format!("http://{main}/healthz")).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        get(format!("http://{main}/metrics")).await.status(),
+        StatusCode::NOT_FOUND,
+        "not on the public listener"
+    );
+    let resp = get(format!("http://{metrics}/metrics")).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let text = resp.text().await.expect("text");
+    assert!(text.contains("trcker_http_requests_total"), "{text}");
+    assert_eq!(
+        get(format!("http://{metrics}/healthz")).await.status(),
+        StatusCode::NOT_FOUND,
+        "the metrics listener serves metrics only"
+    );
+
+    let workers = trcker::App::start(config, trcker::Roles::Workers)
+        .await
+        .expect("workers");
+    assert!(workers.addr.is_none());
+    let addr = workers.metrics_addr.expect("metrics");
+    let text = get(format!("http://{addr}/metrics"))
+        .await
+        .text()
+        .await
+        .expect("text");
+    assert!(text.contains("trcker_queue_jobs"), "{text}");
+    workers.shutdown_token().cancel();
+    workers.wait().await;
+    app.shutdown_token().cancel();
+    app.wait().await;
+}
+
+/// SQLite finds a batch of clicks by id through their primary key however
+/// many clicks a tenant has: the sweeper gives its planner statistics
+/// (without them, `tenant_id = ? AND id IN (…)` walked the tenant's index).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_looks_up_batches_by_id_once_the_sweeper_has_analyzed() {
+    use trcker_storage::entities::{click, program};
+    use trcker_storage::sea_orm::{ConnectionTrait, EntityTrait, Statement};
+    let app = spawn(Db::Sqlite).await;
+    let s = app.quickstart_setup("acme", "http://127.0.0.1:9/pb").await;
+    let services = app.services();
+    let store = &services.store;
+    let plan = || async {
+        let rows = store
+            .conn
+            .query_all_raw(Statement::from_string(
+                store.conn.get_database_backend(),
+                "EXPLAIN QUERY PLAN SELECT * FROM clicks WHERE tenant_id = 't' AND id IN ('a', 'b', 'c', 'd')",
+            ))
+            .await
+            .expect("plan");
+        rows.iter()
+            .map(|r| r.try_get_by_index::<String>(3).expect("detail"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let program = program::Entity::find_by_id(s.program_id.clone())
+        .one(&store.conn)
+        .await
+        .expect("query")
+        .expect("program");
+    let now = chrono::Utc::now();
+    let clicks: Vec<_> = (0..3000)
+        .map(|i| click::Model {
+            id: trcker_domain::click_id::ClickId::generate(
+                (now.timestamp_millis() - 1000 * i) as u64,
+            )
+            .to_string(),
+            tenant_id: program.tenant_id.clone(),
+            created_at: now - chrono::TimeDelta::seconds(i),
+            program_id: program.id.clone(),
+            affiliate_id: s.affiliate_id.clone().into(),
+            link_id: None,
+            ip: None,
+            user_agent: None,
+            referrer: None,
+            is_unique: true,
+            is_bot: false,
+            is_test: false,
+            outcome: click::Outcome::Redirected,
+            sub1: None,
+            sub2: None,
+            sub3: None,
+            sub4: None,
+            sub5: None,
+        })
+        .collect();
+    for chunk in clicks.chunks(500) {
+        services.clicks.import(chunk).await.expect("import");
+    }
+    // The sweeper (every second) analyzes what grew.
+    let mut analyzed = Vec::new();
+    for _ in 0..3 {
+        analyzed.extend(store.refresh_planner_statistics().await.expect("analyze"));
+    }
+    let plan = plan().await;
+    assert!(
+        plan.contains("sqlite_autoindex_clicks_1 (id=?)"),
+        "by primary key: {plan} (analyzed {analyzed:?})"
+    );
+    assert!(
+        store
+            .refresh_planner_statistics()
+            .await
+            .expect("again")
+            .is_empty(),
+        "nothing to do until the tables grow again"
+    );
+    app.stop().await;
+}
+
+/// During a rolling upgrade the newer release migrates first: a schema with
+/// a migration this release does not know is one it still serves (ready,
+/// nothing pending, a start's migrate leaves it alone).
+async fn a_schema_ahead_of_this_release_still_serves(app: &TestApp) {
+    use trcker_storage::sea_orm::ConnectionTrait;
+    let services = app.services();
+    let store = &services.store;
+    store
+        .conn
+        .execute_unprepared(
+            "INSERT INTO seaql_migrations (version, applied_at) VALUES ('m29991231_000001_from_a_newer_release', 0)",
+        )
+        .await
+        .expect("a newer release's migration");
+    assert_eq!(
+        store.pending_migrations().await.expect("pending"),
+        Vec::<String>::new()
+    );
+    store.migrate().await.expect("a start's migrate");
+    let ready = app
+        .http
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(
+        ready.status(),
+        StatusCode::OK,
+        "{}",
+        ready.text().await.unwrap_or_default()
+    );
+}
+
+on_both_databases!(a_schema_ahead_of_this_release_still_serves);

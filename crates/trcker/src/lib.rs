@@ -4,6 +4,7 @@
 //! `main` stays thin; tests build an [`App`] on port 0 and talk to it over HTTP.
 
 pub mod config;
+pub mod operator;
 mod telemetry;
 
 use std::net::SocketAddr;
@@ -18,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use trcker_services::{Services, Settings};
 use trcker_storage::Store;
 
-pub use config::Config;
+pub use config::{Config, Loaded};
 pub use secrecy::{ExposeSecret, SecretString};
 
 #[derive(Debug, thiserror::Error)]
@@ -205,10 +206,45 @@ fn loggable_path(path: &str) -> String {
     path.to_owned()
 }
 
+/// Binds a listen address; the acceptor and the address it got.
+async fn bind(listen: &str) -> Result<(impl Acceptor + use<>, SocketAddr), AppError> {
+    let failed = |e| AppError::Listen(listen.to_owned(), e);
+    let acceptor = TcpListener::bind(listen.to_owned())
+        .into_acceptor()
+        .await
+        .map_err(failed)?;
+    let addr = acceptor
+        .local_addr()
+        .first()
+        .and_then(|a| a.as_socket_addr().copied())
+        .ok_or_else(|| failed(std::io::Error::other("no local address")))?;
+    Ok((acceptor, addr))
+}
+
+/// Serves `app` on `acceptor` until `shutdown`, finishing requests in flight.
+fn serve(
+    acceptor: impl Acceptor + 'static,
+    app: impl Endpoint + 'static,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let server = Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
+            app,
+            shutdown.cancelled_owned(),
+            Some(Duration::from_secs(10)),
+        );
+        if let Err(e) = server.await {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    })
+}
+
 /// A running Trcker process.
 pub struct App {
     /// Where the HTTP roles listen (None for workers only).
     pub addr: Option<SocketAddr>,
+    /// Where /metrics is served when it has a listen address of its own.
+    pub metrics_addr: Option<SocketAddr>,
     pub public_url: String,
     pub services: Services,
     pub operator_token: OperatorToken,
@@ -228,23 +264,14 @@ impl App {
         let shutdown = CancellationToken::new();
         let mut tasks = Vec::new();
         let (acceptor, addr) = if roles != Roles::Workers {
-            let acceptor = TcpListener::bind(config.listen.clone())
-                .into_acceptor()
-                .await
-                .map_err(|e| AppError::Listen(config.listen.clone(), e))?;
-            let addr = acceptor
-                .local_addr()
-                .first()
-                .and_then(|a| a.as_socket_addr().copied())
-                .ok_or_else(|| {
-                    AppError::Listen(
-                        config.listen.clone(),
-                        std::io::Error::other("no local address"),
-                    )
-                })?;
+            let (acceptor, addr) = bind(&config.listen).await?;
             (Some(acceptor), Some(addr))
         } else {
             (None, None)
+        };
+        let metrics = match &config.metrics_listen {
+            Some(listen) => Some(bind(listen).await?),
+            None => None,
         };
         let public_url = config
             .public_url
@@ -267,12 +294,21 @@ impl App {
             },
         )?;
 
+        let scrape = || get(telemetry::scrape).data(services.clone());
+        let metrics_addr = metrics.map(|(acceptor, addr)| {
+            let app = Route::new().at("/metrics", scrape()).around(access_log);
+            tasks.push(serve(acceptor, app, shutdown.clone()));
+            addr
+        });
         if let Some(acceptor) = acceptor {
-            let app = Route::new()
+            let mut app = Route::new()
                 .at("/", get(front_page))
                 .at("/healthz", get(healthz))
-                .at("/readyz", get(readyz).data(services.clone()))
-                .at("/metrics", get(telemetry::scrape).data(services.clone()))
+                .at("/readyz", get(readyz).data(services.clone()));
+            if metrics_addr.is_none() {
+                app = app.at("/metrics", scrape());
+            }
+            let app = app
                 .nest("/api/v1", trcker_api::routes(&services))
                 .nest("/api/docs", trcker_api::docs(&services))
                 .nest(
@@ -289,17 +325,7 @@ impl App {
                 services.settings.trusted_proxies.clone(),
             )
             .around(access_log);
-            let signal = shutdown.clone();
-            tasks.push(tokio::spawn(async move {
-                let server = Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
-                    app,
-                    signal.cancelled_owned(),
-                    Some(Duration::from_secs(10)),
-                );
-                if let Err(e) = server.await {
-                    tracing::error!(error = %e, "HTTP server stopped");
-                }
-            }));
+            tasks.push(serve(acceptor, app, shutdown.clone()));
         }
 
         if roles != Roles::Web {
@@ -319,6 +345,7 @@ impl App {
 
         Ok(App {
             addr,
+            metrics_addr,
             public_url,
             services,
             operator_token: token_state,
