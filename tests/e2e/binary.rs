@@ -372,22 +372,26 @@ async fn sigterm_stops_trcker_whose_log_stream_is_closed() {
 
 /// `TRCKER_LOG_FORMAT=json`: every log line is one JSON object, from start
 /// to a clean stop; an unknown format is refused in one line.
-#[tokio::test]
-async fn json_logs_parse_line_by_line() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_trcker"))
-        .arg("serve")
+/// Starts `trcker serve` with `env` and its log lines collected (stderr
+/// piped): the base URL, the process, and the lines once it has exited.
+fn serve_logging(
+    data_dir: &std::path::Path,
+    env: &[(&str, &str)],
+) -> (String, Running, std::thread::JoinHandle<Vec<String>>) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_trcker"));
+    cmd.arg("serve")
         .env("TRCKER_LISTEN", "127.0.0.1:0")
-        .env("TRCKER_DATA_DIR", dir.path())
+        .env("TRCKER_DATA_DIR", data_dir)
         .env("TRCKER_OPERATOR_TOKEN", "json-logs-operator")
-        .env("TRCKER_LOG_FORMAT", "json")
         .env_remove("TRCKER_LOG")
         .env_remove("DATABASE_URL")
         .env_remove("TRCKER_PUBLIC_URL")
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn trcker");
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn trcker");
     let stderr = child.stderr.take().expect("stderr");
     let logs = std::thread::spawn(move || {
         BufReader::new(stderr)
@@ -407,15 +411,68 @@ async fn json_logs_parse_line_by_line() {
         })
         .expect("a listening address");
     std::thread::spawn(move || lines.for_each(drop));
+    let running = Running {
+        child,
+        lines: Vec::new(),
+    };
+    (base, running, logs)
+}
+
+/// A request's id (the sender's, when sane) is on the answer and on the
+/// span of every log line the request causes.
+#[tokio::test]
+async fn request_ids_follow_requests_into_the_logs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (base, running, logs) = serve_logging(
+        dir.path(),
+        &[
+            ("TRCKER_LOG_FORMAT", "json"),
+            ("TRCKER_LOG", "info,trcker=debug"),
+        ],
+    );
+    let http = reqwest::Client::new();
+    let resp = http
+        .get(format!("{base}/healthz"))
+        .header("x-request-id", "trace-me-42")
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(resp.headers()["x-request-id"], "trace-me-42");
+    let resp = http
+        .get(format!("{base}/api/v1/programs"))
+        .send()
+        .await
+        .expect("unauthorized");
+    let generated = resp.headers()["x-request-id"]
+        .to_str()
+        .expect("id")
+        .to_owned();
+    assert!(
+        trcker_domain::ids::IdKind::Request.matches(&generated),
+        "{generated}"
+    );
+    assert!(running.sigterm_and_wait().success());
+    let logs = logs.join().expect("logs");
+    let spans_of = |id: &str| {
+        logs.iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e["span"]["request_id"] == id)
+            .map(|e| e["fields"]["path"].as_str().unwrap_or_default().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(spans_of("trace-me-42"), ["/healthz"], "{logs:#?}");
+    assert_eq!(spans_of(&generated), ["/api/v1/programs"], "{logs:#?}");
+}
+
+#[tokio::test]
+async fn json_logs_parse_line_by_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (base, running, logs) = serve_logging(dir.path(), &[("TRCKER_LOG_FORMAT", "json")]);
     let resp = reqwest::get(format!("{base}/healthz"))
         .await
         .expect("healthz");
     assert_eq!(resp.status(), StatusCode::OK);
-    let status = Running {
-        child,
-        lines: Vec::new(),
-    }
-    .sigterm_and_wait();
+    let status = running.sigterm_and_wait();
     assert!(status.success(), "{status:?}");
     let logs = logs.join().expect("logs");
     assert!(logs.len() >= 3, "{logs:?}");

@@ -577,3 +577,52 @@ async fn a_schema_ahead_of_this_release_still_serves(app: &TestApp) {
 }
 
 on_both_databases!(a_schema_ahead_of_this_release_still_serves);
+
+/// Every answer names its request: the click redirect, the postback
+/// receiver, the admin API (its problems too), the portal and the health
+/// endpoints; an id the sender gave is kept when sane and replaced if not.
+async fn every_answer_carries_its_request_id(app: &TestApp) {
+    let s = app.quickstart_setup("acme", "http://127.0.0.1:9/pb").await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let paths = [
+        "/".to_owned(),
+        "/healthz".to_owned(),
+        "/readyz".to_owned(),
+        "/api/r/acme/pro?via=jane".to_owned(),
+        format!(
+            "/api/postback/acme/pro?secret={}&amount=1&txn_id=r1",
+            s.secret
+        ),
+        "/api/v1/programs".to_owned(),
+        "/portal/acme/login".to_owned(),
+        "/no/such/page".to_owned(),
+    ];
+    for path in &paths {
+        let sent = http
+            .get(app.url(path))
+            .header("x-request-id", "edge-9f2c.1")
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(sent.headers()["x-request-id"], "edge-9f2c.1", "{path}");
+        let own = http.get(app.url(path)).send().await.expect("request");
+        let id = own.headers()["x-request-id"].to_str().expect("ascii");
+        assert!(
+            trcker_domain::ids::IdKind::Request.matches(id),
+            "{path}: {id}"
+        );
+    }
+    let insane = http
+        .get(app.url("/healthz"))
+        .header("x-request-id", "x".repeat(129))
+        .send()
+        .await
+        .expect("request");
+    let id = insane.headers()["x-request-id"].to_str().expect("ascii");
+    assert!(trcker_domain::ids::IdKind::Request.matches(id), "{id}");
+}
+
+on_both_databases!(every_answer_carries_its_request_id);

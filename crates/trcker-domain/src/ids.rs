@@ -26,6 +26,8 @@ pub enum IdKind {
     Delivery,
     Attempt,
     Audit,
+    /// An HTTP request (`X-Request-Id`), when its sender gave none.
+    Request,
 }
 
 impl IdKind {
@@ -47,6 +49,7 @@ impl IdKind {
             IdKind::Delivery => "dlv",
             IdKind::Attempt => "att",
             IdKind::Audit => "aud",
+            IdKind::Request => "req",
         }
     }
 
@@ -71,6 +74,27 @@ impl IdKind {
     }
 }
 
+/// The longest request id taken from a sender.
+pub const MAX_REQUEST_ID: usize = 128;
+
+/// A request's id: the sender's `X-Request-Id` when it is sane (1 to
+/// [`MAX_REQUEST_ID`] characters of letters, digits and `-_.:`), so that
+/// a proxy's or client's id follows the request through Trcker's logs;
+/// otherwise a fresh `req_…` id.
+pub fn request_id(sent: Option<&str>) -> String {
+    match sent {
+        Some(id)
+            if (1..=MAX_REQUEST_ID).contains(&id.len())
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) =>
+        {
+            id.to_owned()
+        }
+        _ => IdKind::Request.generate(),
+    }
+}
+
 impl fmt::Display for IdKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.prefix())
@@ -80,6 +104,24 @@ impl fmt::Display for IdKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sane_request_id_is_kept_and_any_other_replaced() {
+        assert_eq!(request_id(Some("lb-7f3a:42.1_x")), "lb-7f3a:42.1_x");
+        let long = "a".repeat(MAX_REQUEST_ID);
+        assert_eq!(request_id(Some(&long)), long);
+        for bad in [
+            None,
+            Some(""),
+            Some("has space"),
+            Some("new\nline"),
+            Some("é"),
+            Some(&*"a".repeat(MAX_REQUEST_ID + 1)),
+        ] {
+            let id = request_id(bad);
+            assert!(IdKind::Request.matches(&id), "{bad:?} gave {id}");
+        }
+    }
 
     #[test]
     fn ids_carry_their_prefix_and_sort_by_time() {

@@ -174,25 +174,41 @@ const FRONT_PAGE: &str = concat!(
     "</ul>\n<p>Affiliates sign in at <code>/portal/&lt;brand&gt;</code>.</p>\n</body></html>\n",
 );
 
-/// Counts and times each request for the metrics and, at debug level, logs
-/// its method, path, status and duration. The query string is never logged:
-/// postback URLs carry their secret there. One layer for both: each layer
-/// around the routes moves every request and response once more.
+/// Gives each request its id (the sender's `X-Request-Id` when sane, else
+/// a fresh one), runs it inside a `request` span carrying that id, so that
+/// every log line it causes names it, and answers with the id in
+/// `X-Request-Id`; counts and times the request for the metrics and, at
+/// debug level, logs its method, path, status and duration. The query
+/// string is never logged: postback URLs carry their secret there. One
+/// layer for all of it: each layer around the routes moves every request
+/// and response once more.
 async fn access_log<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> {
+    use tracing::Instrument;
     let route = telemetry::route_of(req.uri().path());
     let started = std::time::Instant::now();
-    if !tracing::enabled!(tracing::Level::DEBUG) {
-        let resp = next.get_response(req).await;
-        route.record(started.elapsed(), resp.status());
-        return Ok(resp);
+    let id = trcker_domain::ids::request_id(
+        req.headers()
+            .get(X_REQUEST_ID)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let span = tracing::info_span!("request", request_id = %id);
+    let logged = tracing::enabled!(tracing::Level::DEBUG)
+        .then(|| (req.method().clone(), loggable_path(req.uri().path())));
+    let mut resp = next.get_response(req).instrument(span.clone()).await;
+    route.record(started.elapsed(), resp.status());
+    if let Ok(value) = poem::http::HeaderValue::from_str(&id) {
+        resp.headers_mut().insert(X_REQUEST_ID, value);
     }
-    let method = req.method().clone();
-    let path = loggable_path(req.uri().path());
-    let result = next.get_response(req).await;
-    route.record(started.elapsed(), result.status());
-    tracing::debug!(%method, %path, status = result.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
-    Ok(result)
+    if let Some((method, path)) = logged {
+        span.in_scope(|| {
+            tracing::debug!(%method, %path, status = resp.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
+        });
+    }
+    Ok(resp)
 }
+
+/// The header that carries a request's id, both ways.
+const X_REQUEST_ID: &str = "x-request-id";
 
 /// A path as the access log shows it: a secret that travels in a path (the
 /// portal's invitation token) is replaced.
