@@ -15,6 +15,9 @@ mod m20261123_000002_integration_protection;
 mod m20261123_000003_click_rules;
 mod m20261124_000004_clicks_by_tenant_only;
 mod m20261124_000005_clicks_by_affiliate_only;
+mod m20261202_000006_keys_by_tenant;
+
+pub use m20261202_000006_keys_by_tenant::TENANT_TABLES;
 
 pub struct Migrator;
 
@@ -27,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000003_click_rules::Migration),
             Box::new(m20261124_000004_clicks_by_tenant_only::Migration),
             Box::new(m20261124_000005_clicks_by_affiliate_only::Migration),
+            Box::new(m20261202_000006_keys_by_tenant::Migration),
         ]
     }
 }

@@ -398,13 +398,23 @@ async fn retention_deletes_what_is_old_and_nothing_else(app: &TestApp) {
             .expect("count"),
         1
     );
-    // Nothing is left to delete.
+    // Nothing is left to delete, but for the waiting postback if the
+    // sweeper has queued it again meanwhile and its job finished it (it is
+    // old and done then).
     let again = services
         .pipeline
         .apply_retention(Utc::now())
         .await
         .expect("retention");
-    assert_eq!(again, Default::default());
+    let waiting_left = postback::Entity::find_by_id(waiting.id.clone())
+        .one(db)
+        .await
+        .expect("query");
+    let expected = trcker_services::pipeline::retention::Deleted {
+        postbacks: u64::from(waiting_left.is_none()),
+        ..Default::default()
+    };
+    assert_eq!(again, expected);
 }
 on_both_databases!(retention_deletes_what_is_old_and_nothing_else);
 
@@ -626,3 +636,149 @@ async fn every_answer_carries_its_request_id(app: &TestApp) {
 }
 
 on_both_databases!(every_answer_carries_its_request_id);
+
+/// The schema is ready to distribute by tenant: on a database that holds
+/// data from before, the migration makes every primary key and unique
+/// index of a tenant-owned table include `tenant_id` (read from the live
+/// PostgreSQL catalog), moves the values unique across tenants to
+/// `global_keys` (backfilled), and can run again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(trcker_pg),
+    ignore = "PostgreSQL suite off: set TRCKER_TEST_POSTGRES_URL to run it"
+)]
+async fn every_unique_index_of_a_tenant_table_includes_tenant_id() {
+    use trcker_migrations::{Migrator, MigratorTrait};
+    use trcker_storage::sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
+    let db = crate::harness::PgDatabase::create().await;
+    let conn = Database::connect(&db.url).await.expect("connect");
+    // The schema of the release before, with data in it.
+    Migrator::up(&conn, Some(5))
+        .await
+        .expect("earlier migrations");
+    for sql in [
+        "INSERT INTO tenants (id, name, slug, status, created_at) VALUES ('ten_a', 'A', 'a', 'active', now())",
+        "INSERT INTO api_keys (id, tenant_id, created_at, name, key_hash, key_hint, scope) \
+         VALUES ('key_a', 'ten_a', now(), 'k', 'hash-of-key', 'abcd', 'admin')",
+        "INSERT INTO programs (id, tenant_id, created_at, updated_at, name, slug, destination_url, currency) \
+         VALUES ('prg_a', 'ten_a', now(), now(), 'P', 'p', 'https://shop.example/', 'USD')",
+        "INSERT INTO tracking_links (id, tenant_id, created_at, program_id, affiliate_id, code) \
+         VALUES ('lnk_a', 'ten_a', now(), 'prg_a', 'aff_a', 'code0001')",
+    ] {
+        conn.execute_unprepared(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    let store = trcker_storage::Store::open(&trcker_storage::DatabaseConfig::Postgres {
+        url: db.url.clone(),
+        max_connections: 4,
+    })
+    .await
+    .expect("open");
+    store.migrate().await.expect("the migration, on live data");
+
+    let rows = |sql: &'static str| {
+        let conn = &conn;
+        async move {
+            conn.query_all_raw(Statement::from_string(DbBackend::Postgres, sql))
+                .await
+                .expect(sql)
+                .iter()
+                .map(|r| r.try_get_by_index::<String>(0).expect("text"))
+                .collect::<Vec<String>>()
+        }
+    };
+    // Tables with a tenant_id are tenant-owned, but for global_keys (a
+    // reference table under Citus, which names tenants rather than
+    // belonging to one).
+    let lacking = rows(
+        "SELECT t.relname || '.' || i.relname || ' ' || pg_get_indexdef(i.oid) \
+         FROM pg_index x \
+         JOIN pg_class i ON i.oid = x.indexrelid \
+         JOIN pg_class t ON t.oid = x.indrelid \
+         JOIN pg_namespace n ON n.oid = t.relnamespace \
+         WHERE n.nspname = 'public' AND x.indisunique \
+           AND t.relname <> 'global_keys' \
+           AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = t.oid \
+                       AND a.attname = 'tenant_id' AND NOT a.attisdropped) \
+           AND NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = t.oid \
+                       AND a.attname = 'tenant_id' AND a.attnum = ANY(x.indkey))",
+    )
+    .await;
+    assert!(lacking.is_empty(), "unique without tenant_id: {lacking:#?}");
+    let owned = rows(
+        "SELECT t.relname FROM pg_class t JOIN pg_namespace n ON n.oid = t.relnamespace \
+         JOIN pg_attribute a ON a.attrelid = t.oid AND a.attname = 'tenant_id' \
+         WHERE n.nspname = 'public' AND t.relkind = 'r' AND t.relname <> 'global_keys' \
+         ORDER BY 1",
+    )
+    .await;
+    let mut listed = trcker_migrations::TENANT_TABLES.to_vec();
+    listed.sort();
+    assert_eq!(
+        owned, listed,
+        "every tenant-owned table is in the migration's list"
+    );
+    let keys = rows(
+        "SELECT conrelid::regclass::text || ' ' || pg_get_constraintdef(oid) FROM pg_constraint \
+         WHERE contype = 'p' AND connamespace = 'public'::regnamespace \
+           AND conrelid::regclass::text NOT IN ('tenants', 'global_keys', 'seaql_migrations') \
+         ORDER BY 1",
+    )
+    .await;
+    assert_eq!(keys.len(), listed.len(), "{keys:#?}");
+    assert!(
+        keys.iter()
+            .all(|k| k.ends_with("PRIMARY KEY (tenant_id, id)")),
+        "{keys:#?}"
+    );
+    let backfilled =
+        rows("SELECT kind || ' ' || key || ' ' || object_id FROM global_keys ORDER BY 1").await;
+    assert_eq!(
+        backfilled,
+        ["api_key hash-of-key key_a", "link code0001 lnk_a"]
+    );
+    let link = trcker_storage::lookup::link_by_code(&store.conn, "code0001")
+        .await
+        .expect("lookup")
+        .expect("the link, through global_keys");
+    assert_eq!(link.id.as_str(), "lnk_a");
+
+    // Safe to run again (down, then up).
+    Migrator::down(&conn, Some(1)).await.expect("down");
+    store.migrate().await.expect("up again");
+    assert_eq!(rows("SELECT count(*)::text FROM global_keys").await, ["2"]);
+    store.close().await;
+}
+
+/// A row from before `global_keys` (written by the release before while the
+/// migration ran) is found by its own column and given its global key.
+async fn a_key_without_its_global_row_is_found_and_given_one(app: &TestApp) {
+    use trcker_storage::sea_orm::{ConnectionTrait, EntityTrait};
+    let tenant = app.create_tenant("acme").await;
+    let services = app.services();
+    let db = &services.store.conn;
+    db.execute_unprepared("DELETE FROM global_keys WHERE kind = 'api_key'")
+        .await
+        .expect("delete");
+    let resp = app
+        .http
+        .get(app.url("/api/v1/programs"))
+        .bearer_auth(&tenant.key)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(resp.status(), StatusCode::OK, "found by its hash");
+    let restored = trcker_storage::entities::global_key::Entity::find()
+        .all(db)
+        .await
+        .expect("global keys");
+    assert!(
+        restored
+            .iter()
+            .any(|k| k.kind == trcker_storage::entities::global_key::Kind::ApiKey),
+        "{restored:?}"
+    );
+}
+
+on_both_databases!(a_key_without_its_global_row_is_found_and_given_one);

@@ -92,7 +92,7 @@ impl Server {
         cmd.arg(command)
             .env("TRCKER_LISTEN", "127.0.0.1:0")
             .env("TRCKER_DATA_DIR", dir.path())
-            .env("TRCKER_OPERATOR_TOKEN", "bench-operator")
+            .env("TRCKER_OPERATOR_TOKEN", "bench-operator-token")
             .env("TRCKER_ALLOW_PRIVATE_TARGETS", "true")
             .env(
                 "TRCKER_LOG",
@@ -169,7 +169,7 @@ async fn bench_seed(
     trcker_bench::seed(
         http,
         base,
-        "bench-operator",
+        "bench-operator-token",
         "bench",
         json!({"type": "percent", "value": "10"}),
         affiliate_url,

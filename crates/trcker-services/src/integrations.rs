@@ -10,11 +10,12 @@ use trcker_domain::fields::{Fields, Name, RatePerMinute};
 use trcker_domain::postback::PARAMETERS as OURS;
 use trcker_domain::protection::Cidr;
 use trcker_domain::secret::{hash_secret, new_postback_secret};
+use trcker_storage::entities::global_key::Kind;
 use trcker_storage::entities::{integration, program};
 use trcker_storage::ids::IntegrationId;
 use trcker_storage::sea_orm::UpdateMany;
 use trcker_storage::sea_orm::sea_query::Expr;
-use trcker_storage::{Store, TenantId, batch::insert, scoped_by_id, scoped_update_by_id};
+use trcker_storage::{Store, TenantId, batch::insert, lookup, scoped_by_id, scoped_update_by_id};
 
 use crate::areas::Area;
 use crate::auth::{AccessError, Caller};
@@ -122,6 +123,14 @@ impl IntegrationService {
         };
         let txn = self.store().write_txn().await?;
         insert(&txn, integration.clone()).await?;
+        lookup::claim_global_key(
+            &txn,
+            Kind::Integration,
+            &integration.secret_hash,
+            tenant,
+            integration.id.as_str(),
+        )
+        .await?;
         crate::audit::record(
             &txn,
             tenant,

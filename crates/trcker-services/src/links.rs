@@ -5,12 +5,14 @@
 use chrono::Utc;
 use trcker_domain::fields::{CouponCode, Fields, SubId, TargetUrl};
 use trcker_domain::secret::random_alnum;
+use trcker_storage::entities::global_key::Kind;
 use trcker_storage::entities::{Activity, affiliate, coupon, program, tracking_link};
 use trcker_storage::ids::{CouponId, LinkId};
 use trcker_storage::sea_orm::sea_query::Expr;
-use trcker_storage::sea_orm::{QueryOrder, QuerySelect};
+use trcker_storage::sea_orm::{DbErr, QueryOrder, QuerySelect};
 use trcker_storage::{
-    Store, TenantId, batch::insert, is_unique_violation, scoped, scoped_by_id, scoped_update_by_id,
+    Store, TenantId, batch::insert, is_unique_violation, lookup, scoped, scoped_by_id,
+    scoped_update_by_id,
 };
 
 use crate::areas::Area;
@@ -115,12 +117,23 @@ impl LinkService {
                 sub4: sub4.clone(),
                 sub5: sub5.clone(),
             };
-            match insert(&self.store().conn, link).await {
+            // The link and its code's claim across tenants, together.
+            let txn = self.store().write_txn().await?;
+            let written = async {
+                let l = insert(&txn, link).await?;
+                lookup::claim_global_key(&txn, Kind::Link, &l.code, &l.tenant_id, l.id.as_str())
+                    .await?;
+                Ok::<_, DbErr>(l)
+            }
+            .await;
+            match written {
                 Ok(l) => {
+                    txn.commit().await?;
                     self.area.changes.record();
                     return Ok(l);
                 }
-                Err(e) if is_unique_violation(&e) => continue, // a code collision: draw again
+                // A code collision: the transaction is dropped, draw again.
+                Err(e) if is_unique_violation(&e) => continue,
                 Err(e) => return Err(e.into()),
             }
         }

@@ -90,8 +90,7 @@ impl TenantService {
         if !token.starts_with("trk_") {
             return Err(AuthError::UnknownToken);
         }
-        let key = lookup::active_api_key_by_hash(&hash)
-            .one(&self.area.store.conn)
+        let key = lookup::active_api_key_by_hash(&self.area.store.conn, &hash)
             .await?
             .ok_or(AuthError::UnknownToken)?;
         let tenant = lookup::tenant(&key.tenant_id)
@@ -136,7 +135,8 @@ impl TenantService {
                 e.into()
             }
         })?;
-        insert(&txn, initial_key(&tenant, &key)).await?;
+        let first = insert(&txn, initial_key(&tenant, &key)).await?;
+        claim_key(&txn, &first).await?;
         crate::audit::record(
             &txn,
             &tenant.id,
@@ -245,6 +245,7 @@ impl TenantService {
         };
         let txn = self.area.store.write_txn().await?;
         let key = insert(&txn, key).await?;
+        claim_key(&txn, &key).await?;
         crate::audit::record(
             &txn,
             tenant,
@@ -284,6 +285,21 @@ impl TenantService {
         txn.commit().await?;
         Ok(key)
     }
+}
+
+/// Claims an API key's hash across tenants (`global_keys`).
+async fn claim_key(
+    db: &impl trcker_storage::sea_orm::ConnectionTrait,
+    key: &api_key::Model,
+) -> Result<(), trcker_storage::sea_orm::DbErr> {
+    lookup::claim_global_key(
+        db,
+        trcker_storage::entities::global_key::Kind::ApiKey,
+        &key.key_hash,
+        &key.tenant_id,
+        key.id.as_str(),
+    )
+    .await
 }
 
 /// A new tenant's first key: an admin key.

@@ -7,10 +7,14 @@
 //! sweepers look over every tenant's backlog.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Select};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    Select,
+};
 
-use crate::TenantId;
+use crate::entities::global_key::Kind;
 use crate::entities::*;
+use crate::{TenantId, TenantOwned};
 
 /// The tenant whose slug a public URL names (`/api/r/{brand}/…`, `/portal/{brand}`).
 pub fn tenant_by_slug(slug: &str) -> Select<tenant::Entity> {
@@ -28,13 +32,21 @@ pub fn all_tenants() -> Select<tenant::Entity> {
 }
 
 /// The tracking link of a short link (`/c/{code}`).
-pub fn link_by_code(code: &str) -> Select<tracking_link::Entity> {
-    tracking_link::Entity::find().filter(tracking_link::Column::Code.eq(code))
+pub async fn link_by_code(
+    db: &impl ConnectionTrait,
+    code: &str,
+) -> Result<Option<tracking_link::Model>, DbErr> {
+    let direct = tracking_link::Entity::find().filter(tracking_link::Column::Code.eq(code));
+    by_global_key(db, Kind::Link, code, direct).await
 }
 
 /// The integration whose postback secret has this hash.
-pub fn integration_by_secret_hash(hash: &str) -> Select<integration::Entity> {
-    integration::Entity::find().filter(integration::Column::SecretHash.eq(hash))
+pub async fn integration_by_secret_hash(
+    db: &impl ConnectionTrait,
+    hash: &str,
+) -> Result<Option<integration::Model>, DbErr> {
+    let direct = integration::Entity::find().filter(integration::Column::SecretHash.eq(hash));
+    by_global_key(db, Kind::Integration, hash, direct).await
 }
 
 /// The integration a verified test-fire token names.
@@ -43,10 +55,89 @@ pub fn integration_by_test_fire_token(integration_id: &str) -> Select<integratio
 }
 
 /// The unrevoked API key whose token has this hash.
-pub fn active_api_key_by_hash(hash: &str) -> Select<api_key::Entity> {
-    api_key::Entity::find()
-        .filter(api_key::Column::KeyHash.eq(hash))
-        .filter(api_key::Column::RevokedAt.is_null())
+pub async fn active_api_key_by_hash(
+    db: &impl ConnectionTrait,
+    hash: &str,
+) -> Result<Option<api_key::Model>, DbErr> {
+    let direct = api_key::Entity::find().filter(api_key::Column::KeyHash.eq(hash));
+    let key = by_global_key(db, Kind::ApiKey, hash, direct).await?;
+    Ok(key.filter(|k| k.revoked_at.is_none()))
+}
+
+/// Claims a value unique across tenants for one row (in the transaction
+/// that writes the row): a unique violation if another row has it.
+pub async fn claim_global_key(
+    db: &impl ConnectionTrait,
+    kind: Kind,
+    key: &str,
+    tenant: &TenantId,
+    object_id: &str,
+) -> Result<(), DbErr> {
+    global_key::Entity::insert(global_key::ActiveModel {
+        kind: Set(kind),
+        key: Set(key.to_owned()),
+        tenant_id: Set(tenant.clone()),
+        object_id: Set(object_id.to_owned()),
+    })
+    .exec_without_returning(db)
+    .await
+    .map(drop)
+}
+
+/// The row a global key names: through `global_keys` and the row's own
+/// key (tenant and id). A row written by a release before `global_keys`
+/// (while the migration that made it ran) has no global key yet: it is
+/// found by `direct` and given one.
+async fn by_global_key<E>(
+    db: &impl ConnectionTrait,
+    kind: Kind,
+    key: &str,
+    direct: Select<E>,
+) -> Result<Option<E::Model>, DbErr>
+where
+    E: TenantOwned,
+    E::Model: GlobalRow,
+{
+    let named = global_key::Entity::find_by_id((kind, key.to_owned()))
+        .one(db)
+        .await?;
+    if let Some(named) = named {
+        return crate::scoped_by_id::<E>(&named.tenant_id, &named.object_id)
+            .one(db)
+            .await;
+    }
+    let found = direct.one(db).await?;
+    if let Some(row) = &found {
+        // Best effort: a concurrent lookup may have added it first.
+        let (tenant, id) = row.tenant_and_id();
+        if let Err(e) = claim_global_key(db, kind, key, tenant, id).await {
+            tracing::debug!(error = %e, "global key added by another lookup");
+        }
+    }
+    Ok(found)
+}
+
+/// A row that a global key can name.
+pub trait GlobalRow {
+    fn tenant_and_id(&self) -> (&TenantId, &str);
+}
+
+impl GlobalRow for api_key::Model {
+    fn tenant_and_id(&self) -> (&TenantId, &str) {
+        (&self.tenant_id, self.id.as_str())
+    }
+}
+
+impl GlobalRow for integration::Model {
+    fn tenant_and_id(&self) -> (&TenantId, &str) {
+        (&self.tenant_id, self.id.as_str())
+    }
+}
+
+impl GlobalRow for tracking_link::Model {
+    fn tenant_and_id(&self) -> (&TenantId, &str) {
+        (&self.tenant_id, self.id.as_str())
+    }
 }
 
 /// Accepted postbacks still waiting for attribution that were accepted before

@@ -93,7 +93,7 @@ impl Launcher {
                 format!("127.0.0.1:{}", port.unwrap_or_default()),
             )
             .env("TRCKER_DATA_DIR", &self.dir)
-            .env("TRCKER_OPERATOR_TOKEN", "chaos-operator")
+            .env("TRCKER_OPERATOR_TOKEN", "chaos-operator-token")
             .env("TRCKER_ALLOW_PRIVATE_TARGETS", "true")
             .env("TRCKER_DB_CONNECTIONS", "8")
             .env_remove("DATABASE_URL")
@@ -314,7 +314,7 @@ async fn main() {
     let seeded = trcker_bench::seed(
         &http,
         &bases[0],
-        "chaos-operator",
+        "chaos-operator-token",
         "chaos",
         json!({"type": "flat", "value": "1.00"}),
         Some(&format!("{affiliate_url}/pb?conv={{conversion_id}}")),

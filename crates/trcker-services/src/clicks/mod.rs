@@ -354,7 +354,7 @@ async fn resolve_named(
 /// `/c/{code}`.
 async fn resolve_link(store: &Store, code: &str) -> Result<Option<Resolved>, DbErr> {
     let db = &store.conn;
-    let Some(link) = lookup::link_by_code(code).one(db).await? else {
+    let Some(link) = lookup::link_by_code(db, code).await? else {
         return Ok(None);
     };
     let tenant = lookup::tenant(&link.tenant_id).one(db).await?;

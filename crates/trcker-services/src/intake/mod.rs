@@ -331,9 +331,7 @@ impl IntakeService {
         if let Some(hit) = self.integrations.get(&hash) {
             return Ok(hit);
         }
-        let found = lookup::integration_by_secret_hash(&hash)
-            .one(&self.store().conn)
-            .await?;
+        let found = lookup::integration_by_secret_hash(&self.store().conn, &hash).await?;
         self.integrations.put(hash, found.clone());
         Ok(found)
     }
