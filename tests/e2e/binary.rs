@@ -202,18 +202,21 @@ async fn sigterm_loses_no_buffered_click() {
     store.close().await;
 }
 
-/// Scale-out roles: `trcker web` accepts postbacks and runs no workers (they
-/// wait in the queue); a `trcker worker` on the same database attributes them.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn web_accepts_and_a_worker_process_attributes() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let token = "scale-out-operator";
-    let web = start("web", dir.path(), Some(token), &[]);
-    let base = web.value_after("listening on");
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client");
+/// What [`set_up_over_http`] made.
+pub(crate) struct OverHttp {
+    /// The tenant's admin API key.
+    pub(crate) key: String,
+    /// The integration's postback secret.
+    pub(crate) secret: String,
+    /// A click on Jane's link.
+    pub(crate) click_id: String,
+}
+
+/// The quickstart's tenant `acme`, offer `pro` (flat 1.00), affiliate
+/// `jane` and integration, made over HTTP on a running `trcker` with the
+/// operator `token`, and a click on Jane's link (`http` follows no
+/// redirect).
+pub(crate) async fn set_up_over_http(http: &reqwest::Client, base: &str, token: &str) -> OverHttp {
     let post = |path: &str, bearer: &str, body: serde_json::Value| {
         let req = http
             .post(format!("{base}{path}"))
@@ -251,14 +254,42 @@ async fn web_accepts_and_a_worker_process_attributes() {
         json!({"name":"Shop","program_id": program["id"]}),
     )
     .await;
-    let secret = integration["secret"].as_str().expect("secret");
+    let secret = integration["secret"].as_str().expect("secret").to_owned();
     let click = http
         .get(format!("{base}/api/r/acme/pro?via=jane"))
         .send()
         .await
         .expect("click");
     let location = click.headers()["location"].to_str().expect("location");
-    let click_id = location.rsplit_once("click_id=").expect("click id").1;
+    let click_id = location
+        .rsplit_once("click_id=")
+        .expect("click id")
+        .1
+        .to_owned();
+    OverHttp {
+        key,
+        secret,
+        click_id,
+    }
+}
+
+/// Scale-out roles: `trcker web` accepts postbacks and runs no workers (they
+/// wait in the queue); a `trcker worker` on the same database attributes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_accepts_and_a_worker_process_attributes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = "scale-out-operator";
+    let web = start("web", dir.path(), Some(token), &[]);
+    let base = web.value_after("listening on");
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let OverHttp {
+        key,
+        secret,
+        click_id,
+    } = set_up_over_http(&http, &base, token).await;
     let accepted: serde_json::Value = http
         .get(format!(
             "{base}/api/postback/acme/pro?secret={secret}&click_id={click_id}&amount=10&txn_id=w1"

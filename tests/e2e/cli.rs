@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::binary::start;
+use crate::binary::{OverHttp, set_up_over_http, start};
 
 /// Runs `trcker ARGS` in `cwd` with only `env` set.
 fn trcker(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -469,58 +469,11 @@ async fn backup_under_load_holds_every_acknowledged_postback() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client");
-    let post = |path: &str, bearer: &str, body: serde_json::Value| {
-        let req = http
-            .post(format!("{base}{path}"))
-            .bearer_auth(bearer)
-            .json(&body);
-        async move {
-            let resp = req.send().await.expect("request");
-            assert!(resp.status().is_success(), "{}", resp.status());
-            resp.json::<serde_json::Value>().await.expect("json")
-        }
-    };
-    let tenant = post(
-        "/api/v1/tenants",
-        token,
-        json!({"name":"Acme","slug":"acme"}),
-    )
-    .await;
-    let key = tenant["api_key"].as_str().expect("key").to_owned();
-    let program = post(
-        "/api/v1/programs",
-        &key,
-        json!({"name":"Pro","slug":"pro","destination_url":"https://shop.example/pro",
-        "commission":{"type":"flat","value":"1.00"}}),
-    )
-    .await;
-    post(
-        "/api/v1/affiliates",
-        &key,
-        json!({"name":"Jane","email":"jane@example.com","slug":"jane"}),
-    )
-    .await;
-    let integration = post(
-        "/api/v1/integrations",
-        &key,
-        json!({"name":"Shop","program_id": program["id"]}),
-    )
-    .await;
-    let secret = integration["secret"].as_str().expect("secret").to_owned();
-    let click = http
-        .get(format!("{base}/api/r/acme/pro?via=jane"))
-        .send()
-        .await
-        .expect("click");
-    let location = click.headers()["location"]
-        .to_str()
-        .expect("location")
-        .to_owned();
-    let click_id = location
-        .rsplit_once("click_id=")
-        .expect("click id")
-        .1
-        .to_owned();
+    let OverHttp {
+        key,
+        secret,
+        click_id,
+    } = set_up_over_http(&http, &base, token).await;
 
     // Four senders post sales without pause; each acknowledged txn_id is kept.
     let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));

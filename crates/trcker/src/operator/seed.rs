@@ -145,7 +145,14 @@ pub async fn run(config: Config, args: SeedArgs) -> Result<Vec<String>, AppError
         )));
     }
     let started = std::time::Instant::now();
-    // The pipeline's own workers attribute and price the sales.
+    // The pipeline's own workers attribute and price the sales: workers of
+    // their own, beside any that serve (never under a serving worker's
+    // fixed name, which would take its jobs over), and no metrics listener.
+    let config = Config {
+        worker_name: None,
+        metrics_listen: None,
+        ..config
+    };
     let app = App::start(config, Roles::Workers).await?;
     let result = seed(&app.services, &args).await;
     let token = match &app.operator_token {
