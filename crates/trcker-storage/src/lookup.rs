@@ -31,6 +31,17 @@ pub fn all_tenants() -> Select<tenant::Entity> {
     tenant::Entity::find()
 }
 
+/// Every tenant's id (for the sweepers' passes tenant by tenant).
+pub async fn all_tenant_ids(db: &impl ConnectionTrait) -> Result<Vec<TenantId>, DbErr> {
+    use sea_orm::QuerySelect;
+    tenant::Entity::find()
+        .select_only()
+        .column(tenant::Column::Id)
+        .into_tuple()
+        .all(db)
+        .await
+}
+
 /// The tracking link of a short link (`/c/{code}`).
 pub async fn link_by_code(
     db: &impl ConnectionTrait,

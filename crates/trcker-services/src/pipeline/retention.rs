@@ -96,12 +96,7 @@ impl Pipeline {
     async fn delete_old_clicks(&self, t: DateTime<Utc>, days: u32) -> Result<u64, JobError> {
         let db = &self.store.conn;
         let backend = db.get_database_backend();
-        let tenants: Vec<TenantId> = lookup::all_tenants()
-            .select_only()
-            .column(tenant::Column::Id)
-            .into_tuple()
-            .all(db)
-            .await?;
+        let tenants = lookup::all_tenant_ids(db).await?;
         let mut deleted = 0;
         for tenant in tenants {
             let programs = scoped::<program::Entity>(&tenant).all(db).await?;

@@ -27,7 +27,7 @@ use trcker_storage::entities::*;
 use trcker_storage::queue::Job;
 use trcker_storage::sea_orm::sea_query::Expr;
 use trcker_storage::sea_orm::{ColumnTrait, QueryFilter, QuerySelect};
-use trcker_storage::{TenantId, lookup, scoped, scoped_update, scoped_update_by_id};
+use trcker_storage::{lookup, scoped, scoped_update, scoped_update_by_id};
 
 use super::attribute::AttributeJob;
 use super::commission::CommissionJob;
@@ -224,12 +224,7 @@ impl Pipeline {
     ) -> Result<u64, JobError> {
         let db = &self.store.conn;
         let backend = db.get_database_backend();
-        let tenants: Vec<TenantId> = lookup::all_tenants()
-            .select_only()
-            .column(tenant::Column::Id)
-            .into_tuple()
-            .all(db)
-            .await?;
+        let tenants = lookup::all_tenant_ids(db).await?;
         let mut erased = 0;
         for tenant in tenants {
             let affiliates: Vec<String> = scoped::<affiliate::Entity>(&tenant)
