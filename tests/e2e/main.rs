@@ -10,6 +10,7 @@ mod debugger;
 mod docs;
 mod faults;
 mod harness;
+mod money;
 mod notify;
 mod operations;
 mod portal;

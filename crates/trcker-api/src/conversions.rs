@@ -1,10 +1,13 @@
-//! `/conversions`: what attribution made of accepted postbacks.
+//! `/conversions`: what attribution made of accepted postbacks, and their
+//! review (approve, reject, refund, chargeback; one or in bulk).
 
 use chrono::{DateTime, Utc};
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
-use trcker_services::conversions::{ConversionFilter, ConversionService};
+use trcker_services::conversions::{
+    BulkOutcome, ConversionFilter, ConversionService, Review, Selection,
+};
 use trcker_services::storage::entities::conversion;
 
 use crate::ApiTags;
@@ -33,7 +36,14 @@ impl ConversionsApi {
         status: Query<Option<String>>,
         affiliate_id: Query<Option<String>>,
         program_id: Query<Option<String>>,
+        /// Created at or after this time (RFC 3339).
+        created_from: Query<Option<DateTime<Utc>>>,
+        /// Created before this time (RFC 3339).
+        created_to: Query<Option<DateTime<Utc>>>,
+        /// true: only test conversions; false: only real ones.
+        test: Query<Option<bool>>,
         cursor: Query<Option<String>>,
+        /// Page size, 1 to 200; default 50.
         limit: Query<Option<u64>>,
     ) -> Result<Json<ConversionPage>, ApiError> {
         let caller = self.auth.caller(&auth).await?;
@@ -42,6 +52,9 @@ impl ConversionsApi {
             status: status.0,
             affiliate_id: affiliate_id.0,
             program_id: program_id.0,
+            created_from: created_from.0,
+            created_to: created_to.0,
+            test: test.0,
             cursor: cursor.0,
             limit: limit.0,
         };
@@ -65,6 +78,205 @@ impl ConversionsApi {
     ) -> Result<Json<ConversionOut>, ApiError> {
         let caller = self.auth.caller(&auth).await?;
         Ok(Json(self.conversions.get(&caller, &id.0).await?.into()))
+    }
+
+    /// Approve a pending conversion (also during its hold period, which
+    /// ends). Its commission becomes payable and the affiliate is notified.
+    #[oai(
+        path = "/conversions/:id/approve",
+        method = "post",
+        operation_id = "approve_conversion"
+    )]
+    async fn approve(
+        &self,
+        auth: BearerAuth,
+        id: Path<String>,
+        body: Json<ReviewIn>,
+    ) -> Result<Json<ConversionOut>, ApiError> {
+        self.review(auth, id.0, Review::Approve, body.0.reason)
+            .await
+    }
+
+    /// Reject a pending conversion: its commission is reversed in the ledger
+    /// and the affiliate is notified. Final.
+    #[oai(
+        path = "/conversions/:id/reject",
+        method = "post",
+        operation_id = "reject_conversion"
+    )]
+    async fn reject(
+        &self,
+        auth: BearerAuth,
+        id: Path<String>,
+        body: Json<ReviewIn>,
+    ) -> Result<Json<ConversionOut>, ApiError> {
+        self.review(auth, id.0, Review::Reject, body.0.reason).await
+    }
+
+    /// Reverse a pending or approved conversion as refunded (default) or
+    /// charged back: its commission is reversed in the ledger (after a
+    /// payout, the next payout nets it) and the affiliate is notified. Final.
+    #[oai(
+        path = "/conversions/:id/reverse",
+        method = "post",
+        operation_id = "reverse_conversion"
+    )]
+    async fn reverse(
+        &self,
+        auth: BearerAuth,
+        id: Path<String>,
+        body: Json<ReverseIn>,
+    ) -> Result<Json<ConversionOut>, ApiError> {
+        let review = Review::parse(body.0.kind.as_deref().unwrap_or("refund"))
+            .ok()
+            .filter(|r| matches!(r, Review::Reverse(_)))
+            .ok_or_else(|| {
+                ApiError::from(trcker_services::Invalid::field(
+                    "kind",
+                    "must be refund or chargeback",
+                ))
+            })?;
+        self.review(auth, id.0, review, body.0.reason).await
+    }
+
+    /// Review many conversions at once: listed by id (up to 1000), or every
+    /// conversion matching a filter (up to 1000 per request; `more` says
+    /// whether others matched). Each moves as its own review would; those
+    /// that cannot move are listed with why and left as they were.
+    #[oai(
+        path = "/conversions/review",
+        method = "post",
+        operation_id = "review_conversions"
+    )]
+    async fn review_bulk(
+        &self,
+        auth: BearerAuth,
+        body: Json<BulkReviewIn>,
+    ) -> Result<Json<BulkReviewOut>, ApiError> {
+        let caller = self.auth.caller(&auth).await?;
+        let b = body.0;
+        let review = Review::parse(&b.action)?;
+        let selection = match (b.ids, b.filter) {
+            (Some(ids), None) => Selection::Ids(ids),
+            (None, Some(f)) => Selection::Filter(f.into()),
+            _ => {
+                return Err(trcker_services::Invalid::field(
+                    "ids",
+                    "give either ids or filter, not both and not neither",
+                )
+                .into());
+            }
+        };
+        let outcome = self
+            .conversions
+            .review_bulk(&caller, selection, review, b.reason)
+            .await?;
+        Ok(Json(outcome.into()))
+    }
+}
+
+impl ConversionsApi {
+    async fn review(
+        &self,
+        auth: BearerAuth,
+        id: String,
+        review: Review,
+        reason: Option<String>,
+    ) -> Result<Json<ConversionOut>, ApiError> {
+        let caller = self.auth.caller(&auth).await?;
+        let conv = self
+            .conversions
+            .review(&caller, &id, review, reason)
+            .await?;
+        Ok(Json(conv.into()))
+    }
+}
+
+/// A review's body; `{}` when there is nothing to say.
+#[derive(Debug, Object)]
+pub struct ReviewIn {
+    /// Why (kept in the audit log and the ledger's reversal), at most 500 characters.
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Object)]
+pub struct ReverseIn {
+    /// `refund` (default) or `chargeback`.
+    pub kind: Option<String>,
+    /// Why (kept in the audit log and the ledger's reversal), at most 500 characters.
+    pub reason: Option<String>,
+}
+
+/// Which conversions a bulk review takes, when chosen by filter.
+#[derive(Debug, Object)]
+pub struct ReviewFilterIn {
+    pub status: Option<String>,
+    pub program_id: Option<String>,
+    pub affiliate_id: Option<String>,
+    pub txn_id: Option<String>,
+    /// Created at or after this time.
+    pub created_from: Option<DateTime<Utc>>,
+    /// Created before this time.
+    pub created_to: Option<DateTime<Utc>>,
+    pub test: Option<bool>,
+}
+
+impl From<ReviewFilterIn> for ConversionFilter {
+    fn from(f: ReviewFilterIn) -> Self {
+        ConversionFilter {
+            txn_id: f.txn_id,
+            status: f.status,
+            affiliate_id: f.affiliate_id,
+            program_id: f.program_id,
+            created_from: f.created_from,
+            created_to: f.created_to,
+            test: f.test,
+            cursor: None,
+            limit: None,
+        }
+    }
+}
+
+#[derive(Debug, Object)]
+pub struct BulkReviewIn {
+    /// `approve`, `reject`, `refund` or `chargeback`.
+    pub action: String,
+    /// The conversions, by id (1 to 1000). Give this or `filter`.
+    pub ids: Option<Vec<String>>,
+    /// Every conversion matching this, up to 1000. Give this or `ids`.
+    pub filter: Option<ReviewFilterIn>,
+    /// Why, for each of them (audit log and ledger), at most 500 characters.
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Object)]
+pub struct RefusedOut {
+    pub id: String,
+    /// Why this conversion was left as it was.
+    pub reason: String,
+}
+
+#[derive(Debug, Object)]
+pub struct BulkReviewOut {
+    /// The conversions moved.
+    pub moved: Vec<String>,
+    /// The conversions left as they were, with why.
+    pub refused: Vec<RefusedOut>,
+    /// True when a filter matched more than 1000: repeat the request.
+    pub more: bool,
+}
+
+impl From<BulkOutcome> for BulkReviewOut {
+    fn from(o: BulkOutcome) -> Self {
+        BulkReviewOut {
+            moved: o.moved,
+            refused: o
+                .refused
+                .into_iter()
+                .map(|(id, reason)| RefusedOut { id, reason })
+                .collect(),
+            more: o.more,
+        }
     }
 }
 

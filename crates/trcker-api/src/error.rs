@@ -11,6 +11,7 @@ use trcker_services::conversions::ConversionError;
 use trcker_services::debugger::DebuggerError;
 use trcker_services::integrations::IntegrationError;
 use trcker_services::links::LinkError;
+use trcker_services::payouts::PayoutError;
 use trcker_services::programs::ProgramError;
 use trcker_services::tenants::{AuthError, TenantError};
 use trcker_services::{Invalid, StoreError};
@@ -176,8 +177,26 @@ impl From<ConversionError> for ApiError {
             ConversionError::Access(e) => e.into(),
             ConversionError::Invalid(e) => e.into(),
             ConversionError::NotFound(_) => ApiError::new(Code::ConversionNotFound, e.to_string()),
+            ConversionError::MoveRefused(_) => {
+                ApiError::new(Code::ConversionMoveRefused, e.to_string())
+            }
             ConversionError::Store(e) => e.into(),
         }
+    }
+}
+
+impl From<PayoutError> for ApiError {
+    fn from(e: PayoutError) -> Self {
+        let code = match e {
+            PayoutError::Access(e) => return e.into(),
+            PayoutError::Invalid(e) => return e.into(),
+            PayoutError::Store(e) => return e.into(),
+            PayoutError::NotFound(_) => Code::PayoutNotFound,
+            PayoutError::BatchNotFound(_) => Code::PayoutBatchNotFound,
+            PayoutError::NotPending(..) => Code::PayoutNotPending,
+            PayoutError::Contended => Code::PayoutContended,
+        };
+        ApiError::new(code, e.to_string())
     }
 }
 

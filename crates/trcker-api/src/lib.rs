@@ -16,6 +16,7 @@ mod coupons;
 mod error;
 mod integrations;
 mod links;
+mod payouts;
 mod postbacks;
 pub mod problem;
 mod programs;
@@ -43,6 +44,8 @@ enum ApiTags {
     Coupons,
     /// Tracking links (`/c/{code}`).
     Links,
+    /// Payout batches and payouts of approved balances.
+    Payouts,
 }
 
 type Apis = (
@@ -54,6 +57,7 @@ type Apis = (
     links::LinksApi,
     coupons::CouponsApi,
     conversions::ConversionsApi,
+    payouts::PayoutsApi,
 );
 
 fn apis(s: &Services) -> Apis {
@@ -90,6 +94,10 @@ fn apis(s: &Services) -> Apis {
         },
         conversions::ConversionsApi {
             conversions: s.conversions.clone(),
+            auth: auth.clone(),
+        },
+        payouts::PayoutsApi {
+            payouts: s.payouts.clone(),
             auth,
         },
     )

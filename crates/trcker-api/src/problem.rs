@@ -145,6 +145,21 @@ codes! {
     ConversionNotFound = "conversion-not-found", 404, AdminApi,
         "This tenant has no conversion with this id.",
         "Check the id; `GET /api/v1/conversions` lists and filters conversions.";
+    ConversionMoveRefused = "conversion-move-refused", 409, AdminApi,
+        "The conversion's status does not allow this review (a rejected, refunded or charged-back conversion is final; an approved one can only be reversed).",
+        "Read the conversion's status; the detail names it and the move that was refused.";
+    PayoutNotFound = "payout-not-found", 404, AdminApi,
+        "This tenant has no payout with this id.",
+        "Check the id; `GET /api/v1/payouts` lists payouts.";
+    PayoutBatchNotFound = "payout-batch-not-found", 404, AdminApi,
+        "This tenant has no payout batch with this id (a batch that paid nobody has nothing to export).",
+        "Check the id that `POST /api/v1/payouts` answered.";
+    PayoutNotPending = "payout-not-pending", 409, AdminApi,
+        "The payout was marked paid or failed already; both are final.",
+        "Read the payout; a failed payout's entries go into the next batch.";
+    PayoutContended = "payout-contended", 409, AdminApi,
+        "Other payout batches created at the same moment kept claiming the same ledger entries.",
+        "Retry: the next batch takes whatever the others left.";
     PostbackNotFound = "postback-not-found", 404, AdminApi,
         "This tenant has no postback with this id.",
         "Check the id in the integration's postback log.";

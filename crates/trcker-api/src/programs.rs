@@ -145,6 +145,8 @@ pub struct NewProgramIn {
     pub default_revenue: Option<String>,
     /// Conversions sooner than this many seconds after their click are refused as too fast; default 0.
     pub min_conversion_seconds: Option<i32>,
+    /// The smallest approved balance a payout batch pays (decimal string in the program's currency); below it the balance is carried to the next batch. Default: none (any positive balance is paid).
+    pub payout_minimum: Option<String>,
 }
 
 impl From<NewProgramIn> for NewProgram {
@@ -162,6 +164,7 @@ impl From<NewProgramIn> for NewProgram {
             click_param: b.click_param,
             default_revenue: b.default_revenue,
             min_conversion_seconds: b.min_conversion_seconds,
+            payout_minimum: b.payout_minimum,
         }
     }
 }
@@ -177,6 +180,8 @@ pub struct UpdateProgramIn {
     pub attribution_window_days: Option<i32>,
     pub min_conversion_seconds: Option<i32>,
     pub hold_days: Option<i32>,
+    /// Decimal string in the program's currency; null removes it.
+    pub payout_minimum: MaybeUndefined<String>,
 }
 
 impl From<UpdateProgramIn> for ProgramUpdate {
@@ -189,6 +194,7 @@ impl From<UpdateProgramIn> for ProgramUpdate {
             attribution_window_days: b.attribution_window_days,
             min_conversion_seconds: b.min_conversion_seconds,
             hold_days: b.hold_days,
+            payout_minimum: patch(b.payout_minimum),
         }
     }
 }
@@ -207,6 +213,8 @@ pub struct ProgramOut {
     pub click_param: String,
     pub default_revenue: Option<String>,
     pub min_conversion_seconds: i32,
+    /// Null: any positive approved balance is paid.
+    pub payout_minimum: Option<String>,
     pub status: String,
     pub created_at: DateTime<Utc>,
 }
@@ -220,6 +228,7 @@ impl From<ProgramView> for ProgramOut {
                 value: r.value_string(),
             }),
             default_revenue: p.default_revenue_minor.map(|m| money(m, p.currency.0)),
+            payout_minimum: p.payout_minimum_minor.map(|m| money(m, p.currency.0)),
             id: p.id.into(),
             name: p.name,
             slug: p.slug,

@@ -22,6 +22,8 @@ pub enum IdKind {
     CommissionPlan,
     LedgerEntry,
     Payout,
+    /// A batch of payouts created by one request.
+    PayoutBatch,
     Endpoint,
     Delivery,
     Attempt,
@@ -45,6 +47,7 @@ impl IdKind {
             IdKind::CommissionPlan => "pln",
             IdKind::LedgerEntry => "led",
             IdKind::Payout => "pay",
+            IdKind::PayoutBatch => "pbt",
             IdKind::Endpoint => "end",
             IdKind::Delivery => "dlv",
             IdKind::Attempt => "att",

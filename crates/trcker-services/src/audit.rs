@@ -19,6 +19,20 @@ pub async fn record<C: ConnectionTrait>(
     resource_type: &str,
     resource_id: &str,
 ) -> Result<(), DbErr> {
+    record_with(db, tenant, caller, action, resource_type, resource_id, None).await
+}
+
+/// Records a change with its details (a JSON object: before and after,
+/// reason...).
+pub async fn record_with<C: ConnectionTrait>(
+    db: &C,
+    tenant: &TenantId,
+    caller: &Caller,
+    action: &str,
+    resource_type: &str,
+    resource_id: &str,
+    details: Option<serde_json::Value>,
+) -> Result<(), DbErr> {
     insert(
         db,
         audit::Model {
@@ -29,7 +43,7 @@ pub async fn record<C: ConnectionTrait>(
             action: action.to_owned(),
             resource_type: resource_type.to_owned(),
             resource_id: resource_id.to_owned(),
-            details: None,
+            details: details.map(|d| d.to_string()),
         },
     )
     .await

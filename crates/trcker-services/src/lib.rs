@@ -19,7 +19,9 @@ mod error;
 mod input;
 pub mod intake;
 pub mod integrations;
+pub mod ledger;
 pub mod links;
+pub mod payouts;
 pub mod pipeline;
 pub mod portal;
 pub mod programs;
@@ -91,6 +93,7 @@ pub struct Services {
     pub links: links::LinkService,
     pub integrations: integrations::IntegrationService,
     pub conversions: conversions::ConversionService,
+    pub payouts: payouts::PayoutService,
     pub debugger: debugger::DebuggerService,
     pub intake: intake::IntakeService,
     pub clicks: clicks::ClickService,
@@ -114,18 +117,20 @@ impl Services {
             settings: settings.clone(),
             changes: Changes::default(),
         };
+        let pipeline = pipeline::Pipeline::new(store.clone(), queue.clone(), settings.clone())?;
         Ok(Services {
             tenants: tenants::TenantService::new(area.clone()),
             programs: programs::ProgramService::new(area.clone()),
             affiliates: affiliates::AffiliateService::new(area.clone()),
             links: links::LinkService::new(area.clone()),
             integrations: integrations::IntegrationService::new(area.clone()),
-            conversions: conversions::ConversionService::new(area.clone()),
+            conversions: conversions::ConversionService::new(area.clone(), pipeline.clone()),
+            payouts: payouts::PayoutService::new(area.clone()),
             debugger: debugger::DebuggerService::new(area.clone(), queue.clone())?,
             intake: intake::IntakeService::new(area.clone(), queue.clone())?,
             clicks: clicks::ClickService::new(area.clone()),
             portal: portal::PortalService::new(area),
-            pipeline: pipeline::Pipeline::new(store.clone(), queue.clone(), settings.clone())?,
+            pipeline,
             store,
             queue,
             settings,

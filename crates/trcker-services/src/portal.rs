@@ -4,25 +4,26 @@
 //! Passwords are stored as Argon2id hashes. Balances come from the append-only
 //! ledger: an entry is pending while its conversion is pending (merchant
 //! approval or hold period), approved once the conversion is approved (a
-//! reversal nets a refunded one to zero), and paid once it is part of a payout.
-//! Test conversions never count.
+//! reversal nets a refunded one to zero), and paid once it is part of a payout
+//! marked paid (`crate::ledger`). Test conversions never count.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use chrono::{DateTime, Duration, Utc};
 use trcker_domain::ConversionStatus;
-use trcker_domain::money::{Currency, format_minor};
+use trcker_domain::money::format_minor;
 use trcker_domain::secret::hash_secret;
 use trcker_storage::entities::*;
-use trcker_storage::ids::ProgramId;
+use trcker_storage::ids::{ConversionId, PayoutId, ProgramId};
 use trcker_storage::sea_orm::sea_query::Expr;
 use trcker_storage::sea_orm::{ColumnTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
 use trcker_storage::{Store, TenantId, lookup, scoped, scoped_by_id, scoped_update_by_id};
 
 use crate::areas::Area;
 use crate::error::{Invalid, StoreError, from_store};
+use crate::ledger::format_sum;
 
 pub const MIN_PASSWORD_LEN: usize = 10;
 
@@ -252,6 +253,14 @@ impl PortalService {
             .filter(click::Column::IsTest.eq(false))
             .count(db)
             .await?;
+        let paid: HashSet<PayoutId> = scoped::<payout::Entity>(tenant)
+            .filter(payout::Column::AffiliateId.eq(aff))
+            .filter(payout::Column::Status.eq(payout::PayoutStatus::Paid))
+            .all(db)
+            .await?
+            .into_iter()
+            .map(|p| p.id)
+            .collect();
         let programs: HashMap<ProgramId, String> = scoped::<program::Entity>(tenant)
             .limit(1000)
             .all(db)
@@ -260,7 +269,7 @@ impl PortalService {
             .map(|p| (p.id, p.name))
             .collect();
         Ok(Earnings {
-            balances: balances(&entries, &conversions, since),
+            balances: balances(&entries, &conversions, &paid, since),
             clicks_30_days,
             conversions_30_days: conversions.iter().filter(|c| c.created_at >= since).count()
                 as u64,
@@ -277,40 +286,26 @@ impl PortalService {
 fn balances(
     entries: &[ledger_entry::Model],
     conversions: &[conversion::Model],
+    paid: &HashSet<PayoutId>,
     since: DateTime<Utc>,
 ) -> Vec<Balance> {
-    let status: HashMap<&str, ConversionStatus> = conversions
+    let status: HashMap<ConversionId, ConversionStatus> = conversions
         .iter()
-        .map(|c| (c.id.as_str(), c.status.0))
+        .map(|c| (c.id.clone(), c.status.0))
         .collect();
-    let mut currencies: Vec<Currency> = entries.iter().map(|e| e.currency.0).collect();
-    currencies.sort_by(|a, b| a.code().cmp(b.code()));
-    currencies.dedup();
-    currencies
-        .into_iter()
-        .map(|cur| {
-            let (mut pending, mut approved, mut paid, mut recent) = (0i64, 0i64, 0i64, 0i64);
-            for e in entries.iter().filter(|e| e.currency.0 == cur) {
-                let conversion = status
-                    .get(e.conversion_id.as_str())
-                    .copied()
-                    .unwrap_or(ConversionStatus::Pending);
-                if e.payout_id.is_some() {
-                    paid += e.amount_minor;
-                } else if conversion == ConversionStatus::Pending {
-                    pending += e.amount_minor;
-                } else {
-                    approved += e.amount_minor;
-                }
-                if e.created_at >= since {
-                    recent += e.amount_minor;
-                }
-            }
+    crate::ledger::balances(entries, &status, paid)
+        .into_values()
+        .map(|(cur, b)| {
+            let recent: i128 = entries
+                .iter()
+                .filter(|e| e.currency.0 == cur && e.created_at >= since)
+                .map(|e| i128::from(e.amount_minor))
+                .sum();
             Balance {
-                pending: format_minor(pending, cur),
-                approved: format_minor(approved, cur),
-                paid: format_minor(paid, cur),
-                last_30_days: format_minor(recent, cur),
+                pending: format_sum(b.pending, cur),
+                approved: format_sum(b.approved, cur),
+                paid: format_sum(b.paid, cur),
+                last_30_days: format_sum(recent, cur),
                 currency: cur.code().to_owned(),
             }
         })

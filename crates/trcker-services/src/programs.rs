@@ -57,6 +57,9 @@ pub struct NewProgram {
     pub default_revenue: Option<String>,
     /// Conversions sooner than this after their click are refused (0: no minimum).
     pub min_conversion_seconds: Option<i32>,
+    /// The smallest approved balance a payout batch pays, in the program's
+    /// currency (none: any positive balance).
+    pub payout_minimum: Option<String>,
 }
 
 #[derive(Default)]
@@ -70,6 +73,8 @@ pub struct ProgramUpdate {
     pub attribution_window_days: Option<i32>,
     pub min_conversion_seconds: Option<i32>,
     pub hold_days: Option<i32>,
+    /// `Some(None)` removes the minimum.
+    pub payout_minimum: Option<Option<String>>,
 }
 
 pub struct NewPlan {
@@ -174,7 +179,7 @@ impl ProgramService {
     ) -> Result<ProgramView, ProgramError> {
         let tenant = caller.tenant_admin()?;
         let existing = self.find(tenant, id).await?;
-        let mut q = parse_update(tenant, existing.id.as_str(), input)?;
+        let mut q = parse_update(tenant, &existing, input)?;
         q = q.col_expr(program::Column::UpdatedAt, Expr::value(Utc::now()));
         q.exec(&self.store().conn).await?;
         self.area.changes.record();
@@ -296,6 +301,7 @@ struct ProgramFields {
     min_seconds: MinConversionSeconds,
     click_param: ParamName,
     revenue: Option<Money>,
+    payout_minimum: Option<Money>,
 }
 
 /// Parses a new program's fields, every bad one named, in the documented order.
@@ -340,6 +346,13 @@ fn parse_fields(input: NewProgram) -> Result<ProgramFields, Invalid> {
             .as_deref()
             .map(|v| Money::parse(v, in_currency)),
     );
+    let payout_minimum = f.take_opt(
+        "payout_minimum",
+        input
+            .payout_minimum
+            .as_deref()
+            .map(|v| Money::parse(v, in_currency)),
+    );
     let parsed = (
         name,
         slug,
@@ -352,6 +365,7 @@ fn parse_fields(input: NewProgram) -> Result<ProgramFields, Invalid> {
         min_seconds,
         click_param,
         revenue,
+        payout_minimum,
     );
     let (
         name,
@@ -365,6 +379,7 @@ fn parse_fields(input: NewProgram) -> Result<ProgramFields, Invalid> {
         min_seconds,
         click_param,
         revenue,
+        payout_minimum,
     ) = f.done(parsed)?;
     Ok(ProgramFields {
         name,
@@ -378,6 +393,7 @@ fn parse_fields(input: NewProgram) -> Result<ProgramFields, Invalid> {
         min_seconds,
         click_param,
         revenue,
+        payout_minimum,
     })
 }
 
@@ -404,6 +420,7 @@ fn parse_new(
         status: Activity::Active,
         updated_at: t,
         min_conversion_seconds: p.min_seconds.get(),
+        payout_minimum_minor: p.payout_minimum.map(|m| m.minor),
     };
     Ok((program, p.rule))
 }
@@ -411,7 +428,7 @@ fn parse_new(
 /// The UPDATE a program change makes, every bad field named.
 fn parse_update(
     tenant: &TenantId,
-    id: &str,
+    existing: &program::Model,
     input: ProgramUpdate,
 ) -> Result<trcker_storage::sea_orm::UpdateMany<program::Entity>, Invalid> {
     use program::Column as C;
@@ -442,16 +459,25 @@ fn parse_update(
             .map(MinConversionSeconds::parse),
     );
     let hold = f.take_opt("hold_days", input.hold_days.map(HoldDays::parse));
-    let (name, destination, fallback, status, window, min_seconds, hold) = f.done((
-        name,
-        destination,
-        fallback,
-        status,
-        window,
-        min_seconds,
-        hold,
-    ))?;
-    let mut q = scoped_update_by_id::<program::Entity>(tenant, id);
+    let payout_minimum = f.take_patch(
+        "payout_minimum",
+        input
+            .payout_minimum
+            .as_ref()
+            .map(|v| v.as_deref().map(|v| Money::parse(v, existing.currency.0))),
+    );
+    let (name, destination, fallback, status, window, min_seconds, hold, payout_minimum) =
+        f.done((
+            name,
+            destination,
+            fallback,
+            status,
+            window,
+            min_seconds,
+            hold,
+            payout_minimum,
+        ))?;
+    let mut q = scoped_update_by_id::<program::Entity>(tenant, existing.id.as_str());
     if let Some(v) = name {
         q = q.col_expr(C::Name, Expr::value(v.into_string()));
     }
@@ -472,6 +498,9 @@ fn parse_update(
     }
     if let Some(v) = hold {
         q = q.col_expr(C::HoldDays, Expr::value(v.get()));
+    }
+    if let Some(v) = payout_minimum {
+        q = q.col_expr(C::PayoutMinimumMinor, Expr::value(v.map(|m| m.minor)));
     }
     Ok(q)
 }

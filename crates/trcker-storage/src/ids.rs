@@ -93,6 +93,7 @@ typed_id! {
     PlanId = CommissionPlan;
     LedgerEntryId = LedgerEntry;
     PayoutId = Payout;
+    PayoutBatchId = PayoutBatch;
     EndpointId = Endpoint;
     DeliveryId = Delivery;
     AttemptId = Attempt;

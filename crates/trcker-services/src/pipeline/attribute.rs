@@ -27,16 +27,15 @@ use trcker_domain::postback::PostbackParams;
 use trcker_storage::batch::{among, insert_new, per_row};
 use trcker_storage::entities::postback::State;
 use trcker_storage::entities::*;
-use trcker_storage::ids::{
-    AffiliateId, ConversionId, IntegrationId, LedgerEntryId, PostbackId, ProgramId,
-};
+use trcker_storage::ids::{AffiliateId, ConversionId, IntegrationId, PostbackId, ProgramId};
 use trcker_storage::queue::Job;
 use trcker_storage::sea_orm::sea_query::Expr;
 use trcker_storage::sea_orm::{ColumnTrait, DatabaseTransaction, QueryFilter};
-use trcker_storage::{TenantId, scoped, scoped_update, scoped_update_by_id};
+use trcker_storage::{TenantId, scoped, scoped_update};
 
-use super::commission::{CommissionItem, CommissionJob, book_entries};
+use super::commission::{CommissionItem, CommissionJob};
 use super::{JobError, Pipeline, PipelineJob};
+use crate::ledger::{Cause, move_conversion};
 
 /// Attribute accepted postbacks of one tenant: an inbox group's, or one that a
 /// sweeper or a tenant queues again.
@@ -571,7 +570,8 @@ impl Pipeline {
                     (pb.id, State::Processed, Some(conv.id), reason)
                 }
                 Effect::Move { conv, from, to } => {
-                    if !move_conversion(&txn, tenant, &pb, &conv, from, to, t).await? {
+                    let cause = Cause::postback(pb.id.as_str());
+                    if !move_conversion(&txn, tenant, &conv, from, to, &cause, t).await? {
                         out.again.push(pb.id);
                         continue;
                     }
@@ -653,79 +653,6 @@ async fn mark_postbacks(
         .exec(txn)
         .await?;
     Ok(())
-}
-
-/// Moves a conversion from one status to another inside `txn`, booking the
-/// reversal of what it earned if it no longer earns. False when the
-/// conversion is no longer in `from` (another worker moved it).
-async fn move_conversion(
-    txn: &DatabaseTransaction,
-    tenant: &TenantId,
-    pb: &postback::Model,
-    conv: &conversion::Model,
-    from: ConversionStatus,
-    to: ConversionStatus,
-    t: DateTime<Utc>,
-) -> Result<bool, JobError> {
-    let moved = scoped_update_by_id::<conversion::Entity>(tenant, &conv.id)
-        .col_expr(
-            conversion::Column::Status,
-            Expr::value(conversion::Status(to)),
-        )
-        .col_expr(
-            conversion::Column::HoldUntil,
-            Expr::value(Option::<DateTime<Utc>>::None),
-        )
-        .col_expr(conversion::Column::UpdatedAt, Expr::value(t))
-        .filter(conversion::Column::Status.eq(conversion::Status(from)))
-        .exec(txn)
-        .await?;
-    if moved.rows_affected != 1 {
-        return Ok(false);
-    }
-    if from.earns_commission() && !to.earns_commission() {
-        let booked: Vec<ledger_entry::Model> = scoped::<ledger_entry::Entity>(tenant)
-            .filter(ledger_entry::Column::ConversionId.eq(&conv.id))
-            .all(txn)
-            .await?;
-        let owed: i64 = booked.iter().map(|e| e.amount_minor).sum();
-        if owed != 0 {
-            book_entries(txn, vec![reversal(conv, pb, to, owed, t)]).await?;
-        }
-    }
-    Ok(true)
-}
-
-/// The negative entry that takes back what a conversion earned.
-fn reversal(
-    conv: &conversion::Model,
-    pb: &postback::Model,
-    to: ConversionStatus,
-    owed: i64,
-    t: DateTime<Utc>,
-) -> ledger_entry::Model {
-    ledger_entry::Model {
-        id: LedgerEntryId::generate(),
-        tenant_id: conv.tenant_id.clone(),
-        created_at: t,
-        affiliate_id: conv.affiliate_id.clone(),
-        program_id: conv.program_id.clone(),
-        conversion_id: conv.id.clone(),
-        entry_key: format!("reversal:{}", to.as_str()),
-        kind: ledger_entry::Kind::Reversal,
-        amount_minor: -owed,
-        currency: conv.currency,
-        explanation: format!(
-            "reversal of {} {} after the conversion became {} (postback {})",
-            format_minor(owed, conv.currency.0),
-            conv.currency,
-            to,
-            pb.id
-        ),
-        available_at: t,
-        payout_id: None,
-        is_test: conv.is_test,
-    }
 }
 
 /// The postback's parameters, or why they cannot be read.

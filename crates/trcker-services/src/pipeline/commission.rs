@@ -19,17 +19,16 @@ use serde::{Deserialize, Serialize};
 use trcker_domain::ConversionStatus;
 use trcker_domain::commission::Commission;
 use trcker_domain::money::Money;
-use trcker_storage::batch::{among, per_row, pow2_chunks};
+use trcker_storage::batch::{among, per_row};
 use trcker_storage::entities::*;
 use trcker_storage::ids::{ConversionId, LedgerEntryId, ProgramId};
 use trcker_storage::queue::Job;
 use trcker_storage::sea_orm::sea_query::Expr;
-use trcker_storage::sea_orm::{
-    self, ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
-};
+use trcker_storage::sea_orm::{self, ColumnTrait, QueryFilter, QueryOrder};
 use trcker_storage::{TenantId, scoped, scoped_update};
 
 use super::{JobError, Pipeline, PipelineJob};
+use crate::ledger::book_entries;
 use crate::programs::rule_of;
 
 /// Book the commissions that conversions of one tenant earn (once each) and
@@ -284,31 +283,6 @@ fn commission_entry(
         available_at: conv.hold_until.unwrap_or(t),
         payout_id: None,
         is_test: conv.is_test,
+        actor: None,
     }
-}
-
-/// Inserts ledger entries in `txn`: one per conversion and entry key, whoever
-/// gets there first (a repeat is left out, not an error).
-pub(super) async fn book_entries(
-    txn: &sea_orm::DatabaseTransaction,
-    entries: Vec<ledger_entry::Model>,
-) -> Result<(), sea_orm::DbErr> {
-    if entries.is_empty() {
-        return Ok(());
-    }
-    for chunk in pow2_chunks(&entries, 256) {
-        ledger_entry::Entity::insert_many(
-            chunk
-                .iter()
-                .map(|e| e.clone().into_active_model().reset_all()),
-        )
-        .on_conflict_do_nothing_on([
-            ledger_entry::Column::TenantId,
-            ledger_entry::Column::ConversionId,
-            ledger_entry::Column::EntryKey,
-        ])
-        .exec_without_returning(txn)
-        .await?;
-    }
-    Ok(())
 }

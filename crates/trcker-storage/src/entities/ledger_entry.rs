@@ -24,6 +24,8 @@ pub struct Model {
     pub available_at: DateTimeUtc,
     pub payout_id: Option<PayoutId>,
     pub is_test: bool,
+    /// Who caused the entry when a person did (`api_key:key_…`).
+    pub actor: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -25,6 +25,9 @@ pub struct Model {
     pub status: Activity,
     pub updated_at: DateTimeUtc,
     pub min_conversion_seconds: i32,
+    /// The smallest approved balance a payout batch pays (minor units);
+    /// below it, the balance is carried to the next batch.
+    pub payout_minimum_minor: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -274,6 +274,7 @@ async fn setup(services: &Services, slug: &str) -> Result<Demo, AppError> {
                     click_param: None,
                     default_revenue: None,
                     min_conversion_seconds: None,
+                    payout_minimum: None,
                 },
             )
             .await

@@ -1,0 +1,269 @@
+//! The commission ledger: append-only entries, and everything derived from
+//! them.
+//!
+//! An entry's amount, kind and explanation never change once written. What
+//! an affiliate is owed is the sum of her entries, split by where each
+//! stands:
+//!
+//! - **pending**: the entry's conversion is still pending (in review or in
+//!   its hold period);
+//! - **approved**: owed and payable, in no payout or in a payout not yet
+//!   paid (an affiliate whose reversals outweigh her commissions has a
+//!   negative approved balance, which the next payout nets against: a
+//!   clawback);
+//! - **paid**: in a payout marked paid.
+//!
+//! A reversal (refund, chargeback, rejection) is a new negative entry, never
+//! an edit; so is every later correction. The only column that changes is
+//! `payout_id`: set once when a payout batch claims the entry (only where
+//! it is unset, so an entry is in at most one payout), and cleared if that
+//! payout fails.
+//!
+//! Sums are taken in `i128`: an entry is at most 10^12 minor units (the
+//! intake's maximum) and a sum of 2^64 of them still fits.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use trcker_domain::ConversionStatus;
+use trcker_domain::money::{Currency, format_minor};
+use trcker_storage::TenantId;
+use trcker_storage::batch::pow2_chunks;
+use trcker_storage::entities::{conversion, ledger_entry};
+use trcker_storage::ids::{ConversionId, LedgerEntryId, PayoutId};
+use trcker_storage::sea_orm::sea_query::Expr;
+use trcker_storage::sea_orm::{
+    ActiveModelTrait, ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, IntoActiveModel,
+    QueryFilter,
+};
+use trcker_storage::{scoped, scoped_update_by_id};
+
+/// Inserts ledger entries in `txn`: one per conversion and entry key, whoever
+/// gets there first (a repeat is left out, not an error).
+pub(crate) async fn book_entries(
+    txn: &DatabaseTransaction,
+    entries: Vec<ledger_entry::Model>,
+) -> Result<(), DbErr> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    for chunk in pow2_chunks(&entries, 256) {
+        ledger_entry::Entity::insert_many(
+            chunk
+                .iter()
+                .map(|e| e.clone().into_active_model().reset_all()),
+        )
+        .on_conflict_do_nothing_on([
+            ledger_entry::Column::TenantId,
+            ledger_entry::Column::ConversionId,
+            ledger_entry::Column::EntryKey,
+        ])
+        .exec_without_returning(txn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// What moved a conversion: a merchant's postback, or a review through the
+/// admin API (with the acting key and the reviewer's reason).
+#[derive(Debug, Clone)]
+pub(crate) struct Cause {
+    /// Ends the reversal's explanation: "postback pbk_…", "review by …".
+    pub said: String,
+    pub actor: Option<String>,
+}
+
+impl Cause {
+    pub(crate) fn postback(id: &str) -> Self {
+        Cause {
+            said: format!("postback {id}"),
+            actor: None,
+        }
+    }
+
+    pub(crate) fn review(actor: String, reason: Option<&str>) -> Self {
+        let said = match reason {
+            Some(r) => format!("review by {actor}: {r}"),
+            None => format!("review by {actor}"),
+        };
+        Cause {
+            said,
+            actor: Some(actor),
+        }
+    }
+}
+
+/// Moves a conversion from one status to another inside `txn`, booking the
+/// reversal of what it earned if it no longer earns. False when the
+/// conversion is no longer in `from` (someone else moved it first).
+pub(crate) async fn move_conversion(
+    txn: &DatabaseTransaction,
+    tenant: &TenantId,
+    conv: &conversion::Model,
+    from: ConversionStatus,
+    to: ConversionStatus,
+    cause: &Cause,
+    t: DateTime<Utc>,
+) -> Result<bool, DbErr> {
+    let moved = scoped_update_by_id::<conversion::Entity>(tenant, &conv.id)
+        .col_expr(
+            conversion::Column::Status,
+            Expr::value(conversion::Status(to)),
+        )
+        .col_expr(
+            conversion::Column::HoldUntil,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .col_expr(conversion::Column::UpdatedAt, Expr::value(t))
+        .filter(conversion::Column::Status.eq(conversion::Status(from)))
+        .exec(txn)
+        .await?;
+    if moved.rows_affected != 1 {
+        return Ok(false);
+    }
+    if from.earns_commission() && !to.earns_commission() {
+        let booked: Vec<ledger_entry::Model> = scoped::<ledger_entry::Entity>(tenant)
+            .filter(ledger_entry::Column::ConversionId.eq(&conv.id))
+            .all(txn)
+            .await?;
+        let owed: i64 = booked.iter().map(|e| e.amount_minor).sum();
+        if owed != 0 {
+            book_entries(txn, vec![reversal(conv, to, owed, cause, t)]).await?;
+        }
+    }
+    Ok(true)
+}
+
+/// The negative entry that takes back what a conversion earned.
+fn reversal(
+    conv: &conversion::Model,
+    to: ConversionStatus,
+    owed: i64,
+    cause: &Cause,
+    t: DateTime<Utc>,
+) -> ledger_entry::Model {
+    ledger_entry::Model {
+        id: LedgerEntryId::generate(),
+        tenant_id: conv.tenant_id.clone(),
+        created_at: t,
+        affiliate_id: conv.affiliate_id.clone(),
+        program_id: conv.program_id.clone(),
+        conversion_id: conv.id.clone(),
+        entry_key: format!("reversal:{}", to.as_str()),
+        kind: ledger_entry::Kind::Reversal,
+        amount_minor: -owed,
+        currency: conv.currency,
+        explanation: format!(
+            "reversal of {} {} after the conversion became {} ({})",
+            format_minor(owed, conv.currency.0),
+            conv.currency,
+            to,
+            cause.said
+        ),
+        available_at: t,
+        payout_id: None,
+        is_test: conv.is_test,
+        actor: cause.actor.clone(),
+    }
+}
+
+/// An affiliate's balances in one currency, in minor units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Balance {
+    pub pending: i128,
+    pub approved: i128,
+    pub paid: i128,
+}
+
+impl Balance {
+    /// Everything booked, whatever its state.
+    pub fn total(&self) -> i128 {
+        self.pending + self.approved + self.paid
+    }
+}
+
+/// Balances per currency from entries, the status of their conversions,
+/// and the payouts marked paid.
+pub fn balances(
+    entries: &[ledger_entry::Model],
+    status: &HashMap<ConversionId, ConversionStatus>,
+    paid_payouts: &HashSet<PayoutId>,
+) -> BTreeMap<String, (Currency, Balance)> {
+    let mut out: BTreeMap<String, (Currency, Balance)> = BTreeMap::new();
+    for e in entries {
+        let currency = e.currency.0;
+        let (_, b) = out
+            .entry(currency.code().to_owned())
+            .or_insert((currency, Balance::default()));
+        let amount = i128::from(e.amount_minor);
+        match where_entry_stands(e, status, paid_payouts) {
+            Standing::Pending => b.pending += amount,
+            Standing::Approved => b.approved += amount,
+            Standing::Paid => b.paid += amount,
+        }
+    }
+    out
+}
+
+/// Where one entry stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    Pending,
+    Approved,
+    Paid,
+}
+
+pub fn where_entry_stands(
+    e: &ledger_entry::Model,
+    status: &HashMap<ConversionId, ConversionStatus>,
+    paid_payouts: &HashSet<PayoutId>,
+) -> Standing {
+    if e.payout_id
+        .as_ref()
+        .is_some_and(|p| paid_payouts.contains(p))
+    {
+        return Standing::Paid;
+    }
+    if e.payout_id.is_none()
+        && status.get(&e.conversion_id).copied() == Some(ConversionStatus::Pending)
+    {
+        return Standing::Pending;
+    }
+    Standing::Approved
+}
+
+/// Formats an `i128` sum of minor units; a sum beyond `i64` (which no real
+/// ledger reaches) is shown exactly too.
+pub fn format_sum(minor: i128, currency: Currency) -> String {
+    match i64::try_from(minor) {
+        Ok(m) => format_minor(m, currency),
+        Err(_) => {
+            let exp = currency.exponent() as usize;
+            let digits = minor.unsigned_abs().to_string();
+            let sign = if minor < 0 { "-" } else { "" };
+            if exp == 0 {
+                return format!("{sign}{digits}");
+            }
+            let padded = format!("{digits:0>width$}", width = exp + 1);
+            let (int, frac) = padded.split_at(padded.len() - exp);
+            format!("{sign}{int}.{frac}")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_beyond_i64_are_formatted_exactly() {
+        let usd = Currency::USD;
+        assert_eq!(format_sum(790, usd), "7.90");
+        assert_eq!(format_sum(-2, usd), "-0.02");
+        let big = i128::from(i64::MAX) * 2;
+        assert_eq!(format_sum(big, usd), "184467440737095516.14");
+        assert_eq!(format_sum(-big, usd), "-184467440737095516.14");
+        let jpy = Currency::parse("JPY").unwrap_or(usd);
+        assert_eq!(format_sum(big, jpy), "18446744073709551614");
+    }
+}

@@ -1,0 +1,593 @@
+//! Money an affiliate can trust: conversion review (one by one and in bulk,
+//! along the state machine, with ledger reversals, audit records and
+//! notifications) and payouts, over real HTTP on both databases.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use trcker_storage::entities::{audit, ledger_entry};
+use trcker_storage::sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+
+use crate::harness::{AffiliateServer, Setup, TestApp};
+use crate::on_both_databases;
+
+/// Makes one sale by Jane per txn id, and waits until each is priced; the
+/// conversions' ids in order.
+async fn sales(app: &TestApp, s: &Setup, txns: &[(&str, &str)]) -> Vec<String> {
+    let mut ids = Vec::new();
+    for (txn, amount) in txns {
+        ids.push(sale(app, s, "jane", txn, amount).await);
+    }
+    ids
+}
+
+async fn status_of(app: &TestApp, key: &str, id: &str) -> String {
+    let (status, c) = app.get(&format!("/api/v1/conversions/{id}"), key).await;
+    assert_eq!(status, StatusCode::OK, "{c}");
+    c["status"].as_str().expect("status").to_owned()
+}
+
+/// The conversions' ledger entries, oldest first.
+async fn entries(app: &TestApp, conversion_id: &str) -> Vec<ledger_entry::Model> {
+    ledger_entry::Entity::find()
+        .filter(ledger_entry::Column::ConversionId.eq(conversion_id))
+        .order_by_asc(ledger_entry::Column::Id)
+        .all(&app.services().store.conn)
+        .await
+        .expect("ledger")
+}
+
+/// Reads notifications until one names `status` (the test's affiliate URL
+/// carries `{status}`); the earlier ones are the sales'.
+async fn notified(jane: &AffiliateServer, status: &str) -> String {
+    loop {
+        let hit = jane.next().await;
+        if hit.contains(&format!("status={status}")) {
+            return hit;
+        }
+    }
+}
+
+async fn review_one_by_one_and_in_bulk(app: &TestApp) {
+    let jane = AffiliateServer::start(200).await;
+    let s = app.quickstart_setup("acme", &jane.url).await;
+    let key = &s.tenant.key;
+    // Jane's tracker tells statuses apart; the offer holds sales 30 days.
+    let (status, body) = app
+        .api(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/affiliates/{}", s.affiliate_id),
+            Some(key),
+            Some(json!({"postback_url": format!("{}/pb?cid={{click_id}}&status={{status}}&payout={{payout}}", jane.url)})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = app
+        .api(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/programs/{}", s.program_id),
+            Some(key),
+            Some(json!({"hold_days": 30})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let ids = sales(
+        app,
+        &s,
+        &[("o1", "100"), ("o2", "50"), ("o3", "20"), ("o4", "10")],
+    )
+    .await;
+    for id in &ids {
+        assert_eq!(status_of(app, key, id).await, "pending");
+    }
+
+    // One approval ends the hold; the affiliate hears of it.
+    let (status, c) = app
+        .post(
+            &format!("/api/v1/conversions/{}/approve", ids[0]),
+            key,
+            json!({"reason": "order shipped"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{c}");
+    assert_eq!(c["status"], "approved");
+    assert!(c["hold_until"].is_null(), "{c}");
+    let hit = notified(&jane, "approved").await;
+    assert!(hit.contains("payout=10.00"), "{hit}");
+
+    // A move the state machine refuses changes nothing and says why.
+    let (status, p) = app
+        .post(
+            &format!("/api/v1/conversions/{}/approve", ids[0]),
+            key,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{p}");
+    assert_eq!(p["code"], "conversion-move-refused");
+    assert!(
+        p["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("approved already")),
+        "{p}"
+    );
+    let (status, p) = app
+        .post(
+            &format!("/api/v1/conversions/{}/reject", ids[0]),
+            key,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{p}");
+    assert!(
+        p["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("is approved; it cannot become rejected")),
+        "{p}"
+    );
+    assert_eq!(status_of(app, key, &ids[0]).await, "approved");
+
+    // Bad input: named, nothing changes.
+    for (body, field) in [
+        (json!({"action": "nuke", "ids": [ids[1]]}), "action"),
+        (json!({"action": "reject"}), "ids"),
+        (
+            json!({"action": "reject", "ids": [ids[1]], "filter": {"status": "pending"}}),
+            "ids",
+        ),
+        (json!({"action": "reject", "ids": []}), "ids"),
+        (
+            json!({"action": "reject", "ids": [ids[1]], "reason": "x".repeat(501)}),
+            "reason",
+        ),
+        (
+            json!({"action": "reject", "filter": {"status": "lost"}}),
+            "status",
+        ),
+    ] {
+        let (status, p) = app.post("/api/v1/conversions/review", key, body).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{p}");
+        assert_eq!(p["errors"][0]["field"], field, "{p}");
+    }
+    let (status, p) = app
+        .post(
+            &format!("/api/v1/conversions/{}/reverse", ids[1]),
+            key,
+            json!({"kind": "undo"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{p}");
+    let (status, _) = app
+        .post(
+            "/api/v1/conversions/cnv_01m85158m2en7kg83kd5r0qmtm/approve",
+            key,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // Another tenant's key cannot review these.
+    let other = app.create_tenant("globex").await;
+    let (status, body) = app
+        .post(
+            "/api/v1/conversions/review",
+            &other.key,
+            json!({"action": "reject", "ids": [ids[1]]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["moved"], json!([]));
+    assert_eq!(body["refused"][0]["reason"], "conversion not found");
+    assert_eq!(status_of(app, key, &ids[1]).await, "pending");
+
+    // Bulk rejection by ids: each moves, the unknown id is listed.
+    let (status, body) = app
+        .post(
+            "/api/v1/conversions/review",
+            key,
+            json!({"action": "reject", "ids": [ids[1], ids[2], ids[0], "cnv_nope"], "reason": "fraud"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let mut moved: Vec<&str> = body["moved"]
+        .as_array()
+        .expect("moved")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    moved.sort();
+    let mut expected = vec![ids[1].as_str(), ids[2].as_str()];
+    expected.sort();
+    assert_eq!(moved, expected, "{body}");
+    let refused: Vec<&str> = body["refused"]
+        .as_array()
+        .expect("refused")
+        .iter()
+        .filter_map(|r| r["id"].as_str())
+        .collect();
+    assert_eq!(refused.len(), 2, "{body}");
+    assert!(refused.contains(&ids[0].as_str()) && refused.contains(&"cnv_nope"));
+    for id in &ids[1..3] {
+        assert_eq!(status_of(app, key, id).await, "rejected");
+        let e = entries(app, id).await;
+        assert_eq!(e.len(), 2, "commission and its reversal");
+        assert_eq!(e.iter().map(|e| e.amount_minor).sum::<i64>(), 0);
+        assert_eq!(e[1].kind, ledger_entry::Kind::Reversal);
+        assert!(e[1].explanation.contains("fraud"), "{}", e[1].explanation);
+        assert!(
+            e[1].actor
+                .as_deref()
+                .is_some_and(|a| a.starts_with("api_key:")),
+            "{:?}",
+            e[1].actor
+        );
+    }
+    notified(&jane, "rejected").await;
+    notified(&jane, "rejected").await;
+
+    // Reversal of an approved conversion: the ledger returns to zero.
+    let (status, c) = app
+        .post(
+            &format!("/api/v1/conversions/{}/reverse", ids[0]),
+            key,
+            json!({"kind": "chargeback", "reason": "card disputed"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{c}");
+    assert_eq!(c["status"], "chargeback");
+    let e = entries(app, &ids[0]).await;
+    assert_eq!(e.iter().map(|e| e.amount_minor).sum::<i64>(), 0);
+    notified(&jane, "chargeback").await;
+
+    // Bulk approval by filter takes what is still pending.
+    let (status, body) = app
+        .post(
+            "/api/v1/conversions/review",
+            key,
+            json!({"action": "approve", "filter": {"status": "pending", "program_id": s.program_id}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["moved"], json!([ids[3]]), "{body}");
+    assert_eq!(body["more"], false);
+    assert_eq!(status_of(app, key, &ids[3]).await, "approved");
+    notified(&jane, "approved").await;
+
+    // Every review is in the audit log, with before, after and reason.
+    let records = audit::Entity::find()
+        .filter(audit::Column::ResourceType.eq("conversion"))
+        .order_by_asc(audit::Column::Id)
+        .all(&app.services().store.conn)
+        .await
+        .expect("audit");
+    let actions: Vec<&str> = records.iter().map(|r| r.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "conversion.approve",
+            "conversion.reject",
+            "conversion.reject",
+            "conversion.chargeback",
+            "conversion.approve"
+        ]
+    );
+    let details: Value =
+        serde_json::from_str(records[0].details.as_deref().expect("details")).expect("json");
+    assert_eq!(
+        details,
+        json!({"before": {"status": "pending"}, "after": {"status": "approved"}, "reason": "order shipped"})
+    );
+}
+
+on_both_databases!(review_one_by_one_and_in_bulk);
+
+/// Creates an affiliate of the quickstart's tenant; its id.
+async fn affiliate(app: &TestApp, key: &str, slug: &str, name: &str) -> String {
+    let (status, a) = app
+        .post(
+            "/api/v1/affiliates",
+            key,
+            json!({"name": name, "email": format!("{slug}@example.com"), "slug": slug}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{a}");
+    a["id"].as_str().expect("id").to_owned()
+}
+
+/// One approved sale of `amount` by the affiliate `via`; the conversion's id.
+async fn sale(app: &TestApp, s: &Setup, via: &str, txn: &str, amount: &str) -> String {
+    let click_id = app.click_id(&format!("/api/r/acme/pro?via={via}")).await;
+    let (status, body) = app
+        .postback(&format!(
+            "/api/postback/acme/pro?secret={}&click_id={click_id}&amount={amount}&txn_id={txn}",
+            s.secret
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let page = app
+        .conversions_until(&s.tenant.key, &format!("txn_id={txn}"), |b| {
+            !b["items"][0]["payout"].is_null()
+        })
+        .await;
+    page["items"][0]["id"].as_str().expect("id").to_owned()
+}
+
+/// RFC 4180 records (quoted fields, doubled quotes, CRLF).
+fn parse_csv(text: &str) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    let mut row = Vec::new();
+    let mut field = String::new();
+    let mut quoted = false;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                chars.next();
+                field.push('"');
+            }
+            (true, '"') => quoted = false,
+            (true, c) => field.push(c),
+            (false, '"') => quoted = true,
+            (false, ',') => row.push(std::mem::take(&mut field)),
+            (false, '\r') => {}
+            (false, '\n') => {
+                row.push(std::mem::take(&mut field));
+                rows.push(std::mem::take(&mut row));
+            }
+            (false, c) => field.push(c),
+        }
+    }
+    rows
+}
+
+/// The payouts of a batch answer, by affiliate id.
+fn by_affiliate(batch: &Value) -> std::collections::HashMap<String, Value> {
+    batch["payouts"]
+        .as_array()
+        .expect("payouts")
+        .iter()
+        .map(|p| {
+            (
+                p["affiliate_id"].as_str().expect("aff").to_owned(),
+                p.clone(),
+            )
+        })
+        .collect()
+}
+
+/// Signs the quickstart's Jane in to the portal; her earnings page.
+async fn janes_earnings(s: &Setup) -> String {
+    let browser = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .expect("client");
+    let resp = browser
+        .post(&s.invite_url)
+        .form(&[
+            ("password", "correct horse battery"),
+            ("confirm", "correct horse battery"),
+        ])
+        .send()
+        .await
+        .expect("invite");
+    assert_eq!(resp.status(), StatusCode::OK);
+    resp.text().await.unwrap_or_default()
+}
+
+async fn payouts_batches_clawbacks_and_csv(app: &TestApp) {
+    let jane = AffiliateServer::start(200).await;
+    let s = app.quickstart_setup("acme", &jane.url).await;
+    let key = &s.tenant.key;
+    let (status, body) = app
+        .api(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/programs/{}", s.program_id),
+            Some(key),
+            Some(json!({"payout_minimum": "5.00"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["payout_minimum"], "5.00");
+    let joe = affiliate(app, key, "joe", "Joe \"JJ\", Jr.").await;
+    let amy = affiliate(app, key, "amy", "=Amy").await;
+    let o1 = sale(app, &s, "jane", "o1", "100").await;
+    sale(app, &s, "jane", "o2", "50").await;
+    sale(app, &s, "joe", "o3", "300").await;
+    sale(app, &s, "amy", "o4", "20").await;
+
+    // Bad requests are named and create nothing.
+    for (body, field) in [
+        (json!({"minimum": "5"}), "minimum"),
+        (json!({"currency": "US"}), "currency"),
+        (json!({"currency": "USD", "minimum": "5.001"}), "minimum"),
+    ] {
+        let (status, p) = app.post("/api/v1/payouts", key, body).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{p}");
+        assert_eq!(p["errors"][0]["field"], field, "{p}");
+    }
+
+    // Two batches at the same moment: every entry is paid once.
+    let (a, b) = tokio::join!(
+        app.post("/api/v1/payouts", key, json!({})),
+        app.post("/api/v1/payouts", key, json!({"currency": "USD"}))
+    );
+    assert_eq!(a.0, StatusCode::CREATED, "{}", a.1);
+    assert_eq!(b.0, StatusCode::CREATED, "{}", b.1);
+    let (first, second) = if a.1["payouts"].as_array().is_some_and(|p| !p.is_empty()) {
+        (a.1, b.1)
+    } else {
+        (b.1, a.1)
+    };
+    assert_eq!(second["payouts"], json!([]), "{second}");
+    let paid = by_affiliate(&first);
+    assert_eq!(paid.len(), 2, "{first}");
+    assert_eq!(paid[&s.affiliate_id]["amount"], "15.00");
+    assert_eq!(paid[&s.affiliate_id]["entry_count"], 2);
+    assert_eq!(paid[&joe]["amount"], "30.00");
+    for batch in [&first, &second] {
+        let carried = batch["carried"].as_array().expect("carried");
+        assert_eq!(carried.len(), 1, "{batch}");
+        assert_eq!(carried[0]["affiliate_id"], amy.as_str());
+        assert_eq!(carried[0]["balance"], "2.00");
+        assert_eq!(
+            carried[0]["reason"],
+            "balance 2.00 USD is below the minimum 5.00 USD"
+        );
+    }
+    let janes = paid[&s.affiliate_id]["id"].as_str().expect("id").to_owned();
+    let joes = paid[&joe]["id"].as_str().expect("id").to_owned();
+    let (status, p) = app.get(&format!("/api/v1/payouts/{janes}"), key).await;
+    assert_eq!(status, StatusCode::OK, "{p}");
+    let covered: Vec<&str> = p["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter_map(|e| e["amount"].as_str())
+        .collect();
+    assert_eq!(covered, ["10.00", "5.00"], "{p}");
+
+    // The batch's CSV, parsed.
+    let resp = app
+        .http
+        .get(app.url(&format!(
+            "/api/v1/payout-batches/{}/csv",
+            first["id"].as_str().expect("batch id")
+        )))
+        .bearer_auth(key)
+        .send()
+        .await
+        .expect("csv");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(
+        resp.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/csv")),
+        "{:?}",
+        resp.headers()
+    );
+    let rows = parse_csv(&resp.text().await.expect("body"));
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert_eq!(
+        rows[0],
+        [
+            "payout_id",
+            "affiliate_id",
+            "affiliate_name",
+            "affiliate_email",
+            "amount",
+            "currency",
+            "entries",
+            "status",
+            "reference",
+            "created_at"
+        ]
+    );
+    let joe_row = rows.iter().find(|r| r[1] == joe).expect("joe's row");
+    assert_eq!(joe_row[2], "Joe \"JJ\", Jr.");
+    assert_eq!(joe_row[4..8], ["30.00", "USD", "1", "pending"]);
+    let (status, p) = app
+        .get(
+            "/api/v1/payout-batches/pbt_01m85158m2en7kg83kd5r0qmtm/csv",
+            key,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(p["code"], "payout-batch-not-found");
+
+    // Paid with a reference (once); failed, its entries owed again.
+    let (status, p) = app
+        .post(
+            &format!("/api/v1/payouts/{janes}/mark-paid"),
+            key,
+            json!({"reference": " "}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{p}");
+    let (status, p) = app
+        .post(
+            &format!("/api/v1/payouts/{janes}/mark-paid"),
+            key,
+            json!({"reference": "SEPA-2026-12-001"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{p}");
+    assert_eq!(p["status"], "paid");
+    assert_eq!(p["reference"], "SEPA-2026-12-001");
+    for path in ["mark-paid", "mark-failed"] {
+        let (status, p) = app
+            .post(
+                &format!("/api/v1/payouts/{janes}/{path}"),
+                key,
+                json!({"reference": "again", "reason": "again"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{p}");
+        assert_eq!(p["code"], "payout-not-pending");
+    }
+    let (status, p) = app
+        .post(
+            &format!("/api/v1/payouts/{joes}/mark-failed"),
+            key,
+            json!({"reason": "IBAN rejected"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{p}");
+    assert_eq!(p["status"], "failed");
+    assert_eq!(p["entries"], json!([]));
+    // Another tenant sees none of it.
+    let other = app.create_tenant("globex").await;
+    let (status, _) = app
+        .get(&format!("/api/v1/payouts/{janes}"), &other.key)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, list) = app.get("/api/v1/payouts", &other.key).await;
+    assert_eq!(list["items"], json!([]));
+
+    // A refund after the payout: a clawback the next payout nets.
+    let (status, c) = app
+        .post(
+            &format!("/api/v1/conversions/{o1}/reverse"),
+            key,
+            json!({"reason": "returned"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{c}");
+    let html = janes_earnings(&s).await;
+    assert!(
+        html.contains(r#"data-testid="paid-USD">15.00 USD"#),
+        "{html}"
+    );
+    assert!(
+        html.contains(r#"data-testid="approved-USD">-10.00 USD"#),
+        "{html}"
+    );
+    let (status, batch) = app.post("/api/v1/payouts", key, json!({})).await;
+    assert_eq!(status, StatusCode::CREATED, "{batch}");
+    let carried: Vec<&str> = batch["carried"]
+        .as_array()
+        .expect("carried")
+        .iter()
+        .filter_map(|c| c["reason"].as_str())
+        .collect();
+    assert!(
+        carried.contains(&"balance -10.00 USD is not positive (reversals after an earlier payout are netted against later commissions)"),
+        "{batch}"
+    );
+    assert_eq!(by_affiliate(&batch)[&joe]["amount"], "30.00", "{batch}");
+    sale(app, &s, "jane", "o5", "200").await;
+    let (status, batch) = app.post("/api/v1/payouts", key, json!({})).await;
+    assert_eq!(status, StatusCode::CREATED, "{batch}");
+    let paid = by_affiliate(&batch);
+    assert_eq!(paid.len(), 1, "{batch}");
+    assert_eq!(
+        paid[&s.affiliate_id]["amount"], "10.00",
+        "20.00 less the 10.00 clawed back"
+    );
+    assert_eq!(paid[&s.affiliate_id]["entry_count"], 2);
+    // Every payable entry is in exactly one payout that is not failed.
+    let (_, list) = app.get("/api/v1/payouts?status=pending", key).await;
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(2), "{list}");
+    let (status, p) = app.get("/api/v1/payouts?status=lost", key).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{p}");
+}
+
+on_both_databases!(payouts_batches_clawbacks_and_csv);
