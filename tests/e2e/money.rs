@@ -591,3 +591,52 @@ async fn payouts_batches_clawbacks_and_csv(app: &TestApp) {
 }
 
 on_both_databases!(payouts_batches_clawbacks_and_csv);
+
+/// An amount beyond the documented maximum is refused at intake, naming
+/// the field, and changes nothing (a probe's two sales of
+/// 92233720368547758.07 at 100 % once wrapped a balance to -0.02).
+async fn amounts_beyond_the_maximum_are_refused(app: &TestApp) {
+    let jane = AffiliateServer::start(200).await;
+    let s = app.quickstart_setup("acme", &jane.url).await;
+    let click_id = app.click_id("/api/r/acme/pro?via=jane").await;
+    for (field, query) in [
+        ("amount", "amount=92233720368547758.07"),
+        ("amount", "amount=10000000000.01"),
+        ("payout", "amount=10&payout=10000000000.01"),
+    ] {
+        let (status, body) = app
+            .postback(&format!(
+                "/api/postback/acme/pro?secret={}&click_id={click_id}&{query}&txn_id=big",
+                s.secret
+            ))
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(body["errors"][0]["field"], field, "{body}");
+        assert!(
+            body["errors"][0]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("above the maximum 10000000000.00 USD")),
+            "{body}"
+        );
+    }
+    // The maximum itself is taken, and priced exactly.
+    let (status, body) = app
+        .postback(&format!(
+            "/api/postback/acme/pro?secret={}&click_id={click_id}&amount=10000000000&txn_id=max",
+            s.secret
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let page = app
+        .conversions_until(&s.tenant.key, "txn_id=max", |b| {
+            !b["items"][0]["payout"].is_null()
+        })
+        .await;
+    assert_eq!(page["items"][0]["payout"], "1000000000.00");
+    let (_, page) = app
+        .get("/api/v1/conversions?txn_id=big", &s.tenant.key)
+        .await;
+    assert_eq!(page["items"], json!([]));
+}
+
+on_both_databases!(amounts_beyond_the_maximum_are_refused);

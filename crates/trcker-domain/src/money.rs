@@ -5,6 +5,10 @@
 //! postback of "79.999 USD" is an error the merchant must see, not a rounding we
 //! hide). They leave as decimal strings with the currency's own number of
 //! decimals ("7.90").
+//!
+//! No amount a user sends may exceed [`MAX_MINOR`] minor units (10^12:
+//! 10,000,000,000.00 USD, 1,000,000,000,000 JPY): every sum of them is then
+//! far from `i64`'s bounds per row and is taken in `i128` across rows.
 
 use std::fmt;
 use std::str::FromStr;
@@ -27,7 +31,12 @@ pub enum MoneyError {
     Precision(Currency, u32),
     #[error("is too large")]
     Overflow,
+    #[error("is above the maximum {max} {0} (10^12 minor units)", max = format_minor(MAX_MINOR, *.0))]
+    Maximum(Currency),
 }
+
+/// The largest amount, in minor units, that Trcker accepts anywhere.
+pub const MAX_MINOR: i64 = 1_000_000_000_000;
 
 /// Currencies whose minor unit is not the usual hundredth.
 const EXPONENTS: &[(&str, u32)] = &[
@@ -118,10 +127,14 @@ impl Money {
         if d.is_sign_negative() && !d.is_zero() {
             return Err(MoneyError::Negative);
         }
-        Ok(Money {
-            minor: to_minor(d, currency)?,
-            currency,
-        })
+        let minor = match to_minor(d, currency) {
+            Err(MoneyError::Overflow) => return Err(MoneyError::Maximum(currency)),
+            other => other?,
+        };
+        if minor > MAX_MINOR {
+            return Err(MoneyError::Maximum(currency));
+        }
+        Ok(Money { minor, currency })
     }
 
     /// The amount as an exact decimal in major units.
@@ -206,6 +219,43 @@ mod tests {
             Err(MoneyError::Precision(jpy, 0))
         );
         assert_eq!(Currency::parse("US"), Err(MoneyError::Currency));
+        // The maximum: 10^12 minor units, whatever the currency's decimals.
+        assert_eq!(
+            Money::parse("10000000000", usd).map(|m| m.minor),
+            Ok(MAX_MINOR)
+        );
+        assert_eq!(
+            Money::parse("10000000000.01", usd),
+            Err(MoneyError::Maximum(usd))
+        );
+        assert_eq!(
+            Money::parse("92233720368547758.07", usd),
+            Err(MoneyError::Maximum(usd))
+        );
+        assert_eq!(
+            Money::parse("10000000000.01", usd)
+                .map_err(|e| e.to_string())
+                .err()
+                .as_deref(),
+            Some("is above the maximum 10000000000.00 USD (10^12 minor units)")
+        );
+        let kwd = Currency::parse("KWD").unwrap_or(usd);
+        assert_eq!(
+            Money::parse("1000000000", kwd).map(|m| m.minor),
+            Ok(MAX_MINOR)
+        );
+        assert_eq!(
+            Money::parse("1000000000.001", kwd),
+            Err(MoneyError::Maximum(kwd))
+        );
+        assert_eq!(
+            Money::parse("1000000000000", jpy).map(|m| m.minor),
+            Ok(MAX_MINOR)
+        );
+        assert_eq!(
+            Money::parse("1000000000001", jpy),
+            Err(MoneyError::Maximum(jpy))
+        );
         assert_eq!(Currency::parse("U$D"), Err(MoneyError::Currency));
     }
 

@@ -254,6 +254,159 @@ pub fn format_sum(minor: i128, currency: Currency) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+    use trcker_domain::money::MAX_MINOR;
+    use trcker_storage::ids::{AffiliateId, ProgramId};
+
+    /// One conversion's story: its amount, where it ended, whether its
+    /// commission was paid, and whether its reversal (if any) was paid too.
+    #[derive(Debug, Clone)]
+    struct Story {
+        commission: i64,
+        end: ConversionStatus,
+        commission_paid: bool,
+        reversal_paid: bool,
+        currency: usize,
+    }
+
+    const CURRENCIES: [&str; 3] = ["USD", "JPY", "KWD"];
+
+    fn story() -> impl Strategy<Value = Story> {
+        (
+            0..=MAX_MINOR,
+            prop::sample::select(vec![
+                ConversionStatus::Pending,
+                ConversionStatus::Approved,
+                ConversionStatus::Rejected,
+                ConversionStatus::Refunded,
+                ConversionStatus::Chargeback,
+            ]),
+            any::<bool>(),
+            any::<bool>(),
+            0..CURRENCIES.len(),
+        )
+            .prop_map(
+                |(commission, end, commission_paid, reversal_paid, currency)| Story {
+                    commission,
+                    end,
+                    // Only an entry whose conversion is no longer pending is payable.
+                    commission_paid: commission_paid && end != ConversionStatus::Pending,
+                    reversal_paid: reversal_paid && commission_paid && !end.earns_commission(),
+                    currency,
+                },
+            )
+    }
+
+    fn entry(
+        conv: &ConversionId,
+        key: &str,
+        amount: i64,
+        cur: Currency,
+        payout: Option<&PayoutId>,
+    ) -> ledger_entry::Model {
+        let t = Utc::now();
+        ledger_entry::Model {
+            id: LedgerEntryId::generate(),
+            tenant_id: TenantId::generate(),
+            created_at: t,
+            affiliate_id: AffiliateId::generate(),
+            program_id: ProgramId::generate(),
+            conversion_id: conv.clone(),
+            entry_key: key.into(),
+            kind: if amount < 0 {
+                ledger_entry::Kind::Reversal
+            } else {
+                ledger_entry::Kind::Commission
+            },
+            amount_minor: amount,
+            currency: cur.into(),
+            explanation: String::new(),
+            available_at: t,
+            payout_id: payout.cloned(),
+            is_test: false,
+            actor: None,
+        }
+    }
+
+    /// The entries the stories make, the conversions' statuses, the paid
+    /// payout, and a second payout that is still pending.
+    fn ledger(
+        stories: &[Story],
+    ) -> (
+        Vec<ledger_entry::Model>,
+        HashMap<ConversionId, ConversionStatus>,
+        HashSet<PayoutId>,
+    ) {
+        let paid = PayoutId::generate();
+        let mut entries = Vec::new();
+        let mut status = HashMap::new();
+        for s in stories {
+            let conv = ConversionId::generate();
+            let cur = Currency::parse(CURRENCIES[s.currency]).unwrap_or(Currency::USD);
+            status.insert(conv.clone(), s.end);
+            entries.push(entry(
+                &conv,
+                "commission",
+                s.commission,
+                cur,
+                s.commission_paid.then_some(&paid),
+            ));
+            if !s.end.earns_commission() && s.commission != 0 {
+                entries.push(entry(
+                    &conv,
+                    "reversal",
+                    -s.commission,
+                    cur,
+                    s.reversal_paid.then_some(&paid),
+                ));
+            }
+        }
+        (entries, status, HashSet::from([paid]))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(10_000))]
+
+        /// The balances add up to the ledger, per currency, exactly.
+        #[test]
+        fn balances_sum_to_the_ledger(stories in prop::collection::vec(story(), 0..40)) {
+            let (entries, status, paid) = ledger(&stories);
+            let balances = balances(&entries, &status, &paid);
+            for (code, (_, b)) in &balances {
+                let sum: i128 = entries
+                    .iter()
+                    .filter(|e| e.currency.0.code() == code)
+                    .map(|e| i128::from(e.amount_minor))
+                    .sum();
+                prop_assert_eq!(b.total(), sum);
+                prop_assert!(b.pending >= 0);
+            }
+            prop_assert_eq!(
+                balances.values().map(|(_, b)| b.total()).sum::<i128>(),
+                entries.iter().map(|e| i128::from(e.amount_minor)).sum::<i128>()
+            );
+        }
+
+        /// A reversed conversion leaves nothing owed, however its entries
+        /// were paid: its commission and its reversal cancel out exactly.
+        #[test]
+        fn a_reversal_returns_the_balance_exactly(
+            stories in prop::collection::vec(story(), 1..40),
+        ) {
+            let (entries, status, paid) = ledger(&stories);
+            let earning: Vec<&Story> = stories.iter().filter(|s| s.end.earns_commission()).collect();
+            let balances = balances(&entries, &status, &paid);
+            for (i, code) in CURRENCIES.iter().enumerate() {
+                let owed: i128 = earning
+                    .iter()
+                    .filter(|s| s.currency == i)
+                    .map(|s| i128::from(s.commission))
+                    .sum();
+                let total = balances.get(*code).map_or(0, |(_, b)| b.total());
+                prop_assert_eq!(total, owed);
+            }
+        }
+    }
 
     #[test]
     fn sums_beyond_i64_are_formatted_exactly() {
