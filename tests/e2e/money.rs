@@ -640,3 +640,79 @@ async fn amounts_beyond_the_maximum_are_refused(app: &TestApp) {
 }
 
 on_both_databases!(amounts_beyond_the_maximum_are_refused);
+
+/// A sale held for the offer's hold period stays pending, then the
+/// sweepers approve it: once, with two worker processes sweeping at once,
+/// and the affiliate hears of it once.
+async fn holds_end_in_one_approval_across_worker_processes(app: &TestApp) {
+    use trcker_storage::entities::notification_delivery;
+    let jane = AffiliateServer::start(200).await;
+    let s = app.quickstart_setup("acme", &jane.url).await;
+    let key = &s.tenant.key;
+    let (status, body) = app
+        .api(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/affiliates/{}", s.affiliate_id),
+            Some(key),
+            Some(json!({"postback_url": format!("{}/pb?cid={{click_id}}&status={{status}}", jane.url)})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = app
+        .api(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/programs/{}", s.program_id),
+            Some(key),
+            Some(json!({"hold_days": 30})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let second = app.start_workers().await;
+    let ids = sales(app, &s, &[("h1", "100"), ("h2", "40")]).await;
+    notified(&jane, "pending").await;
+    notified(&jane, "pending").await;
+    // A day before the hold ends, nothing moves.
+    for clock in [
+        &app.services().settings.clock,
+        &second.services.settings.clock,
+    ] {
+        clock.advance(chrono::Duration::days(29));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    for id in &ids {
+        assert_eq!(status_of(app, key, id).await, "pending");
+    }
+    // Past it, both processes' sweepers find them due.
+    for clock in [
+        &app.services().settings.clock,
+        &second.services.settings.clock,
+    ] {
+        clock.advance(chrono::Duration::days(2));
+    }
+    app.conversions_until(key, "status=approved", |b| {
+        b["items"].as_array().map(Vec::len) == Some(2)
+    })
+    .await;
+    notified(&jane, "approved").await;
+    notified(&jane, "approved").await;
+    jane.assert_quiet(std::time::Duration::from_millis(2500))
+        .await;
+    let db = &app.services().store.conn;
+    for id in &ids {
+        assert_eq!(
+            entries(app, id).await.len(),
+            1,
+            "one commission, booked once"
+        );
+        let deliveries = notification_delivery::Entity::find()
+            .filter(notification_delivery::Column::ConversionId.eq(id))
+            .filter(notification_delivery::Column::EventKey.eq("status:approved"))
+            .all(db)
+            .await
+            .expect("deliveries");
+        assert_eq!(deliveries.len(), 1);
+    }
+    second.stop().await;
+}
+
+on_both_databases!(holds_end_in_one_approval_across_worker_processes);

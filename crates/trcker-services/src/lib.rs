@@ -53,6 +53,26 @@ pub struct Settings {
     pub trusted_proxies: Vec<trcker_domain::protection::Cidr>,
     /// How long clicks, postbacks and deliveries are kept.
     pub retention: pipeline::retention::Retention,
+    /// The time hold periods end by.
+    pub clock: Clock,
+}
+
+/// The time the schedules that run over days (hold periods) go by: the
+/// system's clock, which a test moves forward instead of waiting a month.
+#[derive(Debug, Clone, Default)]
+pub struct Clock(Arc<std::sync::atomic::AtomicI64>);
+
+impl Clock {
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        let ahead = self.0.load(std::sync::atomic::Ordering::Relaxed);
+        chrono::Utc::now() + chrono::Duration::milliseconds(ahead)
+    }
+
+    /// Moves this clock forward (it never goes back).
+    pub fn advance(&self, by: chrono::Duration) {
+        let ms = by.num_milliseconds().max(0);
+        self.0.fetch_add(ms, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Settings {
@@ -65,6 +85,7 @@ impl Settings {
             ip_retention_days: 30,
             trusted_proxies: Vec::new(),
             retention: Default::default(),
+            clock: Clock::default(),
         }
     }
 

@@ -71,7 +71,7 @@ impl Pipeline {
         Ok(SweepReport {
             postbacks: self.requeue_postbacks(t).await?,
             deliveries: self.queue_due_deliveries(t).await?,
-            approved: self.approve_held(t).await?,
+            approved: self.approve_held(self.settings.clock.now()).await?,
             ips_erased: self.erase_old_ips(t).await?,
             retention: self.retention_pass(t).await?,
             analyzed: self.store.refresh_planner_statistics().await?.len(),
