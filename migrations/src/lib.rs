@@ -17,6 +17,7 @@ mod m20261124_000004_clicks_by_tenant_only;
 mod m20261124_000005_clicks_by_affiliate_only;
 mod m20261202_000006_keys_by_tenant;
 mod m20261202_000007_payouts_and_review;
+mod m20261202_000008_conversions_by_event;
 
 pub use m20261202_000006_keys_by_tenant::TENANT_TABLES;
 
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000005_clicks_by_affiliate_only::Migration),
             Box::new(m20261202_000006_keys_by_tenant::Migration),
             Box::new(m20261202_000007_payouts_and_review::Migration),
+            Box::new(m20261202_000008_conversions_by_event::Migration),
         ]
     }
 }

@@ -716,3 +716,79 @@ async fn holds_end_in_one_approval_across_worker_processes(app: &TestApp) {
 }
 
 on_both_databases!(holds_end_in_one_approval_across_worker_processes);
+
+/// A lead and a later sale of one order are two conversions, each priced
+/// by its event's plan; a repeat of either stays one; a refund names the
+/// event it reverses.
+async fn a_lead_then_a_sale_of_one_order(app: &TestApp) {
+    let jane = AffiliateServer::start(200).await;
+    let s = app.quickstart_setup("acme", &jane.url).await;
+    let key = &s.tenant.key;
+    let (status, plan) = app
+        .post(
+            &format!("/api/v1/programs/{}/commission-plans", s.program_id),
+            key,
+            json!({"event": "lead", "commission": {"type": "flat", "value": "2.00"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{plan}");
+    let click_id = app.click_id("/api/r/acme/pro?via=jane").await;
+    let (click_id, secret) = (&click_id, &s.secret);
+    let fire = |query: String| async move {
+        app.postback(&format!(
+            "/api/postback/acme/pro?secret={secret}&click_id={click_id}&txn_id=order_1&{query}"
+        ))
+        .await
+    };
+    let (status, lead) = fire("event=lead".into()).await;
+    assert_eq!(status, StatusCode::OK, "{lead}");
+    assert_eq!(lead["status"], "accepted");
+    app.conversions_until(key, "txn_id=order_1", |b| b["items"][0]["payout"] == "2.00")
+        .await;
+    let (status, sale) = fire("amount=80".into()).await;
+    assert_eq!(status, StatusCode::OK, "{sale}");
+    assert_eq!(sale["status"], "accepted", "a sale after the lead is new");
+    let page = app
+        .conversions_until(key, "txn_id=order_1", |b| {
+            b["items"].as_array().map(Vec::len) == Some(2)
+                && b["items"]
+                    .as_array()
+                    .is_some_and(|i| i.iter().all(|c| !c["payout"].is_null()))
+        })
+        .await;
+    let by_event: std::collections::HashMap<&str, &Value> = page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|c| (c["event"].as_str().expect("event"), c))
+        .collect();
+    assert_eq!(by_event["lead"]["payout"], "2.00");
+    assert_eq!(by_event["sale"]["payout"], "8.00");
+    // Repeats are duplicates of their own event.
+    let (_, again) = fire("event=lead".into()).await;
+    assert_eq!(again["status"], "duplicate", "{again}");
+    assert_eq!(again["conversion_id"], by_event["lead"]["id"]);
+    let (_, again) = fire("amount=80".into()).await;
+    assert_eq!(again["status"], "duplicate", "{again}");
+    assert_eq!(again["conversion_id"], by_event["sale"]["id"]);
+    // Refunding the sale leaves the lead as it was.
+    let (status, refund) = fire("amount=80&status=refunded".into()).await;
+    assert_eq!(status, StatusCode::OK, "{refund}");
+    app.conversions_until(key, "txn_id=order_1&status=refunded", |b| {
+        b["items"].as_array().map(Vec::len) == Some(1)
+    })
+    .await;
+    let lead_id = by_event["lead"]["id"].as_str().expect("id");
+    assert_eq!(status_of(app, key, lead_id).await, "approved");
+    // A status for an event the order never had says so.
+    let (_, pb) = fire("event=signup&status=refunded".into()).await;
+    let row = app
+        .processed_postback(pb["postback_id"].as_str().expect("postback_id"))
+        .await;
+    assert_eq!(
+        row.reason.as_deref(),
+        Some("status refunded for txn_id order_1 (event signup) that has no conversion")
+    );
+}
+
+on_both_databases!(a_lead_then_a_sale_of_one_order);

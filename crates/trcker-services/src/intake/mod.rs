@@ -153,9 +153,18 @@ impl Logged<'_> {
     }
 }
 
-/// The dedupe key of an accepted postback: one per program, txn_id and status.
+/// The dedupe key of an accepted postback: one per program, txn_id, status
+/// and event (a `sale`'s key leaves the event out, as keys did before events
+/// were told apart).
 fn dedupe_key(program_id: &ProgramId, p: &PostbackParams) -> String {
-    format!("{program_id}\u{1f}{}\u{1f}{}", p.txn_id, p.status)
+    if p.event == "sale" {
+        format!("{program_id}\u{1f}{}\u{1f}{}", p.txn_id, p.status)
+    } else {
+        format!(
+            "{program_id}\u{1f}{}\u{1f}{}\u{1f}{}",
+            p.txn_id, p.status, p.event
+        )
+    }
 }
 
 /// The program a (brand, offer) names, or which of the two is unknown.

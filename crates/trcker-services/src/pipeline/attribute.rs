@@ -1,7 +1,8 @@
 //! Job 1: attribute accepted postbacks.
 //!
 //! A new txn_id becomes a conversion, attributed to the click's (or coupon's)
-//! affiliate, once per tenant, program and txn_id. A known txn_id with a new
+//! affiliate, once per tenant, program, txn_id and event (a `lead` and a
+//! later `sale` of one order are two conversions). A known one with a new
 //! status moves that conversion along the state machine and, when the
 //! commission is no longer owed, books a reversing ledger entry. A postback that
 //! cannot be attributed is kept with its reason ("unattributed"), never dropped.
@@ -150,8 +151,8 @@ struct Loaded {
     params: HashMap<PostbackId, Result<PostbackParams, String>>,
     programs: HashMap<ProgramId, program::Model>,
     aliases: HashMap<IntegrationId, BTreeMap<String, String>>,
-    /// By program and txn_id.
-    existing: HashMap<(ProgramId, String), conversion::Model>,
+    /// By program, txn_id and event.
+    existing: HashMap<(ProgramId, String, String), conversion::Model>,
     clicks: HashMap<String, click::Model>,
     /// By program and code.
     coupons: HashMap<(ProgramId, String), coupon::Model>,
@@ -237,7 +238,7 @@ impl Pipeline {
         let (received, mut next) = self.received(tenant, ids, &mut round).await?;
         let mut loaded = self.load_batch(tenant, &received).await?;
         let mut effects: Vec<(postback::Model, Effect)> = Vec::new();
-        let mut claimed: HashSet<(ProgramId, String)> = HashSet::new();
+        let mut claimed: HashSet<(ProgramId, String, String)> = HashSet::new();
         for pb in received {
             let params = match loaded.params.remove(&pb.id) {
                 Some(Ok(p)) => p,
@@ -247,7 +248,11 @@ impl Pipeline {
                 }
                 None => return Err(JobError(format!("postback {} was not read", pb.id))),
             };
-            let key = (pb.program_id.clone(), params.txn_id.clone());
+            let key = (
+                pb.program_id.clone(),
+                params.txn_id.clone(),
+                params.event.clone(),
+            );
             if claimed.contains(&key) {
                 round.again.push(pb.id);
                 continue;
@@ -437,7 +442,7 @@ impl Pipeline {
         {
             loaded
                 .existing
-                .insert((c.program_id.clone(), c.txn_id.clone()), c);
+                .insert((c.program_id.clone(), c.txn_id.clone(), c.event.clone()), c);
         }
         let click_ids: Vec<String> = parsed
             .iter()
@@ -529,7 +534,9 @@ impl Pipeline {
             .collect();
         // The same order in every batch, so that two batches inserting the
         // same transaction ids take their locks alike.
-        new.sort_by(|a, b| (&a.program_id, &a.txn_id).cmp(&(&b.program_id, &b.txn_id)));
+        new.sort_by(|a, b| {
+            (&a.program_id, &a.txn_id, &a.event).cmp(&(&b.program_id, &b.txn_id, &b.event))
+        });
         let inserted = insert_new::<conversion::Entity, _>(
             &txn,
             &new,
@@ -537,6 +544,7 @@ impl Pipeline {
                 conversion::Column::TenantId,
                 conversion::Column::ProgramId,
                 conversion::Column::TxnId,
+                conversion::Column::Event,
             ],
         )
         .await?;
@@ -779,8 +787,13 @@ fn convert(
         params.status,
         ConversionStatus::Approved | ConversionStatus::Pending | ConversionStatus::Rejected
     ) {
+        let event = if params.event == "sale" {
+            String::new()
+        } else {
+            format!(" (event {})", params.event)
+        };
         return unattributed(format!(
-            "status {} for txn_id {} that has no conversion",
+            "status {} for txn_id {}{event} that has no conversion",
             params.status, params.txn_id
         ));
     }
