@@ -18,6 +18,7 @@ mod m20261124_000005_clicks_by_affiliate_only;
 mod m20261202_000006_keys_by_tenant;
 mod m20261202_000007_payouts_and_review;
 mod m20261202_000008_conversions_by_event;
+mod m20261202_000009_plan_versions;
 
 pub use m20261202_000006_keys_by_tenant::TENANT_TABLES;
 
@@ -35,6 +36,28 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000006_keys_by_tenant::Migration),
             Box::new(m20261202_000007_payouts_and_review::Migration),
             Box::new(m20261202_000008_conversions_by_event::Migration),
+            Box::new(m20261202_000009_plan_versions::Migration),
         ]
     }
+}
+
+/// Adds `col` to `table` unless a run that was interrupted added it already
+/// (SQLite adds one column per `ALTER TABLE`, so a migration adding several
+/// is not atomic there).
+pub(crate) async fn add_column(
+    m: &SchemaManager<'_>,
+    table: &str,
+    mut col: ColumnDef,
+) -> Result<(), DbErr> {
+    let name = col.get_column_name();
+    if m.has_column(table, &name).await? {
+        return Ok(());
+    }
+    m.alter_table(
+        Table::alter()
+            .table(Alias::new(table))
+            .add_column(&mut col)
+            .to_owned(),
+    )
+    .await
 }

@@ -13,6 +13,8 @@
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
 
+use crate::add_column;
+
 pub struct Migration;
 
 impl MigrationName for Migration {
@@ -78,19 +80,4 @@ impl MigrationTrait for Migration {
         }
         Ok(())
     }
-}
-
-/// Adds `col` to `table` unless a run that was interrupted added it already.
-async fn add_column(m: &SchemaManager<'_>, table: &str, mut col: ColumnDef) -> Result<(), DbErr> {
-    let name = col.get_column_name();
-    if m.has_column(table, &name).await? {
-        return Ok(());
-    }
-    m.alter_table(
-        Table::alter()
-            .table(Alias::new(table))
-            .add_column(&mut col)
-            .to_owned(),
-    )
-    .await
 }

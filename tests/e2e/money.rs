@@ -792,3 +792,129 @@ async fn a_lead_then_a_sale_of_one_order(app: &TestApp) {
 }
 
 on_both_databases!(a_lead_then_a_sale_of_one_order);
+
+/// A plan change is a new version: conversions before it keep their
+/// pricing and explanation; each conversion names the plan, version,
+/// rule, tier, inputs and result that priced it.
+async fn plan_versions_and_explanations(app: &TestApp) {
+    let jane = AffiliateServer::start(200).await;
+    let s = app.quickstart_setup("acme", &jane.url).await;
+    let key = &s.tenant.key;
+    let plans_path = format!("/api/v1/programs/{}/commission-plans", s.program_id);
+    let (_, plans) = app.get(&plans_path, key).await;
+    let v1 = plans["items"][0].clone();
+    assert_eq!(v1["version"], 1, "{plans}");
+    let o1 = sale(app, &s, "jane", "o1", "79").await;
+    let (_, c1) = app.get(&format!("/api/v1/conversions/{o1}"), key).await;
+    assert_eq!(
+        c1["commission"],
+        json!({
+            "source": "program_plan",
+            "plan_id": v1["id"],
+            "plan_version": 1,
+            "rule": {"type": "percent", "flat": null, "percent": "10", "max": null},
+            "tier": null,
+            "inputs": {"event": "sale", "amount": "79.00", "currency": "USD", "exchange_rate": null},
+            "result": {"payout": "7.90", "currency": "USD", "uncapped": null},
+            "sentence": "10% of 79.00 USD = 7.90 USD"
+        }),
+        "{c1}"
+    );
+
+    // Bad plans are refused, each part named.
+    for (commission, field) in [
+        (
+            json!({"type": "combined", "value": "2.00"}),
+            "commission.percent",
+        ),
+        (
+            json!({"type": "flat", "value": "2.00", "percent": "5"}),
+            "commission.percent",
+        ),
+        (
+            json!({"type": "percent", "value": "10", "max": "lots"}),
+            "commission.max",
+        ),
+        (
+            json!({"type": "combined", "value": "2.00", "percent": "101"}),
+            "commission",
+        ),
+    ] {
+        let (status, p) = app
+            .post(&plans_path, key, json!({"commission": commission}))
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{p}");
+        assert_eq!(p["errors"][0]["field"], field, "{p}");
+    }
+    let (_, plans) = app.get(&plans_path, key).await;
+    assert_eq!(plans["items"][0]["id"], v1["id"], "nothing changed");
+
+    // Version 2: 2.00 plus 5 %, at most 5.00 per conversion.
+    let (status, v2) = app
+        .post(
+            &plans_path,
+            key,
+            json!({"commission": {"type": "combined", "value": "2.00", "percent": "5", "max": "5.00"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{v2}");
+    assert_eq!(v2["version"], 2);
+    assert_eq!(
+        v2["commission"],
+        json!({"type": "combined", "value": "2.00", "percent": "5", "max": "5.00"})
+    );
+    let o2 = sale(app, &s, "jane", "o2", "79").await;
+    let (_, c2) = app.get(&format!("/api/v1/conversions/{o2}"), key).await;
+    assert_eq!(c2["payout"], "5.00", "{c2}");
+    let pricing = &c2["commission"];
+    assert_eq!(pricing["plan_id"], v2["id"]);
+    assert_eq!(pricing["plan_version"], 2);
+    assert_eq!(
+        pricing["rule"],
+        json!({"type": "combined", "flat": "2.00", "percent": "5", "max": "5.00"})
+    );
+    assert_eq!(
+        pricing["result"],
+        json!({"payout": "5.00", "currency": "USD", "uncapped": "5.95"})
+    );
+    assert_eq!(
+        pricing["sentence"],
+        "flat 2.00 USD + 5% of 79.00 USD (3.95 USD) = 5.95 USD, capped at the plan's maximum 5.00 USD"
+    );
+    // The earlier conversion keeps version 1's pricing.
+    let (_, again) = app.get(&format!("/api/v1/conversions/{o1}"), key).await;
+    assert_eq!(again["payout"], "7.90");
+    assert_eq!(again["commission"], c1["commission"]);
+
+    // An affiliate's own plan overrides the program's, with its own versions.
+    let (status, own) = app
+        .post(
+            &plans_path,
+            key,
+            json!({"affiliate_id": s.affiliate_id, "commission": {"type": "flat", "value": "3.00"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{own}");
+    assert_eq!(own["version"], 1);
+    let o3 = sale(app, &s, "jane", "o3", "79").await;
+    let (_, c3) = app.get(&format!("/api/v1/conversions/{o3}"), key).await;
+    assert_eq!(c3["payout"], "3.00");
+    assert_eq!(c3["commission"]["source"], "affiliate_plan");
+    assert_eq!(c3["commission"]["plan_id"], own["id"]);
+    // The merchant's payout overrides every plan, and says so.
+    let click_id = app.click_id("/api/r/acme/pro?via=jane").await;
+    app.postback(&format!(
+        "/api/postback/acme/pro?secret={}&click_id={click_id}&amount=79&payout=1.25&txn_id=o4",
+        s.secret
+    ))
+    .await;
+    let page = app
+        .conversions_until(key, "txn_id=o4", |b| !b["items"][0]["payout"].is_null())
+        .await;
+    let c4 = &page["items"][0];
+    assert_eq!(c4["payout"], "1.25");
+    assert_eq!(c4["commission"]["source"], "postback_payout");
+    assert!(c4["commission"]["plan_id"].is_null());
+}
+
+on_both_databases!(plan_versions_and_explanations);

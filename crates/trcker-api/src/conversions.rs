@@ -8,6 +8,7 @@ use poem_openapi::{Object, OpenApi};
 use trcker_services::conversions::{
     BulkOutcome, ConversionFilter, ConversionService, Review, Selection,
 };
+use trcker_services::pipeline::commission::Pricing;
 use trcker_services::storage::entities::conversion;
 
 use crate::ApiTags;
@@ -290,8 +291,10 @@ pub struct ConversionOut {
     pub currency: String,
     /// The affiliate's commission; null until computed.
     pub payout: Option<String>,
-    /// Why the payout is what it is.
+    /// Why the payout is what it is, for people.
     pub commission_explanation: Option<String>,
+    /// What priced the payout: plan, version, rule, tier, inputs and result; null until computed.
+    pub commission: Option<PricingOut>,
     pub affiliate_id: String,
     pub program_id: String,
     pub click_id: Option<String>,
@@ -314,6 +317,11 @@ impl From<conversion::Model> for ConversionOut {
             event: c.event,
             currency: c.currency.to_string(),
             commission_explanation: c.commission_explanation,
+            commission: c
+                .commission_detail
+                .as_deref()
+                .and_then(|d| serde_json::from_str::<Pricing>(d).ok())
+                .map(Into::into),
             affiliate_id: c.affiliate_id.into(),
             program_id: c.program_id.into(),
             click_id: c.click_id,
@@ -332,4 +340,78 @@ pub struct ConversionPage {
     pub items: Vec<ConversionOut>,
     /// Pass as `cursor` to get the next page; null on the last page.
     pub next_cursor: Option<String>,
+}
+
+/// What priced a conversion's payout.
+#[derive(Debug, Object)]
+pub struct PricingOut {
+    /// `program_plan`, `affiliate_plan` (the affiliate's own), `postback_payout` (the merchant's `payout`) or `no_plan`.
+    pub source: String,
+    pub plan_id: Option<String>,
+    /// The plan's version in force when the conversion happened.
+    pub plan_version: Option<i32>,
+    pub rule: Option<PricedRuleOut>,
+    /// The tier that set the rate (null: the plan has no tiers).
+    pub tier: Option<String>,
+    pub inputs: PricingInputsOut,
+    pub result: PricingResultOut,
+    /// The same, for people.
+    pub sentence: String,
+}
+
+#[derive(Debug, Object)]
+pub struct PricedRuleOut {
+    /// `flat`, `percent` or `combined`.
+    #[oai(rename = "type")]
+    pub kind: String,
+    pub flat: Option<String>,
+    pub percent: Option<String>,
+    /// The plan's maximum per conversion.
+    pub max: Option<String>,
+}
+
+#[derive(Debug, Object)]
+pub struct PricingInputsOut {
+    pub event: String,
+    pub amount: String,
+    pub currency: String,
+    /// The exchange rate applied to the amount (null: the offer's own currency).
+    pub exchange_rate: Option<String>,
+}
+
+#[derive(Debug, Object)]
+pub struct PricingResultOut {
+    pub payout: String,
+    pub currency: String,
+    /// What the rule gave before the plan's maximum cut it.
+    pub uncapped: Option<String>,
+}
+
+impl From<Pricing> for PricingOut {
+    fn from(p: Pricing) -> Self {
+        PricingOut {
+            source: p.source,
+            plan_id: p.plan_id,
+            plan_version: p.plan_version,
+            rule: p.rule.map(|r| PricedRuleOut {
+                kind: r.kind,
+                flat: r.flat,
+                percent: r.percent,
+                max: r.max,
+            }),
+            tier: p.tier,
+            inputs: PricingInputsOut {
+                event: p.inputs.event,
+                amount: p.inputs.amount,
+                currency: p.inputs.currency,
+                exchange_rate: p.inputs.exchange_rate,
+            },
+            result: PricingResultOut {
+                payout: p.result.payout,
+                currency: p.result.currency,
+                uncapped: p.result.uncapped,
+            },
+            sentence: p.sentence,
+        }
+    }
 }

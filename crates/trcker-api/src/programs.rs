@@ -5,7 +5,11 @@ use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::types::MaybeUndefined;
 use poem_openapi::{Object, OpenApi};
-use trcker_services::programs::{NewPlan, NewProgram, ProgramService, ProgramUpdate, ProgramView};
+use trcker_domain::CommissionRule;
+use trcker_services::programs::{
+    CommissionInput, NewPlan, NewProgram, PlanRule, ProgramService, ProgramUpdate, ProgramView,
+    plan_rule,
+};
 use trcker_services::storage::entities::commission_plan;
 
 use crate::ApiTags;
@@ -109,18 +113,56 @@ impl ProgramsApi {
 /// How a program pays its affiliates.
 #[derive(Debug, Object)]
 pub struct CommissionIn {
-    /// `flat` (an amount per conversion) or `percent` (of the conversion's amount).
+    /// `flat` (an amount per conversion), `percent` (of the conversion's
+    /// amount) or `combined` (a flat amount plus a percentage).
     #[oai(rename = "type")]
     pub kind: String,
-    /// A decimal string: "5.00" for flat, "10" for 10 percent.
+    /// A decimal string: "5.00" for flat, "10" for 10 percent; for combined, the flat part.
     pub value: String,
+    /// For combined only: the percentage added to the flat part ("5").
+    pub percent: Option<String>,
+    /// The most one conversion earns, a decimal string in the program's currency.
+    pub max: Option<String>,
+}
+
+impl From<CommissionIn> for CommissionInput {
+    fn from(c: CommissionIn) -> Self {
+        CommissionInput {
+            kind: c.kind,
+            value: c.value,
+            percent: c.percent,
+            max: c.max,
+        }
+    }
 }
 
 #[derive(Debug, Object)]
 pub struct CommissionOut {
     #[oai(rename = "type")]
     pub kind: String,
+    /// The flat amount, or the percentage of a percent rule.
     pub value: String,
+    /// A combined rule's percentage.
+    pub percent: Option<String>,
+    /// The most one conversion earns.
+    pub max: Option<String>,
+}
+
+impl From<PlanRule> for CommissionOut {
+    fn from(r: PlanRule) -> Self {
+        let value = match &r.rule {
+            CommissionRule::Combined(flat, _) => flat.amount_string(),
+            other => other.value_string(),
+        };
+        CommissionOut {
+            kind: r.rule.kind().into(),
+            percent: matches!(r.rule, CommissionRule::Combined(..))
+                .then(|| r.rule.percent().map(|p| p.to_string()))
+                .flatten(),
+            max: r.max.map(|m| m.amount_string()),
+            value,
+        }
+    }
 }
 
 #[derive(Debug, Object)]
@@ -157,8 +199,7 @@ impl From<NewProgramIn> for NewProgram {
             destination_url: b.destination_url,
             fallback_url: b.fallback_url,
             currency: b.currency,
-            commission_type: b.commission.kind,
-            commission_value: b.commission.value,
+            commission: b.commission.into(),
             hold_days: b.hold_days,
             attribution_window_days: b.attribution_window_days,
             click_param: b.click_param,
@@ -223,10 +264,7 @@ impl From<ProgramView> for ProgramOut {
     fn from(v: ProgramView) -> Self {
         let p = v.program;
         ProgramOut {
-            commission: v.commission.map(|r| CommissionOut {
-                kind: r.kind().into(),
-                value: r.value_string(),
-            }),
+            commission: v.commission.map(Into::into),
             default_revenue: p.default_revenue_minor.map(|m| money(m, p.currency.0)),
             payout_minimum: p.payout_minimum_minor.map(|m| money(m, p.currency.0)),
             id: p.id.into(),
@@ -265,8 +303,7 @@ impl NewPlanIn {
             program_id,
             event: self.event,
             affiliate_id: self.affiliate_id,
-            commission_type: self.commission.kind,
-            commission_value: self.commission.value,
+            commission: self.commission.into(),
         }
     }
 }
@@ -277,17 +314,30 @@ pub struct PlanOut {
     pub program_id: String,
     pub event: String,
     pub affiliate_id: Option<String>,
+    /// 1 for the first plan of this program, event and affiliate; each change adds one.
+    pub version: i32,
     pub commission: CommissionOut,
     pub created_at: DateTime<Utc>,
+    /// When the next version took over; null while in force.
+    pub retired_at: Option<DateTime<Utc>>,
 }
 
 impl From<commission_plan::Model> for PlanOut {
     fn from(p: commission_plan::Model) -> Self {
-        PlanOut {
-            commission: CommissionOut {
-                kind: p.kind,
-                value: p.value,
+        let commission = match plan_rule(&p) {
+            Ok(r) => r.into(),
+            // A stored plan always parses; show it as stored if not.
+            Err(_) => CommissionOut {
+                kind: p.kind.clone(),
+                value: p.value.clone(),
+                percent: None,
+                max: None,
             },
+        };
+        PlanOut {
+            commission,
+            version: p.version,
+            retired_at: p.retired_at,
             id: p.id.into(),
             program_id: p.program_id.into(),
             event: p.event,

@@ -16,7 +16,9 @@ use trcker_domain::slug::Slug;
 use trcker_storage::entities::{Activity, affiliate, commission_plan, program, tenant};
 use trcker_storage::ids::{PlanId, ProgramId};
 use trcker_storage::sea_orm::sea_query::Expr;
-use trcker_storage::sea_orm::{ColumnTrait, DbErr, QueryFilter, QueryOrder, QuerySelect};
+use trcker_storage::sea_orm::{
+    ColumnTrait, DbErr, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+};
 use trcker_storage::{
     Store, TenantId, batch::insert, is_unique_violation, lookup, scoped, scoped_by_id,
     scoped_update, scoped_update_by_id,
@@ -49,8 +51,7 @@ pub struct NewProgram {
     pub destination_url: String,
     pub fallback_url: Option<String>,
     pub currency: Option<String>,
-    pub commission_type: String,
-    pub commission_value: String,
+    pub commission: CommissionInput,
     pub hold_days: Option<i32>,
     pub attribution_window_days: Option<i32>,
     pub click_param: Option<String>,
@@ -83,14 +84,33 @@ pub struct NewPlan {
     pub event: Option<String>,
     /// An affiliate's own plan, overriding the program's for this event.
     pub affiliate_id: Option<String>,
-    pub commission_type: String,
-    pub commission_value: String,
+    pub commission: CommissionInput,
+}
+
+/// A commission as the API sends it.
+#[derive(Debug, Default, Clone)]
+pub struct CommissionInput {
+    /// `flat`, `percent` or `combined`.
+    pub kind: String,
+    /// The flat amount ("5.00") or the percentage ("10").
+    pub value: String,
+    /// The percentage of a combined rule (its `value` is the flat part).
+    pub percent: Option<String>,
+    /// The most one conversion earns.
+    pub max: Option<String>,
+}
+
+/// A plan's rule and its maximum per conversion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanRule {
+    pub rule: CommissionRule,
+    pub max: Option<Money>,
 }
 
 /// A program and the rule of its default plan.
 pub struct ProgramView {
     pub program: program::Model,
-    pub commission: Option<CommissionRule>,
+    pub commission: Option<PlanRule>,
 }
 
 #[derive(Clone)]
@@ -215,12 +235,10 @@ impl ProgramService {
             EventKey::parse(input.event.as_deref().unwrap_or("sale")),
         );
         let currency = program.as_ref().map_or(Currency::USD, |p| p.currency.0);
-        let rule = f.take(
-            "commission",
-            CommissionRule::parse(&input.commission_type, &input.commission_value, currency),
-        );
-        let (program, event, rule) = f.done((program, event, rule)).map_err(Invalid)?;
-        let plan = plan_row(
+        let (rule, max) = parse_commission(&mut f, &input.commission, currency);
+        let (program, event, rule, max) = f.done((program, event, rule, max)).map_err(Invalid)?;
+        let rule = PlanRule { rule, max };
+        let mut plan = plan_row(
             tenant,
             &program.id,
             input.affiliate_id,
@@ -229,10 +247,29 @@ impl ProgramService {
             currency,
         );
         let txn = self.store().write_txn().await?;
+        let same = |q: trcker_storage::sea_orm::Select<commission_plan::Entity>| {
+            let q = q
+                .filter(commission_plan::Column::ProgramId.eq(&program.id))
+                .filter(commission_plan::Column::Event.eq(&plan.event));
+            match &plan.affiliate_id {
+                Some(a) => q.filter(commission_plan::Column::AffiliateId.eq(a)),
+                None => q.filter(commission_plan::Column::AffiliateId.is_null()),
+            }
+        };
+        let before = same(scoped::<commission_plan::Entity>(tenant))
+            .count(&txn)
+            .await?;
+        plan.version = i32::try_from(before + 1).unwrap_or(i32::MAX);
+        // The version in force until now is retired as this one starts.
         let retire = scoped_update::<commission_plan::Entity>(tenant)
             .col_expr(commission_plan::Column::Active, Expr::value(false))
+            .col_expr(
+                commission_plan::Column::RetiredAt,
+                Expr::value(Some(plan.created_at)),
+            )
             .filter(commission_plan::Column::ProgramId.eq(&program.id))
-            .filter(commission_plan::Column::Event.eq(&plan.event));
+            .filter(commission_plan::Column::Event.eq(&plan.event))
+            .filter(commission_plan::Column::Active.eq(true));
         match &plan.affiliate_id {
             Some(a) => retire.filter(commission_plan::Column::AffiliateId.eq(a)),
             None => retire.filter(commission_plan::Column::AffiliateId.is_null()),
@@ -240,6 +277,23 @@ impl ProgramService {
         .exec(&txn)
         .await?;
         insert(&txn, plan.clone()).await?;
+        crate::audit::record_with(
+            &txn,
+            tenant,
+            caller,
+            "commission_plan.create",
+            "commission_plan",
+            plan.id.as_str(),
+            Some(serde_json::json!({
+                "program_id": program.id.as_str(),
+                "event": plan.event,
+                "affiliate_id": plan.affiliate_id.as_ref().map(|a| a.as_str()),
+                "version": plan.version,
+                "rule": {"type": plan.kind, "value": plan.value},
+                "max": max.map(|m| m.amount_string()),
+            })),
+        )
+        .await?;
         txn.commit().await?;
         self.area.changes.record();
         Ok(plan)
@@ -282,7 +336,7 @@ impl ProgramService {
             .one(&self.store().conn)
             .await?;
         Ok(ProgramView {
-            commission: plan.and_then(|p| rule_of(&p).ok()),
+            commission: plan.and_then(|p| plan_rule(&p).ok()),
             program,
         })
     }
@@ -296,6 +350,7 @@ struct ProgramFields {
     fallback: Option<TargetUrl>,
     currency: Currency,
     rule: CommissionRule,
+    max: Option<Money>,
     hold: HoldDays,
     window: AttributionWindowDays,
     min_seconds: MinConversionSeconds,
@@ -322,10 +377,8 @@ fn parse_fields(input: NewProgram) -> Result<ProgramFields, Invalid> {
             .map_or(Ok(Currency::USD), Currency::parse),
     );
     let in_currency = currency.unwrap_or(Currency::USD);
-    let rule = f.take(
-        "commission",
-        CommissionRule::parse(&input.commission_type, &input.commission_value, in_currency),
-    );
+    let (rule, max) = parse_commission(&mut f, &input.commission, in_currency);
+    let rule = rule.zip(max);
     let hold = f.take("hold_days", HoldDays::parse(input.hold_days.unwrap_or(0)));
     let window = f.take(
         "attribution_window_days",
@@ -373,7 +426,7 @@ fn parse_fields(input: NewProgram) -> Result<ProgramFields, Invalid> {
         destination,
         fallback,
         currency,
-        rule,
+        (rule, max),
         hold,
         window,
         min_seconds,
@@ -388,6 +441,7 @@ fn parse_fields(input: NewProgram) -> Result<ProgramFields, Invalid> {
         fallback,
         currency,
         rule,
+        max,
         hold,
         window,
         min_seconds,
@@ -398,10 +452,7 @@ fn parse_fields(input: NewProgram) -> Result<ProgramFields, Invalid> {
 }
 
 /// A new program's row and default rule, every bad field named.
-fn parse_new(
-    tenant: &TenantId,
-    input: NewProgram,
-) -> Result<(program::Model, CommissionRule), Invalid> {
+fn parse_new(tenant: &TenantId, input: NewProgram) -> Result<(program::Model, PlanRule), Invalid> {
     let p = parse_fields(input)?;
     let t = Utc::now();
     let program = program::Model {
@@ -422,7 +473,13 @@ fn parse_new(
         min_conversion_seconds: p.min_seconds.get(),
         payout_minimum_minor: p.payout_minimum.map(|m| m.minor),
     };
-    Ok((program, p.rule))
+    Ok((
+        program,
+        PlanRule {
+            rule: p.rule,
+            max: p.max,
+        },
+    ))
 }
 
 /// The UPDATE a program change makes, every bad field named.
@@ -510,7 +567,7 @@ fn plan_row(
     program_id: &ProgramId,
     affiliate_id: Option<String>,
     event: EventKey,
-    rule: &CommissionRule,
+    rule: &PlanRule,
     currency: Currency,
 ) -> commission_plan::Model {
     commission_plan::Model {
@@ -520,16 +577,60 @@ fn plan_row(
         program_id: program_id.clone(),
         affiliate_id: affiliate_id.map(Into::into),
         event: event.into_string(),
-        kind: rule.kind().into(),
-        value: rule.value_string(),
+        kind: rule.rule.kind().into(),
+        value: rule.rule.value_string(),
         currency: currency.into(),
         active: true,
+        version: 1,
+        retired_at: None,
+        max_payout_minor: rule.max.map(|m| m.minor),
     }
 }
 
 /// The rule a stored plan describes.
 pub fn rule_of(plan: &commission_plan::Model) -> Result<CommissionRule, RuleError> {
     CommissionRule::parse(&plan.kind, &plan.value, plan.currency.0)
+}
+
+/// The rule and maximum a stored plan describes.
+pub fn plan_rule(plan: &commission_plan::Model) -> Result<PlanRule, RuleError> {
+    Ok(PlanRule {
+        rule: rule_of(plan)?,
+        max: plan
+            .max_payout_minor
+            .map(|m| Money::new(m, plan.currency.0)),
+    })
+}
+
+/// A commission's rule and maximum, each bad part named
+/// (`commission`, `commission.percent`, `commission.max`).
+fn parse_commission(
+    f: &mut Fields,
+    c: &CommissionInput,
+    currency: Currency,
+) -> (Option<CommissionRule>, Option<Option<Money>>) {
+    let value = match (c.kind.as_str(), &c.percent) {
+        ("combined", Some(p)) => Some(format!("{}+{}", c.value.trim(), p.trim())),
+        ("combined", None) => {
+            f.error(
+                "commission.percent",
+                "a combined rule needs its percentage beside the flat value",
+            );
+            None
+        }
+        (_, Some(_)) => {
+            f.error("commission.percent", "is only for a combined rule");
+            None
+        }
+        (_, None) => Some(c.value.clone()),
+    };
+    let rule =
+        value.and_then(|v| f.take("commission", CommissionRule::parse(&c.kind, &v, currency)));
+    let max = f.take_opt(
+        "commission.max",
+        c.max.as_deref().map(|m| Money::parse(m, currency)),
+    );
+    (rule, max)
 }
 
 /// The tenant and program a public URL's `{brand}` and `{offer}` name, or

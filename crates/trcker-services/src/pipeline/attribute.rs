@@ -859,6 +859,7 @@ fn new_conversion(
         payout_minor: None,
         payout_override_minor: params.payout.map(|m| m.minor),
         commission_explanation: None,
+        commission_detail: None,
         hold_until,
         is_test: pb.is_test || params.test,
         updated_at: Utc::now(),

@@ -9,8 +9,11 @@
 //! when a hold period ends.
 //!
 //! The plan is the affiliate's own plan for the event if there is one, else the
-//! program's; a `payout` sent by the merchant overrides both. Every entry carries
-//! the sentence that explains its amount.
+//! program's, each in the version that was in force when the conversion
+//! happened (a later change of plan never re-prices it); a `payout` sent by
+//! the merchant overrides both. Every conversion stores what priced it
+//! ([`Pricing`]: plan, version, rule, inputs, result) and every entry the
+//! sentence that explains its amount.
 
 use std::collections::{HashMap, HashSet};
 
@@ -81,8 +84,52 @@ impl PipelineJob for CommissionJob {
     }
 }
 
-/// Plans by (offer, event), newest first.
+/// Plans by (offer, event), every version, newest first.
 type Plans = HashMap<(ProgramId, String), Vec<commission_plan::Model>>;
+
+/// What priced a conversion's commission, stored with it as JSON and shown
+/// by `GET /api/v1/conversions/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pricing {
+    /// `affiliate_plan`, `program_plan`, `postback_payout` or `no_plan`.
+    pub source: String,
+    pub plan_id: Option<String>,
+    pub plan_version: Option<i32>,
+    pub rule: Option<PricedRule>,
+    /// The tier that set the rate; plans have no tiers yet.
+    pub tier: Option<String>,
+    pub inputs: PricingInputs,
+    pub result: PricingResult,
+    /// The same, for people.
+    pub sentence: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PricedRule {
+    /// `flat`, `percent` or `combined`.
+    pub kind: String,
+    pub flat: Option<String>,
+    pub percent: Option<String>,
+    /// The plan's maximum per conversion.
+    pub max: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PricingInputs {
+    pub event: String,
+    pub amount: String,
+    pub currency: String,
+    /// The exchange rate applied to the amount (none: the offer's currency).
+    pub exchange_rate: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PricingResult {
+    pub payout: String,
+    pub currency: String,
+    /// What the rule gave before the plan's maximum cut it.
+    pub uncapped: Option<String>,
+}
 
 impl Pipeline {
     /// Books what the job's conversions earn, then schedules their
@@ -116,7 +163,7 @@ impl Pipeline {
         }
     }
 
-    /// Every active plan of these offers.
+    /// Every plan of these offers, every version.
     async fn plans_of(
         &self,
         tenant: &TenantId,
@@ -130,7 +177,6 @@ impl Pipeline {
                 commission_plan::Column::ProgramId,
                 program_ids,
             ))
-            .filter(commission_plan::Column::Active.eq(true))
             .order_by_desc(commission_plan::Column::Id)
             .all(&self.store.conn)
             .await?
@@ -156,7 +202,7 @@ impl Pipeline {
             .await?;
         let mut failed = None;
         let t = Utc::now();
-        let mut computed: Vec<(&conversion::Model, Commission)> = Vec::with_capacity(convs.len());
+        let mut computed: Vec<(&conversion::Model, Priced)> = Vec::with_capacity(convs.len());
         for conv in convs {
             match commission_for(conv, &plans) {
                 Ok(c) => computed.push((conv, c)),
@@ -174,7 +220,7 @@ impl Pipeline {
         let entries: Vec<_> = computed
             .into_iter()
             .filter(|(conv, _)| set.contains(&conv.id))
-            .map(|(conv, commission)| commission_entry(conv, commission, t))
+            .map(|(conv, priced)| commission_entry(conv, priced.commission, t))
             .collect();
         book_entries(&txn, entries).await?;
         txn.commit().await?;
@@ -182,41 +228,102 @@ impl Pipeline {
     }
 }
 
+/// A commission and what priced it.
+struct Priced {
+    commission: Commission,
+    pricing: Pricing,
+}
+
+/// The plan in force for a conversion when it happened: the affiliate's
+/// own version then, else the program's.
+fn plan_in_force<'a>(
+    conv: &conversion::Model,
+    plans: &'a Plans,
+) -> Option<&'a commission_plan::Model> {
+    let versions = plans.get(&(conv.program_id.clone(), conv.event.clone()))?;
+    let t = conv.created_at;
+    let in_force =
+        |p: &&commission_plan::Model| p.created_at <= t && p.retired_at.is_none_or(|r| r > t);
+    versions
+        .iter()
+        .filter(in_force)
+        .find(|p| p.affiliate_id.as_ref() == Some(&conv.affiliate_id))
+        .or_else(|| {
+            versions
+                .iter()
+                .filter(in_force)
+                .find(|p| p.affiliate_id.is_none())
+        })
+}
+
 /// The commission a conversion earns, and why.
-fn commission_for(conv: &conversion::Model, plans: &Plans) -> Result<Commission, JobError> {
+fn commission_for(conv: &conversion::Model, plans: &Plans) -> Result<Priced, JobError> {
     let currency = conv.currency.0;
+    let amount = Money::new(conv.amount_minor, currency);
+    let inputs = PricingInputs {
+        event: conv.event.clone(),
+        amount: amount.amount_string(),
+        currency: currency.code().to_owned(),
+        exchange_rate: None,
+    };
+    let priced = |commission: Commission,
+                  source: &str,
+                  plan: Option<&commission_plan::Model>,
+                  rule: Option<PricedRule>| Priced {
+        pricing: Pricing {
+            source: source.to_owned(),
+            plan_id: plan.map(|p| p.id.to_string()),
+            plan_version: plan.map(|p| p.version),
+            rule,
+            tier: None,
+            inputs: inputs.clone(),
+            result: PricingResult {
+                payout: commission.payout.amount_string(),
+                currency: currency.code().to_owned(),
+                uncapped: commission.uncapped.map(|m| m.amount_string()),
+            },
+            sentence: commission.explanation.clone(),
+        },
+        commission,
+    };
     if let Some(minor) = conv.payout_override_minor {
         let payout = Money::new(minor, currency);
-        return Ok(Commission {
+        let c = Commission {
             payout,
             explanation: format!("payout {payout} set by the merchant's postback"),
-        });
+            uncapped: None,
+        };
+        return Ok(priced(c, "postback_payout", None, None));
     }
-    let none = Vec::new();
-    let plans = plans
-        .get(&(conv.program_id.clone(), conv.event.clone()))
-        .unwrap_or(&none);
-    let plan = plans
-        .iter()
-        .find(|p| p.affiliate_id.as_ref() == Some(&conv.affiliate_id))
-        .or_else(|| plans.iter().find(|p| p.affiliate_id.is_none()));
-    let Some(plan) = plan else {
-        return Ok(Commission {
+    let Some(plan) = plan_in_force(conv, plans) else {
+        let c = Commission {
             payout: Money::new(0, currency),
             explanation: format!(
                 "no commission plan for event '{}' on this offer",
                 conv.event
             ),
-        });
+            uncapped: None,
+        };
+        return Ok(priced(c, "no_plan", None, None));
     };
     let rule = rule_of(plan).map_err(|e| JobError(format!("commission plan {}: {e}", plan.id)))?;
+    let max = plan.max_payout_minor.map(|m| Money::new(m, currency));
     let mut c = rule
-        .compute(Money::new(conv.amount_minor, currency))
+        .compute_capped(amount, max)
         .map_err(|e| JobError(format!("commission of conversion {}: {e}", conv.id)))?;
-    if plan.affiliate_id.is_some() {
+    let source = if plan.affiliate_id.is_some() {
         c.explanation = format!("{} (affiliate's own plan)", c.explanation);
-    }
-    Ok(c)
+        "affiliate_plan"
+    } else {
+        "program_plan"
+    };
+    let rule = PricedRule {
+        kind: rule.kind().to_owned(),
+        flat: rule.flat().map(|m| m.amount_string()),
+        percent: rule.percent().map(|p| p.to_string()),
+        max: max.map(|m| m.amount_string()),
+    };
+    Ok(priced(c, source, Some(plan), Some(rule)))
 }
 
 /// Sets each conversion's payout and explanation, only while it still earns
@@ -225,7 +332,7 @@ fn commission_for(conv: &conversion::Model, plans: &Plans) -> Result<Commission,
 async fn set_payouts(
     txn: &sea_orm::DatabaseTransaction,
     tenant: &TenantId,
-    computed: &[(&conversion::Model, Commission)],
+    computed: &[(&conversion::Model, Priced)],
     t: DateTime<Utc>,
 ) -> Result<HashSet<ConversionId>, JobError> {
     use conversion::Column as C;
@@ -237,7 +344,9 @@ async fn set_payouts(
             per_row(
                 backend,
                 C::Id,
-                computed.iter().map(|(c, m)| (&c.id, m.payout.minor)),
+                computed
+                    .iter()
+                    .map(|(c, m)| (&c.id, m.commission.payout.minor)),
             ),
         )
         .col_expr(
@@ -245,7 +354,19 @@ async fn set_payouts(
             per_row(
                 backend,
                 C::Id,
-                computed.iter().map(|(c, m)| (&c.id, m.explanation.clone())),
+                computed
+                    .iter()
+                    .map(|(c, m)| (&c.id, m.commission.explanation.clone())),
+            ),
+        )
+        .col_expr(
+            C::CommissionDetail,
+            per_row(
+                backend,
+                C::Id,
+                computed
+                    .iter()
+                    .map(|(c, m)| (&c.id, serde_json::to_string(&m.pricing).unwrap_or_default())),
             ),
         )
         .col_expr(C::UpdatedAt, Expr::value(t))

@@ -20,6 +20,12 @@ pub struct Model {
     pub value: String,
     pub currency: CurrencyCode,
     pub active: bool,
+    /// 1, 2… per program, event and affiliate (or none).
+    pub version: i32,
+    /// When the next version took over (None: in force).
+    pub retired_at: Option<DateTimeUtc>,
+    /// The most one conversion earns (minor units).
+    pub max_payout_minor: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

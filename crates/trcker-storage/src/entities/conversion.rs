@@ -28,6 +28,8 @@ pub struct Model {
     pub payout_minor: Option<i64>,
     pub payout_override_minor: Option<i64>,
     pub commission_explanation: Option<String>,
+    /// What priced the commission, as JSON (plan, version, rule, inputs, result).
+    pub commission_detail: Option<String>,
     pub hold_until: Option<DateTimeUtc>,
     pub is_test: bool,
     pub updated_at: DateTimeUtc,

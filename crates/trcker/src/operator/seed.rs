@@ -18,7 +18,7 @@ use trcker_services::affiliates::NewAffiliate;
 use trcker_services::intake::{IntakeError, PostbackRequest};
 use trcker_services::integrations::{IntegrationOptions, NewIntegration};
 use trcker_services::links::NewLink;
-use trcker_services::programs::NewProgram;
+use trcker_services::programs::{CommissionInput, NewProgram};
 use trcker_services::storage::TenantId;
 use trcker_services::storage::entities::{click, tracking_link};
 use trcker_services::storage::ids::ProgramId;
@@ -267,8 +267,11 @@ async fn setup(services: &Services, slug: &str) -> Result<Demo, AppError> {
                     destination_url: offer.destination.to_owned(),
                     fallback_url: None,
                     currency: Some("USD".to_owned()),
-                    commission_type: offer.commission_type.to_owned(),
-                    commission_value: offer.commission_value.to_owned(),
+                    commission: CommissionInput {
+                        kind: offer.commission_type.to_owned(),
+                        value: offer.commission_value.to_owned(),
+                        ..Default::default()
+                    },
                     hold_days: Some(offer.hold_days),
                     attribution_window_days: Some(30),
                     click_param: None,
