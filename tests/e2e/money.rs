@@ -789,6 +789,25 @@ async fn a_lead_then_a_sale_of_one_order(app: &TestApp) {
         row.reason.as_deref(),
         Some("status refunded for txn_id order_1 (event signup) that has no conversion")
     );
+    // An event the offer has no plan for is refused with why, not priced at 0.00.
+    let (_, pb) = fire("event=install".into()).await;
+    assert_eq!(pb["status"], "accepted", "{pb}");
+    let row = app
+        .processed_postback(pb["postback_id"].as_str().expect("postback_id"))
+        .await;
+    assert_eq!(
+        row.reason.as_deref(),
+        Some(
+            format!(
+                "event 'install' is not a goal of this offer: no commission plan names it \
+                 (add one with POST /api/v1/programs/{}/commission-plans)",
+                s.program_id
+            )
+            .as_str()
+        )
+    );
+    let (_, page) = app.get("/api/v1/conversions?txn_id=order_1", key).await;
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(2));
 }
 
 on_both_databases!(a_lead_then_a_sale_of_one_order);

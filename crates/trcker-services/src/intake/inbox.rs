@@ -298,8 +298,8 @@ async fn refusals(
     store: &Store,
     batch: &[(postback::Model, Reply)],
 ) -> Result<HashMap<usize, Filed>, sea_orm::DbErr> {
-    // (tenant, program) → (position, txn_id, status)
-    type Named<'a> = Vec<(usize, &'a str, ConversionStatus)>;
+    // (tenant, program) → (position, txn_id, event, status)
+    type Named<'a> = Vec<(usize, &'a str, &'a str, ConversionStatus)>;
     let mut by_program: BTreeMap<(&TenantId, &str), Named> = BTreeMap::new();
     for (i, (row, _)) in batch.iter().enumerate() {
         let status = row
@@ -307,18 +307,22 @@ async fn refusals(
             .as_deref()
             .and_then(|s| ConversionStatus::parse(s).ok());
         if let (Some(txn_id), Some(status)) = (row.txn_id.as_deref(), status) {
+            let event = row
+                .dedupe_key
+                .as_deref()
+                .map_or("sale", super::event_of_dedupe_key);
             by_program
                 .entry((&row.tenant_id, row.program_id.as_str()))
                 .or_default()
-                .push((i, txn_id, status));
+                .push((i, txn_id, event, status));
         }
     }
     let mut refused = HashMap::new();
     for ((tenant, program), rows) in by_program {
-        let mut txn_ids: Vec<&str> = rows.iter().map(|(_, t, _)| *t).collect();
+        let mut txn_ids: Vec<&str> = rows.iter().map(|(_, t, _, _)| *t).collect();
         txn_ids.sort_unstable();
         txn_ids.dedup();
-        let stored: HashMap<String, (ConversionId, conversion::Status)> =
+        let stored: HashMap<(String, String), (ConversionId, conversion::Status)> =
             scoped::<conversion::Entity>(tenant)
                 .filter(conversion::Column::ProgramId.eq(program))
                 .filter(among(
@@ -329,17 +333,19 @@ async fn refusals(
                 .select_only()
                 .columns([
                     conversion::Column::TxnId,
+                    conversion::Column::Event,
                     conversion::Column::Id,
                     conversion::Column::Status,
                 ])
-                .into_tuple::<(String, ConversionId, conversion::Status)>()
+                .into_tuple::<(String, String, ConversionId, conversion::Status)>()
                 .all(&store.conn)
                 .await?
                 .into_iter()
-                .map(|(t, id, s)| (t, (id, s)))
+                .map(|(t, e, id, s)| ((t, e), (id, s)))
                 .collect();
-        for (i, txn_id, status) in rows {
-            if let Some((id, conversion::Status(current))) = stored.get(txn_id)
+        for (i, txn_id, event, status) in rows {
+            if let Some((id, conversion::Status(current))) =
+                stored.get(&(txn_id.to_owned(), event.to_owned()))
                 && *current != status
                 && !current.can_move_to(status)
             {

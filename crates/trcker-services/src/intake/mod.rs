@@ -167,6 +167,11 @@ fn dedupe_key(program_id: &ProgramId, p: &PostbackParams) -> String {
     }
 }
 
+/// The event a dedupe key was made for (`sale` when it names none).
+pub(crate) fn event_of_dedupe_key(key: &str) -> &str {
+    key.split('\u{1f}').nth(3).unwrap_or("sale")
+}
+
 /// The program a (brand, offer) names, or which of the two is unknown.
 type ProgramsBySlugs = Cache<(String, String), Result<program::Model, &'static str>>;
 
@@ -413,8 +418,14 @@ impl IntakeService {
                 let field = FieldError::new(
                     "status",
                     format!(
-                        "conversion {conversion_id} for txn_id {} is {current}; it cannot become {}",
-                        params.txn_id, params.status
+                        "conversion {conversion_id} for txn_id {}{} is {current}; it cannot become {}",
+                        params.txn_id,
+                        if params.event == "sale" {
+                            String::new()
+                        } else {
+                            format!(" (event {})", params.event)
+                        },
+                        params.status
                     ),
                 );
                 let mut log = logged.rejected(422, format!("status: {}", field.message));

@@ -31,7 +31,7 @@ use trcker_storage::entities::*;
 use trcker_storage::ids::{AffiliateId, ConversionId, IntegrationId, PostbackId, ProgramId};
 use trcker_storage::queue::Job;
 use trcker_storage::sea_orm::sea_query::Expr;
-use trcker_storage::sea_orm::{ColumnTrait, DatabaseTransaction, QueryFilter};
+use trcker_storage::sea_orm::{ColumnTrait, DatabaseTransaction, QueryFilter, QuerySelect};
 use trcker_storage::{TenantId, scoped, scoped_update};
 
 use super::commission::{CommissionItem, CommissionJob};
@@ -153,6 +153,9 @@ struct Loaded {
     aliases: HashMap<IntegrationId, BTreeMap<String, String>>,
     /// By program, txn_id and event.
     existing: HashMap<(ProgramId, String, String), conversion::Model>,
+    /// The events other than `sale` that the batch's programs have a plan
+    /// for (every program has one for `sale`).
+    goals: HashSet<(ProgramId, String)>,
     clicks: HashMap<String, click::Model>,
     /// By program and code.
     coupons: HashMap<(ProgramId, String), coupon::Model>,
@@ -443,6 +446,26 @@ impl Pipeline {
             loaded
                 .existing
                 .insert((c.program_id.clone(), c.txn_id.clone(), c.event.clone()), c);
+        }
+        let events = distinct(parsed.iter().map(|p| &p.event).filter(|e| *e != "sale"));
+        if !events.is_empty() {
+            for (program_id, event) in scoped::<commission_plan::Entity>(tenant)
+                .select_only()
+                .column(commission_plan::Column::ProgramId)
+                .column(commission_plan::Column::Event)
+                .filter(among(
+                    backend,
+                    commission_plan::Column::ProgramId,
+                    program_ids.to_vec(),
+                ))
+                .filter(among(backend, commission_plan::Column::Event, events))
+                .filter(commission_plan::Column::Active.eq(true))
+                .into_tuple::<(ProgramId, String)>()
+                .all(db)
+                .await?
+            {
+                loaded.goals.insert((program_id, event));
+            }
         }
         let click_ids: Vec<String> = parsed
             .iter()
@@ -795,6 +818,17 @@ fn convert(
         return unattributed(format!(
             "status {} for txn_id {}{event} that has no conversion",
             params.status, params.txn_id
+        ));
+    }
+    if params.event != "sale"
+        && !loaded
+            .goals
+            .contains(&(program.id.clone(), params.event.clone()))
+    {
+        return unattributed(format!(
+            "event '{}' is not a goal of this offer: no commission plan names it \
+             (add one with POST /api/v1/programs/{}/commission-plans)",
+            params.event, program.id
         ));
     }
     let (affiliate, click) =
