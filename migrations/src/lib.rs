@@ -19,8 +19,22 @@ mod m20261202_000006_keys_by_tenant;
 mod m20261202_000007_payouts_and_review;
 mod m20261202_000008_conversions_by_event;
 mod m20261202_000009_plan_versions;
+mod m20261202_000010_exchange_rates;
 
-pub use m20261202_000006_keys_by_tenant::TENANT_TABLES;
+use m20261202_000006_keys_by_tenant::REKEYED_TABLES;
+
+/// Every tenant-owned table: those keyed `(tenant_id, id)` by
+/// `m20261202_000006_keys_by_tenant`, and those created so since.
+pub const TENANT_TABLES: [&str; 17] = {
+    let mut all = [""; 17];
+    let mut i = 0;
+    while i < REKEYED_TABLES.len() {
+        all[i] = REKEYED_TABLES[i];
+        i += 1;
+    }
+    all[16] = "exchange_rates";
+    all
+};
 
 pub struct Migrator;
 
@@ -37,6 +51,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000007_payouts_and_review::Migration),
             Box::new(m20261202_000008_conversions_by_event::Migration),
             Box::new(m20261202_000009_plan_versions::Migration),
+            Box::new(m20261202_000010_exchange_rates::Migration),
         ]
     }
 }

@@ -29,8 +29,8 @@ impl MigrationName for Migration {
     }
 }
 
-/// Every tenant-owned table.
-pub const TENANT_TABLES: [&str; 16] = [
+/// Every tenant-owned table there was when this migration was written.
+pub const REKEYED_TABLES: [&str; 16] = [
     "api_keys",
     "programs",
     "affiliates",
@@ -104,7 +104,7 @@ impl MigrationTrait for Migration {
         if backend != DbBackend::Postgres {
             return Ok(());
         }
-        for table in TENANT_TABLES {
+        for table in REKEYED_TABLES {
             tenant_primary_key(m, table).await?;
         }
         for (_, table, column, constraint) in GLOBAL {
@@ -149,7 +149,7 @@ impl MigrationTrait for Migration {
                 .await?;
                 exec(m, &format!("DROP INDEX IF EXISTS ix_{table}_{column}")).await?;
             }
-            for table in TENANT_TABLES {
+            for table in REKEYED_TABLES {
                 exec(
                     m,
                     &format!(

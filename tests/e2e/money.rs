@@ -937,3 +937,81 @@ async fn plan_versions_and_explanations(app: &TestApp) {
 }
 
 on_both_databases!(plan_versions_and_explanations);
+
+/// A sale in another currency than its offer's is converted with the
+/// tenant's rate valid when it happened, the rate kept on the conversion;
+/// without one it stays unattributed, saying so.
+async fn foreign_currency_sales_with_and_without_a_rate(app: &TestApp) {
+    let jane = AffiliateServer::start(200).await;
+    let s = app.quickstart_setup("acme", &jane.url).await;
+    let key = &s.tenant.key;
+    for (body, field) in [
+        (json!({"from": "EUR", "to": "EUR", "rate": "1"}), "to"),
+        (json!({"from": "EURO", "to": "USD", "rate": "1.1"}), "from"),
+        (json!({"from": "EUR", "to": "USD", "rate": "0"}), "rate"),
+        (
+            json!({"from": "EUR", "to": "USD", "rate": "1.0000000000001"}),
+            "rate",
+        ),
+    ] {
+        let (status, p) = app.post("/api/v1/exchange-rates", key, body).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{p}");
+        assert_eq!(p["errors"][0]["field"], field, "{p}");
+    }
+    let past = (chrono::Utc::now() - chrono::Duration::days(1)).to_rfc3339();
+    let future = (chrono::Utc::now() + chrono::Duration::days(30)).to_rfc3339();
+    for (rate, from) in [("1.085", &past), ("2", &future)] {
+        let (status, r) = app
+            .post(
+                "/api/v1/exchange-rates",
+                key,
+                json!({"from": "eur", "to": "USD", "rate": rate, "valid_from": from}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{r}");
+        assert_eq!(r["from"], "EUR");
+    }
+    let (_, list) = app.get("/api/v1/exchange-rates?from=EUR", key).await;
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(2), "{list}");
+
+    let click_id = app.click_id("/api/r/acme/pro?via=jane").await;
+    // 12.34 EUR at 1.085 = 13.3889 USD: 13.39 USD, 10 % of it 1.34.
+    let (status, body) = app
+        .postback(&format!(
+            "/api/postback/acme/pro?secret={}&click_id={click_id}&amount=12.34&currency=EUR&txn_id=eu1",
+            s.secret
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let page = app
+        .conversions_until(key, "txn_id=eu1", |b| !b["items"][0]["payout"].is_null())
+        .await;
+    let c = &page["items"][0];
+    assert_eq!(c["amount"], "13.39", "{c}");
+    assert_eq!(c["currency"], "USD");
+    assert_eq!(c["payout"], "1.34");
+    assert_eq!(
+        c["commission"]["inputs"],
+        json!({"event": "sale", "amount": "13.39", "currency": "USD", "exchange_rate": "1.085",
+               "original_amount": "12.34", "original_currency": "EUR"})
+    );
+    // No GBP rate: kept, unattributed, with the reason.
+    let (status, body) = app
+        .postback(&format!(
+            "/api/postback/acme/pro?secret={}&click_id={click_id}&amount=10&currency=GBP&txn_id=uk1",
+            s.secret
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let row = app
+        .processed_postback(body["postback_id"].as_str().expect("postback_id"))
+        .await;
+    assert_eq!(
+        row.reason.as_deref(),
+        Some("currency GBP differs from the offer's USD and no exchange rate is configured")
+    );
+    let (_, page) = app.get("/api/v1/conversions?txn_id=uk1", key).await;
+    assert_eq!(page["items"], json!([]));
+}
+
+on_both_databases!(foreign_currency_sales_with_and_without_a_rate);

@@ -377,6 +377,9 @@ pub struct PricingInputsOut {
     pub currency: String,
     /// The exchange rate applied to the amount (null: the offer's own currency).
     pub exchange_rate: Option<String>,
+    /// The amount the merchant sent, before conversion.
+    pub original_amount: Option<String>,
+    pub original_currency: Option<String>,
 }
 
 #[derive(Debug, Object)]
@@ -405,6 +408,8 @@ impl From<Pricing> for PricingOut {
                 amount: p.inputs.amount,
                 currency: p.inputs.currency,
                 exchange_rate: p.inputs.exchange_rate,
+                original_amount: p.inputs.original_amount,
+                original_currency: p.inputs.original_currency,
             },
             result: PricingResultOut {
                 payout: p.result.payout,

@@ -9,6 +9,7 @@ use trcker_services::affiliates::AffiliateError;
 use trcker_services::auth::AccessError;
 use trcker_services::conversions::ConversionError;
 use trcker_services::debugger::DebuggerError;
+use trcker_services::exchange_rates::RateError;
 use trcker_services::integrations::IntegrationError;
 use trcker_services::links::LinkError;
 use trcker_services::payouts::PayoutError;
@@ -181,6 +182,16 @@ impl From<ConversionError> for ApiError {
                 ApiError::new(Code::ConversionMoveRefused, e.to_string())
             }
             ConversionError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<RateError> for ApiError {
+    fn from(e: RateError) -> Self {
+        match e {
+            RateError::Access(e) => e.into(),
+            RateError::Invalid(e) => e.into(),
+            RateError::Store(e) => e.into(),
         }
     }
 }

@@ -14,6 +14,7 @@ mod common;
 mod conversions;
 mod coupons;
 mod error;
+mod exchange_rates;
 mod integrations;
 mod links;
 mod payouts;
@@ -46,6 +47,8 @@ enum ApiTags {
     Links,
     /// Payout batches and payouts of approved balances.
     Payouts,
+    /// Exchange rates for sales in other currencies than their offer's.
+    ExchangeRates,
 }
 
 type Apis = (
@@ -58,6 +61,7 @@ type Apis = (
     coupons::CouponsApi,
     conversions::ConversionsApi,
     payouts::PayoutsApi,
+    exchange_rates::ExchangeRatesApi,
 );
 
 fn apis(s: &Services) -> Apis {
@@ -98,6 +102,10 @@ fn apis(s: &Services) -> Apis {
         },
         payouts::PayoutsApi {
             payouts: s.payouts.clone(),
+            auth: auth.clone(),
+        },
+        exchange_rates::ExchangeRatesApi {
+            rates: s.rates.clone(),
             auth,
         },
     )

@@ -24,6 +24,7 @@ pub enum IdKind {
     Payout,
     /// A batch of payouts created by one request.
     PayoutBatch,
+    ExchangeRate,
     Endpoint,
     Delivery,
     Attempt,
@@ -48,6 +49,7 @@ impl IdKind {
             IdKind::LedgerEntry => "led",
             IdKind::Payout => "pay",
             IdKind::PayoutBatch => "pbt",
+            IdKind::ExchangeRate => "fxr",
             IdKind::Endpoint => "end",
             IdKind::Delivery => "dlv",
             IdKind::Attempt => "att",

@@ -33,6 +33,8 @@ pub enum MoneyError {
     Overflow,
     #[error("is above the maximum {max} {0} (10^12 minor units)", max = format_minor(MAX_MINOR, *.0))]
     Maximum(Currency),
+    #[error("must be a positive decimal of at most 12 decimal places, at most 1000000000")]
+    Rate,
 }
 
 /// The largest amount, in minor units, that Trcker accepts anywhere.
@@ -154,6 +156,37 @@ impl fmt::Display for Money {
     }
 }
 
+/// An exchange rate: one unit of a currency in another, an exact positive
+/// decimal of at most 12 decimal places and at most 10^9.
+pub fn parse_rate(s: &str) -> Result<Decimal, MoneyError> {
+    let d = parse_decimal(s)?.normalize();
+    if d <= Decimal::ZERO {
+        return Err(MoneyError::Rate);
+    }
+    if d.scale() > 12 || d > Decimal::from(1_000_000_000i64) {
+        return Err(MoneyError::Rate);
+    }
+    Ok(d)
+}
+
+/// `amount` converted into `to` at `rate`, rounded once to `to`'s minor
+/// unit, half away from zero (the commission's rule).
+pub fn convert(amount: Money, rate: Decimal, to: Currency) -> Result<Money, MoneyError> {
+    let exact = amount
+        .to_decimal()
+        .checked_mul(rate)
+        .ok_or(MoneyError::Maximum(to))?;
+    let rounded = exact.round_dp_with_strategy(
+        to.exponent(),
+        rust_decimal::RoundingStrategy::MidpointAwayFromZero,
+    );
+    let minor = to_minor(rounded, to).map_err(|_| MoneyError::Maximum(to))?;
+    if minor > MAX_MINOR {
+        return Err(MoneyError::Maximum(to));
+    }
+    Ok(Money::new(minor, to))
+}
+
 /// Formats minor units with the currency's decimals.
 pub fn format_minor(minor: i64, currency: Currency) -> String {
     let mut d = Decimal::new(minor, currency.exponent());
@@ -257,6 +290,41 @@ mod tests {
             Err(MoneyError::Maximum(jpy))
         );
         assert_eq!(Currency::parse("U$D"), Err(MoneyError::Currency));
+    }
+
+    #[test]
+    fn conversion_rounds_once_to_the_target() {
+        let usd = Currency::USD;
+        let eur = Currency::parse("EUR").unwrap_or(usd);
+        let jpy = Currency::parse("JPY").unwrap_or(usd);
+        let kwd = Currency::parse("KWD").unwrap_or(usd);
+        let rate = |s: &str| parse_rate(s).unwrap_or_default();
+        assert_eq!(
+            convert(Money::new(10000, eur), rate("1.1"), usd),
+            Ok(Money::new(11000, usd))
+        );
+        // 12.34 EUR at 1.085 = 13.3889 USD -> 13.39
+        assert_eq!(
+            convert(Money::new(1234, eur), rate("1.085"), usd),
+            Ok(Money::new(1339, usd))
+        );
+        // 100.00 USD at 151.555 = 15155.5 JPY -> 15156 (half away from zero)
+        assert_eq!(
+            convert(Money::new(10000, usd), rate("151.555"), jpy),
+            Ok(Money::new(15156, jpy))
+        );
+        // 1000 JPY at 0.00207 = 2.07 KWD
+        assert_eq!(
+            convert(Money::new(1000, jpy), rate("0.00207"), kwd),
+            Ok(Money::new(2070, kwd))
+        );
+        assert_eq!(
+            convert(Money::new(MAX_MINOR, usd), rate("2"), eur),
+            Err(MoneyError::Maximum(eur))
+        );
+        for bad in ["0", "-1", "1.0000000000001", "1000000001", "x"] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
+        }
     }
 
     proptest! {

@@ -16,6 +16,7 @@ pub mod clicks;
 pub mod conversions;
 pub mod debugger;
 mod error;
+pub mod exchange_rates;
 mod input;
 pub mod intake;
 pub mod integrations;
@@ -115,6 +116,7 @@ pub struct Services {
     pub integrations: integrations::IntegrationService,
     pub conversions: conversions::ConversionService,
     pub payouts: payouts::PayoutService,
+    pub rates: exchange_rates::RateService,
     pub debugger: debugger::DebuggerService,
     pub intake: intake::IntakeService,
     pub clicks: clicks::ClickService,
@@ -147,6 +149,7 @@ impl Services {
             integrations: integrations::IntegrationService::new(area.clone()),
             conversions: conversions::ConversionService::new(area.clone(), pipeline.clone()),
             payouts: payouts::PayoutService::new(area.clone()),
+            rates: exchange_rates::RateService::new(area.clone()),
             debugger: debugger::DebuggerService::new(area.clone(), queue.clone())?,
             intake: intake::IntakeService::new(area.clone(), queue.clone())?,
             clicks: clicks::ClickService::new(area.clone()),

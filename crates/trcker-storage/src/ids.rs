@@ -94,6 +94,7 @@ typed_id! {
     LedgerEntryId = LedgerEntry;
     PayoutId = Payout;
     PayoutBatchId = PayoutBatch;
+    ExchangeRateId = ExchangeRate;
     EndpointId = Endpoint;
     DeliveryId = Delivery;
     AttemptId = Attempt;

@@ -125,4 +125,5 @@ tenant_owned!(
     notification_delivery,
     notification_attempt,
     audit,
+    exchange_rate,
 );

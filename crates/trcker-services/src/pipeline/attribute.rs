@@ -23,7 +23,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use trcker_domain::ConversionStatus;
 use trcker_domain::click_id::ClickId;
-use trcker_domain::money::format_minor;
+use trcker_domain::money::{self, Money, format_minor, parse_rate};
 use trcker_domain::postback::PostbackParams;
 use trcker_storage::batch::{among, insert_new, per_row};
 use trcker_storage::entities::postback::State;
@@ -31,7 +31,9 @@ use trcker_storage::entities::*;
 use trcker_storage::ids::{AffiliateId, ConversionId, IntegrationId, PostbackId, ProgramId};
 use trcker_storage::queue::Job;
 use trcker_storage::sea_orm::sea_query::Expr;
-use trcker_storage::sea_orm::{ColumnTrait, DatabaseTransaction, QueryFilter, QuerySelect};
+use trcker_storage::sea_orm::{
+    ColumnTrait, DatabaseTransaction, QueryFilter, QueryOrder, QuerySelect,
+};
 use trcker_storage::{TenantId, scoped, scoped_update};
 
 use super::commission::{CommissionItem, CommissionJob};
@@ -156,6 +158,9 @@ struct Loaded {
     /// The events other than `sale` that the batch's programs have a plan
     /// for (every program has one for `sale`).
     goals: HashSet<(ProgramId, String)>,
+    /// The tenant's rates from the currencies the batch's postbacks name
+    /// other than their offers', newest first (read only when there are).
+    rates: Vec<exchange_rate::Model>,
     clicks: HashMap<String, click::Model>,
     /// By program and code.
     coupons: HashMap<(ProgramId, String), coupon::Model>,
@@ -376,7 +381,38 @@ impl Pipeline {
             loaded.params.insert(pb.id.clone(), params);
         }
         self.load_owners(tenant, &program_ids, &mut loaded).await?;
+        self.load_rates(tenant, received, &mut loaded).await?;
         Ok(loaded)
+    }
+
+    /// The tenant's exchange rates from the currencies of postbacks whose
+    /// currency is not their offer's (no query when there are none).
+    async fn load_rates(
+        &self,
+        tenant: &TenantId,
+        received: &[postback::Model],
+        loaded: &mut Loaded,
+    ) -> Result<(), JobError> {
+        let mut foreign: Vec<String> = received
+            .iter()
+            .filter_map(|pb| {
+                let p = loaded.params.get(&pb.id)?.as_ref().ok()?;
+                let program = loaded.programs.get(&pb.program_id)?;
+                (program.currency.0 != p.currency).then(|| p.currency.code().to_owned())
+            })
+            .collect();
+        if foreign.is_empty() {
+            return Ok(());
+        }
+        foreign.sort();
+        foreign.dedup();
+        let backend = self.store.conn.get_database_backend();
+        loaded.rates = scoped::<exchange_rate::Entity>(tenant)
+            .filter(among(backend, exchange_rate::Column::FromCurrency, foreign))
+            .order_by_desc(exchange_rate::Column::ValidFrom)
+            .all(&self.store.conn)
+            .await?;
+        Ok(())
     }
 
     /// The batch's programs and its integrations' parameter aliases.
@@ -800,12 +836,14 @@ fn convert(
     let Some(program) = loaded.programs.get(&pb.program_id) else {
         return unattributed(format!("program {} is gone", pb.program_id));
     };
-    if params.currency != program.currency.0 {
-        return unattributed(format!(
-            "currency {} differs from the offer's {} and no exchange rate is configured",
-            params.currency, program.currency
-        ));
-    }
+    let fx = if params.currency != program.currency.0 {
+        match exchange(params, program, pb.created_at, &loaded.rates) {
+            Ok(fx) => Some(fx),
+            Err(reason) => return unattributed(reason),
+        }
+    } else {
+        None
+    };
     if !matches!(
         params.status,
         ConversionStatus::Approved | ConversionStatus::Pending | ConversionStatus::Rejected
@@ -837,7 +875,7 @@ fn convert(
             Some(Err(reason)) => return unattributed(reason),
             Some(Ok(found)) => found,
         };
-    let conv = new_conversion(tenant, pb, params, program, affiliate, click);
+    let conv = new_conversion(tenant, pb, params, program, affiliate, click, fx.as_ref());
     let reason = format!(
         "attributed to affiliate {} ({} {})",
         affiliate.slug,
@@ -845,6 +883,44 @@ fn convert(
         program.currency
     );
     Some(Effect::Convert { conv, reason })
+}
+
+/// A postback's amounts in its offer's currency, and the rate that
+/// converted them.
+struct Fx {
+    rate: String,
+    amount: Option<Money>,
+    payout: Option<Money>,
+}
+
+/// Converts a postback's amounts into its offer's currency with the
+/// tenant's latest rate valid when the sale happened, or says why not.
+fn exchange(
+    params: &PostbackParams,
+    program: &program::Model,
+    at: DateTime<Utc>,
+    rates: &[exchange_rate::Model],
+) -> Result<Fx, String> {
+    let to = program.currency.0;
+    let Some(rate) = rates.iter().find(|r| {
+        r.from_currency.0 == params.currency && r.to_currency.0 == to && r.valid_from <= at
+    }) else {
+        return Err(format!(
+            "currency {} differs from the offer's {} and no exchange rate is configured",
+            params.currency, program.currency
+        ));
+    };
+    let value = parse_rate(&rate.rate).map_err(|e| format!("exchange rate {}: {e}", rate.id))?;
+    let conv = |m: Option<Money>, field: &str| {
+        m.map(|m| money::convert(m, value, to))
+            .transpose()
+            .map_err(|e| format!("{field} converted at {} {e}", rate.rate))
+    };
+    Ok(Fx {
+        amount: conv(params.amount, "amount")?,
+        payout: conv(params.payout, "payout")?,
+        rate: value.to_string(),
+    })
 }
 
 /// The conversion a postback makes. One the merchant approved is held for
@@ -856,12 +932,16 @@ fn new_conversion(
     program: &program::Model,
     affiliate: &affiliate::Model,
     click: Option<&click::Model>,
+    fx: Option<&Fx>,
 ) -> conversion::Model {
     // A conversion happened when its postback arrived, however long the
     // queue took; its hold runs from then too.
     let t = pb.created_at;
-    let amount_minor = params
-        .amount
+    let (amount, payout) = match fx {
+        Some(fx) => (fx.amount, fx.payout),
+        None => (params.amount, params.payout),
+    };
+    let amount_minor = amount
         .map(|m| m.minor)
         .or(program.default_revenue_minor)
         .unwrap_or(0);
@@ -891,12 +971,15 @@ fn new_conversion(
         amount_minor,
         currency: program.currency,
         payout_minor: None,
-        payout_override_minor: params.payout.map(|m| m.minor),
+        payout_override_minor: payout.map(|m| m.minor),
         commission_explanation: None,
         commission_detail: None,
         hold_until,
         is_test: pb.is_test || params.test,
         updated_at: Utc::now(),
+        original_amount_minor: fx.and(params.amount).map(|m| m.minor),
+        original_currency: fx.map(|_| params.currency.into()),
+        exchange_rate: fx.map(|f| f.rate.clone()),
     }
 }
 

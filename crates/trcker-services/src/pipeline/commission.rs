@@ -121,6 +121,11 @@ pub struct PricingInputs {
     pub currency: String,
     /// The exchange rate applied to the amount (none: the offer's currency).
     pub exchange_rate: Option<String>,
+    /// The amount and currency the merchant sent, when converted.
+    #[serde(default)]
+    pub original_amount: Option<String>,
+    #[serde(default)]
+    pub original_currency: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -264,7 +269,12 @@ fn commission_for(conv: &conversion::Model, plans: &Plans) -> Result<Priced, Job
         event: conv.event.clone(),
         amount: amount.amount_string(),
         currency: currency.code().to_owned(),
-        exchange_rate: None,
+        exchange_rate: conv.exchange_rate.clone(),
+        original_amount: conv
+            .original_amount_minor
+            .zip(conv.original_currency)
+            .map(|(m, c)| Money::new(m, c.0).amount_string()),
+        original_currency: conv.original_currency.map(|c| c.to_string()),
     };
     let priced = |commission: Commission,
                   source: &str,

@@ -33,6 +33,11 @@ pub struct Model {
     pub hold_until: Option<DateTimeUtc>,
     pub is_test: bool,
     pub updated_at: DateTimeUtc,
+    /// The amount the merchant sent, when it was in another currency.
+    pub original_amount_minor: Option<i64>,
+    pub original_currency: Option<CurrencyCode>,
+    /// The rate that converted it (one original unit in the offer's currency).
+    pub exchange_rate: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

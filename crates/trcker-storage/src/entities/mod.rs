@@ -10,6 +10,7 @@ pub mod click;
 pub mod commission_plan;
 pub mod conversion;
 pub mod coupon;
+pub mod exchange_rate;
 pub mod global_key;
 pub mod integration;
 pub mod ledger_entry;
