@@ -20,6 +20,7 @@ mod m20261202_000007_payouts_and_review;
 mod m20261202_000008_conversions_by_event;
 mod m20261202_000009_plan_versions;
 mod m20261202_000010_exchange_rates;
+mod m20261202_000011_ledger_adjustments;
 
 use m20261202_000006_keys_by_tenant::REKEYED_TABLES;
 
@@ -52,6 +53,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000008_conversions_by_event::Migration),
             Box::new(m20261202_000009_plan_versions::Migration),
             Box::new(m20261202_000010_exchange_rates::Migration),
+            Box::new(m20261202_000011_ledger_adjustments::Migration),
         ]
     }
 }

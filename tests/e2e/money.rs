@@ -833,7 +833,8 @@ async fn plan_versions_and_explanations(app: &TestApp) {
             "plan_version": 1,
             "rule": {"type": "percent", "flat": null, "percent": "10", "max": null},
             "tier": null,
-            "inputs": {"event": "sale", "amount": "79.00", "currency": "USD", "exchange_rate": null},
+            "inputs": {"event": "sale", "amount": "79.00", "currency": "USD", "exchange_rate": null,
+                       "original_amount": null, "original_currency": null},
             "result": {"payout": "7.90", "currency": "USD", "uncapped": null},
             "sentence": "10% of 79.00 USD = 7.90 USD"
         }),
@@ -1015,3 +1016,74 @@ async fn foreign_currency_sales_with_and_without_a_rate(app: &TestApp) {
 }
 
 on_both_databases!(foreign_currency_sales_with_and_without_a_rate);
+
+/// Manual adjustments are ledger entries with their reason and key,
+/// payable at once, listed with the rest of the ledger.
+async fn manual_adjustments_are_booked_and_paid(app: &TestApp) {
+    let jane = AffiliateServer::start(200).await;
+    let s = app.quickstart_setup("acme", &jane.url).await;
+    let key = &s.tenant.key;
+    let adjust = |amount: &str, reason: &str| {
+        json!({"affiliate_id": s.affiliate_id, "program_id": s.program_id,
+               "amount": amount, "reason": reason})
+    };
+    for (body, field) in [
+        (adjust("0", "nothing"), "amount"),
+        (adjust("1.005", "too fine"), "amount"),
+        (adjust("10000000000.01", "too much"), "amount"),
+        (adjust("5", " "), "reason"),
+        (
+            json!({"affiliate_id": "aff_nope", "program_id": s.program_id, "amount": "5", "reason": "x"}),
+            "affiliate_id",
+        ),
+    ] {
+        let (status, p) = app.post("/api/v1/ledger/adjustments", key, body).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{p}");
+        assert_eq!(p["errors"][0]["field"], field, "{p}");
+    }
+    let (status, bonus) = app
+        .post(
+            "/api/v1/ledger/adjustments",
+            key,
+            adjust("25.00", "launch bonus"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{bonus}");
+    assert_eq!(bonus["kind"], "adjustment");
+    assert_eq!(bonus["amount"], "25.00");
+    assert!(bonus["conversion_id"].is_null());
+    assert!(
+        bonus["actor"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("api_key:")),
+        "{bonus}"
+    );
+    let (status, fix) = app
+        .post(
+            "/api/v1/ledger/adjustments",
+            key,
+            adjust("-4.50", "double-counted lead"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{fix}");
+    assert!(
+        fix["explanation"]
+            .as_str()
+            .is_some_and(|e| e.contains("-4.50 USD") && e.ends_with(": double-counted lead")),
+        "{fix}"
+    );
+    let (_, list) = app.get("/api/v1/ledger/entries?kind=adjustment", key).await;
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(2), "{list}");
+    let (status, _) = app.get("/api/v1/ledger/entries?kind=bonus", key).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    // Payable at once: a batch pays their sum.
+    let (status, batch) = app.post("/api/v1/payouts", key, json!({})).await;
+    assert_eq!(status, StatusCode::CREATED, "{batch}");
+    assert_eq!(batch["payouts"][0]["amount"], "20.50", "{batch}");
+    assert_eq!(batch["payouts"][0]["entry_count"], 2);
+    let other = app.create_tenant("globex").await;
+    let (_, list) = app.get("/api/v1/ledger/entries", &other.key).await;
+    assert_eq!(list["items"], json!([]));
+}
+
+on_both_databases!(manual_adjustments_are_booked_and_paid);

@@ -11,6 +11,7 @@ use trcker_services::conversions::ConversionError;
 use trcker_services::debugger::DebuggerError;
 use trcker_services::exchange_rates::RateError;
 use trcker_services::integrations::IntegrationError;
+use trcker_services::ledger::LedgerError;
 use trcker_services::links::LinkError;
 use trcker_services::payouts::PayoutError;
 use trcker_services::programs::ProgramError;
@@ -182,6 +183,16 @@ impl From<ConversionError> for ApiError {
                 ApiError::new(Code::ConversionMoveRefused, e.to_string())
             }
             ConversionError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<LedgerError> for ApiError {
+    fn from(e: LedgerError) -> Self {
+        match e {
+            LedgerError::Access(e) => e.into(),
+            LedgerError::Invalid(e) => e.into(),
+            LedgerError::Store(e) => e.into(),
         }
     }
 }

@@ -16,6 +16,7 @@ mod coupons;
 mod error;
 mod exchange_rates;
 mod integrations;
+mod ledger;
 mod links;
 mod payouts;
 mod postbacks;
@@ -45,7 +46,7 @@ enum ApiTags {
     Coupons,
     /// Tracking links (`/c/{code}`).
     Links,
-    /// Payout batches and payouts of approved balances.
+    /// The ledger, manual adjustments, payout batches and payouts of approved balances.
     Payouts,
     /// Exchange rates for sales in other currencies than their offer's.
     ExchangeRates,
@@ -62,6 +63,7 @@ type Apis = (
     conversions::ConversionsApi,
     payouts::PayoutsApi,
     exchange_rates::ExchangeRatesApi,
+    ledger::LedgerApi,
 );
 
 fn apis(s: &Services) -> Apis {
@@ -106,6 +108,10 @@ fn apis(s: &Services) -> Apis {
         },
         exchange_rates::ExchangeRatesApi {
             rates: s.rates.clone(),
+            auth: auth.clone(),
+        },
+        ledger::LedgerApi {
+            ledger: s.ledger.clone(),
             auth,
         },
     )

@@ -9,12 +9,13 @@ use trcker_services::ledger::format_sum;
 use trcker_services::payouts::{
     Batch, Carried, NewBatch, PayoutFilter, PayoutService, PayoutView, batch_csv,
 };
-use trcker_services::storage::entities::{ledger_entry, payout};
+use trcker_services::storage::entities::payout;
 
 use crate::ApiTags;
 use crate::auth::{Authenticator, BearerAuth};
 use crate::common::{Created, money};
 use crate::error::ApiError;
+use crate::ledger::EntryOut;
 
 pub struct PayoutsApi {
     pub payouts: PayoutService,
@@ -212,35 +213,6 @@ impl From<payout::Model> for PayoutOut {
             failure_reason: p.failure_reason,
             paid_at: p.paid_at,
             created_at: p.created_at,
-        }
-    }
-}
-
-#[derive(Debug, Object)]
-pub struct EntryOut {
-    pub id: String,
-    /// `commission` or `reversal`.
-    pub kind: String,
-    pub conversion_id: String,
-    pub program_id: String,
-    pub amount: String,
-    pub currency: String,
-    /// Why the entry is what it is.
-    pub explanation: String,
-    pub created_at: DateTime<Utc>,
-}
-
-impl From<ledger_entry::Model> for EntryOut {
-    fn from(e: ledger_entry::Model) -> Self {
-        EntryOut {
-            amount: money(e.amount_minor, e.currency.0),
-            id: e.id.into(),
-            kind: e.kind.to_string(),
-            conversion_id: e.conversion_id.into(),
-            program_id: e.program_id.into(),
-            currency: e.currency.to_string(),
-            explanation: e.explanation,
-            created_at: e.created_at,
         }
     }
 }

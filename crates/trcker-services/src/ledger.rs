@@ -26,17 +26,24 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use trcker_domain::ConversionStatus;
-use trcker_domain::money::{Currency, format_minor};
+use trcker_domain::Fields;
+use trcker_domain::ids::IdKind;
+use trcker_domain::money::{Currency, Money, format_minor};
 use trcker_storage::TenantId;
-use trcker_storage::batch::pow2_chunks;
-use trcker_storage::entities::{conversion, ledger_entry};
+use trcker_storage::batch::{insert, pow2_chunks};
+use trcker_storage::entities::{affiliate, conversion, ledger_entry, program};
 use trcker_storage::ids::{ConversionId, LedgerEntryId, PayoutId};
 use trcker_storage::sea_orm::sea_query::Expr;
 use trcker_storage::sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, IntoActiveModel,
-    QueryFilter,
+    QueryFilter, QueryOrder, QuerySelect,
 };
-use trcker_storage::{scoped, scoped_update_by_id};
+use trcker_storage::{scoped, scoped_by_id, scoped_update_by_id};
+
+use crate::areas::Area;
+use crate::auth::{AccessError, Caller};
+use crate::conversions::{Page, page_limit, page_of};
+use crate::error::{Invalid, StoreError, from_store};
 
 /// Inserts ledger entries in `txn`: one per conversion and entry key, whoever
 /// gets there first (a repeat is left out, not an error).
@@ -148,7 +155,7 @@ fn reversal(
         created_at: t,
         affiliate_id: conv.affiliate_id.clone(),
         program_id: conv.program_id.clone(),
-        conversion_id: conv.id.clone(),
+        conversion_id: Some(conv.id.clone()),
         entry_key: format!("reversal:{}", to.as_str()),
         kind: ledger_entry::Kind::Reversal,
         amount_minor: -owed,
@@ -165,6 +172,184 @@ fn reversal(
         is_test: conv.is_test,
         actor: cause.actor.clone(),
     }
+}
+
+/// A manual adjustment: a bonus (positive) or a correction (negative)
+/// for an affiliate, in a program's currency, with its reason.
+#[derive(Debug, Default)]
+pub struct NewAdjustment {
+    pub affiliate_id: String,
+    pub program_id: String,
+    /// A signed decimal string in the program's currency: "25.00", "-4.50".
+    pub amount: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Default)]
+pub struct EntryFilter {
+    pub affiliate_id: Option<String>,
+    pub program_id: Option<String>,
+    pub conversion_id: Option<String>,
+    pub payout_id: Option<String>,
+    /// `commission`, `reversal` or `adjustment`.
+    pub kind: Option<String>,
+    pub cursor: Option<String>,
+    pub limit: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error(transparent)]
+    Access(#[from] AccessError),
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+from_store!(LedgerError);
+
+/// The ledger as the tenant reads and corrects it.
+#[derive(Clone)]
+pub struct LedgerService {
+    area: Area,
+}
+
+impl LedgerService {
+    pub(crate) fn new(area: Area) -> Self {
+        LedgerService { area }
+    }
+
+    /// Books a manual adjustment, with its reason and the acting key, and
+    /// its audit record; it is payable at once.
+    pub async fn adjust(
+        &self,
+        caller: &Caller,
+        input: NewAdjustment,
+    ) -> Result<ledger_entry::Model, LedgerError> {
+        let tenant = caller.tenant_admin()?;
+        let db = &self.area.store.conn;
+        let mut f = Fields::default();
+        let affiliate = scoped_by_id::<affiliate::Entity>(tenant, &input.affiliate_id)
+            .one(db)
+            .await?;
+        if affiliate.is_none() {
+            f.error("affiliate_id", "no affiliate with this id");
+        }
+        let program = scoped_by_id::<program::Entity>(tenant, &input.program_id)
+            .one(db)
+            .await?;
+        if program.is_none() {
+            f.error("program_id", "no program with this id");
+        }
+        let currency = program.as_ref().map_or(Currency::USD, |p| p.currency.0);
+        let amount = f.take("amount", signed_amount(&input.amount, currency));
+        let reason = input.reason.trim();
+        if reason.is_empty() || reason.chars().count() > 500 {
+            f.error("reason", "must be from 1 to 500 characters");
+        } else if reason.chars().any(char::is_control) {
+            f.error("reason", "must not contain control characters");
+        }
+        let (affiliate, program, amount) = f.done((affiliate, program, amount)).map_err(Invalid)?;
+        let t = Utc::now();
+        let actor = caller.actor();
+        let id = LedgerEntryId::generate();
+        let entry = ledger_entry::Model {
+            entry_key: format!("adjustment:{id}"),
+            id,
+            tenant_id: tenant.clone(),
+            created_at: t,
+            affiliate_id: affiliate.id,
+            program_id: program.id,
+            conversion_id: None,
+            kind: ledger_entry::Kind::Adjustment,
+            amount_minor: amount,
+            currency: currency.into(),
+            explanation: format!(
+                "manual adjustment of {} {currency} by {actor}: {reason}",
+                format_minor(amount, currency)
+            ),
+            available_at: t,
+            payout_id: None,
+            is_test: false,
+            actor: Some(actor),
+        };
+        let txn = self.area.store.write_txn().await?;
+        insert(&txn, entry.clone()).await?;
+        crate::audit::record_with(
+            &txn,
+            tenant,
+            caller,
+            "ledger.adjust",
+            "ledger_entry",
+            entry.id.as_str(),
+            Some(serde_json::json!({
+                "affiliate_id": entry.affiliate_id.as_str(),
+                "program_id": entry.program_id.as_str(),
+                "amount": format_minor(amount, currency),
+                "currency": currency.code(),
+                "reason": reason,
+            })),
+        )
+        .await?;
+        txn.commit().await?;
+        Ok(entry)
+    }
+
+    /// Ledger entries, newest first, by cursor.
+    pub async fn entries(
+        &self,
+        caller: &Caller,
+        f: EntryFilter,
+    ) -> Result<Page<ledger_entry::Model>, LedgerError> {
+        use ledger_entry::Column as C;
+        let tenant = caller.tenant()?;
+        let limit = page_limit(f.limit)?;
+        let mut q = scoped::<ledger_entry::Entity>(tenant);
+        if let Some(k) = f.kind {
+            let k: ledger_entry::Kind = k.parse().map_err(|_| {
+                Invalid::field("kind", "must be one of commission, reversal, adjustment")
+            })?;
+            q = q.filter(C::Kind.eq(k));
+        }
+        if let Some(v) = f.affiliate_id {
+            q = q.filter(C::AffiliateId.eq(v));
+        }
+        if let Some(v) = f.program_id {
+            q = q.filter(C::ProgramId.eq(v));
+        }
+        if let Some(v) = f.conversion_id {
+            q = q.filter(C::ConversionId.eq(v));
+        }
+        if let Some(v) = f.payout_id {
+            q = q.filter(C::PayoutId.eq(v));
+        }
+        if let Some(cur) = f.cursor {
+            if !IdKind::LedgerEntry.matches(&cur) {
+                return Err(Invalid::field("cursor", "is not a cursor this API returned").into());
+            }
+            q = q.filter(C::Id.lt(cur));
+        }
+        let items = q
+            .order_by_desc(C::Id)
+            .limit(limit + 1)
+            .all(&self.area.store.conn)
+            .await?;
+        Ok(page_of(items, limit, |e| e.id.as_str()))
+    }
+}
+
+/// A signed amount ("-4.50"), not zero, at most the maximum either way.
+fn signed_amount(s: &str, currency: Currency) -> Result<i64, String> {
+    let s = s.trim();
+    let (negative, digits) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    let m = Money::parse(digits, currency).map_err(|e| e.to_string())?;
+    if m.minor == 0 {
+        return Err("must not be zero".into());
+    }
+    Ok(if negative { -m.minor } else { m.minor })
 }
 
 /// An affiliate's balances in one currency, in minor units.
@@ -225,7 +410,11 @@ pub fn where_entry_stands(
         return Standing::Paid;
     }
     if e.payout_id.is_none()
-        && status.get(&e.conversion_id).copied() == Some(ConversionStatus::Pending)
+        && e.conversion_id
+            .as_ref()
+            .and_then(|c| status.get(c))
+            .copied()
+            == Some(ConversionStatus::Pending)
     {
         return Standing::Pending;
     }
@@ -311,7 +500,7 @@ mod tests {
             created_at: t,
             affiliate_id: AffiliateId::generate(),
             program_id: ProgramId::generate(),
-            conversion_id: conv.clone(),
+            conversion_id: Some(conv.clone()),
             entry_key: key.into(),
             kind: if amount < 0 {
                 ledger_entry::Kind::Reversal

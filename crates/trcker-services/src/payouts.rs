@@ -2,7 +2,8 @@
 //!
 //! A batch (`create_batch`) takes every affiliate's payable entries (in no
 //! payout yet, not test, and whose conversion is no longer pending: an
-//! approved commission, a reversal, which nets against it) and makes one
+//! approved commission, a reversal, which nets against it, a manual
+//! adjustment) and makes one
 //! payout per affiliate and currency whose sum reaches the minimum (the
 //! request's, else the highest of the programs' involved). An affiliate
 //! below it, or with a negative balance after a clawback, is carried to the
@@ -266,7 +267,11 @@ impl PayoutService {
         let mut q = scoped::<ledger_entry::Entity>(tenant)
             .filter(L::PayoutId.is_null())
             .filter(L::IsTest.eq(false))
-            .filter(L::ConversionId.not_in_subquery(pending));
+            .filter(
+                trcker_storage::sea_orm::Condition::any()
+                    .add(L::ConversionId.is_null())
+                    .add(L::ConversionId.not_in_subquery(pending)),
+            );
         if let Some(c) = currency {
             q = q.filter(L::Currency.eq(c.code()));
         }

@@ -405,7 +405,7 @@ fn commission_entry(
         created_at: t,
         affiliate_id: conv.affiliate_id.clone(),
         program_id: conv.program_id.clone(),
-        conversion_id: conv.id.clone(),
+        conversion_id: Some(conv.id.clone()),
         entry_key: "commission".into(),
         kind: ledger_entry::Kind::Commission,
         amount_minor: commission.payout.minor,

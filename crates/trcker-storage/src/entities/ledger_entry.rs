@@ -15,7 +15,8 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     pub affiliate_id: AffiliateId,
     pub program_id: ProgramId,
-    pub conversion_id: ConversionId,
+    /// None for a manual adjustment.
+    pub conversion_id: Option<ConversionId>,
     pub entry_key: String,
     pub kind: Kind,
     pub amount_minor: i64,
@@ -34,9 +35,11 @@ pub enum Relation {}
 impl ActiveModelBehavior for ActiveModel {}
 
 super::text_enum! {
-    /// What an entry books: a commission, or the reversal of what was booked.
+    /// What an entry books: a commission, the reversal of what was booked,
+    /// or a manual adjustment (with its reason and the key that made it).
     pub enum Kind ("ledger entry kind") {
         Commission = "commission",
         Reversal = "reversal",
+        Adjustment = "adjustment",
     }
 }
