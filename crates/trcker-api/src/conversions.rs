@@ -8,7 +8,7 @@ use poem_openapi::{Object, OpenApi};
 use trcker_services::conversions::{
     BulkOutcome, ConversionFilter, ConversionService, Review, Selection,
 };
-use trcker_services::pipeline::commission::Pricing;
+use trcker_services::pipeline::commission::{Pricing, pricing_of};
 use trcker_services::storage::entities::conversion;
 
 use crate::ApiTags;
@@ -308,7 +308,9 @@ pub struct ConversionOut {
 
 impl From<conversion::Model> for ConversionOut {
     fn from(c: conversion::Model) -> Self {
+        let commission = pricing_of(&c).map(Into::into);
         ConversionOut {
+            commission,
             amount: money(c.amount_minor, c.currency.0),
             payout: c.payout_minor.map(|m| money(m, c.currency.0)),
             id: c.id.into(),
@@ -317,11 +319,6 @@ impl From<conversion::Model> for ConversionOut {
             event: c.event,
             currency: c.currency.to_string(),
             commission_explanation: c.commission_explanation,
-            commission: c
-                .commission_detail
-                .as_deref()
-                .and_then(|d| serde_json::from_str::<Pricing>(d).ok())
-                .map(Into::into),
             affiliate_id: c.affiliate_id.into(),
             program_id: c.program_id.into(),
             click_id: c.click_id,

@@ -87,9 +87,28 @@ impl PipelineJob for CommissionJob {
 /// Plans by (offer, event), every version, newest first.
 type Plans = HashMap<(ProgramId, String), Vec<commission_plan::Model>>;
 
-/// What priced a conversion's commission, stored with it as JSON and shown
-/// by `GET /api/v1/conversions/{id}`.
+/// What priced a conversion's commission that its row does not hold
+/// already, stored with it as compact JSON (`commission_detail`): the
+/// inputs and the result are the conversion's own columns.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PricingRecord {
+    /// `affiliate_plan`, `program_plan`, `postback_payout` or `no_plan`.
+    pub source: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_version: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<PricedRule>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uncapped: Option<String>,
+}
+
+/// What priced a conversion's commission, as `GET /api/v1/conversions/{id}`
+/// shows it: the stored record with the conversion's inputs and result.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pricing {
     /// `affiliate_plan`, `program_plan`, `postback_payout` or `no_plan`.
     pub source: String,
@@ -108,13 +127,16 @@ pub struct Pricing {
 pub struct PricedRule {
     /// `flat`, `percent` or `combined`.
     pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flat: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub percent: Option<String>,
     /// The plan's maximum per conversion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PricingInputs {
     pub event: String,
     pub amount: String,
@@ -122,18 +144,46 @@ pub struct PricingInputs {
     /// The exchange rate applied to the amount (none: the offer's currency).
     pub exchange_rate: Option<String>,
     /// The amount and currency the merchant sent, when converted.
-    #[serde(default)]
     pub original_amount: Option<String>,
-    #[serde(default)]
     pub original_currency: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PricingResult {
     pub payout: String,
     pub currency: String,
     /// What the rule gave before the plan's maximum cut it.
     pub uncapped: Option<String>,
+}
+
+/// What priced a conversion, once it is priced.
+pub fn pricing_of(conv: &conversion::Model) -> Option<Pricing> {
+    let record: PricingRecord = serde_json::from_str(conv.commission_detail.as_deref()?).ok()?;
+    let currency = conv.currency.0;
+    Some(Pricing {
+        source: record.source,
+        plan_id: record.plan_id,
+        plan_version: record.plan_version,
+        rule: record.rule,
+        tier: record.tier,
+        inputs: PricingInputs {
+            event: conv.event.clone(),
+            amount: Money::new(conv.amount_minor, currency).amount_string(),
+            currency: currency.code().to_owned(),
+            exchange_rate: conv.exchange_rate.clone(),
+            original_amount: conv
+                .original_amount_minor
+                .zip(conv.original_currency)
+                .map(|(m, c)| Money::new(m, c.0).amount_string()),
+            original_currency: conv.original_currency.map(|c| c.to_string()),
+        },
+        result: PricingResult {
+            payout: Money::new(conv.payout_minor?, currency).amount_string(),
+            currency: currency.code().to_owned(),
+            uncapped: record.uncapped,
+        },
+        sentence: conv.commission_explanation.clone().unwrap_or_default(),
+    })
 }
 
 impl Pipeline {
@@ -236,7 +286,7 @@ impl Pipeline {
 /// A commission and what priced it.
 struct Priced {
     commission: Commission,
-    pricing: Pricing,
+    record: PricingRecord,
 }
 
 /// The plan in force for a conversion when it happened: the affiliate's
@@ -265,34 +315,17 @@ fn plan_in_force<'a>(
 fn commission_for(conv: &conversion::Model, plans: &Plans) -> Result<Priced, JobError> {
     let currency = conv.currency.0;
     let amount = Money::new(conv.amount_minor, currency);
-    let inputs = PricingInputs {
-        event: conv.event.clone(),
-        amount: amount.amount_string(),
-        currency: currency.code().to_owned(),
-        exchange_rate: conv.exchange_rate.clone(),
-        original_amount: conv
-            .original_amount_minor
-            .zip(conv.original_currency)
-            .map(|(m, c)| Money::new(m, c.0).amount_string()),
-        original_currency: conv.original_currency.map(|c| c.to_string()),
-    };
     let priced = |commission: Commission,
                   source: &str,
                   plan: Option<&commission_plan::Model>,
                   rule: Option<PricedRule>| Priced {
-        pricing: Pricing {
+        record: PricingRecord {
             source: source.to_owned(),
             plan_id: plan.map(|p| p.id.to_string()),
             plan_version: plan.map(|p| p.version),
             rule,
             tier: None,
-            inputs: inputs.clone(),
-            result: PricingResult {
-                payout: commission.payout.amount_string(),
-                currency: currency.code().to_owned(),
-                uncapped: commission.uncapped.map(|m| m.amount_string()),
-            },
-            sentence: commission.explanation.clone(),
+            uncapped: commission.uncapped.map(|m| m.amount_string()),
         },
         commission,
     };
@@ -376,7 +409,7 @@ async fn set_payouts(
                 C::Id,
                 computed
                     .iter()
-                    .map(|(c, m)| (&c.id, serde_json::to_string(&m.pricing).unwrap_or_default())),
+                    .map(|(c, m)| (&c.id, serde_json::to_string(&m.record).unwrap_or_default())),
             ),
         )
         .col_expr(C::UpdatedAt, Expr::value(t))
