@@ -36,6 +36,35 @@ async fn entries(app: &TestApp, conversion_id: &str) -> Vec<ledger_entry::Model>
         .expect("ledger")
 }
 
+/// Gives Jane a postback template that carries `{status}` and the offer a
+/// 30-day hold.
+async fn hold_and_tell_statuses(app: &TestApp, s: &Setup, jane: &AffiliateServer) {
+    let template = format!(
+        "{}/pb?cid={{click_id}}&status={{status}}&payout={{payout}}",
+        jane.url
+    );
+    for (path, body) in [
+        (
+            format!("/api/v1/affiliates/{}", s.affiliate_id),
+            json!({"postback_url": template}),
+        ),
+        (
+            format!("/api/v1/programs/{}", s.program_id),
+            json!({"hold_days": 30}),
+        ),
+    ] {
+        let (status, answer) = app
+            .api(
+                reqwest::Method::PATCH,
+                &path,
+                Some(&s.tenant.key),
+                Some(body),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+    }
+}
+
 /// Reads notifications until one names `status` (the test's affiliate URL
 /// carries `{status}`); the earlier ones are the sales'.
 async fn notified(jane: &AffiliateServer, status: &str) -> String {
@@ -52,24 +81,7 @@ async fn review_one_by_one_and_in_bulk(app: &TestApp) {
     let s = app.quickstart_setup("acme", &jane.url).await;
     let key = &s.tenant.key;
     // Jane's tracker tells statuses apart; the offer holds sales 30 days.
-    let (status, body) = app
-        .api(
-            reqwest::Method::PATCH,
-            &format!("/api/v1/affiliates/{}", s.affiliate_id),
-            Some(key),
-            Some(json!({"postback_url": format!("{}/pb?cid={{click_id}}&status={{status}}&payout={{payout}}", jane.url)})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, body) = app
-        .api(
-            reqwest::Method::PATCH,
-            &format!("/api/v1/programs/{}", s.program_id),
-            Some(key),
-            Some(json!({"hold_days": 30})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    hold_and_tell_statuses(app, &s, &jane).await;
     let ids = sales(
         app,
         &s,
@@ -649,24 +661,7 @@ async fn holds_end_in_one_approval_across_worker_processes(app: &TestApp) {
     let jane = AffiliateServer::start(200).await;
     let s = app.quickstart_setup("acme", &jane.url).await;
     let key = &s.tenant.key;
-    let (status, body) = app
-        .api(
-            reqwest::Method::PATCH,
-            &format!("/api/v1/affiliates/{}", s.affiliate_id),
-            Some(key),
-            Some(json!({"postback_url": format!("{}/pb?cid={{click_id}}&status={{status}}", jane.url)})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, body) = app
-        .api(
-            reqwest::Method::PATCH,
-            &format!("/api/v1/programs/{}", s.program_id),
-            Some(key),
-            Some(json!({"hold_days": 30})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    hold_and_tell_statuses(app, &s, &jane).await;
     let second = app.start_workers().await;
     let ids = sales(app, &s, &[("h1", "100"), ("h2", "40")]).await;
     notified(&jane, "pending").await;

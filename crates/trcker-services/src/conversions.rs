@@ -16,8 +16,10 @@ use trcker_domain::ConversionStatus;
 use trcker_domain::ids::IdKind;
 use trcker_storage::batch::among;
 use trcker_storage::entities::conversion;
-use trcker_storage::sea_orm::{ColumnTrait, QueryFilter, QueryOrder, QuerySelect, Select};
-use trcker_storage::{Store, TenantId, scoped, scoped_by_id};
+use trcker_storage::sea_orm::{
+    ColumnTrait, ConnectionTrait, DbErr, QueryFilter, QueryOrder, QuerySelect, Select,
+};
+use trcker_storage::{Store, TenantId, TenantOwned, scoped, scoped_by_id};
 
 use crate::areas::Area;
 use crate::auth::{AccessError, Caller};
@@ -145,6 +147,37 @@ pub(crate) fn page_limit(limit: Option<u64>) -> Result<u64, Invalid> {
             format!("must be from 1 to {MAX_LIMIT}"),
         ))
     }
+}
+
+/// The page of `q` after `cursor` (the last id of the page before, an id
+/// of `kind`), newest first: the checked `limit` of rows, and one more to
+/// tell whether a next page exists.
+pub(crate) async fn newest_page<E, Er>(
+    q: Select<E>,
+    kind: IdKind,
+    cursor: Option<String>,
+    limit: Option<u64>,
+    db: &impl ConnectionTrait,
+    id: impl Fn(&E::Model) -> &str,
+) -> Result<Page<E::Model>, Er>
+where
+    E: TenantOwned,
+    Er: From<Invalid> + From<DbErr>,
+{
+    let limit = page_limit(limit)?;
+    let mut q = q;
+    if let Some(cur) = cursor {
+        if !kind.matches(&cur) {
+            return Err(Invalid::field("cursor", "is not a cursor this API returned").into());
+        }
+        q = q.filter(E::id_column().lt(cur));
+    }
+    let items = q
+        .order_by_desc(E::id_column())
+        .limit(limit + 1)
+        .all(db)
+        .await?;
+    Ok(page_of(items, limit, id))
 }
 
 /// Cuts a page fetched with one row more than `limit`: the cursor of the

@@ -11,12 +11,12 @@ use trcker_domain::money::{Currency, parse_rate};
 use trcker_storage::batch::insert;
 use trcker_storage::entities::exchange_rate;
 use trcker_storage::ids::ExchangeRateId;
-use trcker_storage::sea_orm::{ColumnTrait, QueryFilter, QueryOrder, QuerySelect};
+use trcker_storage::sea_orm::{ColumnTrait, QueryFilter};
 use trcker_storage::{Store, scoped};
 
 use crate::areas::Area;
 use crate::auth::{AccessError, Caller};
-use crate::conversions::{Page, page_limit, page_of};
+use crate::conversions::{Page, newest_page};
 use crate::error::{Invalid, StoreError, from_store};
 
 #[derive(Debug, thiserror::Error)]
@@ -118,15 +118,9 @@ impl RateService {
     ) -> Result<Page<exchange_rate::Model>, RateError> {
         use exchange_rate::Column as C;
         let tenant = caller.tenant()?;
-        let limit = page_limit(f.limit)?;
         let mut fields = Fields::default();
         let from = fields.take_opt("from", f.from.as_deref().map(Currency::parse));
         let to = fields.take_opt("to", f.to.as_deref().map(Currency::parse));
-        if let Some(cur) = &f.cursor
-            && !IdKind::ExchangeRate.matches(cur)
-        {
-            fields.error("cursor", "is not a cursor this API returned");
-        }
         let (from, to) = fields.done((from, to)).map_err(Invalid)?;
         let mut q = scoped::<exchange_rate::Entity>(tenant);
         if let Some(c) = from {
@@ -135,14 +129,14 @@ impl RateService {
         if let Some(c) = to {
             q = q.filter(C::ToCurrency.eq(c.code()));
         }
-        if let Some(cur) = f.cursor {
-            q = q.filter(C::Id.lt(cur));
-        }
-        let items = q
-            .order_by_desc(C::Id)
-            .limit(limit + 1)
-            .all(&self.store().conn)
-            .await?;
-        Ok(page_of(items, limit, |r| r.id.as_str()))
+        newest_page(
+            q,
+            IdKind::ExchangeRate,
+            f.cursor,
+            f.limit,
+            &self.store().conn,
+            |r| r.id.as_str(),
+        )
+        .await
     }
 }

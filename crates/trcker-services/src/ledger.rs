@@ -36,13 +36,13 @@ use trcker_storage::ids::{ConversionId, LedgerEntryId, PayoutId};
 use trcker_storage::sea_orm::sea_query::Expr;
 use trcker_storage::sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, IntoActiveModel,
-    QueryFilter, QueryOrder, QuerySelect,
+    QueryFilter,
 };
 use trcker_storage::{scoped, scoped_by_id, scoped_update_by_id};
 
 use crate::areas::Area;
 use crate::auth::{AccessError, Caller};
-use crate::conversions::{Page, page_limit, page_of};
+use crate::conversions::{Page, newest_page};
 use crate::error::{Invalid, StoreError, from_store};
 
 /// Inserts ledger entries in `txn`: one per conversion and entry key, whoever
@@ -303,7 +303,6 @@ impl LedgerService {
     ) -> Result<Page<ledger_entry::Model>, LedgerError> {
         use ledger_entry::Column as C;
         let tenant = caller.tenant()?;
-        let limit = page_limit(f.limit)?;
         let mut q = scoped::<ledger_entry::Entity>(tenant);
         if let Some(k) = f.kind {
             let k: ledger_entry::Kind = k.parse().map_err(|_| {
@@ -323,18 +322,11 @@ impl LedgerService {
         if let Some(v) = f.payout_id {
             q = q.filter(C::PayoutId.eq(v));
         }
-        if let Some(cur) = f.cursor {
-            if !IdKind::LedgerEntry.matches(&cur) {
-                return Err(Invalid::field("cursor", "is not a cursor this API returned").into());
-            }
-            q = q.filter(C::Id.lt(cur));
-        }
-        let items = q
-            .order_by_desc(C::Id)
-            .limit(limit + 1)
-            .all(&self.area.store.conn)
-            .await?;
-        Ok(page_of(items, limit, |e| e.id.as_str()))
+        let db = &self.area.store.conn;
+        newest_page(q, IdKind::LedgerEntry, f.cursor, f.limit, db, |e| {
+            e.id.as_str()
+        })
+        .await
     }
 }
 

@@ -37,7 +37,7 @@ use trcker_storage::{Store, TenantId, scoped, scoped_by_id, scoped_update, scope
 
 use crate::areas::Area;
 use crate::auth::{AccessError, Caller};
-use crate::conversions::{Page, page_limit, page_of};
+use crate::conversions::{Page, newest_page};
 use crate::error::{Invalid, StoreError, from_store};
 use crate::ledger::format_sum;
 
@@ -323,7 +323,6 @@ impl PayoutService {
     ) -> Result<Page<payout::Model>, PayoutError> {
         use payout::Column as C;
         let tenant = caller.tenant()?;
-        let limit = page_limit(f.limit)?;
         let mut q = scoped::<payout::Entity>(tenant);
         if let Some(s) = f.status {
             let s: PayoutStatus = s
@@ -337,18 +336,15 @@ impl PayoutService {
         if let Some(v) = f.batch_id {
             q = q.filter(C::BatchId.eq(v));
         }
-        if let Some(cur) = f.cursor {
-            if !IdKind::Payout.matches(&cur) {
-                return Err(Invalid::field("cursor", "is not a cursor this API returned").into());
-            }
-            q = q.filter(C::Id.lt(cur));
-        }
-        let items = q
-            .order_by_desc(C::Id)
-            .limit(limit + 1)
-            .all(&self.store().conn)
-            .await?;
-        Ok(page_of(items, limit, |p| p.id.as_str()))
+        newest_page(
+            q,
+            IdKind::Payout,
+            f.cursor,
+            f.limit,
+            &self.store().conn,
+            |p| p.id.as_str(),
+        )
+        .await
     }
 
     /// A batch's payouts with their affiliates, for its CSV export.
