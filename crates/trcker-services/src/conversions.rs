@@ -413,17 +413,9 @@ fn refusal(conv: &conversion::Model, to: ConversionStatus) -> Option<String> {
 /// A review's reason: trimmed, at most [`MAX_REASON`] characters, none if
 /// blank.
 fn parse_reason(reason: Option<String>) -> Result<Option<String>, Invalid> {
-    match reason.as_deref().map(str::trim) {
-        None | Some("") => Ok(None),
-        Some(r) if r.chars().count() > MAX_REASON => Err(Invalid::field(
-            "reason",
-            format!("must be at most {MAX_REASON} characters"),
-        )),
-        Some(r) if r.chars().any(char::is_control) => Err(Invalid::field(
-            "reason",
-            "must not contain control characters",
-        )),
-        Some(r) => Ok(Some(r.to_owned())),
+    match reason {
+        None => Ok(None),
+        Some(r) => crate::input::note(&r, MAX_REASON).map_err(|e| Invalid::field("reason", e)),
     }
 }
 

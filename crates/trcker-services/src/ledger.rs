@@ -243,13 +243,10 @@ impl LedgerService {
         }
         let currency = program.as_ref().map_or(Currency::USD, |p| p.currency.0);
         let amount = f.take("amount", signed_amount(&input.amount, currency));
-        let reason = input.reason.trim();
-        if reason.is_empty() || reason.chars().count() > 500 {
-            f.error("reason", "must be from 1 to 500 characters");
-        } else if reason.chars().any(char::is_control) {
-            f.error("reason", "must not contain control characters");
-        }
-        let (affiliate, program, amount) = f.done((affiliate, program, amount)).map_err(Invalid)?;
+        let reason = f.take("reason", crate::input::required_note(&input.reason, 500));
+        let (affiliate, program, amount, reason) = f
+            .done((affiliate, program, amount, reason))
+            .map_err(Invalid)?;
         let t = Utc::now();
         let actor = caller.actor();
         let id = LedgerEntryId::generate();

@@ -528,20 +528,7 @@ fn parse_batch(input: &NewBatch) -> Result<(Option<Currency>, Option<Money>), In
 
 /// A reference or reason: trimmed, 1 to [`MAX_NOTE`] characters.
 fn parse_note(field: &str, s: &str) -> Result<String, Invalid> {
-    let s = s.trim();
-    if s.is_empty() {
-        return Err(Invalid::field(field, "must not be empty"));
-    }
-    if s.chars().count() > MAX_NOTE {
-        return Err(Invalid::field(
-            field,
-            format!("must be at most {MAX_NOTE} characters"),
-        ));
-    }
-    if s.chars().any(char::is_control) {
-        return Err(Invalid::field(field, "must not contain control characters"));
-    }
-    Ok(s.to_owned())
+    crate::input::required_note(s, MAX_NOTE).map_err(|e| Invalid::field(field, e))
 }
 
 /// A batch's CSV (RFC 4180): a header, then one row per payout (one per
