@@ -21,6 +21,7 @@ mod m20261202_000008_conversions_by_event;
 mod m20261202_000009_plan_versions;
 mod m20261202_000010_exchange_rates;
 mod m20261202_000011_ledger_adjustments;
+mod m20261203_000012_tiers_and_time_zones;
 
 use m20261202_000006_keys_by_tenant::REKEYED_TABLES;
 
@@ -54,6 +55,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000009_plan_versions::Migration),
             Box::new(m20261202_000010_exchange_rates::Migration),
             Box::new(m20261202_000011_ledger_adjustments::Migration),
+            Box::new(m20261203_000012_tiers_and_time_zones::Migration),
         ]
     }
 }

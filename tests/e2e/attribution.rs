@@ -48,7 +48,7 @@ async fn goals_coupons_and_reattribution(app: &TestApp) {
     assert_eq!(status, StatusCode::CREATED, "{lead}");
     assert_eq!(
         lead["commission"],
-        json!({"type": "flat", "value": "2.00", "percent": null, "max": null})
+        json!({"type": "flat", "value": "2.00", "percent": null, "max": null, "tiers": null})
     );
     let (status, _) = app
         .post(&plans, key, json!({"affiliate_id": s.affiliate_id, "commission": {"type": "percent", "value": "20"}}))

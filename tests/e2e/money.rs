@@ -829,7 +829,7 @@ async fn plan_versions_and_explanations(app: &TestApp) {
             "rule": {"type": "percent", "flat": null, "percent": "10", "max": null},
             "tier": null,
             "inputs": {"event": "sale", "amount": "79.00", "currency": "USD", "exchange_rate": null,
-                       "original_amount": null, "original_currency": null},
+                       "original_amount": null, "original_currency": null, "tier_volume": null},
             "result": {"payout": "7.90", "currency": "USD", "uncapped": null},
             "sentence": "10% of 79.00 USD = 7.90 USD"
         }),
@@ -876,7 +876,7 @@ async fn plan_versions_and_explanations(app: &TestApp) {
     assert_eq!(v2["version"], 2);
     assert_eq!(
         v2["commission"],
-        json!({"type": "combined", "value": "2.00", "percent": "5", "max": "5.00"})
+        json!({"type": "combined", "value": "2.00", "percent": "5", "max": "5.00", "tiers": null})
     );
     let o2 = sale(app, &s, "jane", "o2", "79").await;
     let (_, c2) = app.get(&format!("/api/v1/conversions/{o2}"), key).await;
@@ -989,7 +989,7 @@ async fn foreign_currency_sales_with_and_without_a_rate(app: &TestApp) {
     assert_eq!(
         c["commission"]["inputs"],
         json!({"event": "sale", "amount": "13.39", "currency": "USD", "exchange_rate": "1.085",
-               "original_amount": "12.34", "original_currency": "EUR"})
+               "original_amount": "12.34", "original_currency": "EUR", "tier_volume": null})
     );
     // No GBP rate: kept, unattributed, with the reason.
     let (status, body) = app
@@ -1082,3 +1082,268 @@ async fn manual_adjustments_are_booked_and_paid(app: &TestApp) {
 }
 
 on_both_databases!(manual_adjustments_are_booked_and_paid);
+
+/// A tiered plan: the rate steps up once the affiliate's volume in the
+/// tenant's calendar month reaches a tier; the conversions before the
+/// crossing keep their rate, and each names its tier and volume.
+async fn tiers_cross_mid_period(app: &TestApp) {
+    use trcker_domain::tiers::{TierPeriod, TimeZone};
+    let jane = AffiliateServer::start(200).await;
+    let s = app.quickstart_setup("acme", &jane.url).await;
+    let key = &s.tenant.key;
+    // The tenant's calendar: a time zone of its own, refused when unknown.
+    let (status, p) = app
+        .api(
+            reqwest::Method::PATCH,
+            "/api/v1/tenant",
+            Some(key),
+            Some(json!({"time_zone": "Mars/Olympus"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{p}");
+    assert_eq!(p["errors"][0]["field"], "time_zone", "{p}");
+    let (status, tenant) = app
+        .api(
+            reqwest::Method::PATCH,
+            "/api/v1/tenant",
+            Some(key),
+            Some(json!({"time_zone": "Pacific/Kiritimati"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{tenant}");
+    let (_, tenant) = app.get("/api/v1/tenant", key).await;
+    assert_eq!(tenant["time_zone"], "Pacific/Kiritimati", "{tenant}");
+
+    let plans_path = format!("/api/v1/programs/{}/commission-plans", s.program_id);
+    // Bad tiers are refused, each part named, and change nothing.
+    let step = |from: &str| json!({"from": from, "type": "percent", "value": "15"});
+    for (tiers, field) in [
+        (
+            json!({"basis": "clicks", "steps": [step("2")]}),
+            "commission.tiers.basis",
+        ),
+        (
+            json!({"basis": "conversions", "period": "year", "steps": [step("2")]}),
+            "commission.tiers.period",
+        ),
+        (
+            json!({"basis": "conversions", "steps": [step("two")]}),
+            "commission.tiers.steps[0].from",
+        ),
+        (
+            json!({"basis": "revenue", "steps": [step("1.005")]}),
+            "commission.tiers.steps[0].from",
+        ),
+        (
+            json!({"basis": "conversions", "steps": [step("3"), {"from": "5", "type": "percent", "value": "120"}]}),
+            "commission.tiers.steps[1]",
+        ),
+        (
+            json!({"basis": "conversions", "steps": [step("3"), step("3")]}),
+            "commission.tiers.steps",
+        ),
+        (
+            json!({"basis": "conversions", "steps": []}),
+            "commission.tiers.steps",
+        ),
+    ] {
+        let (status, p) = app
+            .post(
+                &plans_path,
+                key,
+                json!({"commission": {"type": "percent", "value": "10", "tiers": tiers}}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{p}");
+        assert_eq!(p["errors"][0]["field"], field, "{p}");
+    }
+    let (_, plans) = app.get(&plans_path, key).await;
+    assert_eq!(plans["items"][0]["version"], 1, "nothing changed");
+
+    // 10 % for the month's first 2 sales, 15 % from the 3rd, 2.00 + 20 %
+    // from the 4th.
+    let (status, plan) = app
+        .post(
+            &plans_path,
+            key,
+            json!({"commission": {"type": "percent", "value": "10", "tiers": {
+                "basis": "conversions",
+                "steps": [
+                    {"from": "2", "type": "percent", "value": "15"},
+                    {"from": "3", "type": "combined", "value": "2.00", "percent": "20"},
+                ]
+            }}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{plan}");
+    assert_eq!(
+        plan["commission"]["tiers"],
+        json!({"basis": "conversions", "period": "month", "steps": [
+            {"from": "2", "type": "percent", "value": "15", "percent": null},
+            {"from": "3", "type": "combined", "value": "2.00", "percent": "20"},
+        ]})
+    );
+    let ids = sales(
+        app,
+        &s,
+        &[("t1", "100"), ("t2", "100"), ("t3", "100"), ("t4", "100")],
+    )
+    .await;
+    let mut got = Vec::new();
+    for id in &ids {
+        let (_, c) = app.get(&format!("/api/v1/conversions/{id}"), key).await;
+        got.push(c);
+    }
+    let payouts: Vec<&Value> = got.iter().map(|c| &c["payout"]).collect();
+    assert_eq!(payouts, ["10.00", "10.00", "15.00", "22.00"]);
+    let created: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(got[3]["created_at"].clone()).expect("created_at");
+    let zone = TimeZone::parse("Pacific/Kiritimati").expect("zone");
+    let (month_start, _) = TierPeriod::Month.bounds(created, zone);
+    let pricing = &got[3]["commission"];
+    assert_eq!(pricing["plan_id"], plan["id"]);
+    assert_eq!(
+        pricing["tier"],
+        json!({"number": 3, "basis": "conversions", "period": "month",
+               "period_start": month_start.to_rfc3339(),
+               "time_zone": "Pacific/Kiritimati", "from": "3", "volume": "3"}),
+        "{pricing}"
+    );
+    assert_eq!(pricing["inputs"]["tier_volume"], "3");
+    assert_eq!(
+        pricing["rule"],
+        json!({"type": "combined", "flat": "2.00", "percent": "20", "max": null})
+    );
+    assert_eq!(
+        pricing["sentence"],
+        "tier 3 (from 3 conversions; 3 conversions this month before this one): \
+         flat 2.00 USD + 20% of 100.00 USD (20.00 USD) = 22.00 USD"
+    );
+    assert_eq!(got[0]["commission"]["tier"]["number"], 1);
+    assert_eq!(got[0]["commission"]["tier"]["volume"], "0");
+    assert_eq!(got[2]["commission"]["tier"]["number"], 2);
+
+    // A refund takes its sale out of the volume; nothing priced before
+    // is re-priced.
+    let click_id = app.click_id("/api/r/acme/pro?via=jane").await;
+    let (status, body) = app
+        .postback(&format!(
+            "/api/postback/acme/pro?secret={}&click_id={click_id}&amount=100&txn_id=t4&status=refunded",
+            s.secret
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    app.conversions_until(key, "status=refunded", |b| {
+        b["items"].as_array().map(Vec::len) == Some(1)
+    })
+    .await;
+    let t5 = sale(app, &s, "jane", "t5", "50").await;
+    let (_, c5) = app.get(&format!("/api/v1/conversions/{t5}"), key).await;
+    assert_eq!(c5["payout"], "12.00", "3 before it: tier 3 again: {c5}");
+    assert_eq!(c5["commission"]["tier"]["volume"], "3");
+    for (id, payout) in ids.iter().zip(["10.00", "10.00", "15.00"]) {
+        let (_, c) = app.get(&format!("/api/v1/conversions/{id}"), key).await;
+        assert_eq!(c["payout"], payout);
+    }
+
+    // On revenue, per affiliate: Max's own plan steps up from 150.00 of
+    // sales in the month.
+    let max_id = affiliate(app, key, "max", "Max").await;
+    let (status, own) = app
+        .post(
+            &plans_path,
+            key,
+            json!({"affiliate_id": max_id, "commission": {"type": "flat", "value": "1.00", "tiers": {
+                "basis": "revenue",
+                "steps": [{"from": "150.00", "type": "flat", "value": "5.00"}]
+            }}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{own}");
+    assert_eq!(own["commission"]["tiers"]["steps"][0]["from"], "150.00");
+    let mut payouts = Vec::new();
+    for (txn, amount) in [("m1", "100"), ("m2", "49.99"), ("m3", "0.01"), ("m4", "10")] {
+        let id = sale(app, &s, "max", txn, amount).await;
+        let (_, c) = app.get(&format!("/api/v1/conversions/{id}"), key).await;
+        payouts.push((
+            c["payout"].clone(),
+            c["commission"]["tier"]["volume"].clone(),
+        ));
+    }
+    assert_eq!(
+        payouts,
+        [
+            (json!("1.00"), json!("0.00")),
+            (json!("1.00"), json!("100.00")),
+            (json!("1.00"), json!("149.99")),
+            (json!("5.00"), json!("150.00")),
+        ]
+    );
+}
+
+on_both_databases!(tiers_cross_mid_period);
+
+/// Two worker processes pricing one affiliate's tiered sales at once take
+/// turns: every sale counts all those priced before it, so the volumes
+/// are 0, 1, 2… with none twice, and exactly the sales from the step on
+/// get its rate.
+async fn tiered_pricing_is_a_sequence_across_workers(app: &TestApp) {
+    let jane = AffiliateServer::start(200).await;
+    let s = app.quickstart_setup("acme", &jane.url).await;
+    let key = &s.tenant.key;
+    let second = app.start_workers().await;
+    let plans_path = format!("/api/v1/programs/{}/commission-plans", s.program_id);
+    let (status, plan) = app
+        .post(
+            &plans_path,
+            key,
+            json!({"commission": {"type": "flat", "value": "1.00", "tiers": {
+                "basis": "conversions",
+                "period": "week",
+                "steps": [{"from": "15", "type": "flat", "value": "2.00"}]
+            }}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{plan}");
+    let n = 30;
+    let mut clicks = Vec::new();
+    for _ in 0..n {
+        clicks.push(app.click_id("/api/r/acme/pro?via=jane").await);
+    }
+    let fired = clicks.iter().enumerate().map(|(i, click_id)| {
+        let path = format!(
+            "/api/postback/acme/pro?secret={}&click_id={click_id}&amount=10&txn_id=w{i}",
+            s.secret
+        );
+        async move { app.postback(&path).await }
+    });
+    for (status, body) in futures::future::join_all(fired).await {
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let page = app
+        .conversions_until(key, "limit=100", |b| {
+            b["items"]
+                .as_array()
+                .is_some_and(|i| i.len() == n && i.iter().all(|c| !c["payout"].is_null()))
+        })
+        .await;
+    let mut volumes: Vec<(u64, String)> = page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|c| {
+            let tier = &c["commission"]["tier"];
+            let volume = tier["volume"].as_str().expect("volume").parse().expect("n");
+            let expected = if volume >= 15 { "2.00" } else { "1.00" };
+            assert_eq!(c["payout"], expected, "{c}");
+            assert_eq!(tier["period"], "week");
+            (volume, c["payout"].as_str().expect("payout").to_owned())
+        })
+        .collect();
+    volumes.sort();
+    let counted: Vec<u64> = volumes.iter().map(|(v, _)| *v).collect();
+    assert_eq!(counted, (0..n as u64).collect::<Vec<_>>());
+    second.stop().await;
+}
+
+on_both_databases!(tiered_pricing_is_a_sequence_across_workers);

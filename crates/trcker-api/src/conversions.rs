@@ -349,7 +349,7 @@ pub struct PricingOut {
     pub plan_version: Option<i32>,
     pub rule: Option<PricedRuleOut>,
     /// The tier that set the rate (null: the plan has no tiers).
-    pub tier: Option<String>,
+    pub tier: Option<PricedTierOut>,
     pub inputs: PricingInputsOut,
     pub result: PricingResultOut,
     /// The same, for people.
@@ -367,6 +367,24 @@ pub struct PricedRuleOut {
     pub max: Option<String>,
 }
 
+/// Where a conversion fell among its plan's tiers.
+#[derive(Debug, Object)]
+pub struct PricedTierOut {
+    /// 1 for the plan's own rule, 2 for its first step...
+    pub number: u32,
+    /// `conversions` or `revenue`.
+    pub basis: String,
+    /// `month` or `week`, in the tenant's time zone.
+    pub period: String,
+    /// When the period began.
+    pub period_start: DateTime<Utc>,
+    pub time_zone: String,
+    /// The tier's start: a number of conversions, or revenue in the offer's currency.
+    pub from: String,
+    /// The affiliate's volume in the period before this conversion (priced conversions that stand).
+    pub volume: String,
+}
+
 #[derive(Debug, Object)]
 pub struct PricingInputsOut {
     pub event: String,
@@ -377,6 +395,8 @@ pub struct PricingInputsOut {
     /// The amount the merchant sent, before conversion.
     pub original_amount: Option<String>,
     pub original_currency: Option<String>,
+    /// A tiered plan's volume before this conversion (the tier's `volume`).
+    pub tier_volume: Option<String>,
 }
 
 #[derive(Debug, Object)]
@@ -399,8 +419,8 @@ impl From<Pricing> for PricingOut {
                 percent: r.percent,
                 max: r.max,
             }),
-            tier: p.tier,
             inputs: PricingInputsOut {
+                tier_volume: p.tier.as_ref().map(|t| t.volume.clone()),
                 event: p.inputs.event,
                 amount: p.inputs.amount,
                 currency: p.inputs.currency,
@@ -413,6 +433,15 @@ impl From<Pricing> for PricingOut {
                 currency: p.result.currency,
                 uncapped: p.result.uncapped,
             },
+            tier: p.tier.map(|t| PricedTierOut {
+                number: u32::try_from(t.number).unwrap_or(u32::MAX),
+                basis: t.basis,
+                period: t.period,
+                period_start: t.period_start,
+                time_zone: t.time_zone,
+                from: t.from,
+                volume: t.volume,
+            }),
             sentence: p.sentence,
         }
     }

@@ -5,10 +5,11 @@ use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::types::MaybeUndefined;
 use poem_openapi::{Object, OpenApi};
-use trcker_domain::CommissionRule;
+use trcker_domain::tiers::TierBasis;
+use trcker_domain::{CommissionRule, Money};
 use trcker_services::programs::{
     CommissionInput, NewPlan, NewProgram, PlanRule, ProgramService, ProgramUpdate, ProgramView,
-    plan_rule,
+    TierStepInput, TiersInput, plan_rule,
 };
 use trcker_services::storage::entities::commission_plan;
 
@@ -123,6 +124,36 @@ pub struct CommissionIn {
     pub percent: Option<String>,
     /// The most one conversion earns, a decimal string in the program's currency.
     pub max: Option<String>,
+    /// Steps that change the rule with the affiliate's volume in the
+    /// period: this rule prices a conversion until the volume before it
+    /// reaches the first step's `from`.
+    pub tiers: Option<TiersIn>,
+}
+
+/// A tiered plan.
+#[derive(Debug, Object)]
+pub struct TiersIn {
+    /// `conversions` (the affiliate's priced conversions that stand:
+    /// pending or approved) or `revenue` (their amounts).
+    pub basis: String,
+    /// `month` (default) or `week` (from Monday), in the tenant's time zone.
+    pub period: Option<String>,
+    /// Up to 20 steps, each starting above the one before.
+    pub steps: Vec<TierStepIn>,
+}
+
+/// One step: from which volume before a conversion, and its rule.
+#[derive(Debug, Object)]
+pub struct TierStepIn {
+    /// A number of conversions ("10") or revenue in the program's currency
+    /// ("1000.00"): a conversion is priced by this step when the
+    /// affiliate's volume in the period before it has reached this.
+    pub from: String,
+    #[oai(rename = "type")]
+    pub kind: String,
+    pub value: String,
+    /// For combined only.
+    pub percent: Option<String>,
 }
 
 impl From<CommissionIn> for CommissionInput {
@@ -132,6 +163,20 @@ impl From<CommissionIn> for CommissionInput {
             value: c.value,
             percent: c.percent,
             max: c.max,
+            tiers: c.tiers.map(|t| TiersInput {
+                basis: t.basis,
+                period: t.period,
+                steps: t
+                    .steps
+                    .into_iter()
+                    .map(|s| TierStepInput {
+                        from: s.from,
+                        kind: s.kind,
+                        value: s.value,
+                        percent: s.percent,
+                    })
+                    .collect(),
+            }),
         }
     }
 }
@@ -146,21 +191,67 @@ pub struct CommissionOut {
     pub percent: Option<String>,
     /// The most one conversion earns.
     pub max: Option<String>,
+    /// A tiered plan's steps; null: not tiered.
+    pub tiers: Option<TiersOut>,
+}
+
+#[derive(Debug, Object)]
+pub struct TiersOut {
+    pub basis: String,
+    pub period: String,
+    pub steps: Vec<TierStepOut>,
+}
+
+#[derive(Debug, Object)]
+pub struct TierStepOut {
+    pub from: String,
+    #[oai(rename = "type")]
+    pub kind: String,
+    pub value: String,
+    pub percent: Option<String>,
+}
+
+/// A rule as the API shows it: `(type, value, percent)`.
+fn rule_parts(rule: &CommissionRule) -> (String, String, Option<String>) {
+    let value = match rule {
+        CommissionRule::Combined(flat, _) => flat.amount_string(),
+        other => other.value_string(),
+    };
+    let percent = matches!(rule, CommissionRule::Combined(..))
+        .then(|| rule.percent().map(|p| p.to_string()))
+        .flatten();
+    (rule.kind().into(), value, percent)
 }
 
 impl From<PlanRule> for CommissionOut {
     fn from(r: PlanRule) -> Self {
-        let value = match &r.rule {
-            CommissionRule::Combined(flat, _) => flat.amount_string(),
-            other => other.value_string(),
-        };
+        let (kind, value, percent) = rule_parts(&r.rule);
         CommissionOut {
-            kind: r.rule.kind().into(),
-            percent: matches!(r.rule, CommissionRule::Combined(..))
-                .then(|| r.rule.percent().map(|p| p.to_string()))
-                .flatten(),
-            max: r.max.map(|m| m.amount_string()),
+            kind,
             value,
+            percent,
+            max: r.max.map(|m| m.amount_string()),
+            tiers: r.tiers.map(|t| TiersOut {
+                basis: t.basis.as_str().into(),
+                period: t.period.as_str().into(),
+                steps: t
+                    .steps
+                    .iter()
+                    .map(|s| {
+                        let (kind, value, percent) = rule_parts(&s.rule);
+                        let from = match t.basis {
+                            TierBasis::Conversions => s.from.to_string(),
+                            TierBasis::Revenue => Money::new(s.from, r.currency).amount_string(),
+                        };
+                        TierStepOut {
+                            from,
+                            kind,
+                            value,
+                            percent,
+                        }
+                    })
+                    .collect(),
+            }),
         }
     }
 }
@@ -332,6 +423,7 @@ impl From<commission_plan::Model> for PlanOut {
                 value: p.value.clone(),
                 percent: None,
                 max: None,
+                tiers: None,
             },
         };
         PlanOut {

@@ -18,6 +18,7 @@ pub mod secret;
 pub mod slug;
 pub mod status;
 pub mod target;
+pub mod tiers;
 
 pub use click_id::ClickId;
 pub use commission::{Commission, CommissionRule};

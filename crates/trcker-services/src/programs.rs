@@ -13,6 +13,7 @@ use trcker_domain::fields::{
 };
 use trcker_domain::money::{Currency, Money};
 use trcker_domain::slug::Slug;
+use trcker_domain::tiers::{Tier, TierBasis, TierPeriod, Tiers};
 use trcker_storage::entities::{Activity, affiliate, commission_plan, program, tenant};
 use trcker_storage::ids::{PlanId, ProgramId};
 use trcker_storage::sea_orm::sea_query::Expr;
@@ -98,13 +99,40 @@ pub struct CommissionInput {
     pub percent: Option<String>,
     /// The most one conversion earns.
     pub max: Option<String>,
+    /// Steps that raise (or lower) the rate with the affiliate's volume in
+    /// the period.
+    pub tiers: Option<TiersInput>,
 }
 
-/// A plan's rule and its maximum per conversion.
+/// A tiered plan as the API sends it.
+#[derive(Debug, Default, Clone)]
+pub struct TiersInput {
+    /// `conversions` or `revenue`.
+    pub basis: String,
+    /// `month` (default) or `week`.
+    pub period: Option<String>,
+    pub steps: Vec<TierStepInput>,
+}
+
+/// One step: from which volume, and its rule.
+#[derive(Debug, Default, Clone)]
+pub struct TierStepInput {
+    /// A number of conversions ("10"), or revenue in the program's
+    /// currency ("1000.00").
+    pub from: String,
+    pub kind: String,
+    pub value: String,
+    pub percent: Option<String>,
+}
+
+/// A plan's rule, its maximum per conversion and its tiers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlanRule {
+    /// The program's currency, the rule's and the tiers'.
+    pub currency: Currency,
     pub rule: CommissionRule,
     pub max: Option<Money>,
+    pub tiers: Option<Tiers>,
 }
 
 /// A program and the rule of its default plan.
@@ -235,9 +263,8 @@ impl ProgramService {
             EventKey::parse(input.event.as_deref().unwrap_or("sale")),
         );
         let currency = program.as_ref().map_or(Currency::USD, |p| p.currency.0);
-        let (rule, max) = parse_commission(&mut f, &input.commission, currency);
-        let (program, event, rule, max) = f.done((program, event, rule, max)).map_err(Invalid)?;
-        let rule = PlanRule { rule, max };
+        let rule = parse_commission(&mut f, &input.commission, currency);
+        let (program, event, rule) = f.done((program, event, rule)).map_err(Invalid)?;
         let mut plan = plan_row(
             tenant,
             &program.id,
@@ -290,7 +317,8 @@ impl ProgramService {
                 "affiliate_id": plan.affiliate_id.as_ref().map(|a| a.as_str()),
                 "version": plan.version,
                 "rule": {"type": plan.kind, "value": plan.value},
-                "max": max.map(|m| m.amount_string()),
+                "max": rule.max.map(|m| m.amount_string()),
+                "tiers": plan.tiers.as_deref().and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok()),
             })),
         )
         .await?;
@@ -349,8 +377,7 @@ struct ProgramFields {
     destination: TargetUrl,
     fallback: Option<TargetUrl>,
     currency: Currency,
-    rule: CommissionRule,
-    max: Option<Money>,
+    rule: PlanRule,
     hold: HoldDays,
     window: AttributionWindowDays,
     min_seconds: MinConversionSeconds,
@@ -377,8 +404,7 @@ fn parse_fields(input: NewProgram) -> Result<ProgramFields, Invalid> {
             .map_or(Ok(Currency::USD), Currency::parse),
     );
     let in_currency = currency.unwrap_or(Currency::USD);
-    let (rule, max) = parse_commission(&mut f, &input.commission, in_currency);
-    let rule = rule.zip(max);
+    let rule = parse_commission(&mut f, &input.commission, in_currency);
     let hold = f.take("hold_days", HoldDays::parse(input.hold_days.unwrap_or(0)));
     let window = f.take(
         "attribution_window_days",
@@ -426,7 +452,7 @@ fn parse_fields(input: NewProgram) -> Result<ProgramFields, Invalid> {
         destination,
         fallback,
         currency,
-        (rule, max),
+        rule,
         hold,
         window,
         min_seconds,
@@ -441,7 +467,6 @@ fn parse_fields(input: NewProgram) -> Result<ProgramFields, Invalid> {
         fallback,
         currency,
         rule,
-        max,
         hold,
         window,
         min_seconds,
@@ -473,13 +498,7 @@ fn parse_new(tenant: &TenantId, input: NewProgram) -> Result<(program::Model, Pl
         min_conversion_seconds: p.min_seconds.get(),
         payout_minimum_minor: p.payout_minimum.map(|m| m.minor),
     };
-    Ok((
-        program,
-        PlanRule {
-            rule: p.rule,
-            max: p.max,
-        },
-    ))
+    Ok((program, p.rule))
 }
 
 /// The UPDATE a program change makes, every bad field named.
@@ -584,6 +603,7 @@ fn plan_row(
         version: 1,
         retired_at: None,
         max_payout_minor: rule.max.map(|m| m.minor),
+        tiers: rule.tiers.as_ref().map(Tiers::to_stored),
     }
 }
 
@@ -592,45 +612,121 @@ pub fn rule_of(plan: &commission_plan::Model) -> Result<CommissionRule, RuleErro
     CommissionRule::parse(&plan.kind, &plan.value, plan.currency.0)
 }
 
-/// The rule and maximum a stored plan describes.
-pub fn plan_rule(plan: &commission_plan::Model) -> Result<PlanRule, RuleError> {
+/// The rule, maximum and tiers a stored plan describes.
+pub fn plan_rule(plan: &commission_plan::Model) -> Result<PlanRule, String> {
     Ok(PlanRule {
-        rule: rule_of(plan)?,
+        currency: plan.currency.0,
+        rule: rule_of(plan).map_err(|e| e.to_string())?,
         max: plan
             .max_payout_minor
             .map(|m| Money::new(m, plan.currency.0)),
+        tiers: plan
+            .tiers
+            .as_deref()
+            .map(|t| Tiers::from_stored(t, plan.currency.0))
+            .transpose()
+            .map_err(|e| e.to_string())?,
     })
 }
 
-/// A commission's rule and maximum, each bad part named
-/// (`commission`, `commission.percent`, `commission.max`).
-fn parse_commission(
-    f: &mut Fields,
-    c: &CommissionInput,
-    currency: Currency,
-) -> (Option<CommissionRule>, Option<Option<Money>>) {
-    let value = match (c.kind.as_str(), &c.percent) {
-        ("combined", Some(p)) => Some(format!("{}+{}", c.value.trim(), p.trim())),
-        ("combined", None) => {
-            f.error(
-                "commission.percent",
-                "a combined rule needs its percentage beside the flat value",
-            );
-            None
-        }
-        (_, Some(_)) => {
-            f.error("commission.percent", "is only for a combined rule");
-            None
-        }
-        (_, None) => Some(c.value.clone()),
-    };
-    let rule =
-        value.and_then(|v| f.take("commission", CommissionRule::parse(&c.kind, &v, currency)));
+/// A commission's rule, maximum and tiers, each bad part named
+/// (`commission`, `commission.percent`, `commission.max`,
+/// `commission.tiers.basis`, `commission.tiers.steps[0].from`…).
+fn parse_commission(f: &mut Fields, c: &CommissionInput, currency: Currency) -> Option<PlanRule> {
+    let rule = parse_rule(
+        f,
+        "commission",
+        &c.kind,
+        &c.value,
+        c.percent.as_deref(),
+        currency,
+    );
     let max = f.take_opt(
         "commission.max",
         c.max.as_deref().map(|m| Money::parse(m, currency)),
     );
-    (rule, max)
+    let tiers = match &c.tiers {
+        Some(t) => parse_tiers(f, t, currency).map(Some),
+        None => Some(None),
+    };
+    let (rule, max, tiers) = (rule?, max?, tiers?);
+    Some(PlanRule {
+        currency,
+        rule,
+        max,
+        tiers,
+    })
+}
+
+/// One rule: `{type, value, percent}` under `field`.
+fn parse_rule(
+    f: &mut Fields,
+    field: &str,
+    kind: &str,
+    value: &str,
+    percent: Option<&str>,
+    currency: Currency,
+) -> Option<CommissionRule> {
+    let value = match (kind, percent) {
+        ("combined", Some(p)) => format!("{}+{}", value.trim(), p.trim()),
+        ("combined", None) => {
+            f.error(
+                &format!("{field}.percent"),
+                "a combined rule needs its percentage beside the flat value",
+            );
+            return None;
+        }
+        (_, Some(_)) => {
+            f.error(&format!("{field}.percent"), "is only for a combined rule");
+            return None;
+        }
+        (_, None) => value.to_owned(),
+    };
+    f.take(field, CommissionRule::parse(kind, &value, currency))
+}
+
+/// A tiered plan's basis, period and steps.
+fn parse_tiers(f: &mut Fields, t: &TiersInput, currency: Currency) -> Option<Tiers> {
+    let basis = f.take("commission.tiers.basis", TierBasis::parse(&t.basis));
+    let period = f.take(
+        "commission.tiers.period",
+        t.period
+            .as_deref()
+            .map_or(Ok(TierPeriod::Month), TierPeriod::parse),
+    );
+    let mut steps = Some(Vec::with_capacity(t.steps.len()));
+    for (i, step) in t.steps.iter().enumerate() {
+        let field = format!("commission.tiers.steps[{i}]");
+        let from = match basis {
+            Some(TierBasis::Revenue) => f.take(
+                &format!("{field}.from"),
+                Money::parse(&step.from, currency).map(|m| m.minor),
+            ),
+            _ => f.take(&format!("{field}.from"), conversions_count(&step.from)),
+        };
+        let rule = parse_rule(
+            f,
+            &field,
+            &step.kind,
+            &step.value,
+            step.percent.as_deref(),
+            currency,
+        );
+        steps = steps.zip(from.zip(rule)).map(|(mut steps, (from, rule))| {
+            steps.push(Tier { from, rule });
+            steps
+        });
+    }
+    let (basis, period, steps) = (basis?, period?, steps?);
+    f.take("commission.tiers.steps", Tiers::new(basis, period, steps))
+}
+
+/// A tier's start on the `conversions` basis: a whole number of conversions.
+fn conversions_count(s: &str) -> Result<i64, &'static str> {
+    match s.trim().parse::<i64>() {
+        Ok(n) if (1..=1_000_000_000).contains(&n) => Ok(n),
+        _ => Err("must be a whole number of conversions from 1 to 1000000000"),
+    }
 }
 
 /// The tenant and program a public URL's `{brand}` and `{offer}` name, or

@@ -5,6 +5,7 @@ use chrono::Utc;
 use trcker_domain::fields::{Fields, Name};
 use trcker_domain::secret::{hash_secret, new_api_key, secrets_equal};
 use trcker_domain::slug::Slug;
+use trcker_domain::tiers::TimeZone;
 use trcker_storage::entities::{api_key, tenant};
 use trcker_storage::ids::ApiKeyId;
 use trcker_storage::sea_orm::sea_query::Expr;
@@ -51,6 +52,15 @@ from_store!(AuthError);
 pub struct NewTenant {
     pub name: String,
     pub slug: String,
+    /// An IANA time zone; default `UTC`.
+    pub time_zone: Option<String>,
+}
+
+/// A change to a tenant's own settings; `None` keeps a field as it is.
+#[derive(Default)]
+pub struct TenantUpdate {
+    pub name: Option<String>,
+    pub time_zone: Option<String>,
 }
 
 /// A new API key: who it is for and what it may do.
@@ -117,7 +127,11 @@ impl TenantService {
         let mut f = Fields::default();
         let name = f.take("name", Name::parse(&input.name));
         let slug = f.take("slug", Slug::parse(&input.slug));
-        let (name, slug) = f.done((name, slug)).map_err(Invalid)?;
+        let zone = f.take(
+            "time_zone",
+            TimeZone::parse(input.time_zone.as_deref().unwrap_or("UTC")),
+        );
+        let (name, slug, zone) = f.done((name, slug, zone)).map_err(Invalid)?;
         let t = Utc::now();
         let tenant = tenant::Model {
             id: TenantId::generate(),
@@ -125,6 +139,7 @@ impl TenantService {
             slug: slug.to_string(),
             status: tenant::Status::Active,
             created_at: t,
+            time_zone: zone.name().to_owned(),
         };
         let key = new_api_key();
         let txn = self.area.store.write_txn().await?;
@@ -156,6 +171,68 @@ impl TenantService {
 }
 
 impl TenantService {
+    /// The calling tenant's own settings.
+    pub async fn own(&self, caller: &Caller) -> Result<tenant::Model, TenantError> {
+        let tenant = caller.tenant()?;
+        lookup::tenant(tenant)
+            .one(&self.area.store.conn)
+            .await?
+            .ok_or_else(|| TenantError::NotFound(tenant.to_string()))
+    }
+
+    /// Changes the calling tenant's name or time zone; the audit log keeps
+    /// both versions. A new time zone applies to periods priced from now on
+    /// (a conversion already priced keeps its tier).
+    pub async fn update_own(
+        &self,
+        caller: &Caller,
+        input: TenantUpdate,
+    ) -> Result<tenant::Model, TenantError> {
+        let tenant = caller.tenant_admin()?;
+        let mut f = Fields::default();
+        let name = f.take_opt("name", input.name.as_deref().map(Name::parse));
+        let zone = f.take_opt("time_zone", input.time_zone.as_deref().map(TimeZone::parse));
+        let (name, zone) = f.done((name, zone)).map_err(Invalid)?;
+        let txn = self.area.store.write_txn().await?;
+        let before = lookup::tenant(tenant)
+            .one(&txn)
+            .await?
+            .ok_or_else(|| TenantError::NotFound(tenant.to_string()))?;
+        let mut after = before.clone();
+        if let Some(name) = name {
+            after.name = name.into_string();
+        }
+        if let Some(zone) = zone {
+            after.time_zone = zone.name().to_owned();
+        }
+        if after != before {
+            tenant::Entity::update_many()
+                .col_expr(tenant::Column::Name, Expr::value(after.name.clone()))
+                .col_expr(
+                    tenant::Column::TimeZone,
+                    Expr::value(after.time_zone.clone()),
+                )
+                .filter(tenant::Column::Id.eq(tenant.clone()))
+                .exec(&txn)
+                .await?;
+            let settings =
+                |t: &tenant::Model| serde_json::json!({"name": t.name, "time_zone": t.time_zone});
+            crate::audit::record_with(
+                &txn,
+                tenant,
+                caller,
+                "tenant.update",
+                "tenant",
+                tenant.as_str(),
+                Some(serde_json::json!({"before": settings(&before), "after": settings(&after)})),
+            )
+            .await?;
+        }
+        txn.commit().await?;
+        self.area.changes.record();
+        Ok(after)
+    }
+
     /// Every tenant, oldest first (operator only).
     pub async fn list(&self, caller: &Caller) -> Result<Vec<tenant::Model>, TenantError> {
         caller.operator()?;

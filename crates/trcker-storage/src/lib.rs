@@ -11,6 +11,7 @@ pub mod ids;
 pub mod lookup;
 pub mod queue;
 mod scope;
+pub mod tiers;
 
 use std::path::Path;
 use std::str::FromStr;

@@ -22,16 +22,18 @@ use serde::{Deserialize, Serialize};
 use trcker_domain::ConversionStatus;
 use trcker_domain::commission::Commission;
 use trcker_domain::money::Money;
+use trcker_domain::tiers::{TierBasis, Tiers, TimeZone};
 use trcker_storage::batch::{among, per_row};
 use trcker_storage::entities::*;
 use trcker_storage::ids::{ConversionId, LedgerEntryId, ProgramId};
 use trcker_storage::queue::Job;
 use trcker_storage::sea_orm::sea_query::Expr;
-use trcker_storage::sea_orm::{self, ColumnTrait, QueryFilter, QueryOrder};
-use trcker_storage::{TenantId, scoped, scoped_update};
+use trcker_storage::sea_orm::{self, ColumnTrait, QueryFilter, QueryOrder, QuerySelect};
+use trcker_storage::tiers::{lock_affiliates, priced_volume};
+use trcker_storage::{TenantId, lookup, scoped, scoped_update};
 
 use super::{JobError, Pipeline, PipelineJob};
-use crate::ledger::book_entries;
+use crate::ledger::{book_entries, format_sum};
 use crate::programs::rule_of;
 
 /// Book the commissions that conversions of one tenant earn (once each) and
@@ -101,9 +103,26 @@ pub struct PricingRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<PricedRule>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tier: Option<String>,
+    pub tier: Option<PricedTier>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uncapped: Option<String>,
+}
+
+/// Where a conversion fell among its plan's tiers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PricedTier {
+    /// 1 for the plan's own rule, 2 for its first step…
+    pub number: usize,
+    /// `conversions` or `revenue`.
+    pub basis: String,
+    /// `month` or `week`, in the tenant's time zone.
+    pub period: String,
+    pub period_start: DateTime<Utc>,
+    pub time_zone: String,
+    /// The step's start: a number of conversions, or revenue ("1000.00").
+    pub from: String,
+    /// The affiliate's volume in the period before this conversion.
+    pub volume: String,
 }
 
 /// What priced a conversion's commission, as `GET /api/v1/conversions/{id}`
@@ -115,8 +134,8 @@ pub struct Pricing {
     pub plan_id: Option<String>,
     pub plan_version: Option<i32>,
     pub rule: Option<PricedRule>,
-    /// The tier that set the rate; plans have no tiers yet.
-    pub tier: Option<String>,
+    /// The tier that set the rate (None: the plan has no tiers).
+    pub tier: Option<PricedTier>,
     pub inputs: PricingInputs,
     pub result: PricingResult,
     /// The same, for people.
@@ -247,6 +266,12 @@ impl Pipeline {
     /// Books the commissions of conversions that earn one and have none yet, in
     /// one transaction. A conversion whose plan cannot be applied is left for
     /// the job's next run (its error is returned) without holding up the others.
+    ///
+    /// A conversion of a tiered plan is priced inside the transaction, after
+    /// its affiliate's row is locked ([`lock_affiliates`]), by the volume the
+    /// affiliate's priced conversions of the period make before it: pricing
+    /// one affiliate's tiered conversions is a sequence, and each conversion
+    /// keeps the tier it was priced at.
     async fn book_commissions(
         &self,
         tenant: &TenantId,
@@ -258,8 +283,17 @@ impl Pipeline {
         let mut failed = None;
         let t = Utc::now();
         let mut computed: Vec<(&conversion::Model, Priced)> = Vec::with_capacity(convs.len());
+        let mut tiered: Vec<(&conversion::Model, &commission_plan::Model)> = Vec::new();
         for conv in convs {
-            match commission_for(conv, &plans) {
+            let plan = plan_in_force(conv, &plans);
+            match plan {
+                Some(p) if p.tiers.is_some() && conv.payout_override_minor.is_none() => {
+                    tiered.push((conv, p));
+                    continue;
+                }
+                _ => {}
+            }
+            match commission_for(conv, plan, None) {
                 Ok(c) => computed.push((conv, c)),
                 Err(e) => {
                     tracing::error!(conversion_id = %conv.id, error = %e, "commission cannot be computed");
@@ -267,10 +301,22 @@ impl Pipeline {
                 }
             }
         }
-        if computed.is_empty() {
+        if computed.is_empty() && tiered.is_empty() {
             return Ok(failed);
         }
         let txn = self.store.pipeline_txn().await?;
+        if !tiered.is_empty() {
+            let zone = self.time_zone_of(&txn, tenant).await?;
+            for (conv, priced) in price_tiered(&txn, tenant, zone, tiered).await? {
+                match priced {
+                    Ok(c) => computed.push((conv, c)),
+                    Err(e) => {
+                        tracing::error!(conversion_id = %conv.id, error = %e, "commission cannot be computed");
+                        failed = Some(e);
+                    }
+                }
+            }
+        }
         let set = set_payouts(&txn, tenant, &computed, t).await?;
         let entries: Vec<_> = computed
             .into_iter()
@@ -281,6 +327,102 @@ impl Pipeline {
         txn.commit().await?;
         Ok(failed)
     }
+
+    /// The tenant's time zone (UTC if its stored name no longer parses).
+    async fn time_zone_of(
+        &self,
+        db: &impl sea_orm::ConnectionTrait,
+        tenant: &TenantId,
+    ) -> Result<TimeZone, JobError> {
+        let name = lookup::tenant(tenant).one(db).await?.map(|t| t.time_zone);
+        Ok(name
+            .and_then(|n| TimeZone::parse(&n).ok())
+            .unwrap_or(TimeZone::UTC))
+    }
+}
+
+/// Prices conversions of tiered plans, inside the transaction that books
+/// them: locks their affiliates, keeps those still unpriced, and prices each
+/// affiliate's conversions of one offer, event and period in the order they
+/// happened, from the volume already priced in that period.
+async fn price_tiered<'a>(
+    txn: &sea_orm::DatabaseTransaction,
+    tenant: &TenantId,
+    zone: TimeZone,
+    tiered: Vec<(&'a conversion::Model, &'a commission_plan::Model)>,
+) -> Result<Vec<(&'a conversion::Model, Result<Priced, JobError>)>, JobError> {
+    let backend = sea_orm::ConnectionTrait::get_database_backend(txn);
+    let mut affiliates: Vec<_> = tiered.iter().map(|(c, _)| c.affiliate_id.clone()).collect();
+    affiliates.sort();
+    affiliates.dedup();
+    lock_affiliates(txn, tenant, affiliates).await?;
+    // Another worker may have priced some while this one waited.
+    let earning = [ConversionStatus::Pending, ConversionStatus::Approved].map(conversion::Status);
+    let unpriced: HashSet<ConversionId> = scoped::<conversion::Entity>(tenant)
+        .select_only()
+        .column(conversion::Column::Id)
+        .filter(among(
+            backend,
+            conversion::Column::Id,
+            tiered.iter().map(|(c, _)| c.id.clone()),
+        ))
+        .filter(conversion::Column::PayoutMinor.is_null())
+        .filter(conversion::Column::Status.is_in(earning))
+        .into_tuple::<ConversionId>()
+        .all(txn)
+        .await?
+        .into_iter()
+        .collect();
+    let mut out = Vec::with_capacity(tiered.len());
+    let mut groups: HashMap<_, Vec<_>> = HashMap::new();
+    for (conv, plan) in tiered {
+        if !unpriced.contains(&conv.id) {
+            continue;
+        }
+        let tiers =
+            match Tiers::from_stored(plan.tiers.as_deref().unwrap_or_default(), plan.currency.0) {
+                Ok(t) => t,
+                Err(e) => {
+                    out.push((
+                        conv,
+                        Err(JobError(format!("commission plan {}: {e}", plan.id))),
+                    ));
+                    continue;
+                }
+            };
+        let period = tiers.period.bounds(conv.created_at, zone);
+        groups
+            .entry((
+                conv.affiliate_id.clone(),
+                conv.program_id.clone(),
+                conv.event.clone(),
+                period,
+            ))
+            .or_default()
+            .push((conv, plan, tiers));
+    }
+    for ((affiliate, program, event, period), mut convs) in groups {
+        convs.sort_by(|a, b| (a.0.created_at, &a.0.id).cmp(&(b.0.created_at, &b.0.id)));
+        let (count, revenue) =
+            priced_volume(txn, tenant, &affiliate, &program, &event, period).await?;
+        let (mut count, mut revenue) = (i128::from(count), revenue);
+        for (conv, plan, tiers) in convs {
+            let before = match tiers.basis {
+                TierBasis::Conversions => count,
+                TierBasis::Revenue => revenue,
+            };
+            let volume = Volume {
+                tiers: &tiers,
+                before,
+                period_start: period.0,
+                zone,
+            };
+            out.push((conv, commission_for(conv, Some(plan), Some(volume))));
+            count += 1;
+            revenue += i128::from(conv.amount_minor);
+        }
+    }
+    Ok(out)
 }
 
 /// A commission and what priced it.
@@ -311,20 +453,34 @@ fn plan_in_force<'a>(
         })
 }
 
-/// The commission a conversion earns, and why.
-fn commission_for(conv: &conversion::Model, plans: &Plans) -> Result<Priced, JobError> {
+/// A tiered plan's volume before a conversion, in its period.
+struct Volume<'a> {
+    tiers: &'a Tiers,
+    before: i128,
+    period_start: DateTime<Utc>,
+    zone: TimeZone,
+}
+
+/// The commission a conversion earns by `plan` (the one in force), and why;
+/// a tiered plan needs the affiliate's `volume` before it.
+fn commission_for(
+    conv: &conversion::Model,
+    plan: Option<&commission_plan::Model>,
+    volume: Option<Volume<'_>>,
+) -> Result<Priced, JobError> {
     let currency = conv.currency.0;
     let amount = Money::new(conv.amount_minor, currency);
     let priced = |commission: Commission,
                   source: &str,
                   plan: Option<&commission_plan::Model>,
-                  rule: Option<PricedRule>| Priced {
+                  rule: Option<PricedRule>,
+                  tier: Option<PricedTier>| Priced {
         record: PricingRecord {
             source: source.to_owned(),
             plan_id: plan.map(|p| p.id.to_string()),
             plan_version: plan.map(|p| p.version),
             rule,
-            tier: None,
+            tier,
             uncapped: commission.uncapped.map(|m| m.amount_string()),
         },
         commission,
@@ -336,9 +492,9 @@ fn commission_for(conv: &conversion::Model, plans: &Plans) -> Result<Priced, Job
             explanation: format!("payout {payout} set by the merchant's postback"),
             uncapped: None,
         };
-        return Ok(priced(c, "postback_payout", None, None));
+        return Ok(priced(c, "postback_payout", None, None, None));
     }
-    let Some(plan) = plan_in_force(conv, plans) else {
+    let Some(plan) = plan else {
         let c = Commission {
             payout: Money::new(0, currency),
             explanation: format!(
@@ -347,13 +503,49 @@ fn commission_for(conv: &conversion::Model, plans: &Plans) -> Result<Priced, Job
             ),
             uncapped: None,
         };
-        return Ok(priced(c, "no_plan", None, None));
+        return Ok(priced(c, "no_plan", None, None, None));
     };
-    let rule = rule_of(plan).map_err(|e| JobError(format!("commission plan {}: {e}", plan.id)))?;
+    let own = rule_of(plan).map_err(|e| JobError(format!("commission plan {}: {e}", plan.id)))?;
+    if plan.tiers.is_some() && volume.is_none() {
+        return Err(JobError(format!(
+            "commission plan {} is tiered and was priced without its volume",
+            plan.id
+        )));
+    }
+    let choice = volume.as_ref().map(|v| (v, v.tiers.choose(v.before)));
+    let rule = choice.as_ref().and_then(|(_, c)| c.rule).unwrap_or(&own);
     let max = plan.max_payout_minor.map(|m| Money::new(m, currency));
     let mut c = rule
         .compute_capped(amount, max)
         .map_err(|e| JobError(format!("commission of conversion {}: {e}", conv.id)))?;
+    let tier = choice.map(|(v, choice)| {
+        let (from, before) = match v.tiers.basis {
+            TierBasis::Conversions => (choice.from.to_string(), v.before.to_string()),
+            TierBasis::Revenue => (
+                Money::new(choice.from, currency).amount_string(),
+                format_sum(v.before, currency),
+            ),
+        };
+        let unit = match v.tiers.basis {
+            TierBasis::Conversions => "conversions".to_owned(),
+            TierBasis::Revenue => currency.code().to_owned(),
+        };
+        c.explanation = format!(
+            "tier {} (from {from} {unit}; {before} {unit} this {} before this one): {}",
+            choice.number,
+            v.tiers.period.as_str(),
+            c.explanation
+        );
+        PricedTier {
+            number: choice.number,
+            basis: v.tiers.basis.as_str().to_owned(),
+            period: v.tiers.period.as_str().to_owned(),
+            period_start: v.period_start,
+            time_zone: v.zone.name().to_owned(),
+            from,
+            volume: before,
+        }
+    });
     let source = if plan.affiliate_id.is_some() {
         c.explanation = format!("{} (affiliate's own plan)", c.explanation);
         "affiliate_plan"
@@ -366,7 +558,7 @@ fn commission_for(conv: &conversion::Model, plans: &Plans) -> Result<Priced, Job
         percent: rule.percent().map(|p| p.to_string()),
         max: max.map(|m| m.amount_string()),
     };
-    Ok(priced(c, source, Some(plan), Some(rule)))
+    Ok(priced(c, source, Some(plan), Some(rule), tier))
 }
 
 /// Sets each conversion's payout and explanation, only while it still earns

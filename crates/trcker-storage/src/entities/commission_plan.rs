@@ -26,6 +26,8 @@ pub struct Model {
     pub retired_at: Option<DateTimeUtc>,
     /// The most one conversion earns (minor units).
     pub max_payout_minor: Option<i64>,
+    /// A tiered plan's basis, period and steps, as JSON (None: not tiered).
+    pub tiers: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

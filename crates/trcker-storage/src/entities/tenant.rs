@@ -13,6 +13,8 @@ pub struct Model {
     pub slug: String,
     pub status: Status,
     pub created_at: DateTimeUtc,
+    /// An IANA name: the tenant's calendar (months, weeks, days).
+    pub time_zone: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -244,6 +244,7 @@ async fn setup(services: &Services, slug: &str) -> Result<Demo, AppError> {
             NewTenant {
                 name: "Demo Store".to_owned(),
                 slug: slug.to_owned(),
+                time_zone: None,
             },
         )
         .await

@@ -18,6 +18,9 @@ pub enum TenantCommand {
         /// The tenant's name, for people (default: the slug).
         #[arg(long)]
         name: Option<String>,
+        /// The tenant's IANA time zone, for calendar periods (default: UTC).
+        #[arg(long)]
+        time_zone: Option<String>,
         #[command(flatten)]
         db: DatabaseFlags,
     },
@@ -121,12 +124,18 @@ pub async fn tenant(config: &crate::Config, cmd: TenantCommand) -> Result<Vec<St
     let services = super::operator_services(config).await?;
     let tenants = &services.tenants;
     let result = match cmd {
-        TenantCommand::Create { slug, name, .. } => tenants
+        TenantCommand::Create {
+            slug,
+            name,
+            time_zone,
+            ..
+        } => tenants
             .create(
                 &OPERATOR,
                 NewTenant {
                     name: name.unwrap_or_else(|| slug.clone()),
                     slug,
+                    time_zone,
                 },
             )
             .await
