@@ -22,6 +22,7 @@ mod m20261202_000009_plan_versions;
 mod m20261202_000010_exchange_rates;
 mod m20261202_000011_ledger_adjustments;
 mod m20261203_000012_tiers_and_time_zones;
+mod m20261203_000013_payout_debits;
 
 use m20261202_000006_keys_by_tenant::REKEYED_TABLES;
 
@@ -56,6 +57,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000010_exchange_rates::Migration),
             Box::new(m20261202_000011_ledger_adjustments::Migration),
             Box::new(m20261203_000012_tiers_and_time_zones::Migration),
+            Box::new(m20261203_000013_payout_debits::Migration),
         ]
     }
 }

@@ -524,6 +524,46 @@ async fn payouts_batches_clawbacks_and_csv(app: &TestApp) {
     assert_eq!(status, StatusCode::OK, "{p}");
     assert_eq!(p["status"], "paid");
     assert_eq!(p["reference"], "SEPA-2026-12-001");
+    // Paying books the debit: the negative of what it covers, per program.
+    let covered = p["entries"].clone();
+    assert_eq!(covered.as_array().map(Vec::len), Some(2), "{p}");
+    let debit_of = |list: &Value| {
+        let items = list["items"].as_array().expect("items").clone();
+        assert_eq!(items.len(), 1, "{list}");
+        let d = &items[0];
+        assert_eq!(d["payout_id"], janes.as_str());
+        assert!(d["conversion_id"].is_null());
+        (d["amount"].clone(), d["explanation"].clone())
+    };
+    let (_, debits) = app.get("/api/v1/ledger/entries?kind=payout", key).await;
+    let debit = debit_of(&debits);
+    assert_eq!(
+        debit,
+        (
+            json!("-15.00"),
+            json!(format!(
+                "paid in payout {janes} (reference SEPA-2026-12-001)"
+            ))
+        )
+    );
+    let (_, again) = app.get(&format!("/api/v1/payouts/{janes}"), key).await;
+    assert_eq!(again["entries"], covered, "the debit is not one it covers");
+    // A payout paid before debits existed gets its own from the migration.
+    {
+        use trcker_storage::sea_orm::ConnectionTrait;
+        let db = &app.services().store.conn;
+        for sql in [
+            "DELETE FROM ledger_entries WHERE kind = 'payout'",
+            "DELETE FROM seaql_migrations WHERE version = 'm20261203_000013_payout_debits'",
+        ] {
+            db.execute_unprepared(sql).await.expect(sql);
+        }
+        let (_, none) = app.get("/api/v1/ledger/entries?kind=payout", key).await;
+        assert_eq!(none["items"], json!([]));
+        app.services().store.migrate().await.expect("migrate");
+        let (_, debits) = app.get("/api/v1/ledger/entries?kind=payout", key).await;
+        assert_eq!(debit_of(&debits), debit);
+    }
     for path in ["mark-paid", "mark-failed"] {
         let (status, p) = app
             .post(

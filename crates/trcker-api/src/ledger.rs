@@ -64,7 +64,7 @@ impl LedgerApi {
         program_id: Query<Option<String>>,
         conversion_id: Query<Option<String>>,
         payout_id: Query<Option<String>>,
-        /// `commission`, `reversal` or `adjustment`.
+        /// `commission`, `reversal`, `adjustment` or `payout` (a payout's debit).
         kind: Query<Option<String>>,
         cursor: Query<Option<String>>,
         /// Page size, 1 to 200; default 50.
@@ -107,9 +107,10 @@ pub struct NewAdjustmentIn {
 #[derive(Debug, Object)]
 pub struct EntryOut {
     pub id: String,
-    /// `commission`, `reversal` or `adjustment`.
+    /// `commission`, `reversal`, `adjustment` or `payout` (what a payout
+    /// marked paid paid out, per program: the negative of the entries it covers).
     pub kind: String,
-    /// Null for a manual adjustment.
+    /// Null for a manual adjustment or a payout debit.
     pub conversion_id: Option<String>,
     pub program_id: String,
     pub amount: String,

@@ -11,7 +11,12 @@
 //!   paid (an affiliate whose reversals outweigh her commissions has a
 //!   negative approved balance, which the next payout nets against: a
 //!   clawback);
-//! - **paid**: in a payout marked paid.
+//! - **paid**: what payouts marked paid paid out: the payout debits.
+//!
+//! A payout marked paid books a **payout debit** per program it covers, the
+//! negative of its entries there: the sum of all an affiliate's entries is
+//! what she is owed (pending and approved), and her commissions, reversals
+//! and adjustments add up to what she earned (pending, approved and paid).
 //!
 //! A reversal (refund, chargeback, rejection) is a new negative entry, never
 //! an edit; so is every later correction. The only column that changes is
@@ -22,7 +27,7 @@
 //! Sums are taken in `i128`: an entry is at most 10^12 minor units (the
 //! intake's maximum) and a sum of 2^64 of them still fits.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use trcker_domain::ConversionStatus;
@@ -32,7 +37,7 @@ use trcker_domain::money::{Currency, Money, format_minor};
 use trcker_storage::TenantId;
 use trcker_storage::batch::{insert, pow2_chunks};
 use trcker_storage::entities::{affiliate, conversion, ledger_entry, program};
-use trcker_storage::ids::{ConversionId, LedgerEntryId, PayoutId};
+use trcker_storage::ids::{ConversionId, LedgerEntryId};
 use trcker_storage::sea_orm::sea_query::Expr;
 use trcker_storage::sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, IntoActiveModel,
@@ -303,7 +308,10 @@ impl LedgerService {
         let mut q = scoped::<ledger_entry::Entity>(tenant);
         if let Some(k) = f.kind {
             let k: ledger_entry::Kind = k.parse().map_err(|_| {
-                Invalid::field("kind", "must be one of commission, reversal, adjustment")
+                Invalid::field(
+                    "kind",
+                    "must be one of commission, reversal, adjustment, payout",
+                )
             })?;
             q = q.filter(C::Kind.eq(k));
         }
@@ -350,18 +358,22 @@ pub struct Balance {
 }
 
 impl Balance {
-    /// Everything booked, whatever its state.
+    /// Everything earned, paid or not: the sum of every entry but payout
+    /// debits.
     pub fn total(&self) -> i128 {
         self.pending + self.approved + self.paid
     }
+
+    /// What is owed now: the sum of every entry.
+    pub fn owed(&self) -> i128 {
+        self.pending + self.approved
+    }
 }
 
-/// Balances per currency from entries, the status of their conversions,
-/// and the payouts marked paid.
+/// Balances per currency from entries and the status of their conversions.
 pub fn balances(
     entries: &[ledger_entry::Model],
     status: &HashMap<ConversionId, ConversionStatus>,
-    paid_payouts: &HashSet<PayoutId>,
 ) -> BTreeMap<String, (Currency, Balance)> {
     let mut out: BTreeMap<String, (Currency, Balance)> = BTreeMap::new();
     for e in entries {
@@ -370,10 +382,14 @@ pub fn balances(
             .entry(currency.code().to_owned())
             .or_insert((currency, Balance::default()));
         let amount = i128::from(e.amount_minor);
-        match where_entry_stands(e, status, paid_payouts) {
+        match where_entry_stands(e, status) {
             Standing::Pending => b.pending += amount,
             Standing::Approved => b.approved += amount,
-            Standing::Paid => b.paid += amount,
+            // A debit moves what it paid from approved to paid.
+            Standing::Payment => {
+                b.approved += amount;
+                b.paid -= amount;
+            }
         }
     }
     out
@@ -384,19 +400,16 @@ pub fn balances(
 pub enum Standing {
     Pending,
     Approved,
-    Paid,
+    /// A payout debit.
+    Payment,
 }
 
 pub fn where_entry_stands(
     e: &ledger_entry::Model,
     status: &HashMap<ConversionId, ConversionStatus>,
-    paid_payouts: &HashSet<PayoutId>,
 ) -> Standing {
-    if e.payout_id
-        .as_ref()
-        .is_some_and(|p| paid_payouts.contains(p))
-    {
-        return Standing::Paid;
+    if e.kind == ledger_entry::Kind::Payout {
+        return Standing::Payment;
     }
     if e.payout_id.is_none()
         && e.conversion_id
@@ -434,7 +447,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use trcker_domain::money::MAX_MINOR;
-    use trcker_storage::ids::{AffiliateId, ProgramId};
+    use trcker_storage::ids::{AffiliateId, PayoutId, ProgramId};
 
     /// One conversion's story: its amount, where it ended, whether its
     /// commission was paid, and whether its reversal (if any) was paid too.
@@ -506,14 +519,13 @@ mod tests {
         }
     }
 
-    /// The entries the stories make, the conversions' statuses, the paid
-    /// payout, and a second payout that is still pending.
+    /// The entries the stories make (with the paid payout's debit per
+    /// currency) and the conversions' statuses.
     fn ledger(
         stories: &[Story],
     ) -> (
         Vec<ledger_entry::Model>,
         HashMap<ConversionId, ConversionStatus>,
-        HashSet<PayoutId>,
     ) {
         let paid = PayoutId::generate();
         let mut entries = Vec::new();
@@ -539,28 +551,62 @@ mod tests {
                 ));
             }
         }
-        (entries, status, HashSet::from([paid]))
+        let mut debits: BTreeMap<&str, i64> = BTreeMap::new();
+        for e in entries
+            .iter()
+            .filter(|e| e.payout_id.as_ref() == Some(&paid))
+        {
+            *debits.entry(e.currency.0.code()).or_default() -= e.amount_minor;
+        }
+        let debits: Vec<_> = debits
+            .into_iter()
+            .map(|(code, amount)| {
+                let cur = Currency::parse(code).unwrap_or(Currency::USD);
+                let mut d = entry(
+                    &ConversionId::generate(),
+                    "payout",
+                    amount,
+                    cur,
+                    Some(&paid),
+                );
+                d.conversion_id = None;
+                d.kind = ledger_entry::Kind::Payout;
+                d
+            })
+            .collect();
+        entries.extend(debits);
+        (entries, status)
+    }
+
+    fn is_debit(e: &ledger_entry::Model) -> bool {
+        e.kind == ledger_entry::Kind::Payout
     }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(10_000))]
 
-        /// The balances add up to the ledger, per currency, exactly.
+        /// The balances add up to the ledger, per currency, exactly: what
+        /// is owed is the sum of every entry, what was earned the sum of
+        /// all but the debits, and what was paid the debits' negative.
         #[test]
         fn balances_sum_to_the_ledger(stories in prop::collection::vec(story(), 0..40)) {
-            let (entries, status, paid) = ledger(&stories);
-            let balances = balances(&entries, &status, &paid);
-            for (code, (_, b)) in &balances {
-                let sum: i128 = entries
+            let (entries, status) = ledger(&stories);
+            let balances = balances(&entries, &status);
+            let sum = |code: &str, which: &dyn Fn(&ledger_entry::Model) -> bool| -> i128 {
+                entries
                     .iter()
-                    .filter(|e| e.currency.0.code() == code)
+                    .filter(|e| e.currency.0.code() == code && which(e))
                     .map(|e| i128::from(e.amount_minor))
-                    .sum();
-                prop_assert_eq!(b.total(), sum);
+                    .sum()
+            };
+            for (code, (_, b)) in &balances {
+                prop_assert_eq!(b.owed(), sum(code, &|_| true));
+                prop_assert_eq!(b.total(), sum(code, &|e| !is_debit(e)));
+                prop_assert_eq!(b.paid, -sum(code, &is_debit));
                 prop_assert!(b.pending >= 0);
             }
             prop_assert_eq!(
-                balances.values().map(|(_, b)| b.total()).sum::<i128>(),
+                balances.values().map(|(_, b)| b.owed()).sum::<i128>(),
                 entries.iter().map(|e| i128::from(e.amount_minor)).sum::<i128>()
             );
         }
@@ -571,9 +617,9 @@ mod tests {
         fn a_reversal_returns_the_balance_exactly(
             stories in prop::collection::vec(story(), 1..40),
         ) {
-            let (entries, status, paid) = ledger(&stories);
+            let (entries, status) = ledger(&stories);
             let earning: Vec<&Story> = stories.iter().filter(|s| s.end.earns_commission()).collect();
-            let balances = balances(&entries, &status, &paid);
+            let balances = balances(&entries, &status);
             for (i, code) in CURRENCIES.iter().enumerate() {
                 let owed: i128 = earning
                     .iter()

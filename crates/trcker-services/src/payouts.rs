@@ -20,17 +20,17 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use trcker_domain::ConversionStatus;
 use trcker_domain::ids::IdKind;
 use trcker_domain::money::{Currency, Money, format_minor};
 use trcker_storage::batch::{among, insert};
 use trcker_storage::entities::payout::PayoutStatus;
 use trcker_storage::entities::{affiliate, conversion, ledger_entry, payout, program};
-use trcker_storage::ids::{AffiliateId, PayoutBatchId, PayoutId};
+use trcker_storage::ids::{AffiliateId, LedgerEntryId, PayoutBatchId, PayoutId, ProgramId};
 use trcker_storage::sea_orm::sea_query::Expr;
 use trcker_storage::sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, QueryFilter, QueryOrder, QuerySelect,
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbErr, QueryFilter, QueryOrder, QuerySelect,
     QueryTrait,
 };
 use trcker_storage::{Store, TenantId, scoped, scoped_by_id, scoped_update, scoped_update_by_id};
@@ -39,7 +39,7 @@ use crate::areas::Area;
 use crate::auth::{AccessError, Caller};
 use crate::conversions::{Page, newest_page};
 use crate::error::{Invalid, StoreError, from_store};
-use crate::ledger::format_sum;
+use crate::ledger::{book_entries, format_sum};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PayoutError {
@@ -309,6 +309,7 @@ impl PayoutService {
             .ok_or_else(|| PayoutError::NotFound(id.to_owned()))?;
         let entries = scoped::<ledger_entry::Entity>(tenant)
             .filter(ledger_entry::Column::PayoutId.eq(&payout.id))
+            .filter(ledger_entry::Column::Kind.ne(ledger_entry::Kind::Payout))
             .order_by_asc(ledger_entry::Column::Id)
             .all(db)
             .await?;
@@ -444,7 +445,9 @@ impl PayoutService {
             txn.rollback().await?;
             return Err(self.not_pending(tenant, id).await?);
         }
-        if to == PayoutStatus::Failed {
+        if to == PayoutStatus::Paid {
+            book_entries(&txn, debits(&txn, tenant, caller, id, &note, t).await?).await?;
+        } else {
             scoped_update::<ledger_entry::Entity>(tenant)
                 .col_expr(
                     ledger_entry::Column::PayoutId,
@@ -478,6 +481,56 @@ impl PayoutService {
             Some(p) => PayoutError::NotPending(id.to_owned(), p.status.to_string()),
         })
     }
+}
+
+/// The debits of a payout being marked paid: one per program it covers,
+/// the negative of its entries there, so that the affiliate's entries sum to
+/// what she is still owed.
+async fn debits(
+    txn: &DatabaseTransaction,
+    tenant: &TenantId,
+    caller: &Caller,
+    id: &str,
+    reference: &str,
+    t: DateTime<Utc>,
+) -> Result<Vec<ledger_entry::Model>, DbErr> {
+    let covered = scoped::<ledger_entry::Entity>(tenant)
+        .filter(ledger_entry::Column::PayoutId.eq(id))
+        .filter(ledger_entry::Column::Kind.ne(ledger_entry::Kind::Payout))
+        .all(txn)
+        .await?;
+    let mut by_program: BTreeMap<ProgramId, (ledger_entry::Model, i128)> = BTreeMap::new();
+    for e in covered {
+        let amount = i128::from(e.amount_minor);
+        by_program.entry(e.program_id.clone()).or_insert((e, 0)).1 += amount;
+    }
+    by_program
+        .into_values()
+        .map(|(first, sum)| {
+            let amount = i64::try_from(-sum).map_err(|_| {
+                DbErr::Custom(format!(
+                    "payout {id}: a program's sum {sum} is beyond 64 bits"
+                ))
+            })?;
+            Ok(ledger_entry::Model {
+                id: LedgerEntryId::generate(),
+                tenant_id: tenant.clone(),
+                created_at: t,
+                affiliate_id: first.affiliate_id,
+                program_id: first.program_id,
+                conversion_id: None,
+                entry_key: format!("payout:{id}"),
+                kind: ledger_entry::Kind::Payout,
+                amount_minor: amount,
+                currency: first.currency,
+                explanation: format!("paid in payout {id} (reference {reference})"),
+                available_at: t,
+                payout_id: Some(PayoutId::from(id.to_owned())),
+                is_test: false,
+                actor: Some(caller.actor()),
+            })
+        })
+        .collect()
 }
 
 /// Claims `entries` for payout `id`: false when some were claimed already.

@@ -4,10 +4,10 @@
 //! Passwords are stored as Argon2id hashes. Balances come from the append-only
 //! ledger: an entry is pending while its conversion is pending (merchant
 //! approval or hold period), approved once the conversion is approved (a
-//! reversal nets a refunded one to zero), and paid once it is part of a payout
-//! marked paid (`crate::ledger`). Test conversions never count.
+//! reversal nets a refunded one to zero), and paid as the payouts marked paid
+//! debit it (`crate::ledger`). Test conversions never count.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -16,7 +16,7 @@ use trcker_domain::ConversionStatus;
 use trcker_domain::money::format_minor;
 use trcker_domain::secret::hash_secret;
 use trcker_storage::entities::*;
-use trcker_storage::ids::{ConversionId, PayoutId, ProgramId};
+use trcker_storage::ids::{ConversionId, ProgramId};
 use trcker_storage::sea_orm::sea_query::Expr;
 use trcker_storage::sea_orm::{ColumnTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
 use trcker_storage::{Store, TenantId, lookup, scoped, scoped_by_id, scoped_update_by_id};
@@ -253,14 +253,6 @@ impl PortalService {
             .filter(click::Column::IsTest.eq(false))
             .count(db)
             .await?;
-        let paid: HashSet<PayoutId> = scoped::<payout::Entity>(tenant)
-            .filter(payout::Column::AffiliateId.eq(aff))
-            .filter(payout::Column::Status.eq(payout::PayoutStatus::Paid))
-            .all(db)
-            .await?
-            .into_iter()
-            .map(|p| p.id)
-            .collect();
         let programs: HashMap<ProgramId, String> = scoped::<program::Entity>(tenant)
             .limit(1000)
             .all(db)
@@ -269,7 +261,7 @@ impl PortalService {
             .map(|p| (p.id, p.name))
             .collect();
         Ok(Earnings {
-            balances: balances(&entries, &conversions, &paid, since),
+            balances: balances(&entries, &conversions, since),
             clicks_30_days,
             conversions_30_days: conversions.iter().filter(|c| c.created_at >= since).count()
                 as u64,
@@ -286,19 +278,19 @@ impl PortalService {
 fn balances(
     entries: &[ledger_entry::Model],
     conversions: &[conversion::Model],
-    paid: &HashSet<PayoutId>,
     since: DateTime<Utc>,
 ) -> Vec<Balance> {
     let status: HashMap<ConversionId, ConversionStatus> = conversions
         .iter()
         .map(|c| (c.id.clone(), c.status.0))
         .collect();
-    crate::ledger::balances(entries, &status, paid)
+    crate::ledger::balances(entries, &status)
         .into_values()
         .map(|(cur, b)| {
             let recent: i128 = entries
                 .iter()
                 .filter(|e| e.currency.0 == cur && e.created_at >= since)
+                .filter(|e| e.kind != ledger_entry::Kind::Payout)
                 .map(|e| i128::from(e.amount_minor))
                 .sum();
             Balance {

@@ -41,5 +41,8 @@ super::text_enum! {
         Commission = "commission",
         Reversal = "reversal",
         Adjustment = "adjustment",
+        /// What a payout marked paid paid out: the negative of the entries
+        /// it covers, one per program.
+        Payout = "payout",
     }
 }
