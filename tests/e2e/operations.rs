@@ -610,6 +610,7 @@ async fn every_answer_carries_its_request_id(app: &TestApp) {
         "/portal/acme/login".to_owned(),
         "/no/such/page".to_owned(),
     ];
+    let mut problems = 0;
     for path in &paths {
         let sent = http
             .get(app.url(path))
@@ -619,12 +620,41 @@ async fn every_answer_carries_its_request_id(app: &TestApp) {
             .expect("request");
         assert_eq!(sent.headers()["x-request-id"], "edge-9f2c.1", "{path}");
         let own = http.get(app.url(path)).send().await.expect("request");
-        let id = own.headers()["x-request-id"].to_str().expect("ascii");
+        let id = own.headers()["x-request-id"]
+            .to_str()
+            .expect("ascii")
+            .to_owned();
         assert!(
-            trcker_domain::ids::IdKind::Request.matches(id),
+            trcker_domain::ids::IdKind::Request.matches(&id),
             "{path}: {id}"
         );
+        // A problem names its request in its body too.
+        let is_problem = own
+            .headers()
+            .get("content-type")
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+        if is_problem {
+            let body: serde_json::Value = own.json().await.expect("problem");
+            assert_eq!(body["request_id"], id.as_str(), "{path}: {body}");
+            problems += 1;
+        }
     }
+    assert_eq!(
+        problems, 2,
+        "the postback without click_id and the unauthenticated API call"
+    );
+    let (status, p) = app
+        .post(
+            "/api/v1/programs",
+            &s.tenant.key,
+            serde_json::json!({"name": ""}),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::BAD_REQUEST);
+    assert!(
+        trcker_domain::ids::IdKind::Request.matches(p["request_id"].as_str().unwrap_or_default()),
+        "{p}"
+    );
     let insane = http
         .get(app.url("/healthz"))
         .header("x-request-id", "x".repeat(129))

@@ -222,12 +222,15 @@ pub fn markdown() -> String {
          ```json\n\
          {\"type\": \"urn:trcker:problem:invalid-fields\", \"title\": \"Unprocessable Entity\", \"status\": 422,\n \
          \"detail\": \"invalid fields: slug\", \"code\": \"invalid-fields\",\n \
-         \"errors\": [{\"field\": \"slug\", \"message\": \"may contain only lower-case letters a-z, digits and '-', …\"}]}\n\
+         \"errors\": [{\"field\": \"slug\", \"message\": \"may contain only lower-case letters a-z, digits and '-', …\"}],\n \
+         \"request_id\": \"req_01m8x4c7tq9v2s5k3h6j8n0wzb\"}\n\
          ```\n\n\
          `code` is stable: program against it, not against `detail` (which says more, for\n\
          people) or the status (several codes share one). `errors` is there when fields\n\
-         or parameters are wrong. Another tenant's resource answers exactly as a missing\n\
-         one does.\n\n\
+         or parameters are wrong. `request_id` is the request's id, the same as in the\n\
+         answer's `X-Request-Id` header and in every log line the request caused: quote\n\
+         it when asking the operator about an answer. Another tenant's resource answers\n\
+         exactly as a missing one does.\n\n\
          This file is generated from the table in `crates/trcker-api/src/problem.rs`;\n\
          a test fails when they differ (it prints the command that writes this file).\n\n\
          | code | status | where | what it means | what to do |\n\
@@ -267,6 +270,21 @@ pub struct Problem {
     /// Each bad field, for validation problems.
     #[oai(skip_serializing_if_is_none)]
     pub errors: Option<Vec<FieldProblem>>,
+    /// The request's id, as in its `X-Request-Id` header and in the logs:
+    /// quote it when asking about this answer.
+    #[oai(skip_serializing_if_is_none)]
+    pub request_id: Option<String>,
+}
+
+tokio::task_local! {
+    /// The id of the request being answered.
+    static REQUEST_ID: String;
+}
+
+/// Runs `answer` as the answer to the request `id`: every problem it
+/// answers with names that id.
+pub async fn with_request_id<F: std::future::Future>(id: String, answer: F) -> F::Output {
+    REQUEST_ID.scope(id, answer).await
 }
 
 impl Problem {
@@ -279,6 +297,7 @@ impl Problem {
             detail: detail.into(),
             code: code.as_str().to_owned(),
             errors: None,
+            request_id: None,
         }
     }
 
@@ -323,7 +342,10 @@ impl Payload for ProblemJson {
 }
 
 impl IntoResponse for ProblemJson {
-    fn into_response(self) -> Response {
+    fn into_response(mut self) -> Response {
+        if self.0.request_id.is_none() {
+            self.0.request_id = REQUEST_ID.try_with(Clone::clone).ok();
+        }
         let status =
             StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         Response::builder()

@@ -177,7 +177,8 @@ const FRONT_PAGE: &str = concat!(
 /// Gives each request its id (the sender's `X-Request-Id` when sane, else
 /// a fresh one), runs it inside a `request` span carrying that id, so that
 /// every log line it causes names it, and answers with the id in
-/// `X-Request-Id`; counts and times the request for the metrics and, at
+/// `X-Request-Id` (and, in a problem+json answer, in its `request_id`);
+/// counts and times the request for the metrics and, at
 /// debug level, logs its method, path, status and duration. The query
 /// string is never logged: postback URLs carry their secret there. One
 /// layer for all of it: each layer around the routes moves every request
@@ -194,9 +195,12 @@ async fn access_log<E: Endpoint>(next: E, req: Request) -> poem::Result<Response
     let span = tracing::info_span!("request", request_id = %id);
     let logged = tracing::enabled!(tracing::Level::DEBUG)
         .then(|| (req.method().clone(), loggable_path(req.uri().path())));
-    let mut resp = next.get_response(req).instrument(span.clone()).await;
+    let header = poem::http::HeaderValue::from_str(&id).ok();
+    let mut resp =
+        trcker_api::problem::with_request_id(id, next.get_response(req).instrument(span.clone()))
+            .await;
     route.record(started.elapsed(), resp.status());
-    if let Ok(value) = poem::http::HeaderValue::from_str(&id) {
+    if let Some(value) = header {
         resp.headers_mut().insert(X_REQUEST_ID, value);
     }
     if let Some((method, path)) = logged {
