@@ -6,6 +6,7 @@ mod attribution;
 mod binary;
 mod cli;
 mod clicks;
+mod credentials;
 mod debugger;
 mod docs;
 mod faults;

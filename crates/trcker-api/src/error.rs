@@ -6,6 +6,7 @@ use poem::Response;
 use poem::http::StatusCode;
 use poem_openapi::ApiResponse;
 use trcker_services::affiliates::AffiliateError;
+use trcker_services::audit::AuditError;
 use trcker_services::auth::AccessError;
 use trcker_services::conversions::ConversionError;
 use trcker_services::debugger::DebuggerError;
@@ -203,6 +204,16 @@ impl From<RateError> for ApiError {
             RateError::Access(e) => e.into(),
             RateError::Invalid(e) => e.into(),
             RateError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<AuditError> for ApiError {
+    fn from(e: AuditError) -> Self {
+        match e {
+            AuditError::Access(e) => e.into(),
+            AuditError::Invalid(e) => e.into(),
+            AuditError::Store(e) => e.into(),
         }
     }
 }

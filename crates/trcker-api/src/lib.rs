@@ -9,6 +9,8 @@
 //! Handlers authenticate, convert and call one use case; they hold no logic.
 
 mod affiliates;
+mod api_keys;
+mod audit;
 mod auth;
 mod common;
 mod conversions;
@@ -32,8 +34,12 @@ pub use error::ApiError;
 
 #[derive(Tags)]
 enum ApiTags {
-    /// Tenants (operator token).
+    /// Tenants (operator token) and a tenant's own settings.
     Tenants,
+    /// A tenant's API keys.
+    ApiKeys,
+    /// Who changed what, when.
+    Audit,
     /// Affiliate programs (offers).
     Programs,
     /// Affiliates (partners).
@@ -54,6 +60,8 @@ enum ApiTags {
 
 type Apis = (
     tenants::TenantsApi,
+    api_keys::ApiKeysApi,
+    audit::AuditApi,
     programs::ProgramsApi,
     affiliates::AffiliatesApi,
     integrations::IntegrationsApi,
@@ -71,6 +79,14 @@ fn apis(s: &Services) -> Apis {
     (
         tenants::TenantsApi {
             tenants: s.tenants.clone(),
+            auth: auth.clone(),
+        },
+        api_keys::ApiKeysApi {
+            tenants: s.tenants.clone(),
+            auth: auth.clone(),
+        },
+        audit::AuditApi {
+            audit: s.audit.clone(),
             auth: auth.clone(),
         },
         programs::ProgramsApi {

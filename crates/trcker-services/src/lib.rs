@@ -9,7 +9,7 @@
 //! knows it.
 
 pub mod affiliates;
-mod audit;
+pub mod audit;
 pub mod auth;
 mod cache;
 pub mod clicks;
@@ -110,6 +110,7 @@ impl Settings {
 #[derive(Clone)]
 pub struct Services {
     pub tenants: tenants::TenantService,
+    pub audit: audit::AuditService,
     pub programs: programs::ProgramService,
     pub affiliates: affiliates::AffiliateService,
     pub links: links::LinkService,
@@ -144,6 +145,7 @@ impl Services {
         let pipeline = pipeline::Pipeline::new(store.clone(), queue.clone(), settings.clone())?;
         Ok(Services {
             tenants: tenants::TenantService::new(area.clone()),
+            audit: audit::AuditService::new(area.clone()),
             programs: programs::ProgramService::new(area.clone()),
             affiliates: affiliates::AffiliateService::new(area.clone()),
             links: links::LinkService::new(area.clone()),

@@ -1,8 +1,12 @@
 //! Tenants and their API keys: the operator creates a tenant (with its first
 //! admin key, shown once), and every admin API call is authenticated here.
 
-use chrono::Utc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{SubsecRound, Utc};
 use trcker_domain::fields::{Fields, Name};
+use trcker_domain::ids::IdKind;
 use trcker_domain::secret::{hash_secret, new_api_key, secrets_equal};
 use trcker_domain::slug::Slug;
 use trcker_domain::tiers::TimeZone;
@@ -18,6 +22,7 @@ use trcker_storage::{
 
 use crate::areas::Area;
 use crate::auth::{AccessError, Caller};
+use crate::conversions::{Page, newest_page};
 use crate::error::{Invalid, StoreError, from_store};
 
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +71,24 @@ pub struct TenantUpdate {
 /// A new API key: who it is for and what it may do.
 pub struct NewApiKey {
     pub name: String,
-    pub scope: api_key::Scope,
+    /// `admin` (everything) or `read` (reads only).
+    pub scope: String,
+}
+
+/// A key's scope as the API and the CLI name it.
+pub fn scope_word(scope: api_key::Scope) -> &'static str {
+    match scope {
+        api_key::Scope::Admin => "admin",
+        api_key::Scope::ReadOnly => "read",
+    }
+}
+
+fn parse_scope(word: &str) -> Result<api_key::Scope, &'static str> {
+    match word {
+        "admin" => Ok(api_key::Scope::Admin),
+        "read" => Ok(api_key::Scope::ReadOnly),
+        _ => Err("must be \"admin\" or \"read\""),
+    }
 }
 
 /// An API key just made; its token is shown this once.
@@ -84,11 +106,45 @@ pub struct CreatedTenant {
 #[derive(Clone)]
 pub struct TenantService {
     area: Area,
+    /// The keys whose use was written in the last [`LAST_USED_EVERY`].
+    used: Arc<moka::sync::Cache<ApiKeyId, ()>>,
 }
+
+/// How stale an API key's `last_used_at` may be: its use is written at most
+/// once per key and process in this time, not on every request.
+pub const LAST_USED_EVERY: Duration = Duration::from_secs(60);
 
 impl TenantService {
     pub(crate) fn new(area: Area) -> Self {
-        TenantService { area }
+        TenantService {
+            area,
+            used: Arc::new(
+                moka::sync::Cache::builder()
+                    .max_capacity(100_000)
+                    .time_to_live(LAST_USED_EVERY)
+                    .build(),
+            ),
+        }
+    }
+
+    /// Records that a key was used, unless it was within the last minute.
+    async fn record_use(&self, key: &api_key::Model) -> Result<(), DbErr> {
+        if self.used.contains_key(&key.id) {
+            return Ok(());
+        }
+        self.used.insert(key.id.clone(), ());
+        let t = Utc::now();
+        if key
+            .last_used_at
+            .is_some_and(|u| t - u < chrono::Duration::seconds(60))
+        {
+            return Ok(());
+        }
+        scoped_update_by_id::<api_key::Entity>(&key.tenant_id, key.id.as_str())
+            .col_expr(api_key::Column::LastUsedAt, Expr::value(Some(t)))
+            .exec(&self.area.store.conn)
+            .await?;
+        Ok(())
     }
 
     /// Authenticates a bearer token: the operator token, or a tenant's API key.
@@ -109,6 +165,10 @@ impl TenantService {
             .ok_or(AuthError::UnknownToken)?;
         if tenant.status == tenant::Status::Suspended {
             return Err(AuthError::Suspended);
+        }
+        if let Err(e) = self.record_use(&key).await {
+            // The call goes on: a missed last-used time is not worth a refusal.
+            tracing::warn!(error = %e, key_id = %key.id, "API key's last use not recorded");
         }
         Ok(Caller::Tenant {
             tenant: key.tenant_id,
@@ -305,9 +365,73 @@ impl TenantService {
         input: NewApiKey,
     ) -> Result<CreatedApiKey, TenantError> {
         caller.operator()?;
+        self.make_key(caller, tenant, input).await
+    }
+
+    /// Makes an API key for the calling tenant (an admin key); its token is
+    /// shown once and only its hash is kept.
+    pub async fn create_own_api_key(
+        &self,
+        caller: &Caller,
+        input: NewApiKey,
+    ) -> Result<CreatedApiKey, TenantError> {
+        let tenant = caller.tenant_admin()?.clone();
+        self.make_key(caller, &tenant, input).await
+    }
+
+    /// The calling tenant's API keys, revoked ones included, newest first.
+    pub async fn own_api_keys(
+        &self,
+        caller: &Caller,
+        cursor: Option<String>,
+        limit: Option<u64>,
+    ) -> Result<Page<api_key::Model>, TenantError> {
+        let tenant = caller.tenant()?;
+        newest_page(
+            scoped::<api_key::Entity>(tenant),
+            IdKind::ApiKey,
+            cursor,
+            limit,
+            &self.area.store.conn,
+            |k| k.id.as_str(),
+        )
+        .await
+    }
+
+    /// One of the calling tenant's API keys.
+    pub async fn own_api_key(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<api_key::Model, TenantError> {
+        let tenant = caller.tenant()?;
+        scoped_by_id::<api_key::Entity>(tenant, id)
+            .one(&self.area.store.conn)
+            .await?
+            .ok_or_else(|| TenantError::KeyNotFound(id.to_owned()))
+    }
+
+    /// Revokes one of the calling tenant's API keys at once (the caller's
+    /// own too: its next call is refused).
+    pub async fn revoke_own_api_key(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<api_key::Model, TenantError> {
+        let tenant = caller.tenant_admin()?.clone();
+        self.revoke_key(caller, &tenant, id).await
+    }
+
+    async fn make_key(
+        &self,
+        caller: &Caller,
+        tenant: &TenantId,
+        input: NewApiKey,
+    ) -> Result<CreatedApiKey, TenantError> {
         let mut f = Fields::default();
         let name = f.take("name", Name::parse(&input.name));
-        let (name,) = f.done((name,)).map_err(Invalid)?;
+        let scope = f.take("scope", parse_scope(&input.scope));
+        let (name, scope) = f.done((name, scope)).map_err(Invalid)?;
         let token = new_api_key();
         let key = api_key::Model {
             id: ApiKeyId::generate(),
@@ -316,7 +440,7 @@ impl TenantService {
             name: name.into_string(),
             key_hash: hash_secret(&token),
             key_hint: token[token.len() - 4..].to_owned(),
-            scope: input.scope,
+            scope,
             revoked_at: None,
             last_used_at: None,
         };
@@ -345,13 +469,23 @@ impl TenantService {
         key_id: &str,
     ) -> Result<api_key::Model, TenantError> {
         caller.operator()?;
+        self.revoke_key(caller, tenant, key_id).await
+    }
+
+    async fn revoke_key(
+        &self,
+        caller: &Caller,
+        tenant: &TenantId,
+        key_id: &str,
+    ) -> Result<api_key::Model, TenantError> {
         let txn = self.area.store.write_txn().await?;
         let mut key = scoped_by_id::<api_key::Entity>(tenant, key_id)
             .one(&txn)
             .await?
             .ok_or_else(|| TenantError::KeyNotFound(key_id.to_owned()))?;
         if key.revoked_at.is_none() {
-            let t = Utc::now();
+            // As the database keeps it (PostgreSQL: microseconds).
+            let t = Utc::now().trunc_subsecs(6);
             scoped_update_by_id::<api_key::Entity>(tenant, key_id)
                 .col_expr(api_key::Column::RevokedAt, Expr::value(t))
                 .exec(&txn)

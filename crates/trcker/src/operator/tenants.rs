@@ -3,8 +3,8 @@
 //! operator token needed: whoever runs these holds the database). Every
 //! change is in the tenant's audit log, by the operator.
 
-use trcker_services::storage::entities::{api_key, tenant};
-use trcker_services::tenants::{NewApiKey, NewTenant, TenantError};
+use trcker_services::storage::entities::tenant;
+use trcker_services::tenants::{NewApiKey, NewTenant, TenantError, scope_word};
 
 use super::{DatabaseFlags, OPERATOR};
 use crate::AppError;
@@ -47,8 +47,9 @@ pub enum TenantCommand {
 pub enum KeyScope {
     /// Everything the tenant's API allows.
     Admin,
-    /// Reads only.
-    ReadOnly,
+    /// Reads only (`read-only` is accepted too).
+    #[value(alias = "read-only")]
+    Read,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -208,16 +209,17 @@ async fn api_key_on(
         } => {
             let t = tenants.by_slug(&OPERATOR, &tenant).await?;
             let scope = match scope {
-                KeyScope::Admin => api_key::Scope::Admin,
-                KeyScope::ReadOnly => api_key::Scope::ReadOnly,
-            };
+                KeyScope::Admin => "admin",
+                KeyScope::Read => "read",
+            }
+            .to_owned();
             let created = tenants
                 .create_api_key(&OPERATOR, &t.id, NewApiKey { name, scope })
                 .await?;
             Ok(vec![
                 format!(
                     "created {} key {} for {}: {}",
-                    created.key.scope.as_str(),
+                    scope_word(created.key.scope),
                     created.key.id,
                     t.slug,
                     created.key.name
@@ -241,7 +243,7 @@ async fn api_key_on(
                 format!(
                     "{:<30} {:<10} {:<8} {:<18} {}",
                     k.id,
-                    k.scope.as_str(),
+                    scope_word(k.scope),
                     k.key_hint,
                     state,
                     k.name
