@@ -357,7 +357,6 @@ async fn price_tiered<'a>(
     affiliates.dedup();
     lock_affiliates(txn, tenant, affiliates).await?;
     // Another worker may have priced some while this one waited.
-    let earning = [ConversionStatus::Pending, ConversionStatus::Approved].map(conversion::Status);
     let unpriced: HashSet<ConversionId> = scoped::<conversion::Entity>(tenant)
         .select_only()
         .column(conversion::Column::Id)
@@ -367,7 +366,7 @@ async fn price_tiered<'a>(
             tiered.iter().map(|(c, _)| c.id.clone()),
         ))
         .filter(conversion::Column::PayoutMinor.is_null())
-        .filter(conversion::Column::Status.is_in(earning))
+        .filter(conversion::Column::Status.is_in(earning()))
         .into_tuple::<ConversionId>()
         .all(txn)
         .await?
@@ -423,6 +422,11 @@ async fn price_tiered<'a>(
         }
     }
     Ok(out)
+}
+
+/// The statuses whose conversions earn a commission.
+fn earning() -> [conversion::Status; 2] {
+    [ConversionStatus::Pending, ConversionStatus::Approved].map(conversion::Status)
 }
 
 /// A commission and what priced it.
@@ -572,7 +576,6 @@ async fn set_payouts(
 ) -> Result<HashSet<ConversionId>, JobError> {
     use conversion::Column as C;
     let backend = sea_orm::ConnectionTrait::get_database_backend(txn);
-    let earning = [ConversionStatus::Pending, ConversionStatus::Approved].map(conversion::Status);
     Ok(scoped_update::<conversion::Entity>(tenant)
         .col_expr(
             C::PayoutMinor,
@@ -611,7 +614,7 @@ async fn set_payouts(
             computed.iter().map(|(c, _)| c.id.clone()),
         ))
         .filter(C::PayoutMinor.is_null())
-        .filter(C::Status.is_in(earning))
+        .filter(C::Status.is_in(earning()))
         .exec_with_returning(txn)
         .await?
         .into_iter()
