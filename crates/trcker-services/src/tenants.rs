@@ -127,17 +127,16 @@ impl TenantService {
         }
     }
 
-    /// Records that a key was used, unless it was within the last minute.
+    /// Records that a key was used, unless its use was recorded within
+    /// [`LAST_USED_EVERY`] (by this process, or by any as stored).
     async fn record_use(&self, key: &api_key::Model) -> Result<(), DbErr> {
         if self.used.contains_key(&key.id) {
             return Ok(());
         }
         self.used.insert(key.id.clone(), ());
         let t = Utc::now();
-        if key
-            .last_used_at
-            .is_some_and(|u| t - u < chrono::Duration::seconds(60))
-        {
+        let every = chrono::Duration::from_std(LAST_USED_EVERY).unwrap_or_default();
+        if key.last_used_at.is_some_and(|u| t - u < every) {
             return Ok(());
         }
         scoped_update_by_id::<api_key::Entity>(&key.tenant_id, key.id.as_str())
@@ -368,8 +367,8 @@ impl TenantService {
         self.make_key(caller, tenant, input).await
     }
 
-    /// Makes an API key for the calling tenant (an admin key); its token is
-    /// shown once and only its hash is kept.
+    /// Makes an API key for the calling tenant (the caller needs an admin
+    /// key); its token is shown once and only its hash is kept.
     pub async fn create_own_api_key(
         &self,
         caller: &Caller,
