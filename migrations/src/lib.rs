@@ -23,6 +23,7 @@ mod m20261202_000010_exchange_rates;
 mod m20261202_000011_ledger_adjustments;
 mod m20261203_000012_tiers_and_time_zones;
 mod m20261203_000013_payout_debits;
+mod m20261204_000014_secret_rotation;
 
 use m20261202_000006_keys_by_tenant::REKEYED_TABLES;
 
@@ -58,6 +59,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000011_ledger_adjustments::Migration),
             Box::new(m20261203_000012_tiers_and_time_zones::Migration),
             Box::new(m20261203_000013_payout_debits::Migration),
+            Box::new(m20261204_000014_secret_rotation::Migration),
         ]
     }
 }

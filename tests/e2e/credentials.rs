@@ -232,3 +232,238 @@ async fn the_audit_log_is_readable(app: &TestApp) {
 }
 
 on_both_databases!(the_audit_log_is_readable);
+
+/// Integrations are listed by cursor and filter; a rotated secret keeps
+/// working through its overlap (signatures too) while the new one works
+/// at once; revocation refuses every secret for good.
+async fn integration_secrets_rotated_and_revoked(app: &TestApp) {
+    use trcker_domain::protection::{sign, signed_message};
+    let jane = crate::harness::AffiliateServer::start(200).await;
+    let s = app.quickstart_setup("acme", &jane.url).await;
+    let key = &s.tenant.key;
+    let int = format!("/api/v1/integrations/{}", s.integration_id);
+    let click = app.click_id("/api/r/acme/pro?via=jane").await;
+    let pb = |secret: &str, txn: &str| {
+        format!("/api/postback/acme/pro?secret={secret}&click_id={click}&amount=10&txn_id={txn}")
+    };
+
+    // Four integrations over pages of two, newest first, each once.
+    let mut made = vec![s.integration_id.clone()];
+    for name in ["b", "c", "d"] {
+        let (status, i) = app
+            .post(
+                "/api/v1/integrations",
+                key,
+                json!({"name": name, "program_id": s.program_id}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{i}");
+        made.push(i["id"].as_str().expect("id").to_owned());
+    }
+    let mut seen = Vec::new();
+    let mut query = "?limit=2".to_owned();
+    loop {
+        let (status, page) = app.get(&format!("/api/v1/integrations{query}"), key).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        for i in page["items"].as_array().expect("items") {
+            assert!(i.get("secret").is_none(), "never listed: {i}");
+            seen.push(i["id"].as_str().expect("id").to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => query = format!("?limit=2&cursor={c}"),
+            None => break,
+        }
+    }
+    made.reverse();
+    assert_eq!(seen, made);
+    for bad in [
+        "?status=paused",
+        "?program_id=nope",
+        "?cursor=nope",
+        "?limit=0",
+    ] {
+        let (status, p) = app.get(&format!("/api/v1/integrations{bad}"), key).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {p}");
+    }
+
+    // A bad overlap is refused and changes nothing.
+    let rotate = format!("{int}/rotate-secret");
+    let (status, p) = app.post(&rotate, key, json!({"overlap_hours": 169})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{p}");
+    assert_eq!(p["errors"][0]["field"], "overlap_hours", "{p}");
+    let (_, unchanged) = app.get(&int, key).await;
+    assert!(unchanged["previous_secret_until"].is_null(), "{unchanged}");
+    assert_eq!(app.postback(&pb(&s.secret, "t0")).await.0, StatusCode::OK);
+
+    // A read key cannot rotate; another tenant's key finds nothing.
+    let (_, read) = app
+        .post(
+            "/api/v1/api-keys",
+            key,
+            json!({"name": "r", "scope": "read"}),
+        )
+        .await;
+    let read = read["token"].as_str().expect("token");
+    assert_eq!(
+        app.post(&rotate, read, json!({})).await.0,
+        StatusCode::FORBIDDEN
+    );
+    let globex = app.create_tenant("globex").await;
+    for path in [rotate.clone(), format!("{int}/revoke")] {
+        let (status, p) = app.post(&path, &globex.key, json!({})).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {p}");
+        assert_eq!(p["code"], "integration-not-found");
+    }
+
+    // Rotated with the default overlap: both secrets work, signatures too.
+    let (status, rotated) = app.post(&rotate, key, json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    let second = rotated["secret"].as_str().expect("secret").to_owned();
+    assert_ne!(second, s.secret);
+    assert_eq!(
+        rotated["postback_url"],
+        s.postback_url.replace(&s.secret, &second).as_str()
+    );
+    assert_eq!(rotated["secret_hint"], &second[60..]);
+    let until: chrono::DateTime<chrono::Utc> = rotated["previous_secret_until"]
+        .as_str()
+        .expect("previous_secret_until")
+        .parse()
+        .expect("time");
+    let hours = (until - chrono::Utc::now()).num_minutes();
+    assert!((23 * 60..=24 * 60).contains(&hours), "{rotated}");
+    assert_eq!(app.postback(&pb(&s.secret, "t1")).await.0, StatusCode::OK);
+    assert_eq!(app.postback(&pb(&second, "t2")).await.0, StatusCode::OK);
+    let (status, _) = app
+        .api(
+            reqwest::Method::PATCH,
+            &int,
+            Some(key),
+            Some(json!({"require_signature": true})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let signed = |secret: &str, txn: &str| {
+        let url = pb(secret, txn);
+        let (path, query) = url.split_once('?').expect("query");
+        let ts = chrono::Utc::now().timestamp().to_string();
+        let signing_key = trcker_domain::secret::hash_secret(secret);
+        let sig = sign(
+            signing_key.as_bytes(),
+            &signed_message(&ts, "GET", path, query, b""),
+        );
+        app.http
+            .get(app.url(&url))
+            .header("X-Trcker-Timestamp", ts)
+            .header("X-Trcker-Signature", sig)
+            .send()
+    };
+    for (secret, txn) in [(s.secret.as_str(), "t3"), (second.as_str(), "t4")] {
+        let resp = signed(secret, txn).await.expect("send");
+        assert_eq!(resp.status(), StatusCode::OK, "signed with {txn}");
+    }
+    // Signed with the other secret's key: refused.
+    let url = pb(&second, "t5");
+    let (path, query) = url.split_once('?').expect("query");
+    let ts = chrono::Utc::now().timestamp().to_string();
+    let wrong = sign(
+        trcker_domain::secret::hash_secret(&s.secret).as_bytes(),
+        &signed_message(&ts, "GET", path, query, b""),
+    );
+    let resp = app
+        .http
+        .get(app.url(&url))
+        .header("X-Trcker-Timestamp", ts)
+        .header("X-Trcker-Signature", wrong)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    app.api(
+        reqwest::Method::PATCH,
+        &int,
+        Some(key),
+        Some(json!({"require_signature": false})),
+    )
+    .await;
+
+    // Rotated again without overlap: only the newest secret works.
+    let (status, third) = app.post(&rotate, key, json!({"overlap_hours": 0})).await;
+    assert_eq!(status, StatusCode::OK, "{third}");
+    assert!(third["previous_secret_until"].is_null(), "{third}");
+    let third = third["secret"].as_str().expect("secret").to_owned();
+    for old in [&s.secret, &second] {
+        let (status, p) = app.postback(&pb(old, "t6")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{p}");
+        assert_eq!(p["code"], "invalid-secret");
+    }
+    assert_eq!(app.postback(&pb(&third, "t6")).await.0, StatusCode::OK);
+
+    // Revoked: final. No secret works, no change or rotation revives it.
+    let (status, revoked) = app.post(&format!("{int}/revoke"), key, json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{revoked}");
+    assert_eq!(revoked["status"], "revoked");
+    assert!(revoked["revoked_at"].is_string(), "{revoked}");
+    let (status, p) = app.postback(&pb(&third, "t7")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{p}");
+    let (status, p) = app
+        .api(
+            reqwest::Method::PATCH,
+            &int,
+            Some(key),
+            Some(json!({"status": "active"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{p}");
+    assert_eq!(p["code"], "integration-revoked");
+    let (status, p) = app.post(&rotate, key, json!({})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{p}");
+    let (_, again) = app.post(&format!("{int}/revoke"), key, json!({})).await;
+    assert_eq!(again["revoked_at"], revoked["revoked_at"]);
+    assert_eq!(
+        app.postback(&pb(&third, "t8")).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (_, listed) = app.get("/api/v1/integrations?status=revoked", key).await;
+    assert_eq!(
+        listed["items"][0]["id"],
+        s.integration_id.as_str(),
+        "{listed}"
+    );
+    assert_eq!(listed["items"].as_array().map(Vec::len), Some(1));
+
+    // The audit log has each rotation and the revocation, never a secret.
+    let (_, log) = app
+        .get(
+            &format!(
+                "/api/v1/audit-log?resource_type=integration&resource_id={}",
+                s.integration_id
+            ),
+            key,
+        )
+        .await;
+    let actions: Vec<&str> = log["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|r| r["action"].as_str())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "integration.revoke",
+            "integration.rotate_secret",
+            "integration.update",
+            "integration.update",
+            "integration.rotate_secret",
+            "integration.create"
+        ],
+        "{log}"
+    );
+    let text = log.to_string();
+    for secret in [&s.secret, &second, &third] {
+        assert!(!text.contains(secret.as_str()), "a secret in the audit log");
+    }
+}
+
+on_both_databases!(integration_secrets_rotated_and_revoked);

@@ -169,6 +169,7 @@ impl From<IntegrationError> for ApiError {
             IntegrationError::NotFound(_) => {
                 ApiError::new(Code::IntegrationNotFound, e.to_string())
             }
+            IntegrationError::Revoked(_) => ApiError::new(Code::IntegrationRevoked, e.to_string()),
             IntegrationError::Store(e) => e.into(),
         }
     }
@@ -243,6 +244,9 @@ impl From<DebuggerError> for ApiError {
             }
             DebuggerError::PostbackNotFound(_) => {
                 ApiError::new(Code::PostbackNotFound, e.to_string())
+            }
+            DebuggerError::IntegrationRevoked(_) => {
+                ApiError::new(Code::IntegrationRevoked, e.to_string())
             }
             DebuggerError::NotUnattributed { .. } => {
                 ApiError::new(Code::PostbackNotUnattributed, e.to_string())

@@ -8,7 +8,8 @@ use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 use trcker_services::debugger::{DebuggerService, TestFireInput, TestFireTrace};
 use trcker_services::integrations::{
-    CreatedIntegration, IntegrationOptions, IntegrationService, IntegrationUpdate, NewIntegration,
+    CreatedIntegration, IntegrationFilter, IntegrationOptions, IntegrationService,
+    IntegrationUpdate, NewIntegration,
 };
 use trcker_services::storage::entities::integration;
 
@@ -106,6 +107,80 @@ impl IntegrationsApi {
         Ok(Json(integration.into()))
     }
 
+    /// The tenant's integrations, newest first, by cursor.
+    #[oai(
+        path = "/integrations",
+        method = "get",
+        operation_id = "list_integrations"
+    )]
+    async fn list(
+        &self,
+        auth: BearerAuth,
+        /// Only this program's.
+        program_id: Query<Option<String>>,
+        /// `active` or `revoked`.
+        status: Query<Option<String>>,
+        cursor: Query<Option<String>>,
+        /// Page size, 1 to 200; default 50.
+        limit: Query<Option<u64>>,
+    ) -> Result<Json<IntegrationPage>, ApiError> {
+        let caller = self.auth.caller(&auth).await?;
+        let filter = IntegrationFilter {
+            program_id: program_id.0,
+            status: status.0,
+        };
+        let page = self
+            .integrations
+            .list(&caller, filter, cursor.0, limit.0)
+            .await?;
+        Ok(Json(IntegrationPage {
+            items: page.items.into_iter().map(Into::into).collect(),
+            next_cursor: page.next_cursor,
+        }))
+    }
+
+    /// Give the integration a new secret, returned once with its postback
+    /// URL. The old secret keeps working for `overlap_hours` (default 24,
+    /// at most 168; 0 refuses it at once), so the merchant's server can
+    /// switch over without a lost postback. Signed postbacks are checked
+    /// with whichever secret they came with.
+    #[oai(
+        path = "/integrations/:id/rotate-secret",
+        method = "post",
+        operation_id = "rotate_integration_secret"
+    )]
+    async fn rotate_secret(
+        &self,
+        auth: BearerAuth,
+        id: Path<String>,
+        body: Json<RotateSecretIn>,
+    ) -> Result<Json<IntegrationOut>, ApiError> {
+        let caller = self.auth.caller(&auth).await?;
+        let rotated = self
+            .integrations
+            .rotate_secret(&caller, &id.0, body.0.overlap_hours)
+            .await?;
+        Ok(Json(rotated.created.into()))
+    }
+
+    /// Revoke the integration for good: every postback with its secrets
+    /// (an old one still in a rotation's overlap too) answers 401
+    /// `invalid-secret` from now on. Revoking a revoked integration changes
+    /// nothing.
+    #[oai(
+        path = "/integrations/:id/revoke",
+        method = "post",
+        operation_id = "revoke_integration"
+    )]
+    async fn revoke(
+        &self,
+        auth: BearerAuth,
+        id: Path<String>,
+    ) -> Result<Json<IntegrationOut>, ApiError> {
+        let caller = self.auth.caller(&auth).await?;
+        Ok(Json(self.integrations.revoke(&caller, &id.0).await?.into()))
+    }
+
     /// Get one integration (the secret is never shown again).
     #[oai(
         path = "/integrations/:id",
@@ -154,7 +229,8 @@ impl From<NewIntegrationIn> for NewIntegration {
 #[derive(Debug, Object)]
 pub struct UpdateIntegrationIn {
     pub name: Option<String>,
-    /// `active`, or `revoked` to stop accepting its secret.
+    /// `revoked` to stop accepting its secrets for good (a revoked
+    /// integration cannot be made `active` again).
     pub status: Option<String>,
     /// Replaces the allow-list; [] removes it.
     pub ip_allowlist: Option<Vec<String>>,
@@ -192,13 +268,31 @@ pub struct IntegrationOut {
     pub require_signature: bool,
     pub rate_limit_per_minute: Option<i32>,
     pub param_aliases: BTreeMap<String, String>,
-    /// The 64-character postback secret. Returned once, at creation.
+    /// The 64-character postback secret. Returned once, at creation and at
+    /// each rotation.
     #[oai(skip_serializing_if_is_none)]
     pub secret: Option<String>,
-    /// This integration's postback URL, secret included. Returned once, at creation.
+    /// This integration's postback URL, secret included. Returned once, at
+    /// creation and at each rotation.
     #[oai(skip_serializing_if_is_none)]
     pub postback_url: Option<String>,
+    /// After a rotation: until when the previous secret is still accepted.
+    pub previous_secret_until: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Object)]
+pub struct IntegrationPage {
+    pub items: Vec<IntegrationOut>,
+    /// Pass as `cursor` for the next page; absent on the last one.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Object)]
+pub struct RotateSecretIn {
+    /// Hours the old secret keeps working, 0 to 168; default 24.
+    pub overlap_hours: Option<i64>,
 }
 
 impl From<integration::Model> for IntegrationOut {
@@ -223,6 +317,8 @@ impl From<integration::Model> for IntegrationOut {
                 .unwrap_or_default(),
             secret: None,
             postback_url: None,
+            previous_secret_until: i.previous_secret_until.filter(|until| *until > Utc::now()),
+            revoked_at: i.revoked_at,
             created_at: i.created_at,
         }
     }

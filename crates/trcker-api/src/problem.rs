@@ -135,7 +135,10 @@ codes! {
         "Choose another slug, or use the existing affiliate.";
     IntegrationNotFound = "integration-not-found", 404, AdminApi,
         "This tenant has no integration with this id.",
-        "Check the id of the integration.";
+        "Check the id; `GET /api/v1/integrations` lists the tenant's integrations.";
+    IntegrationRevoked = "integration-revoked", 409, AdminApi,
+        "The integration is revoked, and revocation is final: it cannot be made active again or given a new secret.",
+        "Create a new integration; to replace a secret without stopping postbacks, rotate it before revoking (`POST /api/v1/integrations/{id}/rotate-secret`).";
     LinkNotFound = "link-not-found", 404, AdminApi,
         "This tenant has no tracking link with this id.",
         "Check the id; `GET /api/v1/links` lists the tenant's links.";

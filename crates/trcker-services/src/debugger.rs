@@ -39,6 +39,8 @@ pub enum DebuggerError {
     IntegrationNotFound(String),
     #[error("postback not found")]
     PostbackNotFound(String),
+    #[error("integration {0} is revoked")]
+    IntegrationRevoked(String),
     #[error("postback {id} is {state}; only unattributed postbacks can be attributed again")]
     NotUnattributed {
         id: PostbackId,
@@ -55,6 +57,7 @@ impl From<IntegrationError> for DebuggerError {
             IntegrationError::Access(e) => e.into(),
             IntegrationError::Invalid(e) => e.into(),
             IntegrationError::NotFound(id) => DebuggerError::IntegrationNotFound(id),
+            IntegrationError::Revoked(id) => DebuggerError::IntegrationRevoked(id),
             IntegrationError::Store(e) => e.into(),
         }
     }

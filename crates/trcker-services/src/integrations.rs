@@ -5,8 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 use trcker_domain::fields::{Fields, Name, RatePerMinute};
+use trcker_domain::ids::IdKind;
 use trcker_domain::postback::PARAMETERS as OURS;
 use trcker_domain::protection::Cidr;
 use trcker_domain::secret::{hash_secret, new_postback_secret};
@@ -15,10 +16,14 @@ use trcker_storage::entities::{integration, program};
 use trcker_storage::ids::IntegrationId;
 use trcker_storage::sea_orm::UpdateMany;
 use trcker_storage::sea_orm::sea_query::Expr;
-use trcker_storage::{Store, TenantId, batch::insert, lookup, scoped_by_id, scoped_update_by_id};
+use trcker_storage::sea_orm::{ColumnTrait, QueryFilter};
+use trcker_storage::{
+    Store, TenantId, batch::insert, lookup, scoped, scoped_by_id, scoped_update_by_id,
+};
 
 use crate::areas::Area;
 use crate::auth::{AccessError, Caller};
+use crate::conversions::{Page, newest_page};
 use crate::error::{Invalid, StoreError, from_store};
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +34,10 @@ pub enum IntegrationError {
     Invalid(#[from] Invalid),
     #[error("integration not found")]
     NotFound(String),
+    #[error(
+        "integration {0} is revoked: revocation is final (create a new integration for a new secret)"
+    )]
+    Revoked(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -58,6 +67,27 @@ pub struct IntegrationUpdate {
     /// `active` or `revoked`.
     pub status: Option<String>,
     pub options: IntegrationOptions,
+}
+
+/// What an integration list may be narrowed to.
+#[derive(Debug, Default, Clone)]
+pub struct IntegrationFilter {
+    pub program_id: Option<String>,
+    /// `active` or `revoked`.
+    pub status: Option<String>,
+}
+
+/// How long an old secret keeps working after a rotation, unless the
+/// rotation says otherwise: a day covers a merchant's deploy.
+pub const DEFAULT_OVERLAP_HOURS: i64 = 24;
+/// The longest overlap a rotation may ask for: a week.
+pub const MAX_OVERLAP_HOURS: i64 = 168;
+
+/// A rotated secret: shown once, like a new integration's.
+pub struct RotatedSecret {
+    pub created: CreatedIntegration,
+    /// Until when the previous secret is accepted (none: refused at once).
+    pub previous_secret_until: Option<chrono::DateTime<Utc>>,
 }
 
 pub struct CreatedIntegration {
@@ -120,6 +150,9 @@ impl IntegrationService {
             ip_allowlist: options.allowlist.flatten(),
             require_signature: options.signature.unwrap_or(false),
             rate_limit_per_minute: options.rate.flatten(),
+            previous_secret_hash: None,
+            previous_secret_until: None,
+            revoked_at: None,
         };
         let txn = self.store().write_txn().await?;
         insert(&txn, integration.clone()).await?;
@@ -142,17 +175,188 @@ impl IntegrationService {
         .await?;
         txn.commit().await?;
         self.area.changes.record();
-        let brand = crate::tenants::slug_of(&self.store().conn, tenant).await?;
-        let postback_url = format!(
-            "{}/api/postback/{brand}/{}?secret={secret}",
-            self.area.settings.public_base(),
-            program.slug
-        );
+        let postback_url = self.postback_url(tenant, &program.slug, &secret).await?;
         Ok(CreatedIntegration {
             integration,
             secret,
             postback_url,
         })
+    }
+
+    /// The postback URL that carries this secret.
+    async fn postback_url(
+        &self,
+        tenant: &TenantId,
+        offer: &str,
+        secret: &str,
+    ) -> Result<String, IntegrationError> {
+        let brand = crate::tenants::slug_of(&self.store().conn, tenant).await?;
+        Ok(format!(
+            "{}/api/postback/{brand}/{offer}?secret={secret}",
+            self.area.settings.public_base(),
+        ))
+    }
+
+    /// The tenant's integrations, newest first, by cursor; optionally only
+    /// one program's or those of one status.
+    pub async fn list(
+        &self,
+        caller: &Caller,
+        filter: IntegrationFilter,
+        cursor: Option<String>,
+        limit: Option<u64>,
+    ) -> Result<Page<integration::Model>, IntegrationError> {
+        let tenant = caller.tenant()?;
+        let mut f = Fields::default();
+        let status = f.take_opt(
+            "status",
+            filter.status.as_deref().map(|s| {
+                s.parse::<integration::Status>()
+                    .map_err(|_| "must be active or revoked")
+            }),
+        );
+        let program = f.take_opt(
+            "program_id",
+            filter.program_id.as_deref().map(|p| {
+                IdKind::Program
+                    .matches(p)
+                    .then(|| p.to_owned())
+                    .ok_or("is not a program id")
+            }),
+        );
+        let (status, program) = f.done((status, program)).map_err(Invalid)?;
+        let mut q = scoped::<integration::Entity>(tenant);
+        if let Some(status) = status {
+            q = q.filter(integration::Column::Status.eq(status));
+        }
+        if let Some(program) = program {
+            q = q.filter(integration::Column::ProgramId.eq(program));
+        }
+        newest_page(
+            q,
+            IdKind::Integration,
+            cursor,
+            limit,
+            &self.store().conn,
+            |i| i.id.as_str(),
+        )
+        .await
+    }
+
+    /// Gives an integration a new secret. The old one keeps working for
+    /// `overlap` (so the merchant's server can switch without a lost
+    /// postback), then is refused; a secret older than that is refused at
+    /// once. The new secret and its postback URL are returned once.
+    pub async fn rotate_secret(
+        &self,
+        caller: &Caller,
+        id: &str,
+        overlap_hours: Option<i64>,
+    ) -> Result<RotatedSecret, IntegrationError> {
+        let tenant = caller.tenant_admin()?;
+        let overlap = match overlap_hours {
+            None => DEFAULT_OVERLAP_HOURS,
+            Some(h) if (0..=MAX_OVERLAP_HOURS).contains(&h) => h,
+            Some(_) => {
+                return Err(Invalid::field(
+                    "overlap_hours",
+                    format!("must be 0 to {MAX_OVERLAP_HOURS} hours"),
+                )
+                .into());
+            }
+        };
+        let existing = find(self.store(), tenant, id).await?;
+        if existing.status == integration::Status::Revoked {
+            return Err(IntegrationError::Revoked(existing.id.to_string()));
+        }
+        let secret = new_postback_secret();
+        let hash = hash_secret(&secret);
+        let now = Utc::now().trunc_subsecs(6);
+        let until = (overlap > 0).then(|| now + chrono::Duration::hours(overlap));
+        use integration::Column as C;
+        let txn = self.store().write_txn().await?;
+        // Only the secret just replaced may keep working: an older one's
+        // claim goes now.
+        if let Some(older) = &existing.previous_secret_hash {
+            lookup::release_global_key(&txn, Kind::Integration, older).await?;
+        }
+        if until.is_none() {
+            lookup::release_global_key(&txn, Kind::Integration, &existing.secret_hash).await?;
+        }
+        scoped_update_by_id::<integration::Entity>(tenant, existing.id.as_str())
+            .col_expr(C::SecretHash, Expr::value(hash.clone()))
+            .col_expr(
+                C::SecretHint,
+                Expr::value(secret[secret.len() - 4..].to_owned()),
+            )
+            .col_expr(
+                C::PreviousSecretHash,
+                Expr::value(until.map(|_| existing.secret_hash.clone())),
+            )
+            .col_expr(C::PreviousSecretUntil, Expr::value(until))
+            .exec(&txn)
+            .await?;
+        lookup::claim_global_key(&txn, Kind::Integration, &hash, tenant, existing.id.as_str())
+            .await?;
+        crate::audit::record_with(
+            &txn,
+            tenant,
+            caller,
+            "integration.rotate_secret",
+            "integration",
+            existing.id.as_str(),
+            Some(serde_json::json!({
+                "before": {"secret_hint": existing.secret_hint},
+                "after": {"secret_hint": &secret[secret.len() - 4..]},
+                "previous_secret_until": until,
+            })),
+        )
+        .await?;
+        txn.commit().await?;
+        self.area.changes.record();
+        let integration = find(self.store(), tenant, id).await?;
+        let program = scoped_by_id::<program::Entity>(tenant, &integration.program_id)
+            .one(&self.store().conn)
+            .await?
+            .ok_or_else(|| StoreError::Internal("integration without its program".into()))?;
+        let postback_url = self.postback_url(tenant, &program.slug, &secret).await?;
+        Ok(RotatedSecret {
+            created: CreatedIntegration {
+                integration,
+                secret,
+                postback_url,
+            },
+            previous_secret_until: until,
+        })
+    }
+
+    /// Revokes an integration for good: its secrets (current and any still
+    /// in a rotation's overlap) are refused from now on. Revoking a revoked
+    /// integration changes nothing.
+    pub async fn revoke(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<integration::Model, IntegrationError> {
+        let tenant = caller.tenant_admin()?;
+        let existing = find(self.store(), tenant, id).await?;
+        if existing.status == integration::Status::Revoked {
+            return Ok(existing);
+        }
+        let txn = self.store().write_txn().await?;
+        revoked_now(tenant, existing.id.as_str()).exec(&txn).await?;
+        crate::audit::record(
+            &txn,
+            tenant,
+            caller,
+            "integration.revoke",
+            "integration",
+            existing.id.as_str(),
+        )
+        .await?;
+        txn.commit().await?;
+        self.area.changes.record();
+        find(self.store(), tenant, id).await
     }
 
     pub async fn get(
@@ -163,7 +367,8 @@ impl IntegrationService {
         find(self.store(), caller.tenant()?, id).await
     }
 
-    /// Changes an integration's name, status (revoking its secret) or protections.
+    /// Changes an integration's name, protections or status: `revoked`
+    /// revokes it, for good (`active` on a revoked one is refused).
     pub async fn update(
         &self,
         caller: &Caller,
@@ -175,13 +380,28 @@ impl IntegrationService {
         let Some(q) = parse_update(tenant, existing.id.as_str(), &input)? else {
             return Ok(existing);
         };
+        let revoked = existing.status == integration::Status::Revoked;
+        let revoking = match input.status.as_deref() {
+            Some("active") if revoked => {
+                return Err(IntegrationError::Revoked(existing.id.to_string()));
+            }
+            Some("revoked") => !revoked,
+            _ => false,
+        };
         let txn = self.store().write_txn().await?;
         q.exec(&txn).await?;
+        if revoking {
+            revoked_now(tenant, existing.id.as_str()).exec(&txn).await?;
+        }
         crate::audit::record(
             &txn,
             tenant,
             caller,
-            "integration.update",
+            if revoking {
+                "integration.revoke"
+            } else {
+                "integration.update"
+            },
             "integration",
             existing.id.as_str(),
         )
@@ -190,6 +410,20 @@ impl IntegrationService {
         self.area.changes.record();
         find(self.store(), tenant, id).await
     }
+}
+
+/// The UPDATE that revokes an integration: its status, when, and the end
+/// of any rotation's overlap.
+fn revoked_now(tenant: &TenantId, id: &str) -> UpdateMany<integration::Entity> {
+    use integration::Column as C;
+    scoped_update_by_id::<integration::Entity>(tenant, id)
+        .col_expr(C::Status, Expr::value(integration::Status::Revoked))
+        .col_expr(C::RevokedAt, Expr::value(Some(Utc::now().trunc_subsecs(6))))
+        .col_expr(C::PreviousSecretHash, Expr::value(None::<String>))
+        .col_expr(
+            C::PreviousSecretUntil,
+            Expr::value(None::<chrono::DateTime<Utc>>),
+        )
 }
 
 /// One of the tenant's integrations.

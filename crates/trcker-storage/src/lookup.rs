@@ -95,6 +95,19 @@ pub async fn claim_global_key(
     .map(drop)
 }
 
+/// Gives up a claimed value (a rotated-out secret's hash): it names
+/// nothing from now on.
+pub async fn release_global_key(
+    db: &impl ConnectionTrait,
+    kind: Kind,
+    key: &str,
+) -> Result<(), DbErr> {
+    global_key::Entity::delete_by_id((kind, key.to_owned()))
+        .exec(db)
+        .await
+        .map(drop)
+}
+
 /// The row a global key names: through `global_keys` and the row's own
 /// key (tenant and id). A row written by a release before `global_keys`
 /// (while the migration that made it ran) has no global key yet: it is

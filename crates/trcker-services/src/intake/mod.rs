@@ -105,9 +105,23 @@ pub enum IntakeOutcome {
 /// The integration a postback authenticated as, with its program.
 struct Sender {
     integration: integration::Model,
+    /// The hash of the secret the postback carried: the integration's
+    /// current one, or its previous one during a rotation's overlap (the
+    /// key of its signature).
+    secret_hash: String,
     program: program::Model,
     aliases: BTreeMap<String, String>,
     test_fire: bool,
+}
+
+/// Whether a secret with this hash opens the integration at `now`: its
+/// current secret, or the one a rotation replaced, until the overlap ends.
+fn accepts(integration: &integration::Model, hash: &str, now: DateTime<Utc>) -> bool {
+    integration.secret_hash == hash
+        || (integration.previous_secret_hash.as_deref() == Some(hash)
+            && integration
+                .previous_secret_until
+                .is_some_and(|until| now < until))
 }
 
 /// A known integration's postback, for its log rows.
@@ -234,7 +248,7 @@ impl IntakeService {
             req: &req,
         };
         if !sender.test_fire
-            && let Err(e) = self.protect(&sender.integration, &req)
+            && let Err(e) = self.protect(&sender, &req)
         {
             let status = if matches!(e, IntakeError::RateLimited { .. }) {
                 429
@@ -280,8 +294,14 @@ impl IntakeService {
             (Some(brand), Some(offer)) => Some(self.named_program(brand, offer).await?),
             _ => None,
         };
+        let secret_hash = secret.map(hash_secret).unwrap_or_default();
         let found = match (secret, token) {
-            (Some(secret), _) => self.integration_by_secret(secret).await?,
+            (Some(_), _) => {
+                let now = Utc::now();
+                self.integration_by_secret(&secret_hash)
+                    .await?
+                    .filter(|i| accepts(i, &secret_hash, now))
+            }
             (None, Some(token)) => {
                 let key = self.area.settings.test_fire_key();
                 let id = test_fire::verify(&key, token, Utc::now().timestamp())
@@ -306,6 +326,11 @@ impl IntakeService {
             }
         };
         Ok(Sender {
+            secret_hash: if secret.is_some() {
+                secret_hash
+            } else {
+                integration.secret_hash.clone()
+            },
             aliases: integration
                 .param_aliases
                 .as_deref()
@@ -336,12 +361,12 @@ impl IntakeService {
         })
     }
 
-    /// The integration whose secret this is (looked up by the secret's hash).
+    /// The integration whose secret (current or previous) has this hash.
     async fn integration_by_secret(
         &self,
-        secret: &str,
+        hash: &str,
     ) -> Result<Option<integration::Model>, IntakeError> {
-        let hash = hash_secret(secret);
+        let hash = hash.to_owned();
         if let Some(hit) = self.integrations.get(&hash) {
             return Ok(hit);
         }
@@ -351,11 +376,8 @@ impl IntakeService {
     }
 
     /// The integration's optional protections: IP allow-list, signature, rate limit.
-    fn protect(
-        &self,
-        integration: &integration::Model,
-        req: &PostbackRequest,
-    ) -> Result<(), IntakeError> {
+    fn protect(&self, sender: &Sender, req: &PostbackRequest) -> Result<(), IntakeError> {
+        let integration = &sender.integration;
         if let Some(list) = integration.ip_allowlist.as_deref() {
             let cidrs: Vec<Cidr> = serde_json::from_str::<Vec<String>>(list)
                 .unwrap_or_default()
@@ -373,7 +395,7 @@ impl IntakeService {
         if integration.require_signature {
             let s = &req.signed;
             protection::verify(
-                integration.secret_hash.as_bytes(),
+                sender.secret_hash.as_bytes(),
                 s.timestamp.as_deref(),
                 s.signature.as_deref(),
                 |ts| protection::signed_message(ts, &req.method, &s.path, &s.query, &s.body),
@@ -522,4 +544,38 @@ fn describe(fields: &[FieldError]) -> String {
         .map(|f| format!("{}: {}", f.field, f.message))
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trcker_storage::ids::{IntegrationId, ProgramId};
+
+    #[test]
+    fn a_previous_secret_opens_only_until_its_overlap_ends() {
+        let now = Utc::now();
+        let mut i = integration::Model {
+            id: IntegrationId::generate(),
+            tenant_id: TenantId::generate(),
+            created_at: now,
+            program_id: ProgramId::generate(),
+            name: "shop".into(),
+            secret_hash: "new".into(),
+            secret_hint: "abcd".into(),
+            status: integration::Status::Active,
+            param_aliases: None,
+            ip_allowlist: None,
+            require_signature: false,
+            rate_limit_per_minute: None,
+            previous_secret_hash: Some("old".into()),
+            previous_secret_until: Some(now + chrono::Duration::seconds(1)),
+            revoked_at: None,
+        };
+        assert!(accepts(&i, "new", now));
+        assert!(accepts(&i, "old", now));
+        assert!(!accepts(&i, "old", now + chrono::Duration::seconds(1)));
+        assert!(!accepts(&i, "other", now));
+        i.previous_secret_until = None;
+        assert!(!accepts(&i, "old", now));
+    }
 }

@@ -21,6 +21,10 @@ pub struct Model {
     pub ip_allowlist: Option<String>,
     pub require_signature: bool,
     pub rate_limit_per_minute: Option<i32>,
+    /// The secret before the last rotation, accepted until `previous_secret_until`.
+    pub previous_secret_hash: Option<String>,
+    pub previous_secret_until: Option<DateTimeUtc>,
+    pub revoked_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -29,7 +33,7 @@ pub enum Relation {}
 impl ActiveModelBehavior for ActiveModel {}
 
 super::text_enum! {
-    /// A revoked integration's secret is refused.
+    /// A revoked integration's secret is refused, for good.
     pub enum Status ("integration status") {
         Active = "active",
         Revoked = "revoked",
