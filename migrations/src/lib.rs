@@ -24,6 +24,7 @@ mod m20261202_000011_ledger_adjustments;
 mod m20261203_000012_tiers_and_time_zones;
 mod m20261203_000013_payout_debits;
 mod m20261204_000014_secret_rotation;
+mod m20261204_000015_tenant_suspension;
 
 use m20261202_000006_keys_by_tenant::REKEYED_TABLES;
 
@@ -60,6 +61,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000012_tiers_and_time_zones::Migration),
             Box::new(m20261203_000013_payout_debits::Migration),
             Box::new(m20261204_000014_secret_rotation::Migration),
+            Box::new(m20261204_000015_tenant_suspension::Migration),
         ]
     }
 }

@@ -17,3 +17,4 @@ mod operations;
 mod portal;
 mod postbacks;
 mod quickstart;
+mod tenants;

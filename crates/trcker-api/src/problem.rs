@@ -112,9 +112,9 @@ codes! {
     TenantSlugTaken = "tenant-slug-taken", 409, AdminApi,
         "Another tenant has this slug (the `{brand}` of public URLs).",
         "Choose another slug.";
-    TenantSuspended = "tenant-suspended", 403, AdminApi,
-        "The operator has suspended this tenant: its API keys are refused. Its tracking links and postbacks keep being recorded and attributed.",
-        "Ask the operator of this installation to resume the tenant (`trcker tenant resume <slug>`).";
+    TenantSuspended = "tenant-suspended", 403, Both,
+        "The operator has suspended this tenant: its API keys and postbacks are refused (a postback's detail quotes the reason), its links record nothing, its portal is closed. Nothing of it is deleted.",
+        "Ask the operator of this installation to reinstate the tenant (`POST /api/v1/tenants/{id}/reinstate` or `trcker tenant resume <slug>`); postbacks refused meanwhile must be sent again.";
     TenantNotFound = "tenant-not-found", 404, AdminApi,
         "No tenant has this slug or id.",
         "Check the slug; the operator lists tenants with `trcker tenant list`.";

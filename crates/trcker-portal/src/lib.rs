@@ -86,6 +86,10 @@ struct EarningsPage<'a> {
 #[template(path = "portal/not_found.html")]
 struct NotFoundPage;
 
+#[derive(Template)]
+#[template(path = "portal/closed.html")]
+struct ClosedPage;
+
 fn render(t: &impl Template, status: StatusCode) -> Response {
     match t.render() {
         Ok(html) => Html(html)
@@ -116,6 +120,7 @@ fn redirect(to: &str) -> Response {
 fn failure(e: PortalError) -> Response {
     match e {
         PortalError::UnknownPortal => render(&NotFoundPage, StatusCode::NOT_FOUND),
+        PortalError::Suspended => render(&ClosedPage, StatusCode::FORBIDDEN),
         PortalError::Store(StoreError::Unavailable) => plain(
             StatusCode::SERVICE_UNAVAILABLE,
             "Temporarily unavailable, please try again.",

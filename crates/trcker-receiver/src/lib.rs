@@ -298,6 +298,7 @@ fn refusal(e: IntakeError) -> Response {
         IntakeError::UnknownBrand => Code::UnknownBrand,
         IntakeError::UnknownOffer => Code::UnknownOffer,
         IntakeError::IpNotAllowed(_) => Code::IpNotAllowed,
+        IntakeError::TenantSuspended(_) => Code::TenantSuspended,
         IntakeError::BadSignature(_) => Code::BadSignature,
         IntakeError::ConflictingDuplicate(_) => Code::ConflictingDuplicate,
         IntakeError::RateLimited { .. } => Code::RateLimited,

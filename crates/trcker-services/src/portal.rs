@@ -32,6 +32,9 @@ pub enum PortalError {
     /// No tenant has this portal.
     #[error("no portal here")]
     UnknownPortal,
+    /// The operator suspended the tenant: its portal is closed.
+    #[error("this partner portal is closed for now")]
+    Suspended,
     #[error(transparent)]
     Invalid(#[from] Invalid),
     #[error("this invitation link is not valid or was used already")]
@@ -112,11 +115,17 @@ impl PortalService {
         &self.area.store
     }
 
+    /// The tenant whose portal `brand` is; every page asks, so a
+    /// suspended tenant's portal closes at once, sessions included.
     async fn tenant(&self, brand: &str) -> Result<tenant::Model, PortalError> {
-        lookup::tenant_by_slug(brand)
+        let t = lookup::tenant_by_slug(brand)
             .one(&self.store().conn)
             .await?
-            .ok_or(PortalError::UnknownPortal)
+            .ok_or(PortalError::UnknownPortal)?;
+        match t.status {
+            tenant::Status::Active => Ok(t),
+            tenant::Status::Suspended => Err(PortalError::Suspended),
+        }
     }
 
     /// The display name of the tenant whose portal `brand` is.

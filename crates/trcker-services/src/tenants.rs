@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{SubsecRound, Utc};
-use trcker_domain::fields::{Fields, Name};
+use trcker_domain::fields::{Fields, Name, TargetUrl};
 use trcker_domain::ids::IdKind;
 use trcker_domain::secret::{hash_secret, new_api_key, secrets_equal};
 use trcker_domain::slug::Slug;
@@ -14,7 +14,7 @@ use trcker_storage::entities::{api_key, tenant};
 use trcker_storage::ids::ApiKeyId;
 use trcker_storage::sea_orm::sea_query::Expr;
 use trcker_storage::sea_orm::{
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 use trcker_storage::{
     TenantId, batch::insert, is_unique_violation, lookup, scoped, scoped_by_id, scoped_update_by_id,
@@ -66,6 +66,8 @@ pub struct NewTenant {
 pub struct TenantUpdate {
     pub name: Option<String>,
     pub time_zone: Option<String>,
+    /// `Some(None)` removes the fallback.
+    pub fallback_url: Option<Option<String>>,
 }
 
 /// A new API key: who it is for and what it may do.
@@ -109,6 +111,9 @@ pub struct TenantService {
     /// The keys whose use was written in the last [`LAST_USED_EVERY`].
     used: Arc<moka::sync::Cache<ApiKeyId, ()>>,
 }
+
+/// The longest suspension reason kept.
+const MAX_SUSPENSION_REASON: usize = 500;
 
 /// How stale an API key's `last_used_at` may be: its use is written at most
 /// once per key and process in this time, not on every request.
@@ -199,6 +204,9 @@ impl TenantService {
             status: tenant::Status::Active,
             created_at: t,
             time_zone: zone.name().to_owned(),
+            suspended_at: None,
+            suspended_reason: None,
+            fallback_url: None,
         };
         let key = new_api_key();
         let txn = self.area.store.write_txn().await?;
@@ -251,7 +259,14 @@ impl TenantService {
         let mut f = Fields::default();
         let name = f.take_opt("name", input.name.as_deref().map(Name::parse));
         let zone = f.take_opt("time_zone", input.time_zone.as_deref().map(TimeZone::parse));
-        let (name, zone) = f.done((name, zone)).map_err(Invalid)?;
+        let fallback = f.take_patch(
+            "fallback_url",
+            input
+                .fallback_url
+                .as_ref()
+                .map(|u| u.as_deref().map(TargetUrl::parse)),
+        );
+        let (name, zone, fallback) = f.done((name, zone, fallback)).map_err(Invalid)?;
         let txn = self.area.store.write_txn().await?;
         let before = lookup::tenant(tenant)
             .one(&txn)
@@ -264,6 +279,9 @@ impl TenantService {
         if let Some(zone) = zone {
             after.time_zone = zone.name().to_owned();
         }
+        if let Some(fallback) = fallback {
+            after.fallback_url = fallback.map(TargetUrl::into_string);
+        }
         if after != before {
             tenant::Entity::update_many()
                 .col_expr(tenant::Column::Name, Expr::value(after.name.clone()))
@@ -271,11 +289,14 @@ impl TenantService {
                     tenant::Column::TimeZone,
                     Expr::value(after.time_zone.clone()),
                 )
+                .col_expr(
+                    tenant::Column::FallbackUrl,
+                    Expr::value(after.fallback_url.clone()),
+                )
                 .filter(tenant::Column::Id.eq(tenant.clone()))
                 .exec(&txn)
                 .await?;
-            let settings =
-                |t: &tenant::Model| serde_json::json!({"name": t.name, "time_zone": t.time_zone});
+            let settings = |t: &tenant::Model| serde_json::json!({"name": t.name, "time_zone": t.time_zone, "fallback_url": t.fallback_url});
             crate::audit::record_with(
                 &txn,
                 tenant,
@@ -311,22 +332,114 @@ impl TenantService {
             .ok_or_else(|| TenantError::NotFound(slug.to_owned()))
     }
 
-    /// Suspends a tenant or resumes it (operator only). A suspended tenant's
-    /// API keys are refused; its links and postbacks keep being recorded and
-    /// attributed, so that no conversion is lost while the operator decides.
+    /// The tenants, newest first, by cursor; optionally only those of one
+    /// status (operator only).
+    pub async fn page(
+        &self,
+        caller: &Caller,
+        status: Option<String>,
+        cursor: Option<String>,
+        limit: Option<u64>,
+    ) -> Result<Page<tenant::Model>, TenantError> {
+        caller.operator()?;
+        let mut f = Fields::default();
+        let status = f.take_opt(
+            "status",
+            status.as_deref().map(|s| {
+                s.parse::<tenant::Status>()
+                    .map_err(|_| "must be active or suspended")
+            }),
+        );
+        let cursor = f.take_opt(
+            "cursor",
+            cursor.map(|c| {
+                IdKind::Tenant
+                    .matches(&c)
+                    .then_some(c)
+                    .ok_or("is not a cursor this API returned")
+            }),
+        );
+        let (status, cursor) = f.done((status, cursor)).map_err(Invalid)?;
+        let limit = crate::conversions::page_limit(limit)?;
+        let mut q = lookup::all_tenants();
+        if let Some(status) = status {
+            q = q.filter(tenant::Column::Status.eq(status));
+        }
+        if let Some(cursor) = cursor {
+            q = q.filter(tenant::Column::Id.lt(cursor));
+        }
+        let items = q
+            .order_by_desc(tenant::Column::Id)
+            .limit(limit + 1)
+            .all(&self.area.store.conn)
+            .await?;
+        Ok(crate::conversions::page_of(items, limit, |t| t.id.as_str()))
+    }
+
+    /// One tenant by its id (operator only).
+    pub async fn get(&self, caller: &Caller, id: &str) -> Result<tenant::Model, TenantError> {
+        caller.operator()?;
+        lookup::tenant_by_id(id)
+            .one(&self.area.store.conn)
+            .await?
+            .ok_or_else(|| TenantError::NotFound(id.to_owned()))
+    }
+
+    /// Suspends a tenant or resumes it, named by its slug (operator only).
     pub async fn set_status(
         &self,
         caller: &Caller,
         slug: &str,
         status: tenant::Status,
+        reason: Option<String>,
     ) -> Result<tenant::Model, TenantError> {
-        let mut t = self.by_slug(caller, slug).await?;
-        if t.status == status {
+        let t = self.by_slug(caller, slug).await?;
+        self.change_status(caller, t, status, reason).await
+    }
+
+    /// Suspends a tenant or reinstates it, named by its id (operator only).
+    pub async fn set_status_by_id(
+        &self,
+        caller: &Caller,
+        id: &str,
+        status: tenant::Status,
+        reason: Option<String>,
+    ) -> Result<tenant::Model, TenantError> {
+        let t = self.get(caller, id).await?;
+        self.change_status(caller, t, status, reason).await
+    }
+
+    /// A suspended tenant keeps all its data, but its API keys and
+    /// postbacks are refused (403, quoting the reason), its links record
+    /// nothing and send shoppers to its fallback URL (else a not-found
+    /// page), and its portal is closed. Resuming restores all of it.
+    /// Suspending a suspended tenant again only changes the reason.
+    async fn change_status(
+        &self,
+        caller: &Caller,
+        mut t: tenant::Model,
+        status: tenant::Status,
+        reason: Option<String>,
+    ) -> Result<tenant::Model, TenantError> {
+        let reason = match reason {
+            Some(r) if status == tenant::Status::Suspended => {
+                crate::input::note(&r, MAX_SUSPENSION_REASON)
+                    .map_err(|e| Invalid::field("reason", e))?
+            }
+            _ => None,
+        };
+        let suspended_at = match status {
+            tenant::Status::Suspended => t.suspended_at.or(Some(Utc::now().trunc_subsecs(6))),
+            tenant::Status::Active => None,
+        };
+        if t.status == status && t.suspended_reason == reason {
             return Ok(t);
         }
         let txn = self.area.store.write_txn().await?;
         tenant::Entity::update_many()
             .col_expr(tenant::Column::Status, Expr::value(status))
+            .col_expr(tenant::Column::SuspendedAt, Expr::value(suspended_at))
+            .col_expr(tenant::Column::SuspendedReason, Expr::value(reason.clone()))
             .filter(tenant::Column::Id.eq(t.id.clone()))
             .exec(&txn)
             .await?;
@@ -334,10 +447,24 @@ impl TenantService {
             tenant::Status::Suspended => "tenant.suspend",
             tenant::Status::Active => "tenant.resume",
         };
-        crate::audit::record(&txn, &t.id, caller, action, "tenant", t.id.as_str()).await?;
+        crate::audit::record_with(
+            &txn,
+            &t.id,
+            caller,
+            action,
+            "tenant",
+            t.id.as_str(),
+            Some(serde_json::json!({
+                "before": {"status": t.status.to_string(), "reason": t.suspended_reason},
+                "after": {"status": status.to_string(), "reason": reason},
+            })),
+        )
+        .await?;
         txn.commit().await?;
         self.area.changes.record();
         t.status = status;
+        t.suspended_at = suspended_at;
+        t.suspended_reason = reason;
         Ok(t)
     }
 

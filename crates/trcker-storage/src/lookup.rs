@@ -26,6 +26,12 @@ pub fn tenant(id: &TenantId) -> Select<tenant::Entity> {
     tenant::Entity::find_by_id(id.clone())
 }
 
+/// A tenant by the id the operator gave (an unknown or malformed one finds
+/// nothing).
+pub fn tenant_by_id(id: &str) -> Select<tenant::Entity> {
+    tenant::Entity::find().filter(tenant::Column::Id.eq(id))
+}
+
 /// Every tenant (for the sweepers).
 pub fn all_tenants() -> Select<tenant::Entity> {
     tenant::Entity::find()

@@ -3,8 +3,10 @@
 //!
 //! Two link forms: `/api/r/{brand}/{offer}?via={partner}` and the short
 //! `/c/{code}` of a tracking link (with its own destination and default sub-IDs).
-//! A paused tenant, program, affiliate or link sends the customer to the
-//! program's fallback URL, and the click is recorded as a fallback.
+//! A paused program, affiliate or link sends the customer to the program's
+//! fallback URL (else the tenant's), and the click is recorded as a
+//! fallback. A suspended tenant's links record nothing and send the
+//! customer to the tenant's fallback URL, else to the not-found page.
 //!
 //! Unique clicks: a click is unique unless the same link (program, affiliate and
 //! tracking link), IP address and user agent clicked within the unique window (per
@@ -81,7 +83,8 @@ pub enum ClickOutcome {
         location: String,
         click_id: String,
     },
-    /// Paused link, program or affiliate: the program's fallback URL, no click id.
+    /// Paused link, program or affiliate, or suspended tenant: a fallback
+    /// URL, no click id.
     Fallback {
         location: String,
     },
@@ -97,10 +100,9 @@ struct Resolved {
 }
 
 impl Resolved {
-    /// Whether everything on the way takes part (else: the fallback).
+    /// Whether program, affiliate and link take part (else: the fallback).
     fn active(&self) -> bool {
-        self.tenant.status == tenant::Status::Active
-            && self.program.status == Activity::Active
+        self.program.status == Activity::Active
             && self.affiliate.status == Activity::Active
             && self
                 .link
@@ -208,6 +210,15 @@ impl ClickService {
             .resolve(&req.target)
             .await?
             .ok_or(ClickError::NotFound("tracking link"))?;
+        if r.tenant.status != tenant::Status::Active {
+            // A suspended tenant's links record nothing.
+            let location = r
+                .tenant
+                .fallback_url
+                .clone()
+                .ok_or(ClickError::NotFound("active program"))?;
+            return Ok(ClickOutcome::Fallback { location });
+        }
         let active = r.active();
         let click_id = ClickId::generate(Utc::now().timestamp_millis().max(0) as u64);
         let row = self.row(&r, &click_id, active, req);
@@ -215,7 +226,9 @@ impl ClickService {
             let location = r
                 .program
                 .fallback_url
-                .clone()
+                .as_ref()
+                .or(r.tenant.fallback_url.as_ref())
+                .cloned()
                 .ok_or(ClickError::NotFound("active offer"))?;
             self.writer.record(row).await?;
             return Ok(ClickOutcome::Fallback { location });

@@ -51,6 +51,8 @@ pub enum IntakeError {
     IpNotAllowed(String),
     #[error("{0}")]
     BadSignature(SignatureError),
+    #[error("{}", suspended(.0.as_deref()))]
+    TenantSuspended(Option<String>),
     #[error("this integration's rate limit is exceeded")]
     RateLimited { retry_after_secs: u64 },
     /// Each bad parameter, named.
@@ -63,6 +65,15 @@ pub enum IntakeError {
     Store(#[from] StoreError),
 }
 from_store!(IntakeError);
+
+fn suspended(reason: Option<&str>) -> String {
+    match reason {
+        Some(r) => {
+            format!("the operator has suspended this tenant ({r}); its postbacks are refused")
+        }
+        None => "the operator has suspended this tenant; its postbacks are refused".to_owned(),
+    }
+}
 
 /// A postback as the receiver got it.
 #[derive(Debug, Default)]
@@ -196,6 +207,8 @@ pub struct IntakeService {
     programs: Arc<ProgramsBySlugs>,
     /// The integration of a secret's hash.
     integrations: Arc<Cache<String, Option<integration::Model>>>,
+    /// Whether a tenant is suspended, and why.
+    suspensions: Arc<Cache<TenantId, Option<Option<String>>>>,
     rate_limiter: Arc<RateLimiter>,
 }
 
@@ -207,6 +220,7 @@ impl IntakeService {
             inbox: InboxWriter::start(area.store.clone(), queue)?,
             programs: Arc::new(Cache::new(area.changes.clone())),
             integrations: Arc::new(Cache::new(area.changes.clone())),
+            suspensions: Arc::new(Cache::new(area.changes.clone())),
             rate_limiter: Arc::default(),
             area,
         })
@@ -247,6 +261,11 @@ impl IntakeService {
             sender: &sender,
             req: &req,
         };
+        if let Some(reason) = self.suspension(&sender.integration.tenant_id).await? {
+            let e = IntakeError::TenantSuspended(reason);
+            self.log(logged.rejected(403, e.to_string())).await;
+            return Err(e);
+        }
         if !sender.test_fire
             && let Err(e) = self.protect(&sender, &req)
         {
@@ -359,6 +378,20 @@ impl IntakeService {
             "brand" => IntakeError::UnknownBrand,
             _ => IntakeError::UnknownOffer,
         })
+    }
+
+    /// `Some(reason)` when the tenant is suspended.
+    async fn suspension(&self, tenant: &TenantId) -> Result<Option<Option<String>>, IntakeError> {
+        if let Some(hit) = self.suspensions.get(tenant) {
+            return Ok(hit);
+        }
+        let found = lookup::tenant(tenant)
+            .one(&self.store().conn)
+            .await?
+            .filter(|t| t.status == tenant::Status::Suspended)
+            .map(|t| t.suspended_reason);
+        self.suspensions.put(tenant.clone(), found.clone());
+        Ok(found)
     }
 
     /// The integration whose secret (current or previous) has this hash.

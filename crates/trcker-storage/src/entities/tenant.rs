@@ -15,6 +15,12 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     /// An IANA name: the tenant's calendar (months, weeks, days).
     pub time_zone: String,
+    pub suspended_at: Option<DateTimeUtc>,
+    /// The operator's reason, quoted to the tenant's refused postbacks.
+    pub suspended_reason: Option<String>,
+    /// Where a shopper goes when one of the tenant's links cannot send
+    /// them on (suspended tenant, paused program without a fallback).
+    pub fallback_url: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -23,8 +29,9 @@ pub enum Relation {}
 impl ActiveModelBehavior for ActiveModel {}
 
 super::text_enum! {
-    /// A suspended tenant keeps its data; what it may still do is the
-    /// operator's decision.
+    /// A suspended tenant keeps all its data, but Trcker stops working for
+    /// it: its API keys and postbacks are refused, its links record nothing
+    /// and send shoppers to its fallback URL, its portal is closed.
     pub enum Status ("tenant status") {
         Active = "active",
         Suspended = "suspended",

@@ -29,13 +29,18 @@ pub enum TenantCommand {
         #[command(flatten)]
         db: DatabaseFlags,
     },
-    /// Refuse a tenant's API keys; its links and postbacks keep being recorded.
+    /// Suspend a tenant: its API keys, postbacks and portal are refused and
+    /// its links record nothing (nothing of it is deleted).
     Suspend {
         slug: String,
+        /// Why: quoted to the tenant's refused postbacks.
+        #[arg(long)]
+        reason: Option<String>,
         #[command(flatten)]
         db: DatabaseFlags,
     },
-    /// Accept a suspended tenant's API keys again.
+    /// Reinstate a suspended tenant: everything works again.
+    #[command(alias = "reinstate")]
     Resume {
         slug: String,
         #[command(flatten)]
@@ -169,17 +174,17 @@ pub async fn tenant(config: &crate::Config, cmd: TenantCommand) -> Result<Vec<St
             }
             lines
         }),
-        TenantCommand::Suspend { slug, .. } => tenants
-            .set_status(&OPERATOR, &slug, tenant::Status::Suspended)
+        TenantCommand::Suspend { slug, reason, .. } => tenants
+            .set_status(&OPERATOR, &slug, tenant::Status::Suspended, reason)
             .await
             .map(|t| {
                 vec![format!(
-                    "tenant {} is suspended: its API keys are refused (403 tenant-suspended) until trcker tenant resume",
+                    "tenant {} is suspended: its API keys, postbacks and portal are refused (403 tenant-suspended) and its links record nothing, until trcker tenant resume",
                     t.slug
                 )]
             }),
         TenantCommand::Resume { slug, .. } => tenants
-            .set_status(&OPERATOR, &slug, tenant::Status::Active)
+            .set_status(&OPERATOR, &slug, tenant::Status::Active, None)
             .await
             .map(|t| vec![format!("tenant {} is active", t.slug)]),
     };
