@@ -198,8 +198,8 @@ async fn the_audit_log_is_readable(app: &TestApp) {
     assert_eq!(status, StatusCode::OK, "{page}");
     assert_eq!(
         page["items"][0]["details"],
-        json!({"before": {"name": "ACME", "time_zone": "Europe/Berlin"},
-               "after": {"name": "ACME", "time_zone": "Asia/Tokyo"}}),
+        json!({"before": {"name": "ACME", "time_zone": "Europe/Berlin", "fallback_url": null},
+               "after": {"name": "ACME", "time_zone": "Asia/Tokyo", "fallback_url": null}}),
         "{page}"
     );
     let cursor = page["next_cursor"].as_str().expect("cursor");
