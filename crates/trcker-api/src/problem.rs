@@ -205,9 +205,12 @@ codes! {
     InvalidBody = "invalid-body", 400, Receiver,
         "The postback's JSON body is not valid JSON, or not an object.",
         "Send a JSON object, a form body, or query parameters.";
-    BodyTooLarge = "body-too-large", 413, Receiver,
-        "The postback's body is larger than 64 KiB.",
-        "Send only the postback's parameters.";
+    BodyTooLarge = "body-too-large", 413, Both,
+        "The request's body is larger than the route takes: 64 KiB for a postback, 256 KiB for the admin API, none for routes that read no body. The rest was not read and the connection is closed.",
+        "Send only the parameters or fields the operation takes; split a bulk change into several requests.";
+    BodyTimeout = "body-timeout", 408, Both,
+        "The request's body did not arrive within 30 seconds of its headers.",
+        "Send the body at once; retry the request.";
     StorageUnavailable = "storage-unavailable", 503, Both,
         "The database cannot be reached. Nothing was stored or changed.",
         "Retry shortly (postbacks: after the `Retry-After` seconds); it is safe to send the same request again.";

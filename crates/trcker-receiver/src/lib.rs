@@ -365,17 +365,23 @@ async fn body_pairs(
     }
     let content_type = req.content_type().unwrap_or("").to_ascii_lowercase();
     if content_type.starts_with("application/json") {
-        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
-            problem(
-                Code::InvalidBody,
-                &format!("the JSON body is not valid JSON: {e}"),
-            )
-        })?;
-        let serde_json::Value::Object(map) = value else {
-            return Err(problem(
-                Code::InvalidBody,
-                "the JSON body must be an object",
-            ));
+        // Every member in order, a repeated key too: the parameters' parser
+        // refuses one given twice with different values, as it does for
+        // the query string (a JSON map would keep the last silently).
+        let map = match serde_json::from_slice::<JsonMembers>(&bytes) {
+            Ok(JsonMembers(Some(members))) => members,
+            Ok(JsonMembers(None)) => {
+                return Err(problem(
+                    Code::InvalidBody,
+                    "the JSON body must be an object",
+                ));
+            }
+            Err(e) => {
+                return Err(problem(
+                    Code::InvalidBody,
+                    &format!("the JSON body is not valid JSON: {e}"),
+                ));
+            }
         };
         let mut pairs = Vec::with_capacity(map.len());
         for (k, v) in map {
@@ -396,6 +402,62 @@ async fn body_pairs(
         Ok((pairs, bytes.to_vec()))
     } else {
         Ok((url_pairs(&bytes), bytes.to_vec()))
+    }
+}
+
+/// A JSON document's top-level members in order, repeated keys kept;
+/// `None` when it is not an object.
+struct JsonMembers(Option<Vec<(String, serde_json::Value)>>);
+
+impl<'de> serde::Deserialize<'de> for JsonMembers {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Members;
+        impl<'de> serde::de::Visitor<'de> for Members {
+            type Value = JsonMembers;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<JsonMembers, A::Error> {
+                let mut members = Vec::new();
+                while let Some(member) = map.next_entry::<String, serde_json::Value>()? {
+                    members.push(member);
+                }
+                Ok(JsonMembers(Some(members)))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<JsonMembers, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(JsonMembers(None))
+            }
+
+            fn visit_bool<E>(self, _: bool) -> Result<JsonMembers, E> {
+                Ok(JsonMembers(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<JsonMembers, E> {
+                Ok(JsonMembers(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<JsonMembers, E> {
+                Ok(JsonMembers(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<JsonMembers, E> {
+                Ok(JsonMembers(None))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<JsonMembers, E> {
+                Ok(JsonMembers(None))
+            }
+            fn visit_unit<E>(self) -> Result<JsonMembers, E> {
+                Ok(JsonMembers(None))
+            }
+        }
+        d.deserialize_any(Members)
     }
 }
 

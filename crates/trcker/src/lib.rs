@@ -4,6 +4,9 @@
 //! `main` stays thin; tests build an [`App`] on port 0 and talk to it over HTTP.
 
 pub mod config;
+mod http;
+
+use http::BodyLimit;
 pub mod operator;
 mod telemetry;
 
@@ -12,7 +15,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use poem::listener::{Acceptor, Listener, TcpListener};
-use poem::{Endpoint, EndpointExt, Request, Response, Route, Server, get, handler};
+use poem::{Endpoint, EndpointExt, Request, Response, Route, get, handler};
 use sha2::{Digest, Sha256};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -241,22 +244,44 @@ async fn bind(listen: &str) -> Result<(impl Acceptor + use<>, SocketAddr), AppEr
     Ok((acceptor, addr))
 }
 
-/// Serves `app` on `acceptor` until `shutdown`, finishing requests in flight.
-fn serve(
-    acceptor: impl Acceptor + 'static,
-    app: impl Endpoint + 'static,
-    shutdown: CancellationToken,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let server = Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
-            app,
-            shutdown.cancelled_owned(),
-            Some(Duration::from_secs(10)),
-        );
-        if let Err(e) = server.await {
-            tracing::error!(error = %e, "HTTP server stopped");
-        }
-    })
+/// The largest admin API request body: a bulk review of a thousand ids
+/// is about 40 KiB, so this leaves room without letting one request pin
+/// memory.
+const ADMIN_API_MAX_BODY: usize = 256 * 1024;
+/// The largest portal form: an email, a password and a token.
+const PORTAL_MAX_BODY: usize = 16 * 1024;
+
+/// Routes that take no body.
+fn no_body() -> BodyLimit {
+    BodyLimit {
+        max: 0,
+        refuse: api_refusal,
+    }
+}
+
+/// An admin API refusal of a body: problem+json.
+fn api_refusal(status: poem::http::StatusCode, detail: String) -> Response {
+    use trcker_api::problem::{Code, Problem};
+    let code = match status.as_u16() {
+        413 => Code::BodyTooLarge,
+        408 => Code::BodyTimeout,
+        _ => Code::BadRequest,
+    };
+    Problem::new(code, detail).into_response()
+}
+
+/// A portal refusal of a form: a plain message.
+fn portal_refusal(status: poem::http::StatusCode, detail: String) -> Response {
+    let msg = match status.as_u16() {
+        413 => "This form sent far more than it should; go back and try again.",
+        408 => "The form took too long to arrive; go back and try again.",
+        _ => "The form could not be read; go back and try again.",
+    };
+    tracing::debug!(%detail, "portal form refused");
+    Response::builder()
+        .status(status)
+        .content_type("text/plain; charset=utf-8")
+        .body(format!("{msg}\n"))
 }
 
 /// A running Trcker process.
@@ -317,26 +342,39 @@ impl App {
         let scrape = || get(telemetry::scrape).data(services.clone());
         let metrics_addr = metrics.map(|(acceptor, addr)| {
             let app = Route::new().at("/metrics", scrape()).around(access_log);
-            tasks.push(serve(acceptor, app, shutdown.clone()));
+            tasks.push(http::serve(acceptor, app, shutdown.clone()));
             addr
         });
         if let Some(acceptor) = acceptor {
             let mut app = Route::new()
-                .at("/", get(front_page))
-                .at("/healthz", get(healthz))
-                .at("/readyz", get(readyz).data(services.clone()));
+                .at("/", get(front_page).with(no_body()))
+                .at("/healthz", get(healthz).with(no_body()))
+                .at(
+                    "/readyz",
+                    get(readyz).data(services.clone()).with(no_body()),
+                );
             if metrics_addr.is_none() {
-                app = app.at("/metrics", scrape());
+                app = app.at("/metrics", scrape().with(no_body()));
             }
             let app = app
-                .nest("/api/v1", trcker_api::routes(&services))
-                .nest("/api/docs", trcker_api::docs(&services))
+                .nest(
+                    "/api/v1",
+                    trcker_api::routes(&services).with(BodyLimit {
+                        max: ADMIN_API_MAX_BODY,
+                        refuse: api_refusal,
+                    }),
+                )
+                .nest("/api/docs", trcker_api::docs(&services).with(no_body()))
                 .nest(
                     "/portal",
                     trcker_portal::routes(
                         services.portal.clone(),
                         &services.settings.operator_token_hash,
-                    ),
+                    )
+                    .with(BodyLimit {
+                        max: PORTAL_MAX_BODY,
+                        refuse: portal_refusal,
+                    }),
                 );
             let app = trcker_receiver::mount(
                 app,
@@ -345,7 +383,7 @@ impl App {
                 services.settings.trusted_proxies.clone(),
             )
             .around(access_log);
-            tasks.push(serve(acceptor, app, shutdown.clone()));
+            tasks.push(http::serve(acceptor, app, shutdown.clone()));
         }
 
         if roles != Roles::Web {
