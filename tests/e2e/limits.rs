@@ -242,3 +242,79 @@ async fn a_json_postback_with_a_repeated_key_is_refused(app: &TestApp) {
 }
 
 on_both_databases!(a_json_postback_with_a_repeated_key_is_refused);
+
+/// An address that keeps sending wrong API keys or postback secrets is
+/// refused for the rest of the minute, whatever it sends; others are not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_failures_from_one_address_are_refused() {
+    let jane = AffiliateServer::start(200).await;
+    let app =
+        crate::harness::spawn_configured(None, |c| c.trusted_proxies = vec!["127.0.0.1/32".into()])
+            .await;
+    let s = app.quickstart_setup("acme", &jane.url).await;
+    let from = |ip: &'static str, path: String, token: String| {
+        app.http
+            .get(app.url(&path))
+            .bearer_auth(token)
+            .header("X-Forwarded-For", ip)
+            .send()
+    };
+    let limit = trcker_services::guard::MAX_FAILURES;
+    for _ in 0..limit {
+        let resp = from(
+            "198.51.100.7",
+            "/api/v1/programs".into(),
+            "trk_wrong".into(),
+        )
+        .await
+        .expect("get");
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    }
+    // Now refused, even with the right key; another address is served.
+    let resp = from(
+        "198.51.100.7",
+        "/api/v1/programs".into(),
+        s.tenant.key.clone(),
+    )
+    .await
+    .expect("get");
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .expect("header")
+        .parse()
+        .expect("seconds");
+    assert!((1..=60).contains(&retry), "{retry}");
+    let p: Value = resp.json().await.expect("json");
+    assert_eq!(p["code"], "too-many-auth-failures", "{p}");
+    let resp = from(
+        "198.51.100.8",
+        "/api/v1/programs".into(),
+        s.tenant.key.clone(),
+    )
+    .await
+    .expect("get");
+    assert_eq!(resp.status(), StatusCode::OK);
+
+    // Postback secrets count alike.
+    let click = app.click_id("/api/r/acme/pro?via=jane").await;
+    let pb = |secret: &str, txn: &str| {
+        format!("/api/postback/acme/pro?secret={secret}&click_id={click}&amount=10&txn_id={txn}")
+    };
+    for i in 0..limit {
+        let resp = from("203.0.113.5", pb("wrong", &format!("w{i}")), String::new())
+            .await
+            .expect("postback");
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    }
+    let resp = from("203.0.113.5", pb(&s.secret, "ok1"), String::new())
+        .await
+        .expect("postback");
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(resp.headers().contains_key("retry-after"));
+    let resp = from("203.0.113.6", pb(&s.secret, "ok1"), String::new())
+        .await
+        .expect("postback");
+    assert_eq!(resp.status(), StatusCode::OK);
+    app.stop().await;
+}

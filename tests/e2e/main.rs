@@ -11,6 +11,7 @@ mod debugger;
 mod docs;
 mod faults;
 mod harness;
+mod idempotency;
 mod limits;
 mod money;
 mod notify;

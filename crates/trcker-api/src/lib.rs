@@ -12,11 +12,13 @@ mod affiliates;
 mod api_keys;
 mod audit;
 mod auth;
+pub mod client;
 mod common;
 mod conversions;
 mod coupons;
 mod error;
 mod exchange_rates;
+mod idempotency;
 mod integrations;
 mod ledger;
 mod links;
@@ -140,7 +142,10 @@ fn openapi(services: &Services) -> OpenApiService<Apis, ()> {
             "Manage affiliate programs: tenants, programs, affiliates, integrations and conversions. \
              Authenticate with `Authorization: Bearer <token>`: the operator token creates tenants; \
              a tenant API key (shown once at creation) manages that tenant's resources. \
-             Errors are RFC 9457 problem+json documents with a stable `code` (docs/errors.md).",
+             Errors are RFC 9457 problem+json documents with a stable `code` (docs/errors.md). \
+             Every POST takes an `Idempotency-Key` header (1 to 255 visible ASCII characters): \
+             a retry with the same key and request gets the first answer again for 24 hours \
+             (marked `Idempotent-Replayed: true`); the same key with another request answers 422.",
         )
         .server(format!("{}/api/v1", services.settings.public_base()))
 }
@@ -150,8 +155,18 @@ pub fn routes(services: &Services) -> impl Endpoint + use<> {
     let api = openapi(services);
     Route::new()
         .at("/openapi.json", api.spec_endpoint())
-        .nest("/", api)
+        .nest(
+            "/",
+            api.with(idempotency::Idempotent {
+                tenants: services.tenants.clone(),
+                keys: services.idempotency.clone(),
+            }),
+        )
         .catch_all_error(error::catch_all)
+        .with(client::AuthGuard {
+            failures: services.auth_failures.clone(),
+            trusted_proxies: services.settings.trusted_proxies.clone(),
+        })
 }
 
 /// Swagger UI, to be nested at `/api/docs`.

@@ -169,6 +169,18 @@ codes! {
     PostbackNotUnattributed = "postback-not-unattributed", 409, AdminApi,
         "Only an unattributed postback can be attributed again; this one was attributed or is still queued.",
         "Look at the postback's state and reason in the postback log.";
+    TooManyAuthFailures = "too-many-auth-failures", 429, Both,
+        "This address sent too many wrong API keys or postback secrets within a minute (20); everything it sends is refused until the minute is over. Other addresses are not affected.",
+        "Fix the key or secret, then retry after the seconds of the `Retry-After` header.";
+    IdempotencyKeyInvalid = "idempotency-key-invalid", 400, AdminApi,
+        "The `Idempotency-Key` header is empty, longer than 255 characters, or has characters other than visible ASCII.",
+        "Send a unique key per request, such as a UUID.";
+    IdempotencyKeyReused = "idempotency-key-reused", 422, AdminApi,
+        "This `Idempotency-Key` was used in the last 24 hours for another request (another method, path, query or body). Nothing was changed.",
+        "Use a new key for a new request; send a retry exactly as the first request.";
+    IdempotencyKeyInUse = "idempotency-key-in-use", 409, AdminApi,
+        "A request with this `Idempotency-Key` is still running. Nothing was changed by this one.",
+        "Retry in a moment: you get the first request's answer.";
     MissingSecret = "missing-secret", 401, Receiver,
         "The postback carries no secret.",
         "Send the integration's secret as `secret=` or in the `X-Postback-Secret` header (the integration's postback URL has it).";

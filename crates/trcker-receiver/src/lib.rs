@@ -13,11 +13,11 @@ use poem::{Body, EndpointExt, Request, Response, Route, get, handler};
 use serde_json::json;
 use trcker_api::problem::{Code, Problem};
 use trcker_domain::FieldError;
-use trcker_domain::client::client_address;
 use trcker_domain::protection::Cidr;
 use trcker_services::StoreError;
 use trcker_services::clicks::{ClickError, ClickOutcome, ClickRequest, ClickService, ClickTarget};
 use trcker_services::debugger::TEST_FIRE_HEADER;
+use trcker_services::guard::AuthFailures;
 use trcker_services::intake::{
     IntakeError, IntakeOutcome, IntakeService, PostbackRequest, SignedParts,
 };
@@ -31,6 +31,8 @@ struct Edge {
     intake: IntakeService,
     /// Peers whose forwarding headers name the client (see `client_ip`).
     trusted_proxies: Vec<Cidr>,
+    /// Addresses refused for their failed secrets.
+    failures: Arc<AuthFailures>,
 }
 
 /// Adds the receiver's routes to the server's top-level route. They are
@@ -41,11 +43,13 @@ pub fn mount(
     clicks: ClickService,
     intake: IntakeService,
     trusted_proxies: Vec<Cidr>,
+    failures: Arc<AuthFailures>,
 ) -> Route {
     let edge = Arc::new(Edge {
         clicks,
         intake,
         trusted_proxies,
+        failures,
     });
     route
         .at("/api/r/:brand/:offer", get(click).data(edge.clone()))
@@ -173,29 +177,9 @@ fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// The client's address: the socket's peer, or, from a trusted proxy, the
-/// address its forwarding headers name (`trcker_domain::client`).
+/// The client's address, as text for the click and postback rows.
 fn client_ip(req: &Request, trusted: &[Cidr]) -> Option<String> {
-    let poem::Addr::SocketAddr(peer) = req.remote_addr().0 else {
-        return None;
-    };
-    if trusted.is_empty() {
-        return Some(peer.ip().to_string());
-    }
-    let values = |name: &str| -> Vec<&str> {
-        req.headers()
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect()
-    };
-    let client = client_address(
-        peer.ip(),
-        &values("forwarded"),
-        &values("x-forwarded-for"),
-        trusted,
-    );
-    Some(client.to_string())
+    trcker_api::client::client_ip(req, trusted).map(|ip| ip.to_string())
 }
 
 #[handler]
@@ -241,6 +225,12 @@ async fn postback(
     let (brand, offer) = named
         .map(|(b, o)| (Some(b), Some(o)))
         .unwrap_or((None, None));
+    let ip = trcker_api::client::client_ip(req, &edge.trusted_proxies);
+    if let Err(secs) = edge.failures.check(ip) {
+        metrics::counter!("trcker_postbacks_total", "outcome" => "refused", "code" => Code::TooManyAuthFailures.as_str())
+            .increment(1);
+        return trcker_api::client::too_many_failures(secs);
+    }
     let request = PostbackRequest {
         brand,
         offer,
@@ -250,7 +240,7 @@ async fn postback(
             header::HeaderName::from_static(TEST_FIRE_HEADER),
         ),
         pairs,
-        source_ip: client_ip(req, &edge.trusted_proxies),
+        source_ip: ip.map(|ip| ip.to_string()),
         method: req.method().to_string(),
         signed: SignedParts {
             timestamp: header_str(
@@ -283,7 +273,17 @@ async fn postback(
             "detail": "a postback with this txn_id and status was accepted already; it counts once",
             }))
         }
-        Err(e) => refusal(e),
+        Err(e) => {
+            if matches!(
+                e,
+                IntakeError::MissingSecret
+                    | IntakeError::WrongSecret
+                    | IntakeError::BadTestFireToken
+            ) {
+                edge.failures.failed(ip);
+            }
+            refusal(e)
+        }
     }
 }
 

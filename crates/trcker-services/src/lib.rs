@@ -17,6 +17,8 @@ pub mod conversions;
 pub mod debugger;
 mod error;
 pub mod exchange_rates;
+pub mod guard;
+pub mod idempotency;
 mod input;
 pub mod intake;
 pub mod integrations;
@@ -110,6 +112,9 @@ impl Settings {
 #[derive(Clone)]
 pub struct Services {
     pub tenants: tenants::TenantService,
+    pub idempotency: idempotency::IdempotencyService,
+    /// Addresses that keep failing to authenticate (API and receiver).
+    pub auth_failures: Arc<guard::AuthFailures>,
     pub audit: audit::AuditService,
     pub programs: programs::ProgramService,
     pub affiliates: affiliates::AffiliateService,
@@ -145,6 +150,8 @@ impl Services {
         let pipeline = pipeline::Pipeline::new(store.clone(), queue.clone(), settings.clone())?;
         Ok(Services {
             tenants: tenants::TenantService::new(area.clone()),
+            idempotency: idempotency::IdempotencyService::new(area.clone()),
+            auth_failures: Arc::default(),
             audit: audit::AuditService::new(area.clone()),
             programs: programs::ProgramService::new(area.clone()),
             affiliates: affiliates::AffiliateService::new(area.clone()),

@@ -7,6 +7,7 @@
 pub mod batch;
 pub mod clicks;
 pub mod entities;
+pub mod idempotency;
 pub mod ids;
 pub mod lookup;
 pub mod queue;

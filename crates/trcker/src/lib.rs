@@ -381,6 +381,7 @@ impl App {
                 services.clicks.clone(),
                 services.intake.clone(),
                 services.settings.trusted_proxies.clone(),
+                services.auth_failures.clone(),
             )
             .around(access_log);
             tasks.push(http::serve(acceptor, app, shutdown.clone()));

@@ -49,6 +49,8 @@ pub struct Deleted {
     pub postbacks: u64,
     pub deliveries: u64,
     pub attempts: u64,
+    /// Idempotency keys past their day.
+    pub idempotency_keys: u64,
 }
 
 /// Rows of one kind a pass deletes at most.
@@ -88,6 +90,10 @@ impl Pipeline {
                 .delete_old_deliveries(t - Duration::days(r.deliveries_days.into()))
                 .await?;
         }
+        deleted.idempotency_keys =
+            trcker_storage::idempotency::purge(&self.store.conn, t - crate::idempotency::KEEP)
+                .await
+                .map_err(|e| JobError::from(crate::StoreError::from(e)))?;
         Ok(deleted)
     }
 

@@ -12,6 +12,7 @@ pub mod conversion;
 pub mod coupon;
 pub mod exchange_rate;
 pub mod global_key;
+pub mod idempotency_key;
 pub mod integration;
 pub mod ledger_entry;
 pub mod notification_attempt;

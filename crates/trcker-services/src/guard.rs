@@ -1,0 +1,87 @@
+//! Refusing addresses that keep failing to authenticate: an address that
+//! sent [`MAX_FAILURES`] wrong API keys or postback secrets within a
+//! minute is refused (429 with `Retry-After`) until that minute is over,
+//! whatever it sends; other addresses are not affected. Counted per
+//! process, so N web processes behind a balancer allow N times as many
+//! tries; a 256-bit secret needs far more than any of them allows.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Failures an address may have in one window.
+pub const MAX_FAILURES: u32 = 20;
+/// The window, counted from an address's first failure.
+pub const WINDOW: Duration = Duration::from_secs(60);
+/// Addresses tracked at once; a spray of addresses evicts the least used.
+const MAX_ADDRESSES: u64 = 100_000;
+
+struct Window {
+    started: Instant,
+    failures: AtomicU32,
+}
+
+/// Failed authentications per client address.
+pub struct AuthFailures {
+    windows: moka::sync::Cache<IpAddr, Arc<Window>>,
+}
+
+impl Default for AuthFailures {
+    fn default() -> Self {
+        AuthFailures {
+            windows: moka::sync::Cache::builder()
+                .max_capacity(MAX_ADDRESSES)
+                .time_to_live(WINDOW)
+                .build(),
+        }
+    }
+}
+
+impl AuthFailures {
+    /// `Err(seconds)` while `ip` is refused: when to retry.
+    pub fn check(&self, ip: Option<IpAddr>) -> Result<(), u64> {
+        let Some(w) = ip.and_then(|ip| self.windows.get(&ip)) else {
+            return Ok(());
+        };
+        if w.failures.load(Ordering::Relaxed) < MAX_FAILURES {
+            return Ok(());
+        }
+        let left = WINDOW.saturating_sub(w.started.elapsed());
+        Err(left.as_secs() + u64::from(left.subsec_nanos() > 0))
+    }
+
+    /// Counts a failed authentication from `ip`.
+    pub fn failed(&self, ip: Option<IpAddr>) {
+        if let Some(ip) = ip {
+            let w = self.windows.get_with(ip, || {
+                Arc::new(Window {
+                    started: Instant::now(),
+                    failures: AtomicU32::new(0),
+                })
+            });
+            w.failures.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_is_refused_after_its_failures_and_others_are_not() {
+        let guard = AuthFailures::default();
+        let a: IpAddr = "192.0.2.1".parse().expect("ip");
+        let b: IpAddr = "192.0.2.2".parse().expect("ip");
+        for _ in 0..MAX_FAILURES - 1 {
+            guard.failed(Some(a));
+        }
+        assert_eq!(guard.check(Some(a)), Ok(()));
+        guard.failed(Some(a));
+        let retry = guard.check(Some(a)).expect_err("refused");
+        assert!((1..=60).contains(&retry), "{retry}");
+        assert_eq!(guard.check(Some(b)), Ok(()));
+        assert_eq!(guard.check(None), Ok(()));
+    }
+}
