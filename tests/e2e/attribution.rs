@@ -262,3 +262,156 @@ async fn arbitrary_postbacks_without_a_secret_are_never_accepted(app: &TestApp) 
     assert_eq!(status, StatusCode::OK);
 }
 on_both_databases!(arbitrary_postbacks_without_a_secret_are_never_accepted);
+
+/// The tenant-wide postback log with filters, and re-attribution of every
+/// unattributed postback a filter names once their cause is fixed.
+async fn unattributed_postbacks_listed_and_reattributed_by_filter(app: &TestApp) {
+    let jane = AffiliateServer::start(200).await;
+    let s = app.quickstart_setup("acme", &jane.url).await;
+    let key = &s.tenant.key;
+    let pb = |q: &str| format!("/api/postback/acme/pro?secret={}{q}", s.secret);
+    let click = app.click_id("/api/r/acme/pro?via=jane").await;
+    let mut unattributed = Vec::new();
+    for code in ["X1", "X2", "X3"] {
+        let (_, body) = app
+            .postback(&pb(&format!("&coupon_code={code}&amount=50&txn_id={code}")))
+            .await;
+        unattributed.push(body["postback_id"].as_str().expect("id").to_owned());
+    }
+    // A click id of the right shape that no click has.
+    let mut unknown = click.clone();
+    let last = if unknown.ends_with('0') { "1" } else { "0" };
+    unknown.replace_range(unknown.len() - 1.., last);
+    let (_, lost) = app
+        .postback(&pb(&format!("&click_id={unknown}&amount=5&txn_id=L1")))
+        .await;
+    let lost = lost["postback_id"].as_str().expect("id").to_owned();
+    assert_eq!(
+        app.postback(&pb(&format!("&click_id={click}&amount=10&txn_id=OK")))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.postback(&pb("&click_id=x&amount=ten&txn_id=BAD"))
+            .await
+            .0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    for id in unattributed.iter().chain([&lost]) {
+        app.processed_postback(id).await;
+    }
+
+    let ids = |page: &Value| -> Vec<String> {
+        page["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|p| p["id"].as_str().expect("id").to_owned())
+            .collect()
+    };
+    let list = |query: String| async move {
+        let (status, page) = app.get(&format!("/api/v1/postbacks{query}"), key).await;
+        assert_eq!(status, StatusCode::OK, "{query}: {page}");
+        page
+    };
+    let page = list("?state=unattributed".into()).await;
+    let mut expected: Vec<String> = unattributed.iter().chain([&lost]).cloned().collect();
+    expected.reverse();
+    assert_eq!(ids(&page), expected);
+    let page = list("?reason=unknown%20coupon".into()).await;
+    assert_eq!(ids(&page).len(), 3, "{page}");
+    let page = list("?outcome=rejected".into()).await;
+    assert_eq!(page["items"][0]["http_status"], 422, "{page}");
+    assert_eq!(ids(&page).len(), 1);
+    let page = list(format!("?integration_id={}&test=true", s.integration_id)).await;
+    assert!(ids(&page).is_empty(), "{page}");
+    // Every postback once, over pages of two.
+    let mut all = Vec::new();
+    let mut query = "?limit=2".to_owned();
+    loop {
+        let page = list(query.clone()).await;
+        all.extend(ids(&page));
+        match page["next_cursor"].as_str() {
+            Some(c) => query = format!("?limit=2&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(all.len(), 6, "{all:?}");
+    for bad in [
+        "?outcome=lost",
+        "?state=gone",
+        "?integration_id=nope",
+        "?since=2026-12-02T00:00:00Z&until=2026-12-01T00:00:00Z",
+        "?cursor=nope",
+    ] {
+        let (status, p) = app.get(&format!("/api/v1/postbacks{bad}"), key).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {p}");
+    }
+
+    // Another tenant sees none of them and re-attributes none.
+    let globex = app.create_tenant("globex").await;
+    let (_, theirs) = app.get("/api/v1/postbacks", &globex.key).await;
+    assert_eq!(theirs["items"], json!([]));
+    let (status, done) = app
+        .post("/api/v1/postbacks/reattribute", &globex.key, json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    assert_eq!(done["requeued"], json!([]));
+    // A read key may not.
+    let (_, read) = app
+        .post(
+            "/api/v1/api-keys",
+            key,
+            json!({"name": "r", "scope": "read"}),
+        )
+        .await;
+    let (status, _) = app
+        .post(
+            "/api/v1/postbacks/reattribute",
+            read["token"].as_str().expect("token"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // The coupons exist now: those three, and only they, are attributed.
+    for code in ["X1", "X2", "X3"] {
+        let (status, c) = app
+            .post(
+                "/api/v1/coupons",
+                key,
+                json!({"program_id": s.program_id, "affiliate_id": s.affiliate_id, "code": code}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{c}");
+    }
+    let (status, done) = app
+        .post(
+            "/api/v1/postbacks/reattribute",
+            key,
+            json!({"reason": "unknown coupon", "integration_id": s.integration_id}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    assert_eq!(done["requeued"], json!(unattributed), "{done}");
+    assert_eq!(done["more"], false);
+    for txn in ["X1", "X2", "X3"] {
+        app.conversions_until(key, &format!("txn_id={txn}"), |b| {
+            b["items"][0]["payout"] == "5.00"
+        })
+        .await;
+    }
+    assert_eq!(postback_state(app, &lost).await.0, "unattributed");
+    // Again: nothing left that matches.
+    let (_, again) = app
+        .post(
+            "/api/v1/postbacks/reattribute",
+            key,
+            json!({"reason": "unknown coupon"}),
+        )
+        .await;
+    assert_eq!(again["requeued"], json!([]), "{again}");
+}
+
+on_both_databases!(unattributed_postbacks_listed_and_reattributed_by_filter);

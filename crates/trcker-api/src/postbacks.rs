@@ -2,11 +2,11 @@
 //! attribution again once a cause is fixed.
 
 use chrono::{DateTime, Utc};
-use poem_openapi::param::Path;
+use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 use trcker_services::conversions::Page;
-use trcker_services::debugger::{DebuggerService, PostbackLogEntry};
+use trcker_services::debugger::{DebuggerService, PostbackFilter, PostbackLogEntry};
 use trcker_services::storage::entities::postback;
 
 use crate::ApiTags;
@@ -20,6 +20,79 @@ pub struct PostbacksApi {
 
 #[OpenApi(tag = "ApiTags::Integrations")]
 impl PostbacksApi {
+    /// Every postback the tenant's integrations received, newest first, by
+    /// cursor, with filters; `state=unattributed` lists those that could
+    /// not be attributed, each with why.
+    #[allow(clippy::too_many_arguments)]
+    #[oai(path = "/postbacks", method = "get", operation_id = "list_postbacks")]
+    async fn list(
+        &self,
+        auth: BearerAuth,
+        integration_id: Query<Option<String>>,
+        /// `accepted`, `duplicate` or `rejected`.
+        outcome: Query<Option<String>>,
+        /// `received`, `processed`, `unattributed` or `done`.
+        state: Query<Option<String>>,
+        /// Postbacks whose reason contains this text (`unknown click`).
+        reason: Query<Option<String>>,
+        /// Received at or after this time (RFC 3339).
+        since: Query<Option<DateTime<Utc>>>,
+        /// Received before this time (RFC 3339).
+        until: Query<Option<DateTime<Utc>>>,
+        /// Only test postbacks (`true`) or only real ones (`false`).
+        test: Query<Option<bool>>,
+        cursor: Query<Option<String>>,
+        /// Page size, 1 to 200; default 50.
+        limit: Query<Option<u64>>,
+    ) -> Result<Json<PostbackLogPage>, ApiError> {
+        let caller = self.auth.caller(&auth).await?;
+        let filter = PostbackFilter {
+            integration_id: integration_id.0,
+            outcome: outcome.0,
+            state: state.0,
+            reason: reason.0,
+            since: since.0,
+            until: until.0,
+            test: test.0,
+        };
+        let page = self
+            .debugger
+            .postbacks(&caller, filter, cursor.0, limit.0)
+            .await?;
+        Ok(Json(page.into()))
+    }
+
+    /// Attribute again every unattributed postback the filter names (up to
+    /// 1,000 a call, oldest first; `more` says to call again), once their
+    /// cause is fixed: a click window widened, an affiliate reactivated, an
+    /// exchange rate added. Each one's conversion is made at most once.
+    #[oai(
+        path = "/postbacks/reattribute",
+        method = "post",
+        operation_id = "reattribute_postbacks"
+    )]
+    async fn reattribute_all(
+        &self,
+        auth: BearerAuth,
+        body: Json<ReattributeIn>,
+    ) -> Result<Json<ReattributedOut>, ApiError> {
+        let caller = self.auth.caller(&auth).await?;
+        let b = body.0;
+        let filter = PostbackFilter {
+            integration_id: b.integration_id,
+            reason: b.reason,
+            since: b.since,
+            until: b.until,
+            test: b.test,
+            ..PostbackFilter::default()
+        };
+        let done = self.debugger.reattribute_all(&caller, filter).await?;
+        Ok(Json(ReattributedOut {
+            requeued: done.requeued,
+            more: done.more,
+        }))
+    }
+
     /// Attribute an unattributed postback again, once its cause is fixed.
     #[oai(
         path = "/postbacks/:id/reattribute",
@@ -36,6 +109,25 @@ impl PostbacksApi {
             self.debugger.reattribute(&caller, &id.0).await?.into(),
         ))
     }
+}
+
+/// Which unattributed postbacks to attribute again; absent fields match all.
+#[derive(Debug, Object)]
+pub struct ReattributeIn {
+    pub integration_id: Option<String>,
+    /// Those whose reason contains this text.
+    pub reason: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub test: Option<bool>,
+}
+
+#[derive(Debug, Object)]
+pub struct ReattributedOut {
+    /// The postbacks queued for attribution again.
+    pub requeued: Vec<String>,
+    /// More matched than one call takes: call again.
+    pub more: bool,
 }
 
 #[derive(Debug, Object)]

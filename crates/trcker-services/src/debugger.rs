@@ -1,7 +1,8 @@
-//! Postback debugging: each integration's postback log, test-fire (a real HTTP
+//! Postback debugging: the postback log (per integration or tenant-wide,
+//! with filters), test-fire (a real HTTP
 //! postback fired at our public receiver exactly as a merchant would, then
-//! followed through the pipeline), and attribution again for a postback whose
-//! cause was fixed.
+//! followed through the pipeline), and attribution again for a postback (or
+//! every unattributed one a filter names) whose cause was fixed.
 //!
 //! Test-fire cannot use the integration's secret (only its hash is kept): it
 //! authenticates with a short-lived test-fire token instead (see
@@ -10,8 +11,10 @@
 
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use trcker_domain::click_id::ClickId;
+use trcker_domain::fields::Fields;
+use trcker_domain::ids::IdKind;
 use trcker_domain::money::{Money, format_minor};
 use trcker_domain::secret::{random_alnum, test_fire};
 use trcker_storage::entities::notification_delivery::Status as DeliveryStatus;
@@ -19,7 +22,7 @@ use trcker_storage::entities::*;
 use trcker_storage::ids::{ConversionId, PostbackId};
 use trcker_storage::queue::JobQueue;
 use trcker_storage::sea_orm::sea_query::Expr;
-use trcker_storage::sea_orm::{ColumnTrait, QueryFilter, QueryOrder, QuerySelect};
+use trcker_storage::sea_orm::{ColumnTrait, QueryFilter, QueryOrder, QuerySelect, Select};
 use trcker_storage::{Store, TenantId, batch::insert, scoped, scoped_by_id, scoped_update_by_id};
 
 use crate::areas::Area;
@@ -61,6 +64,96 @@ impl From<IntegrationError> for DebuggerError {
             IntegrationError::Store(e) => e.into(),
         }
     }
+}
+
+/// What a postback list may be narrowed to; every field is optional.
+#[derive(Debug, Default, Clone)]
+pub struct PostbackFilter {
+    pub integration_id: Option<String>,
+    /// `accepted`, `duplicate` or `rejected`.
+    pub outcome: Option<String>,
+    /// `received`, `processed`, `unattributed` or `done`.
+    pub state: Option<String>,
+    /// Postbacks whose reason contains this text.
+    pub reason: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub test: Option<bool>,
+}
+
+/// The unattributed postbacks one bulk re-attribution queues at most.
+pub const REATTRIBUTE_AT_ONCE: u64 = 1_000;
+
+/// What a bulk re-attribution did.
+#[derive(Debug, Clone)]
+pub struct Reattributed {
+    /// The postbacks queued again.
+    pub requeued: Vec<String>,
+    /// More matched than one call queues: call again.
+    pub more: bool,
+}
+
+/// The tenant's postbacks that match a filter, every bad field named.
+fn filtered(tenant: &TenantId, f: &PostbackFilter) -> Result<Select<postback::Entity>, Invalid> {
+    use postback::Column as C;
+    let mut fields = Fields::default();
+    let outcome = fields.take_opt(
+        "outcome",
+        f.outcome.as_deref().map(|o| {
+            o.parse::<postback::Outcome>()
+                .map_err(|_| "must be accepted, duplicate or rejected")
+        }),
+    );
+    let state = fields.take_opt(
+        "state",
+        f.state.as_deref().map(|o| {
+            o.parse::<postback::State>()
+                .map_err(|_| "must be received, processed, unattributed or done")
+        }),
+    );
+    let integration = fields.take_opt(
+        "integration_id",
+        f.integration_id.as_deref().map(|i| {
+            IdKind::Integration
+                .matches(i)
+                .then(|| i.to_owned())
+                .ok_or("is not an integration id")
+        }),
+    );
+    if let (Some(since), Some(until)) = (f.since, f.until)
+        && since >= until
+    {
+        fields.error("until", "must be after since");
+    }
+    if f.reason.as_deref().is_some_and(|r| r.chars().count() > 200) {
+        fields.error("reason", "must be at most 200 characters");
+    }
+    let (outcome, state, integration) = fields
+        .done((outcome, state, integration))
+        .map_err(Invalid)?;
+    let mut q = scoped::<postback::Entity>(tenant);
+    if let Some(i) = integration {
+        q = q.filter(C::IntegrationId.eq(i));
+    }
+    if let Some(o) = outcome {
+        q = q.filter(C::Outcome.eq(o));
+    }
+    if let Some(s) = state {
+        q = q.filter(C::State.eq(s));
+    }
+    if let Some(r) = f.reason.as_deref().filter(|r| !r.is_empty()) {
+        q = q.filter(C::Reason.contains(r));
+    }
+    if let Some(t) = f.since {
+        q = q.filter(C::CreatedAt.gte(t));
+    }
+    if let Some(t) = f.until {
+        q = q.filter(C::CreatedAt.lt(t));
+    }
+    if let Some(test) = f.test {
+        q = q.filter(C::IsTest.eq(test));
+    }
+    Ok(q)
 }
 
 /// The header that carries a test-fire token.
@@ -142,11 +235,31 @@ impl DebuggerService {
         limit: Option<u64>,
     ) -> Result<Page<PostbackLogEntry>, DebuggerError> {
         let tenant = caller.tenant()?;
-        let integration = crate::integrations::find(self.store(), tenant, integration_id).await?;
+        crate::integrations::find(self.store(), tenant, integration_id).await?;
+        let filter = PostbackFilter {
+            integration_id: Some(integration_id.to_owned()),
+            ..PostbackFilter::default()
+        };
+        self.postbacks(caller, filter, cursor, limit).await
+    }
+
+    /// The tenant's postbacks, newest first, by cursor, with filters: the
+    /// log of every integration at once (`state=unattributed` lists what
+    /// could not be attributed, with why).
+    pub async fn postbacks(
+        &self,
+        caller: &Caller,
+        filter: PostbackFilter,
+        cursor: Option<String>,
+        limit: Option<u64>,
+    ) -> Result<Page<PostbackLogEntry>, DebuggerError> {
+        let tenant = caller.tenant()?;
         let limit = page_limit(limit)?;
-        let mut q = scoped::<postback::Entity>(tenant)
-            .filter(postback::Column::IntegrationId.eq(&integration.id));
+        let mut q = filtered(tenant, &filter)?;
         if let Some(c) = cursor {
+            if !IdKind::Postback.matches(&c) {
+                return Err(Invalid::field("cursor", "is not a cursor this API returned").into());
+            }
             q = q.filter(postback::Column::Id.lt(c));
         }
         let rows = q
@@ -184,6 +297,35 @@ impl DebuggerService {
             items,
             next_cursor: page.next_cursor,
         })
+    }
+
+    /// Attributes again every unattributed postback that matches the
+    /// filter (its `state` is unattributed whatever the filter says), at
+    /// most [`REATTRIBUTE_AT_ONCE`] oldest first; `more` when others are
+    /// left for the next call.
+    pub async fn reattribute_all(
+        &self,
+        caller: &Caller,
+        filter: PostbackFilter,
+    ) -> Result<Reattributed, DebuggerError> {
+        let tenant = caller.tenant_admin()?;
+        let filter = PostbackFilter {
+            state: Some("unattributed".to_owned()),
+            ..filter
+        };
+        let rows = filtered(tenant, &filter)?
+            .order_by_asc(postback::Column::Id)
+            .limit(REATTRIBUTE_AT_ONCE + 1)
+            .all(&self.store().conn)
+            .await?;
+        let more = rows.len() as u64 > REATTRIBUTE_AT_ONCE;
+        let mut requeued = Vec::new();
+        for pb in rows.iter().take(REATTRIBUTE_AT_ONCE as usize) {
+            if self.requeue(caller, tenant, pb).await? {
+                requeued.push(pb.id.to_string());
+            }
+        }
+        Ok(Reattributed { requeued, more })
     }
 
     /// Makes a test click for an affiliate, fires a real postback at the public
@@ -239,7 +381,7 @@ impl DebuggerService {
         caller: &Caller,
         postback_id: &str,
     ) -> Result<postback::Model, DebuggerError> {
-        use postback::{Column as C, State};
+        use postback::State;
         let tenant = caller.tenant_admin()?;
         let pb = self.postback(tenant, postback_id).await?;
         if pb.state != State::Unattributed {
@@ -248,6 +390,19 @@ impl DebuggerService {
                 state: pb.state,
             });
         }
+        self.requeue(caller, tenant, &pb).await?;
+        self.postback(tenant, postback_id).await
+    }
+
+    /// Moves an unattributed postback back to `received` and queues its
+    /// attribute job; false if it was not unattributed any more.
+    async fn requeue(
+        &self,
+        caller: &Caller,
+        tenant: &TenantId,
+        pb: &postback::Model,
+    ) -> Result<bool, DebuggerError> {
+        use postback::{Column as C, State};
         let moved = scoped_update_by_id::<postback::Entity>(tenant, &pb.id)
             .col_expr(C::State, Expr::value(State::Received))
             .col_expr(
@@ -257,14 +412,15 @@ impl DebuggerService {
             .filter(C::State.eq(State::Unattributed))
             .exec(&self.store().conn)
             .await?;
-        if moved.rows_affected == 1 {
-            // If this push fails, the inbox sweeper pushes the same job.
-            let job = AttributeJob::again(tenant.clone(), &pb);
-            if let Err(e) = self.queue.push(&job).await {
-                tracing::warn!(error = %e, postback_id = %pb.id, "enqueue failed; the sweeper will pick it up");
-            }
+        if moved.rows_affected != 1 {
+            return Ok(false);
         }
-        self.postback(tenant, postback_id).await
+        // If this push fails, the inbox sweeper pushes the same job.
+        let job = AttributeJob::again(tenant.clone(), pb);
+        if let Err(e) = self.queue.push(&job).await {
+            tracing::warn!(error = %e, postback_id = %pb.id, "enqueue failed; the sweeper will pick it up");
+        }
+        Ok(true)
     }
 
     async fn postback(
