@@ -19,4 +19,5 @@ mod operations;
 mod portal;
 mod postbacks;
 mod quickstart;
+mod resources;
 mod tenants;

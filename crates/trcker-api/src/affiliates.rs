@@ -1,7 +1,7 @@
 //! `/affiliates`: partners, invited to the portal.
 
 use chrono::{DateTime, Utc};
-use poem_openapi::param::Path;
+use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::types::MaybeUndefined;
 use poem_openapi::{Object, OpenApi};
@@ -40,11 +40,19 @@ impl AffiliatesApi {
 
     /// List affiliates.
     #[oai(path = "/affiliates", method = "get", operation_id = "list_affiliates")]
-    async fn list(&self, auth: BearerAuth) -> Result<Json<AffiliateList>, ApiError> {
+    async fn list(
+        &self,
+        auth: BearerAuth,
+        cursor: Query<Option<String>>,
+        /// Page size, 1 to 200; default 50.
+        limit: Query<Option<u64>>,
+    ) -> Result<Json<AffiliateList>, ApiError> {
         let caller = self.auth.caller(&auth).await?;
-        let items = self.affiliates.list(&caller).await?;
+        let page = self.affiliates.list(&caller, cursor.0, limit.0).await?;
+        let items = page.items;
         Ok(Json(AffiliateList {
             items: items.into_iter().map(Into::into).collect(),
+            next_cursor: page.next_cursor,
         }))
     }
 
@@ -166,5 +174,7 @@ impl From<CreatedAffiliate> for AffiliateOut {
 
 #[derive(Debug, Object)]
 pub struct AffiliateList {
+    /// Pass as `cursor` for the next page; absent on the last one.
+    pub next_cursor: Option<String>,
     pub items: Vec<AffiliateOut>,
 }

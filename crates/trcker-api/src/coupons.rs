@@ -1,6 +1,7 @@
 //! `/coupons`: codes that attribute sales to an affiliate without a click.
 
 use chrono::{DateTime, Utc};
+use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 use trcker_services::links::{LinkService, NewCoupon};
@@ -32,11 +33,19 @@ impl CouponsApi {
 
     /// List coupons.
     #[oai(path = "/coupons", method = "get", operation_id = "list_coupons")]
-    async fn list(&self, auth: BearerAuth) -> Result<Json<CouponList>, ApiError> {
+    async fn list(
+        &self,
+        auth: BearerAuth,
+        cursor: Query<Option<String>>,
+        /// Page size, 1 to 200; default 50.
+        limit: Query<Option<u64>>,
+    ) -> Result<Json<CouponList>, ApiError> {
         let caller = self.auth.caller(&auth).await?;
-        let items = self.links.list_coupons(&caller).await?;
+        let page = self.links.list_coupons(&caller, cursor.0, limit.0).await?;
+        let items = page.items;
         Ok(Json(CouponList {
             items: items.into_iter().map(Into::into).collect(),
+            next_cursor: page.next_cursor,
         }))
     }
 }
@@ -84,5 +93,7 @@ impl From<coupon::Model> for CouponOut {
 
 #[derive(Debug, Object)]
 pub struct CouponList {
+    /// Pass as `cursor` for the next page; absent on the last one.
+    pub next_cursor: Option<String>,
     pub items: Vec<CouponOut>,
 }

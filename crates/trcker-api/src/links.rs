@@ -1,7 +1,7 @@
 //! `/links`: tracking links (`/c/{code}`).
 
 use chrono::{DateTime, Utc};
-use poem_openapi::param::Path;
+use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::types::MaybeUndefined;
 use poem_openapi::{Object, OpenApi};
@@ -34,11 +34,19 @@ impl LinksApi {
 
     /// List tracking links.
     #[oai(path = "/links", method = "get", operation_id = "list_links")]
-    async fn list(&self, auth: BearerAuth) -> Result<Json<LinkList>, ApiError> {
+    async fn list(
+        &self,
+        auth: BearerAuth,
+        cursor: Query<Option<String>>,
+        /// Page size, 1 to 200; default 50.
+        limit: Query<Option<u64>>,
+    ) -> Result<Json<LinkList>, ApiError> {
         let caller = self.auth.caller(&auth).await?;
-        let items = self.links.list(&caller).await?;
+        let page = self.links.list(&caller, cursor.0, limit.0).await?;
+        let items = page.items;
         Ok(Json(LinkList {
             items: items.into_iter().map(|l| self.out(l)).collect(),
+            next_cursor: page.next_cursor,
         }))
     }
 
@@ -138,5 +146,7 @@ pub struct LinkOut {
 
 #[derive(Debug, Object)]
 pub struct LinkList {
+    /// Pass as `cursor` for the next page; absent on the last one.
+    pub next_cursor: Option<String>,
     pub items: Vec<LinkOut>,
 }

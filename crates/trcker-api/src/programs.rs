@@ -1,7 +1,7 @@
 //! `/programs`: affiliate programs (offers) and their commission plans.
 
 use chrono::{DateTime, Utc};
-use poem_openapi::param::Path;
+use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::types::MaybeUndefined;
 use poem_openapi::{Object, OpenApi};
@@ -39,11 +39,19 @@ impl ProgramsApi {
 
     /// List programs.
     #[oai(path = "/programs", method = "get", operation_id = "list_programs")]
-    async fn list(&self, auth: BearerAuth) -> Result<Json<ProgramList>, ApiError> {
+    async fn list(
+        &self,
+        auth: BearerAuth,
+        cursor: Query<Option<String>>,
+        /// Page size, 1 to 200; default 50.
+        limit: Query<Option<u64>>,
+    ) -> Result<Json<ProgramList>, ApiError> {
         let caller = self.auth.caller(&auth).await?;
-        let items = self.programs.list(&caller).await?;
+        let page = self.programs.list(&caller, cursor.0, limit.0).await?;
+        let items = page.items;
         Ok(Json(ProgramList {
             items: items.into_iter().map(Into::into).collect(),
+            next_cursor: page.next_cursor,
         }))
     }
 
@@ -376,6 +384,8 @@ impl From<ProgramView> for ProgramOut {
 
 #[derive(Debug, Object)]
 pub struct ProgramList {
+    /// Pass as `cursor` for the next page; absent on the last one.
+    pub next_cursor: Option<String>,
     pub items: Vec<ProgramOut>,
 }
 

@@ -7,15 +7,14 @@
 
 use chrono::{DateTime, Utc};
 use trcker_domain::fields::{Email, Fields, Name, TargetUrl};
+use trcker_domain::ids::IdKind;
 use trcker_domain::secret::{hash_secret, random_alnum};
 use trcker_domain::slug::Slug;
 use trcker_storage::entities::notification_endpoint::EndpointKind;
 use trcker_storage::entities::{Activity, affiliate, notification_endpoint};
 use trcker_storage::ids::{AffiliateId, EndpointId};
 use trcker_storage::sea_orm::sea_query::Expr;
-use trcker_storage::sea_orm::{
-    ColumnTrait, ConnectionTrait, DbErr, QueryFilter, QueryOrder, QuerySelect,
-};
+use trcker_storage::sea_orm::{ColumnTrait, ConnectionTrait, DbErr, QueryFilter};
 use trcker_storage::{
     Store, TenantId, batch::insert, is_unique_violation, scoped, scoped_by_id, scoped_update,
     scoped_update_by_id,
@@ -23,6 +22,7 @@ use trcker_storage::{
 
 use crate::areas::Area;
 use crate::auth::{AccessError, Caller};
+use crate::conversions::{Page, oldest_page};
 use crate::error::{Invalid, StoreError, from_store};
 use crate::input::activity;
 
@@ -151,13 +151,22 @@ impl AffiliateService {
         self.find(caller.tenant()?, id).await
     }
 
-    /// The tenant's affiliates (at most 500).
-    pub async fn list(&self, caller: &Caller) -> Result<Vec<affiliate::Model>, AffiliateError> {
-        Ok(scoped::<affiliate::Entity>(caller.tenant()?)
-            .order_by_asc(affiliate::Column::Id)
-            .limit(500)
-            .all(&self.store().conn)
-            .await?)
+    /// The tenant's affiliates, oldest first, by cursor.
+    pub async fn list(
+        &self,
+        caller: &Caller,
+        cursor: Option<String>,
+        limit: Option<u64>,
+    ) -> Result<Page<affiliate::Model>, AffiliateError> {
+        oldest_page(
+            scoped::<affiliate::Entity>(caller.tenant()?),
+            IdKind::Affiliate,
+            cursor,
+            limit,
+            &self.store().conn,
+            |a| a.id.as_str(),
+        )
+        .await
     }
 
     /// Changes an affiliate: name, status (pause), postback URL.

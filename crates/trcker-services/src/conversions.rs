@@ -180,6 +180,36 @@ where
     Ok(page_of(items, limit, id))
 }
 
+/// A page of `q`'s rows oldest first, after the cursor (the id of the
+/// last row of the page before).
+pub(crate) async fn oldest_page<E, Er>(
+    q: Select<E>,
+    kind: IdKind,
+    cursor: Option<String>,
+    limit: Option<u64>,
+    db: &impl ConnectionTrait,
+    id: impl Fn(&E::Model) -> &str,
+) -> Result<Page<E::Model>, Er>
+where
+    E: TenantOwned,
+    Er: From<Invalid> + From<DbErr>,
+{
+    let limit = page_limit(limit)?;
+    let mut q = q;
+    if let Some(cur) = cursor {
+        if !kind.matches(&cur) {
+            return Err(Invalid::field("cursor", "is not a cursor this API returned").into());
+        }
+        q = q.filter(E::id_column().gt(cur));
+    }
+    let items = q
+        .order_by_asc(E::id_column())
+        .limit(limit + 1)
+        .all(db)
+        .await?;
+    Ok(page_of(items, limit, id))
+}
+
 /// Cuts a page fetched with one row more than `limit`: the cursor of the
 /// next page is the last row's id.
 pub(crate) fn page_of<T>(mut items: Vec<T>, limit: u64, id: impl Fn(&T) -> &str) -> Page<T> {

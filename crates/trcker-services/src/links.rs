@@ -4,12 +4,13 @@
 
 use chrono::Utc;
 use trcker_domain::fields::{CouponCode, Fields, SubId, TargetUrl};
+use trcker_domain::ids::IdKind;
 use trcker_domain::secret::random_alnum;
 use trcker_storage::entities::global_key::Kind;
 use trcker_storage::entities::{Activity, affiliate, coupon, program, tracking_link};
 use trcker_storage::ids::{CouponId, LinkId};
+use trcker_storage::sea_orm::DbErr;
 use trcker_storage::sea_orm::sea_query::Expr;
-use trcker_storage::sea_orm::{DbErr, QueryOrder, QuerySelect};
 use trcker_storage::{
     Store, TenantId, batch::insert, is_unique_violation, lookup, scoped, scoped_by_id,
     scoped_update_by_id,
@@ -17,6 +18,7 @@ use trcker_storage::{
 
 use crate::areas::Area;
 use crate::auth::{AccessError, Caller};
+use crate::conversions::{Page, oldest_page};
 use crate::error::{Invalid, StoreError, from_store};
 use crate::input::activity;
 
@@ -140,13 +142,22 @@ impl LinkService {
         Err(StoreError::Internal(format!("no free link code in {CODE_DRAWS} draws")).into())
     }
 
-    /// The tenant's tracking links (at most 1000).
-    pub async fn list(&self, caller: &Caller) -> Result<Vec<tracking_link::Model>, LinkError> {
-        Ok(scoped::<tracking_link::Entity>(caller.tenant()?)
-            .order_by_asc(tracking_link::Column::Id)
-            .limit(1000)
-            .all(&self.store().conn)
-            .await?)
+    /// The tenant's tracking links, oldest first, by cursor.
+    pub async fn list(
+        &self,
+        caller: &Caller,
+        cursor: Option<String>,
+        limit: Option<u64>,
+    ) -> Result<Page<tracking_link::Model>, LinkError> {
+        oldest_page(
+            scoped::<tracking_link::Entity>(caller.tenant()?),
+            IdKind::Link,
+            cursor,
+            limit,
+            &self.store().conn,
+            |l| l.id.as_str(),
+        )
+        .await
     }
 
     /// Changes a link's destination or status; the next click uses it.
@@ -213,13 +224,22 @@ impl LinkService {
         }
     }
 
-    /// The tenant's coupons (at most 1000).
-    pub async fn list_coupons(&self, caller: &Caller) -> Result<Vec<coupon::Model>, LinkError> {
-        Ok(scoped::<coupon::Entity>(caller.tenant()?)
-            .order_by_asc(coupon::Column::Id)
-            .limit(1000)
-            .all(&self.store().conn)
-            .await?)
+    /// The tenant's coupons, oldest first, by cursor.
+    pub async fn list_coupons(
+        &self,
+        caller: &Caller,
+        cursor: Option<String>,
+        limit: Option<u64>,
+    ) -> Result<Page<coupon::Model>, LinkError> {
+        oldest_page(
+            scoped::<coupon::Entity>(caller.tenant()?),
+            IdKind::Coupon,
+            cursor,
+            limit,
+            &self.store().conn,
+            |c| c.id.as_str(),
+        )
+        .await
     }
 
     /// Fields naming a program or an affiliate that this tenant does not have.

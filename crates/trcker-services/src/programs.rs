@@ -17,9 +17,7 @@ use trcker_domain::tiers::{Tier, TierBasis, TierPeriod, Tiers};
 use trcker_storage::entities::{Activity, affiliate, commission_plan, program, tenant};
 use trcker_storage::ids::{PlanId, ProgramId};
 use trcker_storage::sea_orm::sea_query::Expr;
-use trcker_storage::sea_orm::{
-    ColumnTrait, DbErr, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
-};
+use trcker_storage::sea_orm::{ColumnTrait, DbErr, PaginatorTrait, QueryFilter, QueryOrder};
 use trcker_storage::{
     Store, TenantId, batch::insert, is_unique_violation, lookup, scoped, scoped_by_id,
     scoped_update, scoped_update_by_id,
@@ -27,6 +25,7 @@ use trcker_storage::{
 
 use crate::areas::Area;
 use crate::auth::{AccessError, Caller};
+use crate::conversions::Page;
 use crate::error::{Invalid, StoreError, from_store};
 use crate::input::activity;
 
@@ -203,19 +202,31 @@ impl ProgramService {
         self.view(tenant, program).await
     }
 
-    /// The tenant's programs (at most 500).
-    pub async fn list(&self, caller: &Caller) -> Result<Vec<ProgramView>, ProgramError> {
+    /// The tenant's programs, oldest first, by cursor.
+    pub async fn list(
+        &self,
+        caller: &Caller,
+        cursor: Option<String>,
+        limit: Option<u64>,
+    ) -> Result<Page<ProgramView>, ProgramError> {
         let tenant = caller.tenant()?;
-        let programs = scoped::<program::Entity>(tenant)
-            .order_by_asc(program::Column::Id)
-            .limit(500)
-            .all(&self.store().conn)
-            .await?;
-        let mut out = Vec::with_capacity(programs.len());
-        for program in programs {
-            out.push(self.view(tenant, program).await?);
+        let page = crate::conversions::oldest_page::<_, ProgramError>(
+            scoped::<program::Entity>(tenant),
+            trcker_domain::ids::IdKind::Program,
+            cursor,
+            limit,
+            &self.store().conn,
+            |p| p.id.as_str(),
+        )
+        .await?;
+        let mut items = Vec::with_capacity(page.items.len());
+        for program in page.items {
+            items.push(self.view(tenant, program).await?);
         }
-        Ok(out)
+        Ok(Page {
+            items,
+            next_cursor: page.next_cursor,
+        })
     }
 
     /// Changes a program: destination, fallback, status (pause), windows, hold.
