@@ -94,3 +94,108 @@ async fn every_list_pages_past_its_first_page(app: &TestApp) {
 }
 
 on_both_databases!(every_list_pages_past_its_first_page);
+
+/// An affiliate who lost the invitation gets a new one; the old link
+/// stops working, and one who signed up already is told so.
+async fn an_affiliate_is_invited_again(app: &TestApp) {
+    let acme = app.create_tenant("acme").await;
+    let key = &acme.key;
+    let (status, jane) = app
+        .post(
+            "/api/v1/affiliates",
+            key,
+            json!({"name": "Jane", "slug": "jane", "email": "jane@example.com"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{jane}");
+    let id = jane["id"].as_str().expect("id");
+    let first = jane["invite_url"].as_str().expect("invite_url").to_owned();
+    let path = format!("/api/v1/affiliates/{id}/invite");
+
+    // Not for another tenant, nor with a read key.
+    let globex = app.create_tenant("globex").await;
+    let (status, p) = app.post(&path, &globex.key, json!({})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{p}");
+    let (_, read) = app
+        .post(
+            "/api/v1/api-keys",
+            key,
+            json!({"name": "r", "scope": "read"}),
+        )
+        .await;
+    let (status, _) = app
+        .post(&path, read["token"].as_str().expect("token"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let page = |url: String| async move {
+        app.http
+            .get(url)
+            .send()
+            .await
+            .expect("invite page")
+            .status()
+    };
+    assert_eq!(page(first.clone()).await, StatusCode::OK);
+
+    let (status, again) = app.post(&path, key, json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    let second = again["invite_url"].as_str().expect("invite_url").to_owned();
+    assert_ne!(second, first);
+    assert_ne!(page(first).await, StatusCode::OK, "the old link is dead");
+    let browser = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .expect("client");
+    let resp = browser
+        .post(&second)
+        .form(&[
+            ("password", "correct horse battery"),
+            ("confirm", "correct horse battery"),
+        ])
+        .send()
+        .await
+        .expect("accept");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(
+        resp.url().path().ends_with("/portal/acme"),
+        "{}",
+        resp.url()
+    );
+
+    // Signed up: nothing to invite again.
+    let (status, p) = app.post(&path, key, json!({})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{p}");
+    assert_eq!(p["code"], "affiliate-activated");
+
+    // A change to the affiliate is audited with before and after.
+    let (status, _) = app
+        .api(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/affiliates/{id}"),
+            Some(key),
+            Some(json!({"status": "paused"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, log) = app
+        .get(
+            &format!("/api/v1/audit-log?resource_type=affiliate&resource_id={id}"),
+            key,
+        )
+        .await;
+    let actions: Vec<&str> = log["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|r| r["action"].as_str())
+        .collect();
+    assert_eq!(
+        actions,
+        ["affiliate.update", "affiliate.reinvite", "affiliate.create"],
+        "{log}"
+    );
+    assert_eq!(log["items"][0]["details"]["before"]["status"], "active");
+    assert_eq!(log["items"][0]["details"]["after"]["status"], "paused");
+}
+
+on_both_databases!(an_affiliate_is_invited_again);

@@ -76,6 +76,23 @@ impl AffiliatesApi {
         Ok(Json(affiliate.into()))
     }
 
+    /// Invite the affiliate again: a new portal invitation link, returned
+    /// once; the link sent before stops working. For an affiliate who has
+    /// not accepted an invitation yet (else 409 `affiliate-activated`).
+    #[oai(
+        path = "/affiliates/:id/invite",
+        method = "post",
+        operation_id = "reinvite_affiliate"
+    )]
+    async fn reinvite(
+        &self,
+        auth: BearerAuth,
+        id: Path<String>,
+    ) -> Result<Json<AffiliateOut>, ApiError> {
+        let caller = self.auth.caller(&auth).await?;
+        Ok(Json(self.affiliates.reinvite(&caller, &id.0).await?.into()))
+    }
+
     /// Get one affiliate.
     #[oai(
         path = "/affiliates/:id",

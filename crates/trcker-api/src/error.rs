@@ -144,6 +144,9 @@ impl From<AffiliateError> for ApiError {
             AffiliateError::Invalid(e) => e.into(),
             AffiliateError::NotFound(_) => ApiError::new(Code::AffiliateNotFound, e.to_string()),
             AffiliateError::Taken => ApiError::new(Code::AffiliateTaken, e.to_string()),
+            AffiliateError::AlreadyActivated(_) => {
+                ApiError::new(Code::AffiliateActivated, e.to_string())
+            }
             AffiliateError::Store(e) => e.into(),
         }
     }

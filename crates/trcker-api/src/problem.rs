@@ -133,6 +133,9 @@ codes! {
     AffiliateTaken = "affiliate-taken", 409, AdminApi,
         "Another affiliate of this tenant has this slug or email.",
         "Choose another slug, or use the existing affiliate.";
+    AffiliateActivated = "affiliate-activated", 409, AdminApi,
+        "The affiliate accepted an invitation already and signs in with a password: there is nothing to invite again.",
+        "The affiliate signs in at the portal; a forgotten password is reset there.";
     IntegrationNotFound = "integration-not-found", 404, AdminApi,
         "This tenant has no integration with this id.",
         "Check the id; `GET /api/v1/integrations` lists the tenant's integrations.";

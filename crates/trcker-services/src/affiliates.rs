@@ -36,6 +36,8 @@ pub enum AffiliateError {
     NotFound(String),
     #[error("an affiliate with this slug or email exists already")]
     Taken,
+    #[error("affiliate {0} has accepted an invitation already and signs in with a password")]
+    AlreadyActivated(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -136,13 +138,56 @@ impl AffiliateService {
         .await?;
         txn.commit().await?;
         self.area.changes.record();
-        let brand = crate::tenants::slug_of(&self.store().conn, tenant).await?;
-        let invite_url = format!(
-            "{}/portal/{brand}/invite/{invite}",
-            self.area.settings.public_base()
-        );
+        let invite_url = self.invite_url(tenant, &invite).await?;
         Ok(CreatedAffiliate {
             affiliate,
+            invite_url,
+        })
+    }
+
+    async fn invite_url(&self, tenant: &TenantId, invite: &str) -> Result<String, AffiliateError> {
+        let brand = crate::tenants::slug_of(&self.store().conn, tenant).await?;
+        Ok(format!(
+            "{}/portal/{brand}/invite/{invite}",
+            self.area.settings.public_base()
+        ))
+    }
+
+    /// Invites an affiliate again: a new portal invitation link, shown
+    /// once; the one sent before stops working. Only for an affiliate who
+    /// has not accepted one yet.
+    pub async fn reinvite(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<CreatedAffiliate, AffiliateError> {
+        use affiliate::Column as C;
+        let tenant = caller.tenant_admin()?;
+        let existing = self.find(tenant, id).await?;
+        let invite = random_alnum(32);
+        let txn = self.store().write_txn().await?;
+        let done = scoped_update_by_id::<affiliate::Entity>(tenant, &existing.id)
+            .col_expr(C::InviteTokenHash, Expr::value(Some(hash_secret(&invite))))
+            .col_expr(C::UpdatedAt, Expr::value(Utc::now()))
+            .filter(C::PasswordHash.is_null())
+            .exec(&txn)
+            .await?;
+        if done.rows_affected != 1 {
+            return Err(AffiliateError::AlreadyActivated(existing.id.to_string()));
+        }
+        crate::audit::record(
+            &txn,
+            tenant,
+            caller,
+            "affiliate.reinvite",
+            "affiliate",
+            existing.id.as_str(),
+        )
+        .await?;
+        txn.commit().await?;
+        let invite_url = self.invite_url(tenant, &invite).await?;
+        Ok(CreatedAffiliate {
+            affiliate: self.find(tenant, id).await?,
             invite_url,
         })
     }
@@ -206,9 +251,24 @@ impl AffiliateService {
             replace_endpoint(&txn, tenant, &existing.id, url.as_deref(), t).await?;
         }
         q.exec(&txn).await?;
+        let after = scoped_by_id::<affiliate::Entity>(tenant, &existing.id)
+            .one(&txn)
+            .await?
+            .ok_or_else(|| AffiliateError::NotFound(id.to_owned()))?;
+        let settings = |a: &affiliate::Model| serde_json::json!({"name": a.name, "status": a.status.to_string(), "postback_url": a.postback_url});
+        crate::audit::record_with(
+            &txn,
+            tenant,
+            caller,
+            "affiliate.update",
+            "affiliate",
+            existing.id.as_str(),
+            Some(serde_json::json!({"before": settings(&existing), "after": settings(&after)})),
+        )
+        .await?;
         txn.commit().await?;
         self.area.changes.record();
-        self.find(tenant, id).await
+        Ok(after)
     }
 
     async fn find(&self, tenant: &TenantId, id: &str) -> Result<affiliate::Model, AffiliateError> {
