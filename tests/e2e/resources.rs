@@ -199,3 +199,65 @@ async fn an_affiliate_is_invited_again(app: &TestApp) {
 }
 
 on_both_databases!(an_affiliate_is_invited_again);
+
+/// Links and coupons are read one by one; a paused coupon attributes
+/// nothing until it is active again; both changes are audited.
+async fn links_and_coupons_read_and_paused(app: &TestApp) {
+    let jane = crate::harness::AffiliateServer::start(200).await;
+    let s = app.quickstart_setup("acme", &jane.url).await;
+    let key = &s.tenant.key;
+    let owners = json!({"program_id": s.program_id, "affiliate_id": s.affiliate_id});
+    let link = made(app, "/api/v1/links", key, owners.clone()).await;
+    let mut coupon = owners;
+    coupon["code"] = json!("SPRING");
+    let coupon = made(app, "/api/v1/coupons", key, coupon).await;
+    let globex = app.create_tenant("globex").await;
+    for (path, code) in [
+        (format!("/api/v1/links/{link}"), "link-not-found"),
+        (format!("/api/v1/coupons/{coupon}"), "coupon-not-found"),
+    ] {
+        let (status, one) = app.get(&path, key).await;
+        assert_eq!(status, StatusCode::OK, "{one}");
+        let (status, p) = app.get(&path, &globex.key).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{p}");
+        assert_eq!(p["code"], code);
+    }
+    let coupon_path = format!("/api/v1/coupons/{coupon}");
+    let patch = |body: Value| app.api(reqwest::Method::PATCH, &coupon_path, Some(key), Some(body));
+    let (status, p) = patch(json!({"status": "gone"})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{p}");
+    let (status, paused) = patch(json!({"status": "paused"})).await;
+    assert_eq!(status, StatusCode::OK, "{paused}");
+    assert_eq!(paused["status"], "paused");
+    let pb = |txn: &str| {
+        format!(
+            "/api/postback/acme/pro?secret={}&coupon_code=SPRING&amount=50&txn_id={txn}",
+            s.secret
+        )
+    };
+    let (_, body) = app.postback(&pb("C1")).await;
+    let row = app
+        .processed_postback(body["postback_id"].as_str().expect("id"))
+        .await;
+    assert_eq!(row.state.to_string(), "unattributed", "{:?}", row.reason);
+    patch(json!({"status": "active"})).await;
+    app.postback(&pb("C2")).await;
+    app.conversions_until(key, "txn_id=C2", |b| b["items"][0]["payout"] == "5.00")
+        .await;
+    let (_, log) = app.get("/api/v1/audit-log?action=coupon.update", key).await;
+    assert_eq!(log["items"].as_array().map(Vec::len), Some(2), "{log}");
+    app.api(
+        reqwest::Method::PATCH,
+        &format!("/api/v1/links/{link}"),
+        Some(key),
+        Some(json!({"status": "paused"})),
+    )
+    .await;
+    let (_, log) = app.get("/api/v1/audit-log?action=link.update", key).await;
+    assert_eq!(
+        log["items"][0]["details"]["after"]["status"], "paused",
+        "{log}"
+    );
+}
+
+on_both_databases!(links_and_coupons_read_and_paused);

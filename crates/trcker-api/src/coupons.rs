@@ -1,7 +1,7 @@
 //! `/coupons`: codes that attribute sales to an affiliate without a click.
 
 use chrono::{DateTime, Utc};
-use poem_openapi::param::Query;
+use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 use trcker_services::links::{LinkService, NewCoupon};
@@ -19,6 +19,34 @@ pub struct CouponsApi {
 
 #[OpenApi(tag = "ApiTags::Coupons")]
 impl CouponsApi {
+    /// One coupon.
+    #[oai(path = "/coupons/:id", method = "get", operation_id = "get_coupon")]
+    async fn get(&self, auth: BearerAuth, id: Path<String>) -> Result<Json<CouponOut>, ApiError> {
+        let caller = self.auth.caller(&auth).await?;
+        Ok(Json(self.links.coupon(&caller, &id.0).await?.into()))
+    }
+
+    /// Pause a coupon (`paused`: postbacks with its code are no longer
+    /// attributed by it; its conversions stand) or make it `active` again.
+    #[oai(
+        path = "/coupons/:id",
+        method = "patch",
+        operation_id = "update_coupon"
+    )]
+    async fn update(
+        &self,
+        auth: BearerAuth,
+        id: Path<String>,
+        body: Json<UpdateCouponIn>,
+    ) -> Result<Json<CouponOut>, ApiError> {
+        let caller = self.auth.caller(&auth).await?;
+        let coupon = self
+            .links
+            .update_coupon(&caller, &id.0, body.0.status)
+            .await?;
+        Ok(Json(coupon.into()))
+    }
+
     /// Create a coupon owned by an affiliate.
     #[oai(path = "/coupons", method = "post", operation_id = "create_coupon")]
     async fn create(
@@ -66,6 +94,12 @@ impl From<NewCouponIn> for NewCoupon {
             code: b.code,
         }
     }
+}
+
+#[derive(Debug, Object)]
+pub struct UpdateCouponIn {
+    /// `active` or `paused`.
+    pub status: Option<String>,
 }
 
 #[derive(Debug, Object)]

@@ -159,6 +159,7 @@ impl From<LinkError> for ApiError {
             LinkError::Invalid(e) => e.into(),
             LinkError::NotFound(_) => ApiError::new(Code::LinkNotFound, e.to_string()),
             LinkError::CouponTaken(_) => ApiError::new(Code::CouponTaken, e.to_string()),
+            LinkError::CouponNotFound(_) => ApiError::new(Code::CouponNotFound, e.to_string()),
             LinkError::Store(e) => e.into(),
         }
     }

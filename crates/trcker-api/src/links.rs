@@ -50,6 +50,14 @@ impl LinksApi {
         }))
     }
 
+    /// One tracking link.
+    #[oai(path = "/links/:id", method = "get", operation_id = "get_link")]
+    async fn get(&self, auth: BearerAuth, id: Path<String>) -> Result<Json<LinkOut>, ApiError> {
+        let caller = self.auth.caller(&auth).await?;
+        let link = self.links.get(&caller, &id.0).await?;
+        Ok(Json(self.out(link)))
+    }
+
     /// Change a link's destination or status; the next click uses it.
     #[oai(path = "/links/:id", method = "patch", operation_id = "update_link")]
     async fn update(

@@ -145,6 +145,9 @@ codes! {
     LinkNotFound = "link-not-found", 404, AdminApi,
         "This tenant has no tracking link with this id.",
         "Check the id; `GET /api/v1/links` lists the tenant's links.";
+    CouponNotFound = "coupon-not-found", 404, AdminApi,
+        "This tenant has no coupon with this id.",
+        "Check the id; `GET /api/v1/coupons` lists the tenant's coupons.";
     CouponTaken = "coupon-taken", 409, AdminApi,
         "The program has a coupon with this code already.",
         "Choose another code.";

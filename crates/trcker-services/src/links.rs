@@ -32,6 +32,8 @@ pub enum LinkError {
     NotFound(String),
     #[error("coupon '{0}' exists already for this program")]
     CouponTaken(String),
+    #[error("coupon not found")]
+    CouponNotFound(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -191,9 +193,78 @@ impl LinkService {
         if let Some(s) = status {
             q = q.col_expr(C::Status, Expr::value(s));
         }
-        q.exec(&self.store().conn).await?;
+        let txn = self.store().write_txn().await?;
+        q.exec(&txn).await?;
+        let after = scoped_by_id::<tracking_link::Entity>(tenant, &existing.id)
+            .one(&txn)
+            .await?
+            .ok_or_else(|| LinkError::NotFound(id.to_owned()))?;
+        let settings = |l: &tracking_link::Model| serde_json::json!({"status": l.status.to_string(), "destination_url": l.destination_url});
+        crate::audit::record_with(
+            &txn,
+            tenant,
+            caller,
+            "link.update",
+            "link",
+            existing.id.as_str(),
+            Some(serde_json::json!({"before": settings(&existing), "after": settings(&after)})),
+        )
+        .await?;
+        txn.commit().await?;
         self.area.changes.record();
-        self.find(tenant, id).await
+        Ok(after)
+    }
+
+    /// One of the tenant's tracking links.
+    pub async fn get(&self, caller: &Caller, id: &str) -> Result<tracking_link::Model, LinkError> {
+        self.find(caller.tenant()?, id).await
+    }
+
+    /// One of the tenant's coupons.
+    pub async fn coupon(&self, caller: &Caller, id: &str) -> Result<coupon::Model, LinkError> {
+        scoped_by_id::<coupon::Entity>(caller.tenant()?, id)
+            .one(&self.store().conn)
+            .await?
+            .ok_or_else(|| LinkError::CouponNotFound(id.to_owned()))
+    }
+
+    /// Pauses a coupon (postbacks with its code are no longer attributed by
+    /// it; conversions made already stand) or makes it active again.
+    pub async fn update_coupon(
+        &self,
+        caller: &Caller,
+        id: &str,
+        status: Option<String>,
+    ) -> Result<coupon::Model, LinkError> {
+        let tenant = caller.tenant_admin()?;
+        let existing = self.coupon(caller, id).await?;
+        let mut f = Fields::default();
+        let status = f.take_opt("status", status.as_deref().map(activity));
+        let (status,) = f.done((status,)).map_err(Invalid)?;
+        let Some(status) = status.filter(|s| *s != existing.status) else {
+            return Ok(existing);
+        };
+        let txn = self.store().write_txn().await?;
+        scoped_update_by_id::<coupon::Entity>(tenant, &existing.id)
+            .col_expr(coupon::Column::Status, Expr::value(status))
+            .exec(&txn)
+            .await?;
+        crate::audit::record_with(
+            &txn,
+            tenant,
+            caller,
+            "coupon.update",
+            "coupon",
+            existing.id.as_str(),
+            Some(serde_json::json!({
+                "before": {"status": existing.status.to_string()},
+                "after": {"status": status.to_string()},
+            })),
+        )
+        .await?;
+        txn.commit().await?;
+        self.area.changes.record();
+        self.coupon(caller, id).await
     }
 
     /// Creates a coupon code owned by an affiliate.
