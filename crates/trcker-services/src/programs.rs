@@ -240,9 +240,34 @@ impl ProgramService {
         let existing = self.find(tenant, id).await?;
         let mut q = parse_update(tenant, &existing, input)?;
         q = q.col_expr(program::Column::UpdatedAt, Expr::value(Utc::now()));
-        q.exec(&self.store().conn).await?;
+        let txn = self.store().write_txn().await?;
+        q.exec(&txn).await?;
+        let program = scoped_by_id::<program::Entity>(tenant, &existing.id)
+            .one(&txn)
+            .await?
+            .ok_or_else(|| ProgramError::NotFound(id.to_owned()))?;
+        let settings = |p: &program::Model| {
+            serde_json::json!({
+                "name": p.name,
+                "status": p.status.to_string(),
+                "destination_url": p.destination_url,
+                "fallback_url": p.fallback_url,
+                "attribution_window_days": p.attribution_window_days,
+                "hold_days": p.hold_days,
+            })
+        };
+        crate::audit::record_with(
+            &txn,
+            tenant,
+            caller,
+            "program.update",
+            "program",
+            existing.id.as_str(),
+            Some(serde_json::json!({"before": settings(&existing), "after": settings(&program)})),
+        )
+        .await?;
+        txn.commit().await?;
         self.area.changes.record();
-        let program = self.find(tenant, id).await?;
         self.view(tenant, program).await
     }
 
