@@ -17,7 +17,7 @@ use trcker_domain::ids::IdKind;
 use trcker_storage::batch::among;
 use trcker_storage::entities::conversion;
 use trcker_storage::sea_orm::{
-    ColumnTrait, ConnectionTrait, DbErr, QueryFilter, QueryOrder, QuerySelect, Select,
+    ColumnTrait, ConnectionTrait, DbErr, Order, QueryFilter, QueryOrder, QuerySelect, Select,
 };
 use trcker_storage::{Store, TenantId, TenantOwned, scoped, scoped_by_id};
 
@@ -164,24 +164,10 @@ where
     E: TenantOwned,
     Er: From<Invalid> + From<DbErr>,
 {
-    let limit = page_limit(limit)?;
-    let mut q = q;
-    if let Some(cur) = cursor {
-        if !kind.matches(&cur) {
-            return Err(Invalid::field("cursor", "is not a cursor this API returned").into());
-        }
-        q = q.filter(E::id_column().lt(cur));
-    }
-    let items = q
-        .order_by_desc(E::id_column())
-        .limit(limit + 1)
-        .all(db)
-        .await?;
-    Ok(page_of(items, limit, id))
+    page_by_id(q, kind, cursor, limit, db, id, Order::Desc).await
 }
 
-/// A page of `q`'s rows oldest first, after the cursor (the id of the
-/// last row of the page before).
+/// The same page, oldest first.
 pub(crate) async fn oldest_page<E, Er>(
     q: Select<E>,
     kind: IdKind,
@@ -194,16 +180,35 @@ where
     E: TenantOwned,
     Er: From<Invalid> + From<DbErr>,
 {
+    page_by_id(q, kind, cursor, limit, db, id, Order::Asc).await
+}
+
+async fn page_by_id<E, Er>(
+    q: Select<E>,
+    kind: IdKind,
+    cursor: Option<String>,
+    limit: Option<u64>,
+    db: &impl ConnectionTrait,
+    id: impl Fn(&E::Model) -> &str,
+    order: Order,
+) -> Result<Page<E::Model>, Er>
+where
+    E: TenantOwned,
+    Er: From<Invalid> + From<DbErr>,
+{
     let limit = page_limit(limit)?;
     let mut q = q;
     if let Some(cur) = cursor {
         if !kind.matches(&cur) {
             return Err(Invalid::field("cursor", "is not a cursor this API returned").into());
         }
-        q = q.filter(E::id_column().gt(cur));
+        q = q.filter(match order {
+            Order::Desc => E::id_column().lt(cur),
+            _ => E::id_column().gt(cur),
+        });
     }
     let items = q
-        .order_by_asc(E::id_column())
+        .order_by(E::id_column(), order)
         .limit(limit + 1)
         .all(db)
         .await?;
