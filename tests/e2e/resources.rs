@@ -196,6 +196,24 @@ async fn an_affiliate_is_invited_again(app: &TestApp) {
     );
     assert_eq!(log["items"][0]["details"]["before"]["status"], "active");
     assert_eq!(log["items"][0]["details"]["after"]["status"], "paused");
+
+    // Found by status and by email; a bad status is refused.
+    for (query, found) in [
+        ("?status=paused", 1),
+        ("?status=active", 0),
+        ("?email=JANE@example.com", 1),
+        ("?email=bo@example.com", 0),
+    ] {
+        let (status, page) = app.get(&format!("/api/v1/affiliates{query}"), key).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        assert_eq!(
+            page["items"].as_array().map(Vec::len),
+            Some(found),
+            "{query}"
+        );
+    }
+    let (status, _) = app.get("/api/v1/affiliates?status=gone", key).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
 }
 
 on_both_databases!(an_affiliate_is_invited_again);

@@ -43,12 +43,19 @@ impl AffiliatesApi {
     async fn list(
         &self,
         auth: BearerAuth,
+        /// `active` or `paused`.
+        status: Query<Option<String>>,
+        /// The affiliate with this email.
+        email: Query<Option<String>>,
         cursor: Query<Option<String>>,
         /// Page size, 1 to 200; default 50.
         limit: Query<Option<u64>>,
     ) -> Result<Json<AffiliateList>, ApiError> {
         let caller = self.auth.caller(&auth).await?;
-        let page = self.affiliates.list(&caller, cursor.0, limit.0).await?;
+        let page = self
+            .affiliates
+            .list(&caller, status.0, email.0, cursor.0, limit.0)
+            .await?;
         let items = page.items;
         Ok(Json(AffiliateList {
             items: items.into_iter().map(Into::into).collect(),

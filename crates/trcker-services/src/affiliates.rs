@@ -196,15 +196,28 @@ impl AffiliateService {
         self.find(caller.tenant()?, id).await
     }
 
-    /// The tenant's affiliates, oldest first, by cursor.
+    /// The tenant's affiliates, oldest first, by cursor; optionally only
+    /// those of a status, or the one with an email.
     pub async fn list(
         &self,
         caller: &Caller,
+        status: Option<String>,
+        email: Option<String>,
         cursor: Option<String>,
         limit: Option<u64>,
     ) -> Result<Page<affiliate::Model>, AffiliateError> {
+        let mut f = Fields::default();
+        let status = f.take_opt("status", status.as_deref().map(activity));
+        let (status,) = f.done((status,)).map_err(Invalid)?;
+        let mut q = scoped::<affiliate::Entity>(caller.tenant()?);
+        if let Some(status) = status {
+            q = q.filter(affiliate::Column::Status.eq(status));
+        }
+        if let Some(email) = email.as_deref().map(str::trim).filter(|e| !e.is_empty()) {
+            q = q.filter(affiliate::Column::Email.eq(email.to_ascii_lowercase()));
+        }
         oldest_page(
-            scoped::<affiliate::Entity>(caller.tenant()?),
+            q,
             IdKind::Affiliate,
             cursor,
             limit,
