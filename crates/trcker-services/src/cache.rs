@@ -52,7 +52,11 @@ where
         }
     }
 
-    pub fn get(&self, key: &K) -> Option<V> {
+    pub fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         // A load on the hot path; a write only after a change.
         let now = self.changes.current();
         if self.seen.load(Ordering::Acquire) != now {

@@ -399,12 +399,11 @@ impl IntakeService {
         &self,
         hash: &str,
     ) -> Result<Option<integration::Model>, IntakeError> {
-        let hash = hash.to_owned();
-        if let Some(hit) = self.integrations.get(&hash) {
+        if let Some(hit) = self.integrations.get(hash) {
             return Ok(hit);
         }
-        let found = lookup::integration_by_secret_hash(&self.store().conn, &hash).await?;
-        self.integrations.put(hash, found.clone());
+        let found = lookup::integration_by_secret_hash(&self.store().conn, hash).await?;
+        self.integrations.put(hash.to_owned(), found.clone());
         Ok(found)
     }
 
