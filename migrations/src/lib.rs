@@ -26,6 +26,7 @@ mod m20261203_000013_payout_debits;
 mod m20261204_000014_secret_rotation;
 mod m20261204_000015_tenant_suspension;
 mod m20261204_000016_idempotency_keys;
+mod m20261205_000017_signing_keys;
 
 use m20261202_000006_keys_by_tenant::REKEYED_TABLES;
 
@@ -64,6 +65,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000014_secret_rotation::Migration),
             Box::new(m20261204_000015_tenant_suspension::Migration),
             Box::new(m20261204_000016_idempotency_keys::Migration),
+            Box::new(m20261205_000017_signing_keys::Migration),
         ]
     }
 }

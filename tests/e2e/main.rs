@@ -21,3 +21,4 @@ mod postbacks;
 mod quickstart;
 mod resources;
 mod tenants;
+mod tokens;

@@ -752,7 +752,7 @@ async fn every_unique_index_of_a_tenant_table_includes_tenant_id() {
     let keys = rows(
         "SELECT conrelid::regclass::text || ' ' || pg_get_constraintdef(oid) FROM pg_constraint \
          WHERE contype = 'p' AND connamespace = 'public'::regnamespace \
-           AND conrelid::regclass::text NOT IN ('tenants', 'global_keys', 'idempotency_keys', 'seaql_migrations') \
+           AND conrelid::regclass::text NOT IN ('tenants', 'global_keys', 'idempotency_keys', 'signing_keys', 'seaql_migrations') \
          ORDER BY 1",
     )
     .await;

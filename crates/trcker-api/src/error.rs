@@ -5,6 +5,7 @@
 use poem::Response;
 use poem::http::StatusCode;
 use poem_openapi::ApiResponse;
+use trcker_services::access_tokens::TokenError;
 use trcker_services::affiliates::AffiliateError;
 use trcker_services::audit::AuditError;
 use trcker_services::auth::AccessError;
@@ -76,6 +77,7 @@ impl From<AccessError> for ApiError {
             AccessError::OperatorOnly => Code::OperatorOnly,
             AccessError::TenantKeyRequired => Code::TenantKeyRequired,
             AccessError::ReadOnlyKey => Code::ReadOnlyKey,
+            AccessError::ApiKeyRequired => Code::ApiKeyRequired,
         };
         ApiError::new(code, e.to_string())
     }
@@ -108,6 +110,20 @@ impl From<AuthError> for ApiError {
             AuthError::UnknownToken => ApiError::new(Code::Unauthorized, e.to_string()),
             AuthError::Suspended => ApiError::new(Code::TenantSuspended, e.to_string()),
             AuthError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<TokenError> for ApiError {
+    fn from(e: TokenError) -> Self {
+        match e {
+            TokenError::Access(e) => e.into(),
+            TokenError::Invalid(e) => e.into(),
+            TokenError::Signing => {
+                tracing::error!("access token not signed");
+                ApiError::new(Code::Internal, "internal error")
+            }
+            TokenError::Store(e) => e.into(),
         }
     }
 }

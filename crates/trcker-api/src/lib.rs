@@ -27,6 +27,7 @@ mod postbacks;
 pub mod problem;
 mod programs;
 mod tenants;
+mod tokens;
 
 use poem::{Endpoint, EndpointExt, Route};
 use poem_openapi::{OpenApiService, Tags};
@@ -40,6 +41,8 @@ enum ApiTags {
     Tenants,
     /// A tenant's API keys.
     ApiKeys,
+    /// Short-lived access tokens issued for an API key, and their signing keys.
+    Auth,
     /// Who changed what, when.
     Audit,
     /// Affiliate programs (offers).
@@ -63,6 +66,7 @@ enum ApiTags {
 type Apis = (
     tenants::TenantsApi,
     api_keys::ApiKeysApi,
+    tokens::TokensApi,
     audit::AuditApi,
     programs::ProgramsApi,
     affiliates::AffiliatesApi,
@@ -85,6 +89,10 @@ fn apis(s: &Services) -> Apis {
         },
         api_keys::ApiKeysApi {
             tenants: s.tenants.clone(),
+            auth: auth.clone(),
+        },
+        tokens::TokensApi {
+            tokens: s.tokens.clone(),
             auth: auth.clone(),
         },
         audit::AuditApi {
@@ -141,7 +149,8 @@ fn openapi(services: &Services) -> OpenApiService<Apis, ()> {
         .description(
             "Manage affiliate programs: tenants, programs, affiliates, integrations and conversions. \
              Authenticate with `Authorization: Bearer <token>`: the operator token creates tenants; \
-             a tenant API key (shown once at creation) manages that tenant's resources. \
+             a tenant API key (shown once at creation) manages that tenant's resources, and so does \
+             a short-lived access token issued for the key (`POST /auth/token`). \
              Errors are RFC 9457 problem+json documents with a stable `code` (docs/errors.md). \
              Every POST takes an `Idempotency-Key` header (1 to 255 visible ASCII characters): \
              a retry with the same key and request gets the first answer again for 24 hours \

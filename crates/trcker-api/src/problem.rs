@@ -100,6 +100,9 @@ codes! {
     ReadOnlyKey = "read-only-key", 403, AdminApi,
         "The API key is read-only and the call changes something.",
         "Use an admin API key for changes.";
+    ApiKeyRequired = "api-key-required", 403, AdminApi,
+        "An access token is issued for an API key, not for another access token.",
+        "Call `POST /auth/token` with the API key itself.";
     NotFound = "not-found", 404, AdminApi,
         "No operation at this path.",
         "Check the path against the OpenAPI document (`/api/v1/openapi.json`).";

@@ -13,7 +13,17 @@ pub enum Caller {
         tenant: TenantId,
         key_id: String,
         scope: Scope,
+        /// The key itself, or an access token issued for it.
+        by: Credential,
     },
+}
+
+/// What a tenant caller presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    ApiKey,
+    /// A short-lived JWT issued for the key (`crate::access_tokens`).
+    AccessToken,
 }
 
 /// The caller may not do this.
@@ -25,6 +35,8 @@ pub enum AccessError {
     TenantKeyRequired,
     #[error("this API key is read-only")]
     ReadOnlyKey,
+    #[error("access tokens are issued for an API key: authenticate with the key itself")]
+    ApiKeyRequired,
 }
 
 impl Caller {
@@ -44,6 +56,21 @@ impl Caller {
                 ..
             } => Err(AccessError::ReadOnlyKey),
             other => other.tenant(),
+        }
+    }
+
+    /// The tenant and key of a caller that presented an API key itself (not
+    /// an access token).
+    pub fn api_key(&self) -> Result<(&TenantId, &str), AccessError> {
+        match self {
+            Caller::Tenant {
+                tenant,
+                key_id,
+                by: Credential::ApiKey,
+                ..
+            } => Ok((tenant, key_id)),
+            Caller::Tenant { .. } => Err(AccessError::ApiKeyRequired),
+            Caller::Operator => Err(AccessError::TenantKeyRequired),
         }
     }
 

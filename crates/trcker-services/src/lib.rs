@@ -8,6 +8,7 @@
 //! bundle of the areas, built in one place ([`Services::new`]); no area module
 //! knows it.
 
+pub mod access_tokens;
 pub mod affiliates;
 pub mod audit;
 pub mod auth;
@@ -106,12 +107,24 @@ impl Settings {
         ))
         .into_bytes()
     }
+
+    /// The key of access tokens signed under `kid`: derived from the
+    /// operator token's hash (which no database holds) and the key's salt.
+    pub fn access_token_key(&self, kid: &str, salt: &str) -> Vec<u8> {
+        trcker_domain::secret::hash_secret(&format!(
+            "trcker access tokens\0{}\0{kid}\0{salt}",
+            self.operator_token_hash
+        ))
+        .into_bytes()
+    }
 }
 
 /// Every area of the product, on one database and queue.
 #[derive(Clone)]
 pub struct Services {
     pub tenants: tenants::TenantService,
+    /// The admin API's access tokens and their signing keys.
+    pub tokens: access_tokens::AccessTokens,
     pub idempotency: idempotency::IdempotencyService,
     /// Addresses that keep failing to authenticate (API and receiver).
     pub auth_failures: Arc<guard::AuthFailures>,
@@ -148,8 +161,10 @@ impl Services {
             changes: Changes::default(),
         };
         let pipeline = pipeline::Pipeline::new(store.clone(), queue.clone(), settings.clone())?;
+        let tokens = access_tokens::AccessTokens::new(area.clone());
         Ok(Services {
-            tenants: tenants::TenantService::new(area.clone()),
+            tenants: tenants::TenantService::new(area.clone(), tokens.clone()),
+            tokens,
             idempotency: idempotency::IdempotencyService::new(area.clone()),
             auth_failures: Arc::default(),
             audit: audit::AuditService::new(area.clone()),

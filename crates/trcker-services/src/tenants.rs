@@ -20,8 +20,9 @@ use trcker_storage::{
     TenantId, batch::insert, is_unique_violation, lookup, scoped, scoped_by_id, scoped_update_by_id,
 };
 
+use crate::access_tokens::AccessTokens;
 use crate::areas::Area;
-use crate::auth::{AccessError, Caller};
+use crate::auth::{AccessError, Caller, Credential};
 use crate::conversions::{Page, newest_page};
 use crate::error::{Invalid, StoreError, from_store};
 
@@ -108,6 +109,7 @@ pub struct CreatedTenant {
 #[derive(Clone)]
 pub struct TenantService {
     area: Area,
+    tokens: AccessTokens,
     /// The keys whose use was written in the last [`LAST_USED_EVERY`].
     used: Arc<moka::sync::Cache<ApiKeyId, ()>>,
 }
@@ -120,9 +122,10 @@ const MAX_SUSPENSION_REASON: usize = 500;
 pub const LAST_USED_EVERY: Duration = Duration::from_secs(60);
 
 impl TenantService {
-    pub(crate) fn new(area: Area) -> Self {
+    pub(crate) fn new(area: Area, tokens: AccessTokens) -> Self {
         TenantService {
             area,
+            tokens,
             used: Arc::new(
                 moka::sync::Cache::builder()
                     .max_capacity(100_000)
@@ -151,20 +154,35 @@ impl TenantService {
         Ok(())
     }
 
-    /// Authenticates a bearer token: the operator token, or a tenant's API key.
+    /// Authenticates a bearer token: the operator token, a tenant's API key,
+    /// or an access token issued for one (`crate::access_tokens`).
     pub async fn authenticate(&self, token: &str) -> Result<Caller, AuthError> {
         let hash = hash_secret(token);
         if secrets_equal(&hash, &self.area.settings.operator_token_hash) {
             return Ok(Caller::Operator);
         }
-        if !token.starts_with("trk_") {
-            return Err(AuthError::UnknownToken);
-        }
-        let key = lookup::active_api_key_by_hash(&self.area.store.conn, &hash)
-            .await?
-            .ok_or(AuthError::UnknownToken)?;
+        let conn = &self.area.store.conn;
+        let (key, by) = if token.starts_with("trk_") {
+            let key = lookup::active_api_key_by_hash(conn, &hash)
+                .await?
+                .ok_or(AuthError::UnknownToken)?;
+            (key, Credential::ApiKey)
+        } else {
+            let bearer = self
+                .tokens
+                .verify(token)
+                .await?
+                .ok_or(AuthError::UnknownToken)?;
+            // Revoking the key ends its tokens at once.
+            let key = scoped_by_id::<api_key::Entity>(&bearer.tenant, &bearer.key_id)
+                .filter(api_key::Column::RevokedAt.is_null())
+                .one(conn)
+                .await?
+                .ok_or(AuthError::UnknownToken)?;
+            (key, Credential::AccessToken)
+        };
         let tenant = lookup::tenant(&key.tenant_id)
-            .one(&self.area.store.conn)
+            .one(conn)
             .await?
             .ok_or(AuthError::UnknownToken)?;
         if tenant.status == tenant::Status::Suspended {
@@ -178,6 +196,7 @@ impl TenantService {
             tenant: key.tenant_id,
             key_id: key.id.to_string(),
             scope: key.scope,
+            by,
         })
     }
 

@@ -21,6 +21,7 @@ pub mod notification_endpoint;
 pub mod payout;
 pub mod postback;
 pub mod program;
+pub mod signing_key;
 pub mod tenant;
 pub mod tracking_link;
 
