@@ -279,13 +279,13 @@ impl ProgramService {
     ) -> Result<commission_plan::Model, ProgramError> {
         let tenant = caller.tenant_admin()?;
         let db = &self.store().conn;
+        // The program is the path's: an unknown one is a 404, as on every
+        // other operation under `/programs/{id}`.
         let program = scoped_by_id::<program::Entity>(tenant, &input.program_id)
             .one(db)
-            .await?;
+            .await?
+            .ok_or_else(|| ProgramError::NotFound(input.program_id.clone()))?;
         let mut f = Fields::default();
-        if program.is_none() {
-            f.error("program_id", "no program with this id");
-        }
         if let Some(a) = &input.affiliate_id
             && scoped_by_id::<affiliate::Entity>(tenant, a)
                 .one(db)
@@ -298,9 +298,9 @@ impl ProgramService {
             "event",
             EventKey::parse(input.event.as_deref().unwrap_or("sale")),
         );
-        let currency = program.as_ref().map_or(Currency::USD, |p| p.currency.0);
+        let currency = program.currency.0;
         let rule = parse_commission(&mut f, &input.commission, currency);
-        let (program, event, rule) = f.done((program, event, rule)).map_err(Invalid)?;
+        let (event, rule) = f.done((event, rule)).map_err(Invalid)?;
         let mut plan = plan_row(
             tenant,
             &program.id,
