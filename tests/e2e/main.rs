@@ -22,3 +22,4 @@ mod quickstart;
 mod resources;
 mod tenants;
 mod tokens;
+mod walks;
