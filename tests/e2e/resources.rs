@@ -1,6 +1,6 @@
 //! Every list of the admin API pages by cursor instead of stopping at a
 //! fixed number of rows: programs, affiliates, links and coupons over more
-//! rows than one page; on both databases.
+//! rows than one page, and filtered; on both databases.
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -91,6 +91,58 @@ async fn every_list_pages_past_its_first_page(app: &TestApp) {
         let (_, theirs) = app.get(path, &globex.key).await;
         assert_eq!(theirs["items"], json!([]), "{path}");
     }
+
+    // Filters: links and coupons by program and by affiliate, programs by status.
+    let ids_of = |page: &Value| -> Vec<String> {
+        page["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|i| i["id"].as_str().expect("id").to_owned())
+            .collect()
+    };
+    for (path, expected) in [("/api/v1/links", &links), ("/api/v1/coupons", &coupons)] {
+        let (_, page) = app
+            .get(&format!("{path}?program_id={}", programs[1]), key)
+            .await;
+        assert_eq!(ids_of(&page), [expected[1].clone()], "{path}: {page}");
+        let (_, page) = app
+            .get(&format!("{path}?affiliate_id={}", affiliates[2]), key)
+            .await;
+        assert_eq!(ids_of(&page), [expected[2].clone()], "{path}: {page}");
+        let (_, page) = app
+            .get(
+                &format!(
+                    "{path}?program_id={}&affiliate_id={}",
+                    programs[1], affiliates[2]
+                ),
+                key,
+            )
+            .await;
+        assert_eq!(page["items"], json!([]), "{path}: both must hold");
+        let (_, page) = app.get(&format!("{path}?program_id=prg_none"), key).await;
+        assert_eq!(
+            page["items"],
+            json!([]),
+            "{path}: an unknown program has none"
+        );
+    }
+    let (status, p) = app
+        .api(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/programs/{}", programs[0]),
+            Some(key),
+            Some(json!({"status": "paused"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{p}");
+    let (_, page) = app.get("/api/v1/programs?status=paused", key).await;
+    assert_eq!(ids_of(&page), [programs[0].clone()], "{page}");
+    let (_, page) = app.get("/api/v1/programs?status=active", key).await;
+    assert_eq!(ids_of(&page), programs[1..].to_vec(), "{page}");
+    let (status, p) = app.get("/api/v1/programs?status=gone", key).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{p}");
+    assert_eq!(p["errors"][0]["field"], "status", "{p}");
 }
 
 on_both_databases!(every_list_pages_past_its_first_page);

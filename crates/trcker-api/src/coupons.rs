@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
-use trcker_services::links::{LinkService, NewCoupon};
+use trcker_services::links::{LinkService, NewCoupon, Owners};
 use trcker_services::storage::entities::coupon;
 
 use crate::ApiTags;
@@ -64,12 +64,27 @@ impl CouponsApi {
     async fn list(
         &self,
         auth: BearerAuth,
+        /// Only the coupons of this program.
+        program_id: Query<Option<String>>,
+        /// Only the coupons of this affiliate.
+        affiliate_id: Query<Option<String>>,
         cursor: Query<Option<String>>,
         /// Page size, 1 to 200; default 50.
         limit: Query<Option<u64>>,
     ) -> Result<Json<CouponList>, ApiError> {
         let caller = self.auth.caller(&auth).await?;
-        let page = self.links.list_coupons(&caller, cursor.0, limit.0).await?;
+        let page = self
+            .links
+            .list_coupons(
+                &caller,
+                Owners {
+                    program_id: program_id.0,
+                    affiliate_id: affiliate_id.0,
+                },
+                cursor.0,
+                limit.0,
+            )
+            .await?;
         let items = page.items;
         Ok(Json(CouponList {
             items: items.into_iter().map(Into::into).collect(),

@@ -5,7 +5,7 @@ use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::types::MaybeUndefined;
 use poem_openapi::{Object, OpenApi};
-use trcker_services::links::{LinkService, LinkUpdate, NewLink};
+use trcker_services::links::{LinkService, LinkUpdate, NewLink, Owners};
 use trcker_services::storage::entities::tracking_link;
 
 use crate::ApiTags;
@@ -37,12 +37,27 @@ impl LinksApi {
     async fn list(
         &self,
         auth: BearerAuth,
+        /// Only the links of this program.
+        program_id: Query<Option<String>>,
+        /// Only the links of this affiliate.
+        affiliate_id: Query<Option<String>>,
         cursor: Query<Option<String>>,
         /// Page size, 1 to 200; default 50.
         limit: Query<Option<u64>>,
     ) -> Result<Json<LinkList>, ApiError> {
         let caller = self.auth.caller(&auth).await?;
-        let page = self.links.list(&caller, cursor.0, limit.0).await?;
+        let page = self
+            .links
+            .list(
+                &caller,
+                Owners {
+                    program_id: program_id.0,
+                    affiliate_id: affiliate_id.0,
+                },
+                cursor.0,
+                limit.0,
+            )
+            .await?;
         let items = page.items;
         Ok(Json(LinkList {
             items: items.into_iter().map(|l| self.out(l)).collect(),

@@ -37,17 +37,22 @@ impl ProgramsApi {
         Ok(Created::Created(Json(view.into())))
     }
 
-    /// List programs.
+    /// The tenant's programs, oldest first, by cursor.
     #[oai(path = "/programs", method = "get", operation_id = "list_programs")]
     async fn list(
         &self,
         auth: BearerAuth,
+        /// `active` or `paused`.
+        status: Query<Option<String>>,
         cursor: Query<Option<String>>,
         /// Page size, 1 to 200; default 50.
         limit: Query<Option<u64>>,
     ) -> Result<Json<ProgramList>, ApiError> {
         let caller = self.auth.caller(&auth).await?;
-        let page = self.programs.list(&caller, cursor.0, limit.0).await?;
+        let page = self
+            .programs
+            .list(&caller, status.0, cursor.0, limit.0)
+            .await?;
         let items = page.items;
         Ok(Json(ProgramList {
             items: items.into_iter().map(Into::into).collect(),

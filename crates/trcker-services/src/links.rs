@@ -9,8 +9,8 @@ use trcker_domain::secret::random_alnum;
 use trcker_storage::entities::global_key::Kind;
 use trcker_storage::entities::{Activity, affiliate, coupon, program, tracking_link};
 use trcker_storage::ids::{CouponId, LinkId};
-use trcker_storage::sea_orm::DbErr;
 use trcker_storage::sea_orm::sea_query::Expr;
+use trcker_storage::sea_orm::{ColumnTrait, DbErr, QueryFilter};
 use trcker_storage::{
     Store, TenantId, batch::insert, is_unique_violation, lookup, scoped, scoped_by_id,
     scoped_update_by_id,
@@ -62,6 +62,14 @@ pub struct NewCoupon {
 
 /// Tries at drawing a link code that is not taken.
 const CODE_DRAWS: usize = 5;
+
+/// Which links or coupons a list takes: those of one program and/or one
+/// affiliate (an id this tenant does not have matches nothing).
+#[derive(Debug, Default)]
+pub struct Owners {
+    pub program_id: Option<String>,
+    pub affiliate_id: Option<String>,
+}
 
 #[derive(Clone)]
 pub struct LinkService {
@@ -148,17 +156,21 @@ impl LinkService {
     pub async fn list(
         &self,
         caller: &Caller,
+        of: Owners,
         cursor: Option<String>,
         limit: Option<u64>,
     ) -> Result<Page<tracking_link::Model>, LinkError> {
-        oldest_page(
-            scoped::<tracking_link::Entity>(caller.tenant()?),
-            IdKind::Link,
-            cursor,
-            limit,
-            &self.store().conn,
-            |l| l.id.as_str(),
-        )
+        use tracking_link::Column as C;
+        let mut q = scoped::<tracking_link::Entity>(caller.tenant()?);
+        if let Some(p) = of.program_id {
+            q = q.filter(C::ProgramId.eq(p));
+        }
+        if let Some(a) = of.affiliate_id {
+            q = q.filter(C::AffiliateId.eq(a));
+        }
+        oldest_page(q, IdKind::Link, cursor, limit, &self.store().conn, |l| {
+            l.id.as_str()
+        })
         .await
     }
 
@@ -299,17 +311,21 @@ impl LinkService {
     pub async fn list_coupons(
         &self,
         caller: &Caller,
+        of: Owners,
         cursor: Option<String>,
         limit: Option<u64>,
     ) -> Result<Page<coupon::Model>, LinkError> {
-        oldest_page(
-            scoped::<coupon::Entity>(caller.tenant()?),
-            IdKind::Coupon,
-            cursor,
-            limit,
-            &self.store().conn,
-            |c| c.id.as_str(),
-        )
+        use coupon::Column as C;
+        let mut q = scoped::<coupon::Entity>(caller.tenant()?);
+        if let Some(p) = of.program_id {
+            q = q.filter(C::ProgramId.eq(p));
+        }
+        if let Some(a) = of.affiliate_id {
+            q = q.filter(C::AffiliateId.eq(a));
+        }
+        oldest_page(q, IdKind::Coupon, cursor, limit, &self.store().conn, |c| {
+            c.id.as_str()
+        })
         .await
     }
 

@@ -206,12 +206,20 @@ impl ProgramService {
     pub async fn list(
         &self,
         caller: &Caller,
+        status: Option<String>,
         cursor: Option<String>,
         limit: Option<u64>,
     ) -> Result<Page<ProgramView>, ProgramError> {
         let tenant = caller.tenant()?;
+        let mut f = Fields::default();
+        let status = f.take_opt("status", status.as_deref().map(crate::input::activity));
+        let (status,) = f.done((status,)).map_err(Invalid)?;
+        let mut q = scoped::<program::Entity>(tenant);
+        if let Some(status) = status {
+            q = q.filter(program::Column::Status.eq(status));
+        }
         let page = crate::conversions::oldest_page::<_, ProgramError>(
-            scoped::<program::Entity>(tenant),
+            q,
             trcker_domain::ids::IdKind::Program,
             cursor,
             limit,
