@@ -37,6 +37,26 @@ async fn the_served_openapi_document_is_the_committed_one() {
     let mut served: Value = resp.json().await.expect("json");
     app.stop().await;
     served["servers"] = serde_json::json!([{ "url": SERVER }]);
+    // Every operation is named and summarised, and every POST declares the
+    // header that makes its retry safe.
+    for (path, item) in served["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("path item") {
+            assert!(
+                op["operationId"].is_string(),
+                "{method} {path}: operationId"
+            );
+            assert!(op["summary"].is_string(), "{method} {path}: summary");
+            let declares = op["parameters"].as_array().is_some_and(|ps| {
+                ps.iter()
+                    .any(|p| p["in"] == "header" && p["name"] == "Idempotency-Key")
+            });
+            assert_eq!(
+                declares,
+                method == "post",
+                "{method} {path}: Idempotency-Key"
+            );
+        }
+    }
     let path = docs("openapi.json");
     if bless() {
         let text = serde_json::to_string_pretty(&served).expect("json") + "\n";

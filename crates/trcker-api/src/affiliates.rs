@@ -1,7 +1,7 @@
 //! `/affiliates`: partners, invited to the portal.
 
 use chrono::{DateTime, Utc};
-use poem_openapi::param::{Path, Query};
+use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::types::MaybeUndefined;
 use poem_openapi::{Object, OpenApi};
@@ -31,6 +31,10 @@ impl AffiliatesApi {
     async fn create(
         &self,
         auth: BearerAuth,
+        /// Makes a retry safe: the same key and request get the first answer
+        /// again for 24 hours (1 to 255 visible ASCII characters).
+        #[oai(name = "Idempotency-Key")]
+        _idempotency_key: Header<Option<String>>,
         body: Json<NewAffiliateIn>,
     ) -> Result<Created<AffiliateOut>, ApiError> {
         let caller = self.auth.caller(&auth).await?;
@@ -94,6 +98,10 @@ impl AffiliatesApi {
     async fn reinvite(
         &self,
         auth: BearerAuth,
+        /// Makes a retry safe: the same key and request get the first answer
+        /// again for 24 hours (1 to 255 visible ASCII characters).
+        #[oai(name = "Idempotency-Key")]
+        _idempotency_key: Header<Option<String>>,
         id: Path<String>,
     ) -> Result<Json<AffiliateOut>, ApiError> {
         let caller = self.auth.caller(&auth).await?;

@@ -2,7 +2,7 @@
 //! revokes them; a read key lists them.
 
 use chrono::{DateTime, Utc};
-use poem_openapi::param::{Path, Query};
+use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 use trcker_services::storage::entities::api_key;
@@ -27,6 +27,10 @@ impl ApiKeysApi {
     async fn create(
         &self,
         auth: BearerAuth,
+        /// Makes a retry safe: the same key and request get the first answer
+        /// again for 24 hours (1 to 255 visible ASCII characters).
+        #[oai(name = "Idempotency-Key")]
+        _idempotency_key: Header<Option<String>>,
         body: Json<NewApiKeyIn>,
     ) -> Result<Created<ApiKeyCreatedOut>, ApiError> {
         let caller = self.auth.caller(&auth).await?;
@@ -83,6 +87,10 @@ impl ApiKeysApi {
     async fn revoke(
         &self,
         auth: BearerAuth,
+        /// Makes a retry safe: the same key and request get the first answer
+        /// again for 24 hours (1 to 255 visible ASCII characters).
+        #[oai(name = "Idempotency-Key")]
+        _idempotency_key: Header<Option<String>>,
         id: Path<String>,
     ) -> Result<Json<ApiKeyOut>, ApiError> {
         let caller = self.auth.caller(&auth).await?;

@@ -2,7 +2,7 @@
 //! review (approve, reject, refund, chargeback; one or in bulk).
 
 use chrono::{DateTime, Utc};
-use poem_openapi::param::{Path, Query};
+use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 use trcker_services::conversions::{
@@ -91,6 +91,10 @@ impl ConversionsApi {
     async fn approve(
         &self,
         auth: BearerAuth,
+        /// Makes a retry safe: the same key and request get the first answer
+        /// again for 24 hours (1 to 255 visible ASCII characters).
+        #[oai(name = "Idempotency-Key")]
+        _idempotency_key: Header<Option<String>>,
         id: Path<String>,
         body: Json<ReviewIn>,
     ) -> Result<Json<ConversionOut>, ApiError> {
@@ -108,6 +112,10 @@ impl ConversionsApi {
     async fn reject(
         &self,
         auth: BearerAuth,
+        /// Makes a retry safe: the same key and request get the first answer
+        /// again for 24 hours (1 to 255 visible ASCII characters).
+        #[oai(name = "Idempotency-Key")]
+        _idempotency_key: Header<Option<String>>,
         id: Path<String>,
         body: Json<ReviewIn>,
     ) -> Result<Json<ConversionOut>, ApiError> {
@@ -125,6 +133,10 @@ impl ConversionsApi {
     async fn reverse(
         &self,
         auth: BearerAuth,
+        /// Makes a retry safe: the same key and request get the first answer
+        /// again for 24 hours (1 to 255 visible ASCII characters).
+        #[oai(name = "Idempotency-Key")]
+        _idempotency_key: Header<Option<String>>,
         id: Path<String>,
         body: Json<ReverseIn>,
     ) -> Result<Json<ConversionOut>, ApiError> {
@@ -152,6 +164,10 @@ impl ConversionsApi {
     async fn review_bulk(
         &self,
         auth: BearerAuth,
+        /// Makes a retry safe: the same key and request get the first answer
+        /// again for 24 hours (1 to 255 visible ASCII characters).
+        #[oai(name = "Idempotency-Key")]
+        _idempotency_key: Header<Option<String>>,
         body: Json<BulkReviewIn>,
     ) -> Result<Json<BulkReviewOut>, ApiError> {
         let caller = self.auth.caller(&auth).await?;

@@ -1,7 +1,7 @@
 //! `/coupons`: codes that attribute sales to an affiliate without a click.
 
 use chrono::{DateTime, Utc};
-use poem_openapi::param::{Path, Query};
+use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 use trcker_services::links::{LinkService, NewCoupon, Owners};
@@ -52,6 +52,10 @@ impl CouponsApi {
     async fn create(
         &self,
         auth: BearerAuth,
+        /// Makes a retry safe: the same key and request get the first answer
+        /// again for 24 hours (1 to 255 visible ASCII characters).
+        #[oai(name = "Idempotency-Key")]
+        _idempotency_key: Header<Option<String>>,
         body: Json<NewCouponIn>,
     ) -> Result<Created<CouponOut>, ApiError> {
         let caller = self.auth.caller(&auth).await?;

@@ -2,7 +2,7 @@
 //! currency than its offer's is converted.
 
 use chrono::{DateTime, Utc};
-use poem_openapi::param::Query;
+use poem_openapi::param::{Header, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 use trcker_services::exchange_rates::{NewRate, RateFilter, RateService};
@@ -33,6 +33,10 @@ impl ExchangeRatesApi {
     async fn create(
         &self,
         auth: BearerAuth,
+        /// Makes a retry safe: the same key and request get the first answer
+        /// again for 24 hours (1 to 255 visible ASCII characters).
+        #[oai(name = "Idempotency-Key")]
+        _idempotency_key: Header<Option<String>>,
         body: Json<NewRateIn>,
     ) -> Result<Created<RateOut>, ApiError> {
         let caller = self.auth.caller(&auth).await?;

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use poem_openapi::param::{Path, Query};
+use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 use trcker_services::debugger::{DebuggerService, TestFireInput, TestFireTrace};
@@ -36,6 +36,10 @@ impl IntegrationsApi {
     async fn create(
         &self,
         auth: BearerAuth,
+        /// Makes a retry safe: the same key and request get the first answer
+        /// again for 24 hours (1 to 255 visible ASCII characters).
+        #[oai(name = "Idempotency-Key")]
+        _idempotency_key: Header<Option<String>>,
         body: Json<NewIntegrationIn>,
     ) -> Result<Created<IntegrationOut>, ApiError> {
         let caller = self.auth.caller(&auth).await?;
@@ -76,6 +80,10 @@ impl IntegrationsApi {
     async fn test_fire(
         &self,
         auth: BearerAuth,
+        /// Makes a retry safe: the same key and request get the first answer
+        /// again for 24 hours (1 to 255 visible ASCII characters).
+        #[oai(name = "Idempotency-Key")]
+        _idempotency_key: Header<Option<String>>,
         id: Path<String>,
         body: Json<TestFireIn>,
     ) -> Result<Json<TestFireOut>, ApiError> {
@@ -152,6 +160,10 @@ impl IntegrationsApi {
     async fn rotate_secret(
         &self,
         auth: BearerAuth,
+        /// Makes a retry safe: the same key and request get the first answer
+        /// again for 24 hours (1 to 255 visible ASCII characters).
+        #[oai(name = "Idempotency-Key")]
+        _idempotency_key: Header<Option<String>>,
         id: Path<String>,
         body: Json<RotateSecretIn>,
     ) -> Result<Json<IntegrationOut>, ApiError> {
@@ -175,6 +187,10 @@ impl IntegrationsApi {
     async fn revoke(
         &self,
         auth: BearerAuth,
+        /// Makes a retry safe: the same key and request get the first answer
+        /// again for 24 hours (1 to 255 visible ASCII characters).
+        #[oai(name = "Idempotency-Key")]
+        _idempotency_key: Header<Option<String>>,
         id: Path<String>,
     ) -> Result<Json<IntegrationOut>, ApiError> {
         let caller = self.auth.caller(&auth).await?;

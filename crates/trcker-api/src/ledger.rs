@@ -2,7 +2,7 @@
 //! adjustments (bonuses and corrections, each with its reason and key).
 
 use chrono::{DateTime, Utc};
-use poem_openapi::param::Query;
+use poem_openapi::param::{Header, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 use trcker_services::ledger::{EntryFilter, LedgerService, NewAdjustment};
@@ -31,6 +31,10 @@ impl LedgerApi {
     async fn adjust(
         &self,
         auth: BearerAuth,
+        /// Makes a retry safe: the same key and request get the first answer
+        /// again for 24 hours (1 to 255 visible ASCII characters).
+        #[oai(name = "Idempotency-Key")]
+        _idempotency_key: Header<Option<String>>,
         body: Json<NewAdjustmentIn>,
     ) -> Result<Created<EntryOut>, ApiError> {
         let caller = self.auth.caller(&auth).await?;

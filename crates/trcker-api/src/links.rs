@@ -1,7 +1,7 @@
 //! `/links`: tracking links (`/c/{code}`).
 
 use chrono::{DateTime, Utc};
-use poem_openapi::param::{Path, Query};
+use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::types::MaybeUndefined;
 use poem_openapi::{Object, OpenApi};
@@ -25,6 +25,10 @@ impl LinksApi {
     async fn create(
         &self,
         auth: BearerAuth,
+        /// Makes a retry safe: the same key and request get the first answer
+        /// again for 24 hours (1 to 255 visible ASCII characters).
+        #[oai(name = "Idempotency-Key")]
+        _idempotency_key: Header<Option<String>>,
         body: Json<NewLinkIn>,
     ) -> Result<Created<LinkOut>, ApiError> {
         let caller = self.auth.caller(&auth).await?;

@@ -2,7 +2,7 @@
 //! balances, and recording whether each payment went through.
 
 use chrono::{DateTime, Utc};
-use poem_openapi::param::{Path, Query};
+use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::{Json, PlainText};
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use trcker_services::ledger::format_sum;
@@ -46,6 +46,10 @@ impl PayoutsApi {
     async fn create(
         &self,
         auth: BearerAuth,
+        /// Makes a retry safe: the same key and request get the first answer
+        /// again for 24 hours (1 to 255 visible ASCII characters).
+        #[oai(name = "Idempotency-Key")]
+        _idempotency_key: Header<Option<String>>,
         body: Json<NewBatchIn>,
     ) -> Result<Created<BatchOut>, ApiError> {
         let caller = self.auth.caller(&auth).await?;
@@ -115,6 +119,10 @@ impl PayoutsApi {
     async fn mark_paid(
         &self,
         auth: BearerAuth,
+        /// Makes a retry safe: the same key and request get the first answer
+        /// again for 24 hours (1 to 255 visible ASCII characters).
+        #[oai(name = "Idempotency-Key")]
+        _idempotency_key: Header<Option<String>>,
         id: Path<String>,
         body: Json<MarkPaidIn>,
     ) -> Result<Json<PayoutDetailOut>, ApiError> {
@@ -136,6 +144,10 @@ impl PayoutsApi {
     async fn mark_failed(
         &self,
         auth: BearerAuth,
+        /// Makes a retry safe: the same key and request get the first answer
+        /// again for 24 hours (1 to 255 visible ASCII characters).
+        #[oai(name = "Idempotency-Key")]
+        _idempotency_key: Header<Option<String>>,
         id: Path<String>,
         body: Json<MarkFailedIn>,
     ) -> Result<Json<PayoutDetailOut>, ApiError> {

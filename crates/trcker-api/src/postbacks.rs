@@ -2,7 +2,7 @@
 //! attribution again once a cause is fixed.
 
 use chrono::{DateTime, Utc};
-use poem_openapi::param::{Path, Query};
+use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 use trcker_services::conversions::Page;
@@ -74,6 +74,10 @@ impl PostbacksApi {
     async fn reattribute_all(
         &self,
         auth: BearerAuth,
+        /// Makes a retry safe: the same key and request get the first answer
+        /// again for 24 hours (1 to 255 visible ASCII characters).
+        #[oai(name = "Idempotency-Key")]
+        _idempotency_key: Header<Option<String>>,
         body: Json<ReattributeIn>,
     ) -> Result<Json<ReattributedOut>, ApiError> {
         let caller = self.auth.caller(&auth).await?;
@@ -102,6 +106,10 @@ impl PostbacksApi {
     async fn reattribute(
         &self,
         auth: BearerAuth,
+        /// Makes a retry safe: the same key and request get the first answer
+        /// again for 24 hours (1 to 255 visible ASCII characters).
+        #[oai(name = "Idempotency-Key")]
+        _idempotency_key: Header<Option<String>>,
         id: Path<String>,
     ) -> Result<Json<PostbackLogOut>, ApiError> {
         let caller = self.auth.caller(&auth).await?;

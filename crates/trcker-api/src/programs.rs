@@ -1,7 +1,7 @@
 //! `/programs`: affiliate programs (offers) and their commission plans.
 
 use chrono::{DateTime, Utc};
-use poem_openapi::param::{Path, Query};
+use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::types::MaybeUndefined;
 use poem_openapi::{Object, OpenApi};
@@ -30,6 +30,10 @@ impl ProgramsApi {
     async fn create(
         &self,
         auth: BearerAuth,
+        /// Makes a retry safe: the same key and request get the first answer
+        /// again for 24 hours (1 to 255 visible ASCII characters).
+        #[oai(name = "Idempotency-Key")]
+        _idempotency_key: Header<Option<String>>,
         body: Json<NewProgramIn>,
     ) -> Result<Created<ProgramOut>, ApiError> {
         let caller = self.auth.caller(&auth).await?;
@@ -70,6 +74,10 @@ impl ProgramsApi {
     async fn create_plan(
         &self,
         auth: BearerAuth,
+        /// Makes a retry safe: the same key and request get the first answer
+        /// again for 24 hours (1 to 255 visible ASCII characters).
+        #[oai(name = "Idempotency-Key")]
+        _idempotency_key: Header<Option<String>>,
         id: Path<String>,
         body: Json<NewPlanIn>,
     ) -> Result<Created<PlanOut>, ApiError> {

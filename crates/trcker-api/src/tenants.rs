@@ -2,7 +2,7 @@
 //! tenants; `/tenant`: a tenant's own settings.
 
 use chrono::{DateTime, Utc};
-use poem_openapi::param::{Path, Query};
+use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::types::MaybeUndefined;
 use poem_openapi::{Object, OpenApi};
@@ -26,6 +26,10 @@ impl TenantsApi {
     async fn create(
         &self,
         auth: BearerAuth,
+        /// Makes a retry safe: the same key and request get the first answer
+        /// again for 24 hours (1 to 255 visible ASCII characters).
+        #[oai(name = "Idempotency-Key")]
+        _idempotency_key: Header<Option<String>>,
         body: Json<NewTenantIn>,
     ) -> Result<Created<TenantCreatedOut>, ApiError> {
         let caller = self.auth.caller(&auth).await?;
@@ -76,6 +80,10 @@ impl TenantsApi {
     async fn suspend(
         &self,
         auth: BearerAuth,
+        /// Makes a retry safe: the same key and request get the first answer
+        /// again for 24 hours (1 to 255 visible ASCII characters).
+        #[oai(name = "Idempotency-Key")]
+        _idempotency_key: Header<Option<String>>,
         id: Path<String>,
         body: Json<SuspendTenantIn>,
     ) -> Result<Json<TenantOut>, ApiError> {
@@ -97,6 +105,10 @@ impl TenantsApi {
     async fn reinstate(
         &self,
         auth: BearerAuth,
+        /// Makes a retry safe: the same key and request get the first answer
+        /// again for 24 hours (1 to 255 visible ASCII characters).
+        #[oai(name = "Idempotency-Key")]
+        _idempotency_key: Header<Option<String>>,
         id: Path<String>,
     ) -> Result<Json<TenantOut>, ApiError> {
         let caller = self.auth.caller(&auth).await?;

@@ -2,6 +2,7 @@
 //! operator's signing keys behind them (`trcker_services::access_tokens`).
 
 use chrono::{DateTime, Utc};
+use poem_openapi::param::Header;
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 use trcker_services::access_tokens::{AccessTokens, IssuedToken, SigningKey};
@@ -31,6 +32,10 @@ impl TokensApi {
     async fn create(
         &self,
         auth: BearerAuth,
+        /// Makes a retry safe: the same key and request get the first answer
+        /// again for 24 hours (1 to 255 visible ASCII characters).
+        #[oai(name = "Idempotency-Key")]
+        _idempotency_key: Header<Option<String>>,
         body: Json<AccessTokenIn>,
     ) -> Result<Created<AccessTokenOut>, ApiError> {
         let caller = self.auth.caller(&auth).await?;
@@ -58,7 +63,14 @@ impl TokensApi {
         method = "post",
         operation_id = "rotate_signing_key"
     )]
-    async fn rotate(&self, auth: BearerAuth) -> Result<Created<SigningKeyOut>, ApiError> {
+    async fn rotate(
+        &self,
+        auth: BearerAuth,
+        /// Makes a retry safe: the same key and request get the first answer
+        /// again for 24 hours (1 to 255 visible ASCII characters).
+        #[oai(name = "Idempotency-Key")]
+        _idempotency_key: Header<Option<String>>,
+    ) -> Result<Created<SigningKeyOut>, ApiError> {
         let caller = self.auth.caller(&auth).await?;
         Ok(Created::Created(Json(
             self.tokens.rotate(&caller).await?.into(),
