@@ -27,19 +27,21 @@ mod m20261204_000014_secret_rotation;
 mod m20261204_000015_tenant_suspension;
 mod m20261204_000016_idempotency_keys;
 mod m20261205_000017_signing_keys;
+mod m20261206_000018_report_rollups;
 
 use m20261202_000006_keys_by_tenant::REKEYED_TABLES;
 
 /// Every tenant-owned table: those keyed `(tenant_id, id)` by
 /// `m20261202_000006_keys_by_tenant`, and those created so since.
-pub const TENANT_TABLES: [&str; 17] = {
-    let mut all = [""; 17];
+pub const TENANT_TABLES: [&str; 18] = {
+    let mut all = [""; 18];
     let mut i = 0;
     while i < REKEYED_TABLES.len() {
         all[i] = REKEYED_TABLES[i];
         i += 1;
     }
     all[16] = "exchange_rates";
+    all[17] = "report_rollups";
     all
 };
 
@@ -66,6 +68,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000015_tenant_suspension::Migration),
             Box::new(m20261204_000016_idempotency_keys::Migration),
             Box::new(m20261205_000017_signing_keys::Migration),
+            Box::new(m20261206_000018_report_rollups::Migration),
         ]
     }
 }

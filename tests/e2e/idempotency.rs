@@ -75,6 +75,10 @@ async fn a_retried_post_makes_one_resource(app: &TestApp) {
         let (status, _, p) = post_with_key(app, "/api/v1/programs", key, bad, &other).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad:?}: {p}");
         assert_eq!(p["code"], "idempotency-key-invalid", "{p}");
+        // Who may not call at all hears that first.
+        let (status, _, p) =
+            post_with_key(app, "/api/v1/programs", "trk_unknown", bad, &other).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{bad:?}: {p}");
     }
     assert_eq!(count(app, "/api/v1/programs", key).await, 1);
 

@@ -19,6 +19,7 @@ mod operations;
 mod portal;
 mod postbacks;
 mod quickstart;
+mod reports;
 mod resources;
 mod tenants;
 mod tokens;

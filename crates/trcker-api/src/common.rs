@@ -1,7 +1,7 @@
 //! What the resources' DTOs share.
 
 use poem_openapi::ApiResponse;
-use poem_openapi::payload::Json;
+use poem_openapi::payload::{Json, PlainText};
 use poem_openapi::types::{MaybeUndefined, ToJSON};
 use trcker_domain::money::{Currency, format_minor};
 
@@ -24,4 +24,12 @@ pub fn patch<T>(v: MaybeUndefined<T>) -> Option<Option<T>> {
 /// An amount as the API shows it: a decimal string with the currency's decimals ("7.90").
 pub fn money(minor: i64, currency: Currency) -> String {
     format_minor(minor, currency)
+}
+
+/// A CSV export.
+#[derive(ApiResponse)]
+pub enum CsvExport {
+    /// RFC 4180, a header row first.
+    #[oai(status = 200, content_type = "text/csv; charset=utf-8")]
+    Csv(PlainText<String>),
 }

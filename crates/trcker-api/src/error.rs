@@ -17,6 +17,7 @@ use trcker_services::ledger::LedgerError;
 use trcker_services::links::LinkError;
 use trcker_services::payouts::PayoutError;
 use trcker_services::programs::ProgramError;
+use trcker_services::reports::ReportError;
 use trcker_services::tenants::{AuthError, TenantError};
 use trcker_services::{Invalid, StoreError};
 
@@ -40,9 +41,15 @@ pub enum ApiError {
     /// Clashes with an existing resource (e.g. a slug in use).
     #[oai(status = 409)]
     Conflict(ProblemJson),
+    /// The body is larger than this operation accepts.
+    #[oai(status = 413)]
+    TooLarge(ProblemJson),
     /// Well-formed but invalid; each bad field is named.
     #[oai(status = 422)]
     Invalid(ProblemJson),
+    /// Too many failed authentications from this address; see `Retry-After`.
+    #[oai(status = 429)]
+    TooManyRequests(ProblemJson),
     #[oai(status = 500)]
     Internal(ProblemJson),
     /// Storage is unavailable; retry.
@@ -64,7 +71,9 @@ impl ApiError {
             StatusCode::FORBIDDEN => ApiError::Forbidden(json),
             StatusCode::NOT_FOUND => ApiError::NotFound(json),
             StatusCode::CONFLICT => ApiError::Conflict(json),
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(json),
             StatusCode::UNPROCESSABLE_ENTITY => ApiError::Invalid(json),
+            StatusCode::TOO_MANY_REQUESTS => ApiError::TooManyRequests(json),
             StatusCode::SERVICE_UNAVAILABLE => ApiError::Unavailable(json),
             _ => ApiError::Internal(json),
         }
@@ -225,6 +234,20 @@ impl From<RateError> for ApiError {
             RateError::Access(e) => e.into(),
             RateError::Invalid(e) => e.into(),
             RateError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<ReportError> for ApiError {
+    fn from(e: ReportError) -> Self {
+        match e {
+            ReportError::ProgramNotFound(_) => ApiError::new(Code::ProgramNotFound, e.to_string()),
+            ReportError::AffiliateNotFound(_) => {
+                ApiError::new(Code::AffiliateNotFound, e.to_string())
+            }
+            ReportError::Access(e) => e.into(),
+            ReportError::Invalid(e) => e.into(),
+            ReportError::Store(e) => e.into(),
         }
     }
 }

@@ -60,20 +60,14 @@ impl<E: Endpoint> Endpoint for IdempotentEndpoint<E> {
         let Some(key) = req.headers().get(HEADER) else {
             return self.pass(req).await;
         };
-        let Some(key) = key
+        let key = key
             .to_str()
             .ok()
             .filter(|k| valid_key(k))
-            .map(str::to_owned)
-        else {
-            return Ok(ApiError::new(
-                Code::IdempotencyKeyInvalid,
-                "Idempotency-Key must be 1 to 255 visible ASCII characters",
-            )
-            .into_response());
-        };
+            .map(str::to_owned);
         // Whose key it is; an unauthenticated request is refused by its
-        // operation as usual.
+        // operation as usual (also when its Idempotency-Key is bad: who may
+        // not call comes first).
         let token = req
             .headers()
             .get(header::AUTHORIZATION)
@@ -85,6 +79,13 @@ impl<E: Endpoint> Endpoint for IdempotentEndpoint<E> {
             None => None,
         }) else {
             return self.pass(req).await;
+        };
+        let Some(key) = key else {
+            return Ok(ApiError::new(
+                Code::IdempotencyKeyInvalid,
+                "Idempotency-Key must be 1 to 255 visible ASCII characters",
+            )
+            .into_response());
         };
         let body = req.take_body().into_bytes().await?;
         let mut request = Vec::with_capacity(body.len() + 128);

@@ -26,6 +26,7 @@ mod payouts;
 mod postbacks;
 pub mod problem;
 mod programs;
+mod reports;
 mod tenants;
 mod tokens;
 
@@ -61,6 +62,8 @@ enum ApiTags {
     Payouts,
     /// Exchange rates for sales in other currencies than their offer's.
     ExchangeRates,
+    /// Clicks, conversions, revenue, commission and EPC by day, program, affiliate, sub-ID or event.
+    Reports,
 }
 
 type Apis = (
@@ -78,6 +81,7 @@ type Apis = (
     payouts::PayoutsApi,
     exchange_rates::ExchangeRatesApi,
     ledger::LedgerApi,
+    reports::ReportsApi,
 );
 
 fn apis(s: &Services) -> Apis {
@@ -138,6 +142,10 @@ fn apis(s: &Services) -> Apis {
         },
         ledger::LedgerApi {
             ledger: s.ledger.clone(),
+            auth: auth.clone(),
+        },
+        reports::ReportsApi {
+            reports: s.reports.clone(),
             auth,
         },
     )
@@ -162,6 +170,7 @@ fn openapi(services: &Services) -> OpenApiService<Apis, ()> {
 /// The API, to be nested at `/api/v1`: its resources and `/openapi.json`.
 pub fn routes(services: &Services) -> impl Endpoint + use<> {
     let api = openapi(services);
+    let methods = std::sync::Arc::new(methods_by_path(&api.spec()));
     Route::new()
         .at("/openapi.json", api.spec_endpoint())
         .nest(
@@ -172,10 +181,65 @@ pub fn routes(services: &Services) -> impl Endpoint + use<> {
             }),
         )
         .catch_all_error(error::catch_all)
+        .around(move |ep, req| {
+            let methods = methods.clone();
+            async move {
+                let path = req.uri().path().to_owned();
+                let mut resp = poem::IntoResponse::into_response(ep.call(req).await?);
+                if resp.status() == poem::http::StatusCode::METHOD_NOT_ALLOWED
+                    && let Some(allow) = allowed(&methods, &path)
+                    && let Ok(v) = poem::http::HeaderValue::from_str(allow)
+                {
+                    resp.headers_mut().insert(poem::http::header::ALLOW, v);
+                }
+                Ok(resp)
+            }
+        })
         .with(client::AuthGuard {
             failures: services.auth_failures.clone(),
             trusted_proxies: services.settings.trusted_proxies.clone(),
         })
+}
+
+/// Each path template of the document (`affiliates/{id}`, by segment) with
+/// its methods, for the `Allow` header a 405 must carry.
+fn methods_by_path(spec: &str) -> Vec<(Vec<String>, String)> {
+    let doc: serde_json::Value = serde_json::from_str(spec).unwrap_or_default();
+    let Some(paths) = doc["paths"].as_object() else {
+        return Vec::new();
+    };
+    paths
+        .iter()
+        .map(|(path, ops)| {
+            let segments = path
+                .trim_matches('/')
+                .split('/')
+                .map(str::to_owned)
+                .collect();
+            let mut methods: Vec<String> = ops
+                .as_object()
+                .map(|o| o.keys().map(|m| m.to_uppercase()).collect())
+                .unwrap_or_default();
+            methods.sort();
+            (segments, methods.join(", "))
+        })
+        .collect()
+}
+
+/// The methods of the template that matches `path` (the one with the most
+/// literal segments where several do).
+fn allowed<'a>(table: &'a [(Vec<String>, String)], path: &str) -> Option<&'a str> {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    table
+        .iter()
+        .filter(|(t, _)| {
+            t.len() == segments.len()
+                && t.iter()
+                    .zip(&segments)
+                    .all(|(t, s)| t.starts_with('{') || t == s)
+        })
+        .max_by_key(|(t, _)| t.iter().filter(|s| !s.starts_with('{')).count())
+        .map(|(_, m)| m.as_str())
 }
 
 /// Swagger UI, to be nested at `/api/docs`.

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::{Json, PlainText};
-use poem_openapi::{ApiResponse, Object, OpenApi};
+use poem_openapi::{Object, OpenApi};
 use trcker_services::ledger::format_sum;
 use trcker_services::payouts::{
     Batch, Carried, NewBatch, PayoutFilter, PayoutService, PayoutView, batch_csv,
@@ -13,21 +13,13 @@ use trcker_services::storage::entities::payout;
 
 use crate::ApiTags;
 use crate::auth::{Authenticator, BearerAuth};
-use crate::common::{Created, money};
+use crate::common::{Created, CsvExport, money};
 use crate::error::ApiError;
 use crate::ledger::EntryOut;
 
 pub struct PayoutsApi {
     pub payouts: PayoutService,
     pub auth: Authenticator,
-}
-
-/// A batch's CSV export.
-#[derive(ApiResponse)]
-pub enum CsvExport {
-    /// One row per payout (one per affiliate and currency), RFC 4180.
-    #[oai(status = 200, content_type = "text/csv; charset=utf-8")]
-    Csv(PlainText<String>),
 }
 
 #[OpenApi(tag = "ApiTags::Payouts")]

@@ -16,7 +16,10 @@
 //!    (accepted → affiliate notified) at half that rate;
 //! 5. peak resident memory of the Trcker process;
 //! 6. attribution latency with 10,000 and with 10,000,000 clicks stored
-//!    (PostgreSQL; the clicks are generated in bulk inside the database).
+//!    (PostgreSQL; the clicks are generated in bulk inside the database);
+//! 7. reports over a seeded data set (`trcker seed --demo`, 1,000,000 clicks
+//!    and 20,000 conversions by default), each grouping timed one request at
+//!    a time, on SQLite and PostgreSQL.
 //!
 //! The PostgreSQL commit-rate baseline is pgbench running a one-row INSERT
 //! script at the same concurrency (the sqlx loop is kept beside it).
@@ -34,6 +37,7 @@ use clap::Parser;
 use serde_json::{Value, json};
 
 mod pipeline;
+mod reports;
 
 #[derive(Parser)]
 struct Args {
@@ -62,11 +66,18 @@ struct Args {
     /// The large click-table size for attribution latency.
     #[arg(long, default_value_t = 10_000_000)]
     scale_clicks: u64,
+    /// Clicks the report scenario seeds (`trcker seed --demo --clicks`).
+    #[arg(long, default_value_t = 1_000_000)]
+    report_clicks: u64,
+    /// Conversions among them.
+    #[arg(long, default_value_t = 20_000)]
+    report_conversions: u64,
     /// Everything briefly and small: keeps the harness working, measures nothing.
     #[arg(long)]
     smoke: bool,
     /// One scenario by itself (`intake-sqlite`, `intake-postgres`,
-    /// `pipeline-sqlite`, `pipeline-postgres`), its figures printed as JSON:
+    /// `pipeline-sqlite`, `pipeline-postgres`, `reports-sqlite`,
+    /// `reports-postgres`), its figures printed as JSON:
     /// for quick comparisons while working on one path.
     #[arg(long)]
     only: Option<String>,
@@ -86,8 +97,19 @@ impl Server {
 
     /// `trcker <command>` (`serve`, or `web` for the HTTP roles alone).
     fn start_as(command: &str, trcker: &PathBuf, database_url: Option<&str>) -> Server {
-        use std::io::{BufRead, BufReader};
         let dir = tempfile::tempdir().expect("tempdir");
+        Server::start_in(command, trcker, database_url, dir)
+    }
+
+    /// `trcker <command>` on the data directory `dir` (which a seed may have
+    /// filled).
+    fn start_in(
+        command: &str,
+        trcker: &PathBuf,
+        database_url: Option<&str>,
+        dir: tempfile::TempDir,
+    ) -> Server {
+        use std::io::{BufRead, BufReader};
         let mut cmd = Command::new(trcker);
         cmd.arg(command)
             .env("TRCKER_LISTEN", "127.0.0.1:0")
@@ -565,6 +587,8 @@ async fn main() {
         args.pipeline_postbacks = 300;
         args.attribution_samples = 10;
         args.scale_clicks = 20_000;
+        args.report_clicks = 20_000;
+        args.report_conversions = 400;
     }
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -605,6 +629,7 @@ async fn main() {
                 json!({"intake": r.json(), "healthz": health, "clicks": clicks, "peak_rss_mib": peaks.last()})
             }
             Some("pipeline") => pipeline::pipeline(&args, &http, pg_url.as_deref()).await,
+            Some("reports") => reports::reports(&args, &http, pg_url.as_deref()).await,
             _ => panic!("unknown scenario {only}"),
         };
         // TRCKER_BENCH_KEEP_DATABASE=1 keeps the scenario's PostgreSQL
@@ -627,6 +652,8 @@ async fn main() {
     let sqlite_commit = commit_baseline(None, args.concurrency, args.seconds).await;
     eprintln!("SQLite: pipeline");
     let sqlite_pipeline = pipeline::pipeline(&args, &http, None).await;
+    eprintln!("SQLite: reports over a seeded data set");
+    let sqlite_reports = reports::reports(&args, &http, None).await;
     let mut pg = None;
     if let Some(admin) = &args.postgres_url {
         eprintln!("PostgreSQL: postback intake, commit baselines (sqlx, pgbench)");
@@ -652,7 +679,12 @@ async fn main() {
         let scale =
             pipeline::attribution_at_scale(&args, &http, &url, &[small, args.scale_clicks]).await;
         drop_pg_database(admin, &url).await;
+        eprintln!("PostgreSQL: reports over a seeded data set");
+        let url = fresh_pg_database(admin).await;
+        let reports = reports::reports(&args, &http, Some(&url)).await;
+        drop_pg_database(admin, &url).await;
         pg = Some(PgFigures {
+            reports,
             intake: pg_intake,
             peak: pg_peak,
             sqlx_commit,
@@ -724,6 +756,28 @@ async fn main() {
             ));
         }
     }
+    table.push_str(&format!(
+        "\n| report ({} clicks, {} conversions, last 30 days) | SQLite p50 ms | p99 ms | PostgreSQL p50 ms | p99 ms |\n| --- | ---: | ---: | ---: | ---: |\n",
+        sqlite_reports["clicks"], sqlite_reports["conversions"]
+    ));
+    let no_reports = json!({});
+    let pg_reports = pg.as_ref().map_or(&no_reports, |p| &p.reports);
+    for (i, r) in sqlite_reports["reports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let other = &pg_reports["reports"][i];
+        table.push_str(&format!(
+            "| {} | {} | {} | {} | {} |\n",
+            r["report"].as_str().unwrap_or_default(),
+            r["p50_ms"],
+            r["p99_ms"],
+            other["p50_ms"],
+            other["p99_ms"]
+        ));
+    }
     let mut peaks = vec![
         sqlite_peak,
         sqlite_pipeline["peak_rss_mib"].as_f64().unwrap_or(0.0),
@@ -766,6 +820,8 @@ async fn main() {
         "postgres_single_row_commits_per_second_sqlx": pg.as_ref().map(|p| p.sqlx_commit.round()),
         "pipeline_postgres": pg.as_ref().map(|p| p.pipeline.clone()),
         "attribution_latency_postgres": pg.as_ref().map(|p| p.scale.clone()),
+        "reports_sqlite": sqlite_reports,
+        "reports_postgres": pg.as_ref().map(|p| p.reports.clone()),
         "peak_rss_mib": peak.round(),
         "peak_rss_mib_after_each_phase_sqlite": sqlite_peaks.json(),
     });
@@ -781,6 +837,7 @@ async fn main() {
 }
 
 struct PgFigures {
+    reports: Value,
     intake: Result_,
     peak: f64,
     sqlx_commit: f64,

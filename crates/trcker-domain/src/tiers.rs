@@ -117,6 +117,11 @@ impl TimeZone {
         self.0.name()
     }
 
+    /// The day of this zone's calendar that `t` falls on.
+    pub fn day_of(&self, t: DateTime<Utc>) -> NaiveDate {
+        t.with_timezone(&self.0).date_naive()
+    }
+
     /// The first instant of `day` in this zone (where a change of clock skips
     /// midnight, the first instant that exists that day).
     pub fn midnight(&self, day: NaiveDate) -> DateTime<Utc> {

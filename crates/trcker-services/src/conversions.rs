@@ -16,6 +16,7 @@ use trcker_domain::ConversionStatus;
 use trcker_domain::ids::IdKind;
 use trcker_storage::batch::among;
 use trcker_storage::entities::conversion;
+use trcker_storage::rollups::Tally;
 use trcker_storage::sea_orm::{
     ColumnTrait, ConnectionTrait, DbErr, Order, QueryFilter, QueryOrder, QuerySelect, Select,
 };
@@ -371,13 +372,14 @@ impl ConversionService {
         let mut moved = Vec::new();
         let mut refused = Vec::new();
         let txn = self.store().write_txn().await?;
+        let mut tally = Tally::default();
         for conv in convs {
             let from = conv.status.0;
             if let Some(why) = refusal(&conv, to) {
                 refused.push((conv.id.to_string(), why));
                 continue;
             }
-            if !move_conversion(&txn, tenant, &conv, from, to, &cause, t).await? {
+            if !move_conversion(&txn, tenant, &conv, from, to, &cause, t, &mut tally).await? {
                 refused.push((
                     conv.id.to_string(),
                     format!(
@@ -403,6 +405,7 @@ impl ConversionService {
             .await?;
             moved.push(conv.id);
         }
+        tally.apply(&txn).await?;
         txn.commit().await?;
         if !moved.is_empty() {
             let job = CommissionJob {

@@ -38,6 +38,7 @@ use trcker_storage::TenantId;
 use trcker_storage::batch::{insert, pow2_chunks};
 use trcker_storage::entities::{affiliate, conversion, ledger_entry, program};
 use trcker_storage::ids::{ConversionId, LedgerEntryId};
+use trcker_storage::rollups::Tally;
 use trcker_storage::sea_orm::sea_query::Expr;
 use trcker_storage::sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, IntoActiveModel,
@@ -106,8 +107,11 @@ impl Cause {
 }
 
 /// Moves a conversion from one status to another inside `txn`, booking the
-/// reversal of what it earned if it no longer earns. False when the
-/// conversion is no longer in `from` (someone else moved it first).
+/// reversal of what it earned if it no longer earns, and taking it out of
+/// the report rollups' counts (`tally`, applied by the caller before it
+/// commits). False when the conversion is no longer in `from` (someone else
+/// moved it first).
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn move_conversion(
     txn: &DatabaseTransaction,
     tenant: &TenantId,
@@ -116,6 +120,7 @@ pub(crate) async fn move_conversion(
     to: ConversionStatus,
     cause: &Cause,
     t: DateTime<Utc>,
+    tally: &mut Tally,
 ) -> Result<bool, DbErr> {
     let moved = scoped_update_by_id::<conversion::Entity>(tenant, &conv.id)
         .col_expr(
@@ -139,6 +144,8 @@ pub(crate) async fn move_conversion(
             .all(txn)
             .await?;
         let owed: i64 = booked.iter().map(|e| e.amount_minor).sum();
+        tally.conversion(conv, -1);
+        tally.commission(conv, -owed);
         if owed != 0 {
             book_entries(txn, vec![reversal(conv, to, owed, cause, t)]).await?;
         }

@@ -15,6 +15,7 @@ pub mod auth;
 mod cache;
 pub mod clicks;
 pub mod conversions;
+mod csv;
 pub mod debugger;
 mod error;
 pub mod exchange_rates;
@@ -29,6 +30,7 @@ pub mod payouts;
 pub mod pipeline;
 pub mod portal;
 pub mod programs;
+pub mod reports;
 pub mod tenants;
 
 use std::sync::Arc;
@@ -136,6 +138,7 @@ pub struct Services {
     pub conversions: conversions::ConversionService,
     pub payouts: payouts::PayoutService,
     pub rates: exchange_rates::RateService,
+    pub reports: reports::ReportService,
     pub ledger: ledger::LedgerService,
     pub debugger: debugger::DebuggerService,
     pub intake: intake::IntakeService,
@@ -175,6 +178,7 @@ impl Services {
             conversions: conversions::ConversionService::new(area.clone(), pipeline.clone()),
             payouts: payouts::PayoutService::new(area.clone()),
             rates: exchange_rates::RateService::new(area.clone()),
+            reports: reports::ReportService::new(area.clone()),
             ledger: ledger::LedgerService::new(area.clone()),
             debugger: debugger::DebuggerService::new(area.clone(), queue.clone())?,
             intake: intake::IntakeService::new(area.clone(), queue.clone())?,

@@ -38,6 +38,7 @@ use trcker_storage::{Store, TenantId, scoped, scoped_by_id, scoped_update, scope
 use crate::areas::Area;
 use crate::auth::{AccessError, Caller};
 use crate::conversions::{Page, newest_page};
+use crate::csv::{quote, text_cell};
 use crate::error::{Invalid, StoreError, from_store};
 use crate::ledger::{book_entries, format_sum};
 
@@ -611,24 +612,6 @@ pub fn batch_csv(rows: &[CsvRow]) -> String {
         out.push_str("\r\n");
     }
     out
-}
-
-fn text_cell(s: &str) -> String {
-    if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{s}")
-    } else {
-        s.to_owned()
-    }
-}
-
-/// RFC 4180: a field with a comma, a quote or a line break is quoted, its
-/// quotes doubled.
-fn quote(s: &str) -> String {
-    if s.contains([',', '"', '\r', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_owned()
-    }
 }
 
 #[cfg(test)]

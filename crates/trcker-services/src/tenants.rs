@@ -17,7 +17,8 @@ use trcker_storage::sea_orm::{
     ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 use trcker_storage::{
-    TenantId, batch::insert, is_unique_violation, lookup, scoped, scoped_by_id, scoped_update_by_id,
+    TenantId, batch::insert, is_unique_violation, lookup, rollups, scoped, scoped_by_id,
+    scoped_update_by_id,
 };
 
 use crate::access_tokens::AccessTokens;
@@ -226,6 +227,7 @@ impl TenantService {
             suspended_at: None,
             suspended_reason: None,
             fallback_url: None,
+            rollups_built_at: Some(t),
         };
         let key = new_api_key();
         let txn = self.area.store.write_txn().await?;
@@ -268,7 +270,8 @@ impl TenantService {
 
     /// Changes the calling tenant's name or time zone; the audit log keeps
     /// both versions. A new time zone applies to periods priced from now on
-    /// (a conversion already priced keeps its tier).
+    /// (a conversion already priced keeps its tier); the reports' rollups are
+    /// rebuilt in it at once, from every click and conversion.
     pub async fn update_own(
         &self,
         caller: &Caller,
@@ -315,6 +318,11 @@ impl TenantService {
                 .filter(tenant::Column::Id.eq(tenant.clone()))
                 .exec(&txn)
                 .await?;
+            if after.time_zone != before.time_zone {
+                // The reports' days are the tenant's: count them again in
+                // the new zone.
+                rollups::rebuild(&txn, tenant).await?;
+            }
             let settings = |t: &tenant::Model| serde_json::json!({"name": t.name, "time_zone": t.time_zone, "fallback_url": t.fallback_url});
             crate::audit::record_with(
                 &txn,

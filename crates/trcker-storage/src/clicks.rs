@@ -12,6 +12,7 @@ use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
 use crate::Store;
 use crate::batch::pow2_chunks;
 use crate::entities::click;
+use crate::rollups::Tally;
 
 /// The `clicks` columns, in the order `values` gives them.
 const COLUMNS: [&str; 18] = [
@@ -83,9 +84,14 @@ fn insert_sql(backend: DbBackend, rows: usize) -> String {
     sql
 }
 
-/// Writes a batch of clicks in one transaction.
+/// Writes a batch of clicks in one transaction, with the report rollups
+/// that count them.
 pub async fn insert_clicks(store: &Store, clicks: &[click::Model]) -> Result<(), sea_orm::DbErr> {
     let txn = store.write_txn().await?;
+    let mut tally = Tally::default();
+    for c in clicks {
+        tally.click(c);
+    }
     let backend = txn.get_database_backend();
     // Bound the statement size (SQLite allows 32766 parameters; a click has 18)
     // and the number of distinct statements (see `pow2_chunks`).
@@ -98,6 +104,7 @@ pub async fn insert_clicks(store: &Store, clicks: &[click::Model]) -> Result<(),
         txn.execute_raw(Statement::from_sql_and_values(backend, sql, vals))
             .await?;
     }
+    tally.apply(&txn).await?;
     txn.commit().await
 }
 

@@ -11,6 +11,7 @@ pub mod idempotency;
 pub mod ids;
 pub mod lookup;
 pub mod queue;
+pub mod rollups;
 mod scope;
 pub mod tiers;
 
@@ -203,10 +204,21 @@ impl Store {
     /// lock serialises them). A schema that is up to date is only read, so
     /// that processes whose role may read and write rows but not change the
     /// schema start (docs/operations.md: PostgreSQL roles).
+    /// Then builds the report rollups of any tenant from before them.
     pub async fn migrate(&self) -> Result<(), StorageError> {
-        if self.pending_migrations().await?.is_empty() {
-            return Ok(());
+        if !self.pending_migrations().await?.is_empty() {
+            self.run_migrations().await?;
         }
+        for tenant in rollups::unbuilt(&self.conn).await? {
+            tracing::info!(%tenant, "building the report rollups from the raw rows");
+            let txn = self.write_txn().await?;
+            rollups::rebuild(&txn, &tenant).await?;
+            txn.commit().await?;
+        }
+        Ok(())
+    }
+
+    async fn run_migrations(&self) -> Result<(), StorageError> {
         match &self.pool {
             Pool::Sqlite(pool) => {
                 trcker_migrations::Migrator::up(&self.conn, None).await?;

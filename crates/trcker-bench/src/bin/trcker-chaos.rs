@@ -627,6 +627,26 @@ async fn main() {
     let unattributed = probe
         .scalar("SELECT count(*) FROM postbacks WHERE state = 'unattributed'")
         .await;
+    // The report rollups, counted in the same transactions under the same
+    // crashes, equal the raw rows.
+    let rollup = |column: &str| {
+        format!(
+            "SELECT CAST(COALESCE(sum({column}), 0) AS BIGINT) FROM report_rollups WHERE dim = ''"
+        )
+    };
+    let standing = "FROM conversions WHERE is_test = false AND status IN ('pending', 'approved')";
+    let rollup_conversions = probe.scalar(&rollup("conversions")).await;
+    let raw_conversions = probe.scalar(&format!("SELECT count(*) {standing}")).await;
+    let rollup_commission = probe.scalar(&rollup("commission_minor")).await;
+    let raw_commission = probe
+        .scalar(&format!(
+            "SELECT CAST(COALESCE(sum(payout_minor), 0) AS BIGINT) {standing}"
+        ))
+        .await;
+    let rollup_clicks = probe.scalar(&rollup("clicks")).await;
+    let raw_clicks = probe
+        .scalar("SELECT count(*) FROM clicks WHERE is_test = false")
+        .await;
     let jobs_left = probe.scalar(waiting_jobs).await;
     if jobs_left > 0
         && let Probe::Postgres(p) = &probe
@@ -688,6 +708,10 @@ async fn main() {
         "ledger_entries": ledger,
         "ledger_sum_minor": ledger_sum,
         "ledger_expected_minor": acked.len() as i64 * 100,
+        "rollup_conversions": rollup_conversions,
+        "rollup_commission_minor": rollup_commission,
+        "rollup_clicks": rollup_clicks,
+        "raw_clicks": raw_clicks,
         "unattributed": unattributed,
         "inbox_still_received": stuck_inbox,
         "jobs_left": jobs_left,
@@ -739,6 +763,12 @@ async fn main() {
     );
     check(ledger_sum == conversions * 100, "the ledger is not exact");
     check(stuck_inbox == 0, "an accepted postback was never processed");
+    check(
+        rollup_conversions == raw_conversions
+            && rollup_commission == raw_commission
+            && rollup_clicks == raw_clicks,
+        "the report rollups differ from the raw rows",
+    );
     check(jobs_left == 0, "jobs are left waiting or running");
     check(
         notified as i64 == conversions,

@@ -30,6 +30,7 @@ use trcker_storage::entities::postback::State;
 use trcker_storage::entities::*;
 use trcker_storage::ids::{AffiliateId, ConversionId, IntegrationId, PostbackId, ProgramId};
 use trcker_storage::queue::Job;
+use trcker_storage::rollups::Tally;
 use trcker_storage::sea_orm::sea_query::Expr;
 use trcker_storage::sea_orm::{
     ColumnTrait, DatabaseTransaction, QueryFilter, QueryOrder, QuerySelect,
@@ -607,6 +608,12 @@ impl Pipeline {
             ],
         )
         .await?;
+        let mut tally = Tally::default();
+        for conv in new.iter().filter(|c| inserted.contains(&c.id)) {
+            if conv.status.earns_commission() {
+                tally.conversion(conv, 1);
+            }
+        }
         let mut marks: Vec<Mark> = Vec::new();
         for (pb, effect) in effects {
             let mark = match effect {
@@ -638,7 +645,9 @@ impl Pipeline {
                 }
                 Effect::Move { conv, from, to } => {
                     let cause = Cause::postback(pb.id.as_str());
-                    if !move_conversion(&txn, tenant, &conv, from, to, &cause, t).await? {
+                    if !move_conversion(&txn, tenant, &conv, from, to, &cause, t, &mut tally)
+                        .await?
+                    {
                         out.again.push(pb.id);
                         continue;
                     }
@@ -650,6 +659,7 @@ impl Pipeline {
             marks.push(mark);
         }
         mark_postbacks(&txn, tenant, &marks, t).await?;
+        tally.apply(&txn).await?;
         txn.commit().await?;
         Ok(out)
     }
@@ -980,6 +990,11 @@ fn new_conversion(
         original_amount_minor: fx.and(params.amount).map(|m| m.minor),
         original_currency: fx.map(|_| params.currency.into()),
         exchange_rate: fx.map(|f| f.rate.clone()),
+        sub1: click.and_then(|c| c.sub1.clone()),
+        sub2: click.and_then(|c| c.sub2.clone()),
+        sub3: click.and_then(|c| c.sub3.clone()),
+        sub4: click.and_then(|c| c.sub4.clone()),
+        sub5: click.and_then(|c| c.sub5.clone()),
     }
 }
 

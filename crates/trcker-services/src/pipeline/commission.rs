@@ -27,6 +27,7 @@ use trcker_storage::batch::{among, per_row};
 use trcker_storage::entities::*;
 use trcker_storage::ids::{ConversionId, LedgerEntryId, ProgramId};
 use trcker_storage::queue::Job;
+use trcker_storage::rollups::Tally;
 use trcker_storage::sea_orm::sea_query::Expr;
 use trcker_storage::sea_orm::{self, ColumnTrait, QueryFilter, QueryOrder, QuerySelect};
 use trcker_storage::tiers::{lock_affiliates, priced_volume};
@@ -318,12 +319,19 @@ impl Pipeline {
             }
         }
         let set = set_payouts(&txn, tenant, &computed, t).await?;
+        let mut tally = Tally::default();
+        for (conv, priced) in &computed {
+            if set.contains(&conv.id) {
+                tally.commission(conv, priced.commission.payout.minor);
+            }
+        }
         let entries: Vec<_> = computed
             .into_iter()
             .filter(|(conv, _)| set.contains(&conv.id))
             .map(|(conv, priced)| commission_entry(conv, priced.commission, t))
             .collect();
         book_entries(&txn, entries).await?;
+        tally.apply(&txn).await?;
         txn.commit().await?;
         Ok(failed)
     }

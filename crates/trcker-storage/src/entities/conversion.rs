@@ -38,6 +38,12 @@ pub struct Model {
     pub original_currency: Option<CurrencyCode>,
     /// The rate that converted it (one original unit in the offer's currency).
     pub exchange_rate: Option<String>,
+    /// The sub-IDs of the click that made it (none for a coupon's).
+    pub sub1: Option<String>,
+    pub sub2: Option<String>,
+    pub sub3: Option<String>,
+    pub sub4: Option<String>,
+    pub sub5: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

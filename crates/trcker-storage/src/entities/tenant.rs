@@ -21,6 +21,9 @@ pub struct Model {
     /// Where a shopper goes when one of the tenant's links cannot send
     /// them on (suspended tenant, paused program without a fallback).
     pub fallback_url: Option<String>,
+    /// When the report rollups were last built from the raw rows; unset
+    /// until they are (a tenant from before the rollups).
+    pub rollups_built_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
