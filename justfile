@@ -49,6 +49,14 @@ chaos-smoke:
     target/debug/trcker-chaos --trcker target/debug/trcker --database postgres --postbacks 2000 --kill-every 2 --pg-cluster $(bash .ci/fault-cluster) --postgres-url postgres://postgres@127.0.0.1:5439/postgres
     target/debug/trcker-chaos --trcker target/debug/trcker --database sqlite --postbacks 1000 --kill-every 2
 
+# schemathesis over the whole admin API as a tenant, every check, against a
+# live debug Trcker inside a loopback-only network namespace (needs root for
+# unshare). Installs schemathesis into target/schemathesis from PyPI.
+fuzz-api *args:
+    cargo build -p trcker
+    test -x target/schemathesis/bin/schemathesis || (python3 -m venv target/schemathesis && target/schemathesis/bin/pip install --quiet schemathesis==4.32.5)
+    unshare -n .ci/schemathesis target/debug/trcker target/schemathesis/bin/schemathesis {{args}}
+
 # Formatting, lints and unused dependencies, as CI runs them (needs
 # `cargo install cargo-machete --locked`).
 lint:

@@ -55,8 +55,36 @@ async fn the_served_openapi_document_is_the_committed_one() {
                 method == "post",
                 "{method} {path}: Idempotency-Key"
             );
+            // What is refused is said: a page's bounds, the key's form.
+            for p in op["parameters"].as_array().into_iter().flatten() {
+                match p["name"].as_str() {
+                    Some("limit") => {
+                        assert_eq!(p["schema"]["minimum"], 1, "{method} {path}");
+                        assert_eq!(p["schema"]["maximum"], 200, "{method} {path}");
+                    }
+                    Some("Idempotency-Key") => {
+                        assert_eq!(p["schema"]["maxLength"], 255, "{method} {path}");
+                    }
+                    _ => {}
+                }
+            }
         }
     }
+    // An optional property may be null, as Trcker writes it.
+    let schemas = &served["components"]["schemas"];
+    assert_eq!(
+        schemas["ApiKeyOut"]["properties"]["revoked_at"]["nullable"],
+        true
+    );
+    assert!(
+        schemas["ProgramOut"]["properties"]
+            .as_object()
+            .is_some_and(|p| p
+                .values()
+                .any(|v| v["allOf"].is_array() && v["nullable"] == true)),
+        "a reference that may be null is wrapped: {}",
+        schemas["ProgramOut"]
+    );
     let path = docs("openapi.json");
     if bless() {
         let text = serde_json::to_string_pretty(&served).expect("json") + "\n";

@@ -139,7 +139,7 @@ impl<E: Endpoint> Endpoint for IdempotentEndpoint<E> {
         }
         let mut resp = match self.ep.call(req).await {
             Ok(r) => r.into_response(),
-            Err(e) => e.into_response(),
+            Err(e) => crate::error::catch_all(e).await,
         };
         if resp.status().is_server_error() {
             if let Err(e) = self.keys.release(&caller, &key).await {

@@ -170,9 +170,17 @@ fn openapi(services: &Services) -> OpenApiService<Apis, ()> {
 /// The API, to be nested at `/api/v1`: its resources and `/openapi.json`.
 pub fn routes(services: &Services) -> impl Endpoint + use<> {
     let api = openapi(services);
-    let methods = std::sync::Arc::new(methods_by_path(&api.spec()));
+    let spec = document(&api.spec());
+    let methods = std::sync::Arc::new(methods_by_path(&spec));
     Route::new()
-        .at("/openapi.json", api.spec_endpoint())
+        .at(
+            "/openapi.json",
+            poem::endpoint::make_sync(move |_| {
+                poem::Response::builder()
+                    .content_type("application/json; charset=utf-8")
+                    .body(spec.clone())
+            }),
+        )
         .nest(
             "/",
             api.with(idempotency::Idempotent {
@@ -199,6 +207,78 @@ pub fn routes(services: &Services) -> impl Endpoint + use<> {
             failures: services.auth_failures.clone(),
             trusted_proxies: services.settings.trusted_proxies.clone(),
         })
+}
+
+/// The document as served: poem-openapi's, with what it does not say by
+/// itself: an optional property may be null (Trcker writes null for an
+/// absent value, and reads null as absent); a page's `limit` is bounded;
+/// an `Idempotency-Key` is 1 to 255 visible ASCII characters.
+fn document(spec: &str) -> String {
+    let mut doc: serde_json::Value = serde_json::from_str(spec).unwrap_or_default();
+    if let Some(schemas) = doc["components"]["schemas"].as_object_mut() {
+        for schema in schemas.values_mut() {
+            nullable_optionals(schema);
+        }
+    }
+    let operations = doc["paths"]
+        .as_object_mut()
+        .into_iter()
+        .flat_map(|paths| paths.values_mut())
+        .filter_map(|ops| ops.as_object_mut())
+        .flat_map(|ops| ops.values_mut());
+    for op in operations {
+        let Some(params) = op["parameters"].as_array_mut() else {
+            continue;
+        };
+        for p in params {
+            let bounds = match p["name"].as_str() {
+                Some("limit") => serde_json::json!({
+                    "minimum": 1,
+                    "maximum": trcker_services::conversions::MAX_LIMIT,
+                }),
+                Some("Idempotency-Key") => serde_json::json!({
+                    "minLength": 1,
+                    "maxLength": trcker_services::idempotency::MAX_KEY_LEN,
+                    "pattern": "^[!-~]+$",
+                }),
+                _ => continue,
+            };
+            if let (Some(schema), Some(bounds)) = (p["schema"].as_object_mut(), bounds.as_object())
+            {
+                schema.extend(bounds.clone());
+            }
+        }
+    }
+    serde_json::to_string_pretty(&doc).unwrap_or_else(|_| spec.to_owned())
+}
+
+fn nullable_optionals(schema: &mut serde_json::Value) {
+    let required: Vec<String> = schema["required"]
+        .as_array()
+        .map(|r| {
+            r.iter()
+                .filter_map(|n| n.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let Some(props) = schema.get_mut("properties").and_then(|p| p.as_object_mut()) else {
+        return;
+    };
+    for (name, prop) in props.iter_mut() {
+        if required.contains(name) {
+            continue;
+        }
+        if let Some(target) = prop.get("$ref").cloned() {
+            // A reference takes no siblings (OpenAPI 3.0): wrap it.
+            let mut wrapped = serde_json::json!({"allOf": [{"$ref": target}], "nullable": true});
+            if let Some(d) = prop.get("description") {
+                wrapped["description"] = d.clone();
+            }
+            *prop = wrapped;
+        } else if let Some(o) = prop.as_object_mut() {
+            o.insert("nullable".to_owned(), true.into());
+        }
+    }
 }
 
 /// Each path template of the document (`affiliates/{id}`, by segment) with

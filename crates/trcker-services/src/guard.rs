@@ -1,6 +1,6 @@
 //! Refusing addresses that keep failing to authenticate: an address that
-//! sent [`MAX_FAILURES`] wrong API keys or postback secrets within a
-//! minute is refused (429 with `Retry-After`) until that minute is over,
+//! sent [`MAX_FAILURES`] (or the operator's `auth_failures_per_minute`)
+//! wrong API keys or postback secrets within a minute is refused (429 with `Retry-After`) until that minute is over,
 //! whatever it sends; other addresses are not affected. Counted per
 //! process, so N web processes behind a balancer allow N times as many
 //! tries; a 256-bit secret needs far more than any of them allows.
@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-/// Failures an address may have in one window.
+/// Failures an address may have in one window, unless configured otherwise.
 pub const MAX_FAILURES: u32 = 20;
 /// The window, counted from an address's first failure.
 pub const WINDOW: Duration = Duration::from_secs(60);
@@ -25,26 +25,33 @@ struct Window {
 /// Failed authentications per client address.
 pub struct AuthFailures {
     windows: moka::sync::Cache<IpAddr, Arc<Window>>,
+    max: u32,
 }
 
 impl Default for AuthFailures {
     fn default() -> Self {
+        AuthFailures::new(MAX_FAILURES)
+    }
+}
+
+impl AuthFailures {
+    /// Refuses an address once it has `max` failures in a window (at least one).
+    pub fn new(max: u32) -> Self {
         AuthFailures {
             windows: moka::sync::Cache::builder()
                 .max_capacity(MAX_ADDRESSES)
                 .time_to_live(WINDOW)
                 .build(),
+            max: max.max(1),
         }
     }
-}
 
-impl AuthFailures {
     /// `Err(seconds)` while `ip` is refused: when to retry.
     pub fn check(&self, ip: Option<IpAddr>) -> Result<(), u64> {
         let Some(w) = ip.and_then(|ip| self.windows.get(&ip)) else {
             return Ok(());
         };
-        if w.failures.load(Ordering::Relaxed) < MAX_FAILURES {
+        if w.failures.load(Ordering::Relaxed) < self.max {
             return Ok(());
         }
         let left = WINDOW.saturating_sub(w.started.elapsed());
@@ -83,5 +90,23 @@ mod tests {
         assert!((1..=60).contains(&retry), "{retry}");
         assert_eq!(guard.check(Some(b)), Ok(()));
         assert_eq!(guard.check(None), Ok(()));
+    }
+
+    #[test]
+    fn the_operator_sets_how_many_failures_an_address_may_make() {
+        let a: IpAddr = "192.0.2.1".parse().expect("ip");
+        let strict = AuthFailures::new(2);
+        strict.failed(Some(a));
+        assert_eq!(strict.check(Some(a)), Ok(()));
+        strict.failed(Some(a));
+        assert!(strict.check(Some(a)).is_err());
+        let lenient = AuthFailures::new(MAX_FAILURES * 10);
+        for _ in 0..MAX_FAILURES * 5 {
+            lenient.failed(Some(a));
+        }
+        assert_eq!(lenient.check(Some(a)), Ok(()));
+        // Zero would refuse every address at once: one is the least.
+        let zero = AuthFailures::new(0);
+        assert_eq!(zero.check(Some(a)), Ok(()));
     }
 }

@@ -55,6 +55,8 @@ pub struct Settings {
     pub unique_click_window: Duration,
     /// Click IP addresses are erased after this many days (0: never stored).
     pub ip_retention_days: u32,
+    /// Failed authentications an address may make in a minute (`guard`).
+    pub auth_failures_per_minute: u32,
     /// The load balancers and proxies whose forwarding headers name the client.
     pub trusted_proxies: Vec<trcker_domain::protection::Cidr>,
     /// How long clicks, postbacks and deliveries are kept.
@@ -89,6 +91,7 @@ impl Settings {
             operator_token_hash: operator_token_hash.into(),
             unique_click_window: Duration::from_secs(24 * 3600),
             ip_retention_days: 30,
+            auth_failures_per_minute: guard::MAX_FAILURES,
             trusted_proxies: Vec::new(),
             retention: Default::default(),
             clock: Clock::default(),
@@ -169,7 +172,7 @@ impl Services {
             tenants: tenants::TenantService::new(area.clone(), tokens.clone()),
             tokens,
             idempotency: idempotency::IdempotencyService::new(area.clone()),
-            auth_failures: Arc::default(),
+            auth_failures: Arc::new(guard::AuthFailures::new(settings.auth_failures_per_minute)),
             audit: audit::AuditService::new(area.clone()),
             programs: programs::ProgramService::new(area.clone()),
             affiliates: affiliates::AffiliateService::new(area.clone()),

@@ -74,6 +74,15 @@ pub struct Config {
     /// Days after which click IP addresses are erased (0: IP addresses are never stored).
     #[arg(long, env = "TRCKER_IP_RETENTION_DAYS", default_value_t = 30)]
     pub ip_retention_days: u32,
+    /// Failed authentications (API keys, postback secrets) an address may
+    /// make in a minute before it is refused with 429 until the minute is over.
+    #[arg(
+        long,
+        env = "TRCKER_AUTH_FAILURES_PER_MINUTE",
+        default_value_t = 20,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub auth_failures_per_minute: u32,
     /// Days clicks are kept (0: for ever); never fewer than a tenant's longest
     /// attribution window plus hold period.
     #[arg(long, env = "TRCKER_RETAIN_CLICKS_DAYS", default_value_t = 400)]
@@ -164,6 +173,7 @@ struct FileLayer {
     worker_name: Option<String>,
     unique_click_window_secs: Option<u64>,
     ip_retention_days: Option<u32>,
+    auth_failures_per_minute: Option<u32>,
     retain_clicks_days: Option<u32>,
     retain_postbacks_days: Option<u32>,
     retain_deliveries_days: Option<u32>,
@@ -245,7 +255,8 @@ impl Config {
                 file_over_defaults!(loaded, file, p;
                     plain: listen, data_dir, db_connections, trusted_proxies,
                         allow_private_targets, worker_concurrency, unique_click_window_secs,
-                        ip_retention_days, retain_clicks_days, retain_postbacks_days,
+                        ip_retention_days, auth_failures_per_minute, retain_clicks_days,
+                        retain_postbacks_days,
                         retain_deliveries_days, log, log_format;
                     optional: metrics_listen, public_url, worker_name;
                     secret: database_url, operator_token);
@@ -291,7 +302,7 @@ impl Config {
     }
 
     /// Every key, in the order `trcker config` prints them.
-    pub const KEYS: [&'static str; 18] = [
+    pub const KEYS: [&'static str; 19] = [
         "listen",
         "metrics_listen",
         "data_dir",
@@ -305,6 +316,7 @@ impl Config {
         "worker_name",
         "unique_click_window_secs",
         "ip_retention_days",
+        "auth_failures_per_minute",
         "retain_clicks_days",
         "retain_postbacks_days",
         "retain_deliveries_days",
@@ -341,6 +353,7 @@ impl Config {
             self.worker_name.clone().unwrap_or_else(unset),
             self.unique_click_window_secs.to_string(),
             self.ip_retention_days.to_string(),
+            self.auth_failures_per_minute.to_string(),
             self.retain_clicks_days.to_string(),
             self.retain_postbacks_days.to_string(),
             self.retain_deliveries_days.to_string(),
@@ -367,6 +380,7 @@ impl Config {
             worker_name: None,
             unique_click_window_secs: 86_400,
             ip_retention_days: 30,
+            auth_failures_per_minute: trcker_services::guard::MAX_FAILURES,
             retain_clicks_days: 400,
             retain_postbacks_days: 400,
             retain_deliveries_days: 90,
@@ -591,6 +605,7 @@ worker_concurrency = 4
 worker_name = "w1"
 unique_click_window_secs = 60
 ip_retention_days = 7
+auth_failures_per_minute = 100
 retain_clicks_days = 500
 retain_postbacks_days = 500
 retain_deliveries_days = 30

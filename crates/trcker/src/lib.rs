@@ -329,6 +329,7 @@ impl App {
                 allow_private_targets: config.allow_private_targets,
                 unique_click_window: Duration::from_secs(config.unique_click_window_secs),
                 ip_retention_days: config.ip_retention_days,
+                auth_failures_per_minute: config.auth_failures_per_minute,
                 trusted_proxies,
                 retention: trcker_services::pipeline::retention::Retention {
                     clicks_days: config.retain_clicks_days,
