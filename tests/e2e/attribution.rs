@@ -415,3 +415,115 @@ async fn unattributed_postbacks_listed_and_reattributed_by_filter(app: &TestApp)
 }
 
 on_both_databases!(unattributed_postbacks_listed_and_reattributed_by_filter);
+
+/// A sale by Jane of `amount`, priced; its payout.
+async fn priced_sale(app: &TestApp, s: &crate::harness::Setup, txn: &str, amount: &str) -> Value {
+    let click_id = app.click_id("/api/r/acme/pro?via=jane").await;
+    let (status, body) = app
+        .postback(&format!(
+            "/api/postback/acme/pro?secret={}&click_id={click_id}&amount={amount}&txn_id={txn}",
+            s.secret
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let page = app
+        .conversions_until(&s.tenant.key, &format!("txn_id={txn}"), |b| {
+            !b["items"][0]["payout"].is_null()
+        })
+        .await;
+    page["items"][0]["payout"].clone()
+}
+
+/// A plan is read by its id, and an override or a goal is archived: new
+/// sales fall back to the program's plan, the priced ones keep their price;
+/// the program's own sale plan, and a plan no longer in force, are not
+/// archived.
+async fn plans_are_read_and_archived(app: &TestApp) {
+    let jane = AffiliateServer::start(200).await;
+    let s = app.quickstart_setup("acme", &jane.url).await;
+    let key = &s.tenant.key;
+    let plans = format!("/api/v1/programs/{}/commission-plans", s.program_id);
+    let (status, own) = app
+        .post(
+            &plans,
+            key,
+            json!({"affiliate_id": s.affiliate_id, "commission": {"type": "percent", "value": "20"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{own}");
+    let own_id = own["id"].as_str().expect("id").to_owned();
+    assert_eq!(priced_sale(app, &s, "p1", "100").await, "20.00");
+
+    let (status, read) = app
+        .get(&format!("/api/v1/commission-plans/{own_id}"), key)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{read}");
+    assert_eq!(read["affiliate_id"], s.affiliate_id.as_str(), "{read}");
+    assert!(read["retired_at"].is_null(), "{read}");
+
+    // Archived: Jane's next sale is priced by the program's 10 %.
+    let archive = format!("/api/v1/commission-plans/{own_id}/archive");
+    let (status, archived) = app.post(&archive, key, json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{archived}");
+    assert!(archived["retired_at"].is_string(), "{archived}");
+    assert_eq!(priced_sale(app, &s, "p2", "100").await, "10.00");
+    let (_, first) = app.get("/api/v1/conversions?txn_id=p1", key).await;
+    assert_eq!(first["items"][0]["payout"], "20.00", "{first}");
+    let (_, listed) = app.get(&plans, key).await;
+    assert!(
+        listed["items"]
+            .as_array()
+            .is_some_and(|p| p.iter().all(|p| p["id"] != own_id.as_str())),
+        "{listed}"
+    );
+
+    // Refusals change nothing and say why.
+    let (status, p) = app.post(&archive, key, json!({})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{p}");
+    assert_eq!(p["code"], "commission-plan-not-archivable", "{p}");
+    let program_plan = listed["items"]
+        .as_array()
+        .and_then(|p| {
+            p.iter()
+                .find(|p| p["affiliate_id"].is_null() && p["event"] == "sale")
+        })
+        .and_then(|p| p["id"].as_str())
+        .expect("the program's sale plan")
+        .to_owned();
+    let (status, p) = app
+        .post(
+            &format!("/api/v1/commission-plans/{program_plan}/archive"),
+            key,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{p}");
+    assert!(
+        p["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("own sale plan")),
+        "{p}"
+    );
+    assert_eq!(priced_sale(app, &s, "p3", "100").await, "10.00");
+    for path in [
+        "/api/v1/commission-plans/pln_unknown".to_owned(),
+        "/api/v1/commission-plans/pln_unknown/archive".to_owned(),
+    ] {
+        let (status, p) = if path.ends_with("archive") {
+            app.post(&path, key, json!({})).await
+        } else {
+            app.get(&path, key).await
+        };
+        assert_eq!(status, StatusCode::NOT_FOUND, "{p}");
+        assert_eq!(p["code"], "commission-plan-not-found", "{p}");
+    }
+    // The audit log keeps the archiving.
+    let (_, audit) = app
+        .get(
+            &format!("/api/v1/audit-log?resource_id={own_id}&action=commission_plan.archive"),
+            key,
+        )
+        .await;
+    assert_eq!(audit["items"].as_array().map(Vec::len), Some(1), "{audit}");
+}
+on_both_databases!(plans_are_read_and_archived);

@@ -81,6 +81,7 @@ fn kind_of_path(path: &str) -> &'static str {
         "api-keys" => "api_key",
         "conversions" => "conversion",
         "coupons" => "coupon",
+        "commission-plans" => "plan",
         "integrations" => "integration",
         "links" => "link",
         "payout-batches" => "batch",
@@ -287,6 +288,7 @@ async fn world(app: &TestApp) -> World {
         ("postback", postback),
         ("api_key", created(&made)),
         ("txn", "walk-1".to_owned()),
+        ("plan", created(&plan)),
     ]);
     let mut secrets: Vec<String> = ids.values().cloned().collect();
     secrets.extend([

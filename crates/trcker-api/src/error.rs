@@ -157,6 +157,10 @@ impl From<ProgramError> for ApiError {
             ProgramError::Invalid(e) => e.into(),
             ProgramError::NotFound(_) => ApiError::new(Code::ProgramNotFound, e.to_string()),
             ProgramError::SlugTaken(_) => ApiError::new(Code::ProgramSlugTaken, e.to_string()),
+            ProgramError::PlanNotFound(_) => ApiError::new(Code::PlanNotFound, e.to_string()),
+            ProgramError::PlanNotArchivable(_) => {
+                ApiError::new(Code::PlanNotArchivable, e.to_string())
+            }
             ProgramError::Store(e) => e.into(),
         }
     }

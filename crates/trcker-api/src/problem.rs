@@ -130,6 +130,12 @@ codes! {
     ProgramSlugTaken = "program-slug-taken", 409, AdminApi,
         "Another program of this tenant has this slug (the `{offer}` of public URLs).",
         "Choose another slug, or change the existing program.";
+    PlanNotFound = "commission-plan-not-found", 404, AdminApi,
+        "This tenant has no commission plan with this id.",
+        "Check the id; `GET /api/v1/programs/{id}/commission-plans` lists a program's plans in force.";
+    PlanNotArchivable = "commission-plan-not-archivable", 409, AdminApi,
+        "The plan is the program's own sale plan (its offer needs one), or it is no longer in force.",
+        "Change the program's sale plan by adding a new version; read the plan to see whether it is still in force.";
     AffiliateNotFound = "affiliate-not-found", 404, AdminApi,
         "This tenant has no affiliate with this id.",
         "Check the id; `GET /api/v1/affiliates` lists the tenant's affiliates.";

@@ -89,6 +89,46 @@ impl ProgramsApi {
         Ok(Created::Created(Json(plan.into())))
     }
 
+    /// One commission plan, any version, in force or not.
+    #[oai(
+        path = "/commission-plans/:id",
+        method = "get",
+        operation_id = "get_commission_plan"
+    )]
+    async fn get_plan(
+        &self,
+        auth: BearerAuth,
+        id: Path<String>,
+    ) -> Result<Json<PlanOut>, ApiError> {
+        let caller = self.auth.caller(&auth).await?;
+        Ok(Json(self.programs.get_plan(&caller, &id.0).await?.into()))
+    }
+
+    /// Archive a plan in force: new conversions it would have priced fall
+    /// back to what it overrode (an affiliate's plan to the program's), and
+    /// an event without a plan is no longer a goal. The program's own sale
+    /// plan cannot be archived (add a new version instead); conversions
+    /// already priced keep their price.
+    #[oai(
+        path = "/commission-plans/:id/archive",
+        method = "post",
+        operation_id = "archive_commission_plan"
+    )]
+    async fn archive_plan(
+        &self,
+        auth: BearerAuth,
+        /// Makes a retry safe: the same key and request get the first answer
+        /// again for 24 hours (1 to 255 visible ASCII characters).
+        #[oai(name = "Idempotency-Key")]
+        _idempotency_key: Header<Option<String>>,
+        id: Path<String>,
+    ) -> Result<Json<PlanOut>, ApiError> {
+        let caller = self.auth.caller(&auth).await?;
+        Ok(Json(
+            self.programs.archive_plan(&caller, &id.0).await?.into(),
+        ))
+    }
+
     /// The program's active commission plans.
     #[oai(
         path = "/programs/:id/commission-plans",

@@ -39,6 +39,10 @@ pub enum ProgramError {
     NotFound(String),
     #[error("a program with slug '{0}' exists already")]
     SlugTaken(String),
+    #[error("commission plan not found")]
+    PlanNotFound(String),
+    #[error("{0}")]
+    PlanNotArchivable(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -385,6 +389,73 @@ impl ProgramService {
             .order_by_asc(commission_plan::Column::Id)
             .all(&self.store().conn)
             .await?)
+    }
+
+    /// One commission plan, any version, in force or not.
+    pub async fn get_plan(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<commission_plan::Model, ProgramError> {
+        let tenant = caller.tenant()?;
+        scoped_by_id::<commission_plan::Entity>(tenant, id)
+            .one(&self.store().conn)
+            .await?
+            .ok_or_else(|| ProgramError::PlanNotFound(id.to_owned()))
+    }
+
+    /// Ends a plan in force: from now on the conversions it priced are
+    /// priced by what it overrode (an affiliate's plan falls back to the
+    /// program's), and an event without a plan is no longer a goal. The
+    /// program's own sale plan is how its offer pays: it is changed by a new
+    /// version, never archived. Conversions already priced keep their price.
+    pub async fn archive_plan(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<commission_plan::Model, ProgramError> {
+        let tenant = caller.tenant_admin()?;
+        let plan = self.get_plan(caller, id).await?;
+        if plan.affiliate_id.is_none() && plan.event == "sale" {
+            return Err(ProgramError::PlanNotArchivable(format!(
+                "plan {} is the program's own sale plan: its offer needs one; add a new version instead",
+                plan.id
+            )));
+        }
+        let t = Utc::now();
+        let txn = self.store().write_txn().await?;
+        let ended = scoped_update_by_id::<commission_plan::Entity>(tenant, &plan.id)
+            .col_expr(commission_plan::Column::Active, Expr::value(false))
+            .col_expr(commission_plan::Column::RetiredAt, Expr::value(Some(t)))
+            .filter(commission_plan::Column::Active.eq(true))
+            .exec(&txn)
+            .await?;
+        if ended.rows_affected != 1 {
+            return Err(ProgramError::PlanNotArchivable(format!(
+                "plan {} is no longer in force (archived, or replaced by a newer version)",
+                plan.id
+            )));
+        }
+        crate::audit::record_with(
+            &txn,
+            tenant,
+            caller,
+            "commission_plan.archive",
+            "commission_plan",
+            plan.id.as_str(),
+            Some(serde_json::json!({
+                "before": {"active": true, "retired_at": null},
+                "after": {"active": false, "retired_at": t},
+            })),
+        )
+        .await?;
+        txn.commit().await?;
+        self.area.changes.record();
+        Ok(commission_plan::Model {
+            active: false,
+            retired_at: Some(t),
+            ..plan
+        })
     }
 
     async fn find(&self, tenant: &TenantId, id: &str) -> Result<program::Model, ProgramError> {
