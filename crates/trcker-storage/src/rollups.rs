@@ -343,19 +343,25 @@ pub async fn rebuild(txn: &DatabaseTransaction, tenant: &TenantId) -> Result<(),
             fold(&mut rows, zone, d);
         }
     }
-    let mut tally = Tally::default();
-    for c in scoped::<conversion::Entity>(tenant)
-        .filter(conversion::Column::IsTest.eq(false))
-        .all(txn)
-        .await?
-    {
-        if c.status.earns_commission() {
-            tally.conversion(&c, 1);
-            tally.commission(&c, c.payout_minor.unwrap_or(0));
+    let mut after = String::new();
+    loop {
+        let page = scoped::<conversion::Entity>(tenant)
+            .filter(conversion::Column::Id.gt(after.clone()))
+            .filter(conversion::Column::IsTest.eq(false))
+            .order_by_asc(conversion::Column::Id)
+            .limit(REBUILD_PAGE)
+            .all(txn)
+            .await?;
+        let Some(last) = page.last() else { break };
+        after = last.id.to_string();
+        let mut tally = Tally::default();
+        for c in page.iter().filter(|c| c.status.earns_commission()) {
+            tally.conversion(c, 1);
+            tally.commission(c, c.payout_minor.unwrap_or(0));
         }
-    }
-    for d in tally.deltas {
-        fold(&mut rows, zone, d);
+        for d in tally.deltas {
+            fold(&mut rows, zone, d);
+        }
     }
     upsert(txn, rows).await?;
     tenant::Entity::update_many()
