@@ -418,20 +418,9 @@ on_both_databases!(unattributed_postbacks_listed_and_reattributed_by_filter);
 
 /// A sale by Jane of `amount`, priced; its payout.
 async fn priced_sale(app: &TestApp, s: &crate::harness::Setup, txn: &str, amount: &str) -> Value {
-    let click_id = app.click_id("/api/r/acme/pro?via=jane").await;
-    let (status, body) = app
-        .postback(&format!(
-            "/api/postback/acme/pro?secret={}&click_id={click_id}&amount={amount}&txn_id={txn}",
-            s.secret
-        ))
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let page = app
-        .conversions_until(&s.tenant.key, &format!("txn_id={txn}"), |b| {
-            !b["items"][0]["payout"].is_null()
-        })
-        .await;
-    page["items"][0]["payout"].clone()
+    app.sale(s, "/api/r/acme/pro?via=jane", txn, amount, "")
+        .await["payout"]
+        .clone()
 }
 
 /// A plan is read by its id, and an override or a goal is archived: new

@@ -434,6 +434,34 @@ impl TestApp {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
+    /// Clicks `click` (a tracking path), posts the sale of `txn` for
+    /// `amount` (with `extra` query parameters) to the quickstart's
+    /// integration, and waits until its conversion is priced (or rejected);
+    /// the conversion.
+    pub async fn sale(
+        &self,
+        s: &Setup,
+        click: &str,
+        txn: &str,
+        amount: &str,
+        extra: &str,
+    ) -> Value {
+        let click_id = self.click_id(click).await;
+        let (status, body) = self
+            .postback(&format!(
+                "/api/postback/acme/pro?secret={}&click_id={click_id}&amount={amount}&txn_id={txn}{extra}",
+                s.secret
+            ))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let page = self
+            .conversions_until(&s.tenant.key, &format!("txn_id={txn}"), |b| {
+                !b["items"][0]["payout"].is_null() || b["items"][0]["status"] == "rejected"
+            })
+            .await;
+        page["items"][0].clone()
+    }
+
     /// Lists conversions with a query string until `pred` holds (the pipeline is asynchronous).
     pub async fn conversions_until(
         &self,

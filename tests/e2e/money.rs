@@ -306,20 +306,10 @@ async fn affiliate(app: &TestApp, key: &str, slug: &str, name: &str) -> String {
 
 /// One approved sale of `amount` by the affiliate `via`; the conversion's id.
 async fn sale(app: &TestApp, s: &Setup, via: &str, txn: &str, amount: &str) -> String {
-    let click_id = app.click_id(&format!("/api/r/acme/pro?via={via}")).await;
-    let (status, body) = app
-        .postback(&format!(
-            "/api/postback/acme/pro?secret={}&click_id={click_id}&amount={amount}&txn_id={txn}",
-            s.secret
-        ))
+    let conversion = app
+        .sale(s, &format!("/api/r/acme/pro?via={via}"), txn, amount, "")
         .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let page = app
-        .conversions_until(&s.tenant.key, &format!("txn_id={txn}"), |b| {
-            !b["items"][0]["payout"].is_null()
-        })
-        .await;
-    page["items"][0]["id"].as_str().expect("id").to_owned()
+    conversion["id"].as_str().expect("id").to_owned()
 }
 
 /// RFC 4180 records (quoted fields, doubled quotes, CRLF).

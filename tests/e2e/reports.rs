@@ -133,20 +133,8 @@ async fn sale(
     amount: &str,
     extra: &str,
 ) -> String {
-    let click_id = app.click_id(click).await;
-    let (status, body) = app
-        .postback(&format!(
-            "/api/postback/acme/pro?secret={}&click_id={click_id}&amount={amount}&txn_id={txn}{extra}",
-            s.secret
-        ))
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let page = app
-        .conversions_until(&s.tenant.key, &format!("txn_id={txn}"), |b| {
-            !b["items"][0]["payout"].is_null() || b["items"][0]["status"] == "rejected"
-        })
-        .await;
-    page["items"][0]["id"].as_str().expect("id").to_owned()
+    let conversion = app.sale(s, click, txn, amount, extra).await;
+    conversion["id"].as_str().expect("id").to_owned()
 }
 
 async fn every_grouping_matches(app: &TestApp, s: &Setup, zone: &str) {
