@@ -7,7 +7,40 @@
 //! (PostgreSQL's arrays and jsonb), and a handful of texts otherwise (SQLite:
 //! lists padded, inserts chunked, to powers of two).
 
+use std::fmt::Write as _;
+
 use sea_orm::{ActiveModelTrait, ConnectionTrait, DbBackend, EntityTrait, IntoActiveModel};
+
+/// The `n`th (from 1) parameter of a statement, in the backend's spelling.
+pub fn placeholder(backend: DbBackend, n: usize) -> String {
+    match backend {
+        DbBackend::Postgres => format!("${n}"),
+        _ => "?".to_owned(),
+    }
+}
+
+/// `(…), (…)`: `rows` tuples of `columns` parameters each, numbered in
+/// order, for a hand-written multi-row `INSERT … VALUES`.
+pub fn value_rows(backend: DbBackend, rows: usize, columns: usize) -> String {
+    let mut sql = String::with_capacity(rows * columns * 5);
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 0..columns {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            // Written in place: the click writer builds one per batch.
+            match backend {
+                DbBackend::Postgres => {
+                    let _ = write!(sql, "${}", r * columns + c + 1);
+                }
+                _ => sql.push('?'),
+            }
+        }
+        sql.push(')');
+    }
+    sql
+}
 
 /// Inserts a fully built row.
 pub async fn insert<M, A, C>(db: &C, model: M) -> Result<M, sea_orm::DbErr>

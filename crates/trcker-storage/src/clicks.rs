@@ -5,12 +5,10 @@
 //! (docs/benchmarks.md); this statement is built from the column list once
 //! per batch size and takes the rows' values directly.
 
-use std::fmt::Write as _;
-
 use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
 
 use crate::Store;
-use crate::batch::pow2_chunks;
+use crate::batch::{pow2_chunks, value_rows};
 use crate::entities::click;
 use crate::rollups::Tally;
 
@@ -63,25 +61,11 @@ fn values(c: &click::Model, out: &mut Vec<Value>) {
 /// `INSERT INTO clicks (…) VALUES (…), …` for `rows` clicks, with the
 /// backend's placeholders.
 fn insert_sql(backend: DbBackend, rows: usize) -> String {
-    let mut sql = format!("INSERT INTO clicks ({}) VALUES ", COLUMNS.join(", "));
-    let mut n = 0;
-    for r in 0..rows {
-        sql.push_str(if r == 0 { "(" } else { ", (" });
-        for c in 0..COLUMNS.len() {
-            n += 1;
-            if c > 0 {
-                sql.push_str(", ");
-            }
-            match backend {
-                DbBackend::Postgres => {
-                    let _ = write!(sql, "${n}");
-                }
-                _ => sql.push('?'),
-            }
-        }
-        sql.push(')');
-    }
-    sql
+    format!(
+        "INSERT INTO clicks ({}) VALUES {}",
+        COLUMNS.join(", "),
+        value_rows(backend, rows, COLUMNS.len())
+    )
 }
 
 /// Writes a batch of clicks in one transaction, with the report rollups

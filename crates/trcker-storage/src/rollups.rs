@@ -25,9 +25,9 @@ use sea_orm::{
 use trcker_domain::tiers::TimeZone;
 
 use crate::TenantId;
-use crate::batch::pow2_chunks;
+use crate::batch::{placeholder, pow2_chunks, value_rows};
 use crate::entities::{click, conversion, tenant};
-use crate::scoped;
+use crate::{TenantOwned, scoped};
 
 /// The sub-ID dimensions, in the order of a click's `sub1`..`sub5`.
 pub const SUB_DIMENSIONS: [&str; 5] = ["sub1", "sub2", "sub3", "sub4", "sub5"];
@@ -256,23 +256,12 @@ async fn upsert(txn: &DatabaseTransaction, rows: BTreeMap<Key, Counts>) -> Resul
     let rows: Vec<(Key, Counts)> = rows.into_iter().filter(|(_, c)| !c.is_zero()).collect();
     let backend = txn.get_database_backend();
     for chunk in pow2_chunks(&rows, UPSERT_ROWS) {
-        let mut sql = format!("INSERT INTO report_rollups ({COLUMNS}) VALUES ");
+        let mut sql = format!(
+            "INSERT INTO report_rollups ({COLUMNS}) VALUES {}",
+            value_rows(backend, chunk.len(), 12)
+        );
         let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 12);
-        for (i, (k, c)) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            sql.push('(');
-            for j in 0..12 {
-                if j > 0 {
-                    sql.push_str(", ");
-                }
-                match backend {
-                    DbBackend::Postgres => sql.push_str(&format!("${}", i * 12 + j + 1)),
-                    _ => sql.push('?'),
-                }
-            }
-            sql.push(')');
+        for (k, c) in chunk {
             values.extend([
                 k.tenant.clone().into(),
                 k.dim.into(),
@@ -316,53 +305,39 @@ pub async fn rebuild(txn: &DatabaseTransaction, tenant: &TenantId) -> Result<(),
     let backend = txn.get_database_backend();
     txn.execute_raw(Statement::from_sql_and_values(
         backend,
-        match backend {
-            DbBackend::Postgres => "DELETE FROM report_rollups WHERE tenant_id = $1",
-            _ => "DELETE FROM report_rollups WHERE tenant_id = ?",
-        },
+        format!(
+            "DELETE FROM report_rollups WHERE tenant_id = {}",
+            placeholder(backend, 1)
+        ),
         [tenant.to_string().into()],
     ))
     .await?;
     let mut rows = BTreeMap::new();
-    let mut after = String::new();
-    loop {
-        let page = scoped::<click::Entity>(tenant)
-            .filter(click::Column::Id.gt(after.clone()))
-            .filter(click::Column::IsTest.eq(false))
-            .order_by_asc(click::Column::Id)
-            .limit(REBUILD_PAGE)
-            .all(txn)
-            .await?;
-        let Some(last) = page.last() else { break };
-        after = last.id.clone();
-        let mut tally = Tally::default();
-        for c in &page {
-            tally.click(c);
-        }
-        for d in tally.deltas {
-            fold(&mut rows, zone, d);
-        }
-    }
-    let mut after = String::new();
-    loop {
-        let page = scoped::<conversion::Entity>(tenant)
-            .filter(conversion::Column::Id.gt(after.clone()))
-            .filter(conversion::Column::IsTest.eq(false))
-            .order_by_asc(conversion::Column::Id)
-            .limit(REBUILD_PAGE)
-            .all(txn)
-            .await?;
-        let Some(last) = page.last() else { break };
-        after = last.id.to_string();
-        let mut tally = Tally::default();
-        for c in page.iter().filter(|c| c.status.earns_commission()) {
-            tally.conversion(c, 1);
-            tally.commission(c, c.payout_minor.unwrap_or(0));
-        }
-        for d in tally.deltas {
-            fold(&mut rows, zone, d);
-        }
-    }
+    tally_pages::<click::Entity>(
+        txn,
+        tenant,
+        click::Column::IsTest,
+        |c| c.id.clone(),
+        |tally, c| tally.click(c),
+        zone,
+        &mut rows,
+    )
+    .await?;
+    tally_pages::<conversion::Entity>(
+        txn,
+        tenant,
+        conversion::Column::IsTest,
+        |c| c.id.to_string(),
+        |tally, c| {
+            if c.status.earns_commission() {
+                tally.conversion(c, 1);
+                tally.commission(c, c.payout_minor.unwrap_or(0));
+            }
+        },
+        zone,
+        &mut rows,
+    )
+    .await?;
     upsert(txn, rows).await?;
     tenant::Entity::update_many()
         .col_expr(
@@ -373,6 +348,44 @@ pub async fn rebuild(txn: &DatabaseTransaction, tenant: &TenantId) -> Result<(),
         .exec(txn)
         .await?;
     Ok(())
+}
+
+/// Tallies every non-test row of a tenant's table, [`REBUILD_PAGE`] rows
+/// at a time in id order, folding each page into `rows`.
+async fn tally_pages<E>(
+    txn: &DatabaseTransaction,
+    tenant: &TenantId,
+    is_test: E::Column,
+    id: impl Fn(&E::Model) -> String,
+    add: impl Fn(&mut Tally, &E::Model),
+    zone: TimeZone,
+    rows: &mut BTreeMap<Key, Counts>,
+) -> Result<(), DbErr>
+where
+    E: TenantOwned,
+    E::Model: Sync,
+{
+    let mut after = String::new();
+    loop {
+        let page = scoped::<E>(tenant)
+            .filter(E::id_column().gt(after.clone()))
+            .filter(is_test.eq(false))
+            .order_by_asc(E::id_column())
+            .limit(REBUILD_PAGE)
+            .all(txn)
+            .await?;
+        let Some(last) = page.last() else {
+            return Ok(());
+        };
+        after = id(last);
+        let mut tally = Tally::default();
+        for row in &page {
+            add(&mut tally, row);
+        }
+        for d in tally.deltas {
+            fold(rows, zone, d);
+        }
+    }
 }
 
 /// The tenants whose rollups were never built (they are from before the
@@ -455,11 +468,7 @@ pub async fn sum(
          AND day >= {{3}} AND day <= {{4}}{filters} GROUP BY {key}, currency ORDER BY {key}, currency"
     );
     for n in 1..=values.len() {
-        let placeholder = match backend {
-            DbBackend::Postgres => format!("${n}"),
-            _ => "?".to_owned(),
-        };
-        sql = sql.replace(&format!("{{{n}}}"), &placeholder);
+        sql = sql.replace(&format!("{{{n}}}"), &placeholder(backend, n));
     }
     let rows = db
         .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
