@@ -12,7 +12,7 @@ use trcker_services::storage::entities::affiliate;
 
 use crate::ApiTags;
 use crate::auth::{Authenticator, BearerAuth};
-use crate::common::{Created, patch};
+use crate::common::{Created, Text, patch};
 use crate::error::ApiError;
 
 pub struct AffiliatesApi {
@@ -126,42 +126,42 @@ impl AffiliatesApi {
 
 #[derive(Debug, Object)]
 pub struct NewAffiliateIn {
-    pub name: String,
-    pub email: String,
+    pub name: Text,
+    pub email: Text,
     /// The `{partner}` of tracking links (`?via=`).
-    pub slug: String,
+    pub slug: Text,
     /// Called on each conversion; macros `{click_id}`, `{conversion_id}`, `{txn_id}`, `{payout}`,
     /// `{amount}`, `{currency}`, `{status}`, `{event}`, `{sub1}`..`{sub5}` are URL-encoded.
-    pub postback_url: Option<String>,
+    pub postback_url: Option<Text>,
 }
 
 impl From<NewAffiliateIn> for NewAffiliate {
     fn from(b: NewAffiliateIn) -> Self {
         NewAffiliate {
-            name: b.name,
-            email: b.email,
-            slug: b.slug,
-            postback_url: b.postback_url,
+            name: b.name.0,
+            email: b.email.0,
+            slug: b.slug.0,
+            postback_url: b.postback_url.map(String::from),
         }
     }
 }
 
 #[derive(Debug, Object)]
 pub struct UpdateAffiliateIn {
-    pub name: Option<String>,
+    pub name: Option<Text>,
     /// `active` or `paused` (a paused affiliate's clicks go to the fallback URL and
     /// its conversions are kept unattributed).
-    pub status: Option<String>,
+    pub status: Option<Text>,
     /// null removes it.
-    pub postback_url: MaybeUndefined<String>,
+    pub postback_url: MaybeUndefined<Text>,
 }
 
 impl From<UpdateAffiliateIn> for AffiliateUpdate {
     fn from(b: UpdateAffiliateIn) -> Self {
         AffiliateUpdate {
-            name: b.name,
-            status: b.status,
-            postback_url: patch(b.postback_url),
+            name: b.name.map(String::from),
+            status: b.status.map(String::from),
+            postback_url: patch(b.postback_url.map_value(String::from)),
         }
     }
 }

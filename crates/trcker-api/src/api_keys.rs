@@ -10,7 +10,7 @@ use trcker_services::tenants::{NewApiKey, TenantService, scope_word};
 
 use crate::ApiTags;
 use crate::auth::{Authenticator, BearerAuth};
-use crate::common::Created;
+use crate::common::{Created, Text};
 use crate::error::ApiError;
 
 pub struct ApiKeysApi {
@@ -39,8 +39,11 @@ impl ApiKeysApi {
             .create_own_api_key(
                 &caller,
                 NewApiKey {
-                    name: body.0.name,
-                    scope: body.0.scope.unwrap_or_else(|| "admin".to_owned()),
+                    name: body.0.name.0,
+                    scope: body
+                        .0
+                        .scope
+                        .map_or_else(|| "admin".to_owned(), String::from),
                 },
             )
             .await?;
@@ -106,9 +109,9 @@ impl ApiKeysApi {
 #[derive(Debug, Object)]
 pub struct NewApiKeyIn {
     /// What the key is for ("shop backend").
-    pub name: String,
+    pub name: Text,
     /// `admin` (default) or `read`.
-    pub scope: Option<String>,
+    pub scope: Option<Text>,
 }
 
 #[derive(Debug, Object)]

@@ -1,8 +1,11 @@
 //! What the resources' DTOs share.
 
+use std::borrow::Cow;
+
 use poem_openapi::ApiResponse;
 use poem_openapi::payload::{Json, PlainText};
-use poem_openapi::types::{MaybeUndefined, ToJSON};
+use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
+use poem_openapi::types::{MaybeUndefined, ParseError, ParseFromJSON, ParseResult, ToJSON, Type};
 use trcker_domain::money::{Currency, format_minor};
 
 /// `201 Created` with the new resource.
@@ -18,6 +21,67 @@ pub fn patch<T>(v: MaybeUndefined<T>) -> Option<Option<T>> {
         MaybeUndefined::Undefined => None,
         MaybeUndefined::Null => Some(None),
         MaybeUndefined::Value(v) => Some(Some(v)),
+    }
+}
+
+/// A text field of a request body: a JSON string and nothing else.
+/// poem-openapi's `String` also takes a number or a boolean and keeps its
+/// spelling, so `{"name": false}` would name a tenant "false"; a client
+/// that sends the wrong type gets a 400 instead.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Text(pub String);
+
+impl std::ops::Deref for Text {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<Text> for String {
+    fn from(t: Text) -> String {
+        t.0
+    }
+}
+
+impl Type for Text {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> Cow<'static, str> {
+        "string".into()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        MetaSchemaRef::Inline(Box::new(MetaSchema::new("string")))
+    }
+
+    fn as_raw_value(&self) -> Option<&Self> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self> + 'a> {
+        Box::new(std::iter::once(self))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl ParseFromJSON for Text {
+    fn parse_from_json(value: Option<serde_json::Value>) -> ParseResult<Self> {
+        match value.unwrap_or_default() {
+            serde_json::Value::String(s) => Ok(Text(s)),
+            other => Err(ParseError::expected_type(other)),
+        }
+    }
+}
+
+impl ToJSON for Text {
+    fn to_json(&self) -> Option<serde_json::Value> {
+        Some(serde_json::Value::String(self.0.clone()))
     }
 }
 

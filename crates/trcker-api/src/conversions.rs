@@ -13,7 +13,7 @@ use trcker_services::storage::entities::conversion;
 
 use crate::ApiTags;
 use crate::auth::{Authenticator, BearerAuth};
-use crate::common::money;
+use crate::common::{Text, money};
 use crate::error::ApiError;
 
 pub struct ConversionsApi {
@@ -98,7 +98,7 @@ impl ConversionsApi {
         id: Path<String>,
         body: Json<ReviewIn>,
     ) -> Result<Json<ConversionOut>, ApiError> {
-        self.review(auth, id.0, Review::Approve, body.0.reason)
+        self.review(auth, id.0, Review::Approve, body.0.reason.map(String::from))
             .await
     }
 
@@ -119,7 +119,8 @@ impl ConversionsApi {
         id: Path<String>,
         body: Json<ReviewIn>,
     ) -> Result<Json<ConversionOut>, ApiError> {
-        self.review(auth, id.0, Review::Reject, body.0.reason).await
+        self.review(auth, id.0, Review::Reject, body.0.reason.map(String::from))
+            .await
     }
 
     /// Reverse a pending or approved conversion as refunded (default) or
@@ -149,7 +150,8 @@ impl ConversionsApi {
                     "must be refund or chargeback",
                 ))
             })?;
-        self.review(auth, id.0, review, body.0.reason).await
+        self.review(auth, id.0, review, body.0.reason.map(String::from))
+            .await
     }
 
     /// Review many conversions at once: listed by id (up to 1000), or every
@@ -174,7 +176,7 @@ impl ConversionsApi {
         let b = body.0;
         let review = Review::parse(&b.action)?;
         let selection = match (b.ids, b.filter) {
-            (Some(ids), None) => Selection::Ids(ids),
+            (Some(ids), None) => Selection::Ids(ids.into_iter().map(String::from).collect()),
             (None, Some(f)) => Selection::Filter(f.into()),
             _ => {
                 return Err(trcker_services::Invalid::field(
@@ -186,7 +188,7 @@ impl ConversionsApi {
         };
         let outcome = self
             .conversions
-            .review_bulk(&caller, selection, review, b.reason)
+            .review_bulk(&caller, selection, review, b.reason.map(String::from))
             .await?;
         Ok(Json(outcome.into()))
     }
@@ -213,24 +215,24 @@ impl ConversionsApi {
 #[derive(Debug, Object)]
 pub struct ReviewIn {
     /// Why (kept in the audit log and the ledger's reversal), at most 500 characters.
-    pub reason: Option<String>,
+    pub reason: Option<Text>,
 }
 
 #[derive(Debug, Object)]
 pub struct ReverseIn {
     /// `refund` (default) or `chargeback`.
-    pub kind: Option<String>,
+    pub kind: Option<Text>,
     /// Why (kept in the audit log and the ledger's reversal), at most 500 characters.
-    pub reason: Option<String>,
+    pub reason: Option<Text>,
 }
 
 /// Which conversions a bulk review takes, when chosen by filter.
 #[derive(Debug, Object)]
 pub struct ReviewFilterIn {
-    pub status: Option<String>,
-    pub program_id: Option<String>,
-    pub affiliate_id: Option<String>,
-    pub txn_id: Option<String>,
+    pub status: Option<Text>,
+    pub program_id: Option<Text>,
+    pub affiliate_id: Option<Text>,
+    pub txn_id: Option<Text>,
     /// Created at or after this time.
     pub created_from: Option<DateTime<Utc>>,
     /// Created before this time.
@@ -241,10 +243,10 @@ pub struct ReviewFilterIn {
 impl From<ReviewFilterIn> for ConversionFilter {
     fn from(f: ReviewFilterIn) -> Self {
         ConversionFilter {
-            txn_id: f.txn_id,
-            status: f.status,
-            affiliate_id: f.affiliate_id,
-            program_id: f.program_id,
+            txn_id: f.txn_id.map(String::from),
+            status: f.status.map(String::from),
+            affiliate_id: f.affiliate_id.map(String::from),
+            program_id: f.program_id.map(String::from),
             created_from: f.created_from,
             created_to: f.created_to,
             test: f.test,
@@ -257,13 +259,13 @@ impl From<ReviewFilterIn> for ConversionFilter {
 #[derive(Debug, Object)]
 pub struct BulkReviewIn {
     /// `approve`, `reject`, `refund` or `chargeback`.
-    pub action: String,
+    pub action: Text,
     /// The conversions, by id (1 to 1000). Give this or `filter`.
-    pub ids: Option<Vec<String>>,
+    pub ids: Option<Vec<Text>>,
     /// Every conversion matching this, up to 1000. Give this or `ids`.
     pub filter: Option<ReviewFilterIn>,
     /// Why, for each of them (audit log and ledger), at most 500 characters.
-    pub reason: Option<String>,
+    pub reason: Option<Text>,
 }
 
 #[derive(Debug, Object)]

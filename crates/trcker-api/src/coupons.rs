@@ -9,7 +9,7 @@ use trcker_services::storage::entities::coupon;
 
 use crate::ApiTags;
 use crate::auth::{Authenticator, BearerAuth};
-use crate::common::Created;
+use crate::common::{Created, Text};
 use crate::error::ApiError;
 
 pub struct CouponsApi {
@@ -42,7 +42,7 @@ impl CouponsApi {
         let caller = self.auth.caller(&auth).await?;
         let coupon = self
             .links
-            .update_coupon(&caller, &id.0, body.0.status)
+            .update_coupon(&caller, &id.0, body.0.status.map(String::from))
             .await?;
         Ok(Json(coupon.into()))
     }
@@ -99,18 +99,18 @@ impl CouponsApi {
 
 #[derive(Debug, Object)]
 pub struct NewCouponIn {
-    pub program_id: String,
-    pub affiliate_id: String,
+    pub program_id: Text,
+    pub affiliate_id: Text,
     /// The code customers type; postbacks with `coupon_code` and no click are attributed to its affiliate.
-    pub code: String,
+    pub code: Text,
 }
 
 impl From<NewCouponIn> for NewCoupon {
     fn from(b: NewCouponIn) -> Self {
         NewCoupon {
-            program_id: b.program_id,
-            affiliate_id: b.affiliate_id,
-            code: b.code,
+            program_id: b.program_id.0,
+            affiliate_id: b.affiliate_id.0,
+            code: b.code.0,
         }
     }
 }
@@ -118,7 +118,7 @@ impl From<NewCouponIn> for NewCoupon {
 #[derive(Debug, Object)]
 pub struct UpdateCouponIn {
     /// `active` or `paused`.
-    pub status: Option<String>,
+    pub status: Option<Text>,
 }
 
 #[derive(Debug, Object)]

@@ -10,7 +10,7 @@ use trcker_services::storage::entities::exchange_rate;
 
 use crate::ApiTags;
 use crate::auth::{Authenticator, BearerAuth};
-use crate::common::Created;
+use crate::common::{Created, Text};
 use crate::error::ApiError;
 
 pub struct ExchangeRatesApi {
@@ -46,9 +46,9 @@ impl ExchangeRatesApi {
             .create(
                 &caller,
                 NewRate {
-                    from: b.from,
-                    to: b.to,
-                    rate: b.rate,
+                    from: b.from.0,
+                    to: b.to.0,
+                    rate: b.rate.0,
                     valid_from: b.valid_from,
                 },
             )
@@ -94,11 +94,11 @@ impl ExchangeRatesApi {
 #[derive(Debug, Object)]
 pub struct NewRateIn {
     /// ISO 4217 code of the sale's currency.
-    pub from: String,
+    pub from: Text,
     /// ISO 4217 code of the offer's currency.
-    pub to: String,
+    pub to: Text,
     /// One unit of `from` in `to`, a positive decimal string of at most 12 decimals ("1.085").
-    pub rate: String,
+    pub rate: Text,
     /// From when it applies; default now.
     pub valid_from: Option<DateTime<Utc>>,
 }

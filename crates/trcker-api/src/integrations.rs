@@ -15,7 +15,7 @@ use trcker_services::storage::entities::integration;
 
 use crate::ApiTags;
 use crate::auth::{Authenticator, BearerAuth};
-use crate::common::Created;
+use crate::common::{Created, Text};
 use crate::error::ApiError;
 use crate::postbacks::PostbackLogPage;
 
@@ -215,28 +215,32 @@ impl IntegrationsApi {
 
 #[derive(Debug, Object)]
 pub struct NewIntegrationIn {
-    pub name: String,
-    pub program_id: String,
+    pub name: Text,
+    pub program_id: Text,
     /// CIDR ranges (IPv4 or IPv6) allowed to send postbacks; empty or absent allows any address.
-    pub ip_allowlist: Option<Vec<String>>,
+    pub ip_allowlist: Option<Vec<Text>>,
     /// Require an HMAC-SHA256 signature on every postback (see the integration guide).
     pub require_signature: Option<bool>,
     /// Postbacks per minute per receiver node; 0 or absent for no limit.
     pub rate_limit_per_minute: Option<i32>,
     /// Your parameter names mapped to Trcker's, e.g. {"ref": "click_id"}.
-    pub param_aliases: Option<BTreeMap<String, String>>,
+    pub param_aliases: Option<BTreeMap<String, Text>>,
 }
 
 impl From<NewIntegrationIn> for NewIntegration {
     fn from(b: NewIntegrationIn) -> Self {
         NewIntegration {
-            name: b.name,
-            program_id: b.program_id,
+            name: b.name.0,
+            program_id: b.program_id.0,
             options: IntegrationOptions {
-                ip_allowlist: b.ip_allowlist,
+                ip_allowlist: b
+                    .ip_allowlist
+                    .map(|v| v.into_iter().map(String::from).collect()),
                 require_signature: b.require_signature,
                 rate_limit_per_minute: b.rate_limit_per_minute,
-                param_aliases: b.param_aliases,
+                param_aliases: b
+                    .param_aliases
+                    .map(|m| m.into_iter().map(|(k, v)| (k, v.0)).collect()),
             },
         }
     }
@@ -244,29 +248,33 @@ impl From<NewIntegrationIn> for NewIntegration {
 
 #[derive(Debug, Object)]
 pub struct UpdateIntegrationIn {
-    pub name: Option<String>,
+    pub name: Option<Text>,
     /// `revoked` to stop accepting its secrets for good (a revoked
     /// integration cannot be made `active` again).
-    pub status: Option<String>,
+    pub status: Option<Text>,
     /// Replaces the allow-list; [] removes it.
-    pub ip_allowlist: Option<Vec<String>>,
+    pub ip_allowlist: Option<Vec<Text>>,
     pub require_signature: Option<bool>,
     /// 0 removes the limit.
     pub rate_limit_per_minute: Option<i32>,
     /// Replaces the aliases; {} removes them.
-    pub param_aliases: Option<BTreeMap<String, String>>,
+    pub param_aliases: Option<BTreeMap<String, Text>>,
 }
 
 impl From<UpdateIntegrationIn> for IntegrationUpdate {
     fn from(b: UpdateIntegrationIn) -> Self {
         IntegrationUpdate {
-            name: b.name,
-            status: b.status,
+            name: b.name.map(String::from),
+            status: b.status.map(String::from),
             options: IntegrationOptions {
-                ip_allowlist: b.ip_allowlist,
+                ip_allowlist: b
+                    .ip_allowlist
+                    .map(|v| v.into_iter().map(String::from).collect()),
                 require_signature: b.require_signature,
                 rate_limit_per_minute: b.rate_limit_per_minute,
-                param_aliases: b.param_aliases,
+                param_aliases: b
+                    .param_aliases
+                    .map(|m| m.into_iter().map(|(k, v)| (k, v.0)).collect()),
             },
         }
     }
@@ -353,16 +361,16 @@ impl From<CreatedIntegration> for IntegrationOut {
 #[derive(Debug, Object)]
 pub struct TestFireIn {
     /// The affiliate the test click is made for.
-    pub affiliate_id: String,
+    pub affiliate_id: Text,
     /// Sale amount (decimal string); default 10.00.
-    pub amount: Option<String>,
+    pub amount: Option<Text>,
 }
 
 impl From<TestFireIn> for TestFireInput {
     fn from(b: TestFireIn) -> Self {
         TestFireInput {
-            affiliate_id: b.affiliate_id,
-            amount: b.amount,
+            affiliate_id: b.affiliate_id.0,
+            amount: b.amount.map(String::from),
         }
     }
 }

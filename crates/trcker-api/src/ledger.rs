@@ -10,7 +10,7 @@ use trcker_services::storage::entities::ledger_entry;
 
 use crate::ApiTags;
 use crate::auth::{Authenticator, BearerAuth};
-use crate::common::{Created, money};
+use crate::common::{Created, Text, money};
 use crate::error::ApiError;
 
 pub struct LedgerApi {
@@ -44,10 +44,10 @@ impl LedgerApi {
             .adjust(
                 &caller,
                 NewAdjustment {
-                    affiliate_id: b.affiliate_id,
-                    program_id: b.program_id,
-                    amount: b.amount,
-                    reason: b.reason,
+                    affiliate_id: b.affiliate_id.0,
+                    program_id: b.program_id.0,
+                    amount: b.amount.0,
+                    reason: b.reason.0,
                 },
             )
             .await?;
@@ -99,13 +99,13 @@ impl LedgerApi {
 
 #[derive(Debug, Object)]
 pub struct NewAdjustmentIn {
-    pub affiliate_id: String,
+    pub affiliate_id: Text,
     /// The program whose currency the amount is in.
-    pub program_id: String,
+    pub program_id: Text,
     /// A signed decimal string: "25.00" (a bonus), "-4.50" (a correction); not zero.
-    pub amount: String,
+    pub amount: Text,
     /// Why, 1 to 500 characters; the affiliate sees it.
-    pub reason: String,
+    pub reason: Text,
 }
 
 #[derive(Debug, Object)]

@@ -27,6 +27,7 @@ mod postbacks;
 pub mod problem;
 mod programs;
 mod reports;
+mod rules;
 mod tenants;
 mod tokens;
 
@@ -215,7 +216,17 @@ pub fn routes(services: &Services) -> impl Endpoint + use<> {
 /// an `Idempotency-Key` is 1 to 255 visible ASCII characters.
 fn document(spec: &str) -> String {
     let mut doc: serde_json::Value = serde_json::from_str(spec).unwrap_or_default();
+    let inputs = request_schemas(&doc);
     if let Some(schemas) = doc["components"]["schemas"].as_object_mut() {
+        for (name, schema) in schemas.iter_mut() {
+            if inputs.contains(name) {
+                state_rules(name, schema);
+            }
+        }
+        schemas.insert(
+            rules::TIME_ZONE_SCHEMA.to_owned(),
+            rules::time_zone_schema(),
+        );
         for schema in schemas.values_mut() {
             nullable_optionals(schema);
         }
@@ -223,14 +234,21 @@ fn document(spec: &str) -> String {
     let operations = doc["paths"]
         .as_object_mut()
         .into_iter()
-        .flat_map(|paths| paths.values_mut())
-        .filter_map(|ops| ops.as_object_mut())
-        .flat_map(|ops| ops.values_mut());
-    for op in operations {
-        let Some(params) = op["parameters"].as_array_mut() else {
+        .flat_map(|paths| paths.iter_mut())
+        .filter_map(|(path, ops)| Some((path.clone(), ops.as_object_mut()?)))
+        .flat_map(|(path, ops)| ops.values_mut().map(move |op| (path.clone(), op)));
+    for (path, op) in operations {
+        let Some(params) = op.get_mut("parameters").and_then(|p| p.as_array_mut()) else {
             continue;
         };
         for p in params {
+            let name = p["name"].as_str().unwrap_or_default().to_owned();
+            if p["in"] == "query"
+                && let Some(rule) = rules::query_param(&path, &name)
+                && let (Some(schema), Some(rule)) = (p["schema"].as_object_mut(), rule.as_object())
+            {
+                schema.extend(rule.clone());
+            }
             let bounds = match p["name"].as_str() {
                 Some("limit") => serde_json::json!({
                     "minimum": 1,
@@ -250,6 +268,61 @@ fn document(spec: &str) -> String {
         }
     }
     serde_json::to_string_pretty(&doc).unwrap_or_else(|_| spec.to_owned())
+}
+
+/// The names of the component schemas a request body holds, directly or
+/// through references.
+fn request_schemas(doc: &serde_json::Value) -> std::collections::BTreeSet<String> {
+    fn refs(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(o) => {
+                if let Some(r) = o.get("$ref").and_then(|r| r.as_str()) {
+                    out.extend(r.rsplit('/').next().map(str::to_owned));
+                }
+                o.values().for_each(|v| refs(v, out));
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let mut todo = Vec::new();
+    for ops in doc["paths"]
+        .as_object()
+        .into_iter()
+        .flat_map(|p| p.values())
+    {
+        for op in ops.as_object().into_iter().flat_map(|o| o.values()) {
+            refs(&op["requestBody"], &mut todo);
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some(name) = todo.pop() {
+        if seen.insert(name.clone()) {
+            refs(&doc["components"]["schemas"][&name], &mut todo);
+        }
+    }
+    seen
+}
+
+/// Adds to each property of a request schema what its parser enforces.
+fn state_rules(name: &str, schema: &mut serde_json::Value) {
+    let Some(props) = schema.get_mut("properties").and_then(|p| p.as_object_mut()) else {
+        return;
+    };
+    for (field, prop) in props.iter_mut() {
+        let Some(rule) = rules::body_field(name, field) else {
+            continue;
+        };
+        if rule.get("$ref").is_some() {
+            let mut replaced = rule;
+            if let Some(d) = prop.get("description") {
+                replaced["description"] = d.clone();
+            }
+            *prop = replaced;
+        } else if let (Some(p), Some(rule)) = (prop.as_object_mut(), rule.as_object()) {
+            p.extend(rule.clone());
+        }
+    }
 }
 
 fn nullable_optionals(schema: &mut serde_json::Value) {
@@ -277,6 +350,10 @@ fn nullable_optionals(schema: &mut serde_json::Value) {
             *prop = wrapped;
         } else if let Some(o) = prop.as_object_mut() {
             o.insert("nullable".to_owned(), true.into());
+            // A closed set names null too, or it would exclude it.
+            if let Some(words) = o.get_mut("enum").and_then(|e| e.as_array_mut()) {
+                words.push(serde_json::Value::Null);
+            }
         }
     }
 }

@@ -10,7 +10,7 @@ use trcker_services::storage::entities::tracking_link;
 
 use crate::ApiTags;
 use crate::auth::{Authenticator, BearerAuth};
-use crate::common::{Created, patch};
+use crate::common::{Created, Text, patch};
 use crate::error::ApiError;
 
 pub struct LinksApi {
@@ -113,25 +113,25 @@ impl LinksApi {
 
 #[derive(Debug, Object)]
 pub struct NewLinkIn {
-    pub program_id: String,
-    pub affiliate_id: String,
+    pub program_id: Text,
+    pub affiliate_id: Text,
     /// Overrides the program's destination for this link (macros allowed).
-    pub destination_url: Option<String>,
+    pub destination_url: Option<Text>,
     /// Default sub-IDs; `sub1`..`sub5` in the click URL win over them.
-    pub sub1: Option<String>,
-    pub sub2: Option<String>,
-    pub sub3: Option<String>,
-    pub sub4: Option<String>,
-    pub sub5: Option<String>,
+    pub sub1: Option<Text>,
+    pub sub2: Option<Text>,
+    pub sub3: Option<Text>,
+    pub sub4: Option<Text>,
+    pub sub5: Option<Text>,
 }
 
 impl From<NewLinkIn> for NewLink {
     fn from(b: NewLinkIn) -> Self {
         NewLink {
-            program_id: b.program_id,
-            affiliate_id: b.affiliate_id,
-            destination_url: b.destination_url,
-            subs: [b.sub1, b.sub2, b.sub3, b.sub4, b.sub5],
+            program_id: b.program_id.0,
+            affiliate_id: b.affiliate_id.0,
+            destination_url: b.destination_url.map(String::from),
+            subs: [b.sub1, b.sub2, b.sub3, b.sub4, b.sub5].map(|s| s.map(String::from)),
         }
     }
 }
@@ -139,16 +139,16 @@ impl From<NewLinkIn> for NewLink {
 #[derive(Debug, Object)]
 pub struct UpdateLinkIn {
     /// null removes the override.
-    pub destination_url: MaybeUndefined<String>,
+    pub destination_url: MaybeUndefined<Text>,
     /// `active` or `paused` (paused links send clicks to the program's fallback URL).
-    pub status: Option<String>,
+    pub status: Option<Text>,
 }
 
 impl From<UpdateLinkIn> for LinkUpdate {
     fn from(b: UpdateLinkIn) -> Self {
         LinkUpdate {
-            destination_url: patch(b.destination_url),
-            status: b.status,
+            destination_url: patch(b.destination_url.map_value(String::from)),
+            status: b.status.map(String::from),
         }
     }
 }

@@ -13,7 +13,7 @@ use trcker_services::storage::entities::payout;
 
 use crate::ApiTags;
 use crate::auth::{Authenticator, BearerAuth};
-use crate::common::{Created, CsvExport, money};
+use crate::common::{Created, CsvExport, Text, money};
 use crate::error::ApiError;
 use crate::ledger::EntryOut;
 
@@ -50,8 +50,8 @@ impl PayoutsApi {
             .create_batch(
                 &caller,
                 NewBatch {
-                    currency: body.0.currency,
-                    minimum: body.0.minimum,
+                    currency: body.0.currency.map(String::from),
+                    minimum: body.0.minimum.map(String::from),
                 },
             )
             .await?;
@@ -168,22 +168,22 @@ impl PayoutsApi {
 #[derive(Debug, Object)]
 pub struct NewBatchIn {
     /// Only balances in this currency (ISO 4217).
-    pub currency: Option<String>,
+    pub currency: Option<Text>,
     /// The smallest balance paid, a decimal string in `currency` (required
     /// with it). Default: each program's `payout_minimum`.
-    pub minimum: Option<String>,
+    pub minimum: Option<Text>,
 }
 
 #[derive(Debug, Object)]
 pub struct MarkPaidIn {
     /// Your payment's reference (bank transfer id...), 1 to 200 characters.
-    pub reference: String,
+    pub reference: Text,
 }
 
 #[derive(Debug, Object)]
 pub struct MarkFailedIn {
     /// Why the payment failed, 1 to 200 characters.
-    pub reason: String,
+    pub reason: Text,
 }
 
 #[derive(Debug, Object)]

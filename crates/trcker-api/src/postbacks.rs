@@ -11,6 +11,7 @@ use trcker_services::storage::entities::postback;
 
 use crate::ApiTags;
 use crate::auth::{Authenticator, BearerAuth};
+use crate::common::Text;
 use crate::error::ApiError;
 
 pub struct PostbacksApi {
@@ -83,8 +84,8 @@ impl PostbacksApi {
         let caller = self.auth.caller(&auth).await?;
         let b = body.0;
         let filter = PostbackFilter {
-            integration_id: b.integration_id,
-            reason: b.reason,
+            integration_id: b.integration_id.map(String::from),
+            reason: b.reason.map(String::from),
             since: b.since,
             until: b.until,
             test: b.test,
@@ -122,9 +123,9 @@ impl PostbacksApi {
 /// Which unattributed postbacks to attribute again; absent fields match all.
 #[derive(Debug, Object)]
 pub struct ReattributeIn {
-    pub integration_id: Option<String>,
+    pub integration_id: Option<Text>,
     /// Those whose reason contains this text.
-    pub reason: Option<String>,
+    pub reason: Option<Text>,
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
     pub test: Option<bool>,

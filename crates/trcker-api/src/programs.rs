@@ -15,7 +15,7 @@ use trcker_services::storage::entities::commission_plan;
 
 use crate::ApiTags;
 use crate::auth::{Authenticator, BearerAuth};
-use crate::common::{Created, money, patch};
+use crate::common::{Created, Text, money, patch};
 use crate::error::ApiError;
 
 pub struct ProgramsApi {
@@ -178,13 +178,13 @@ pub struct CommissionIn {
     /// `flat` (an amount per conversion), `percent` (of the conversion's
     /// amount) or `combined` (a flat amount plus a percentage).
     #[oai(rename = "type")]
-    pub kind: String,
+    pub kind: Text,
     /// A decimal string: "5.00" for flat, "10" for 10 percent; for combined, the flat part.
-    pub value: String,
+    pub value: Text,
     /// For combined only: the percentage added to the flat part ("5").
-    pub percent: Option<String>,
+    pub percent: Option<Text>,
     /// The most one conversion earns, a decimal string in the program's currency.
-    pub max: Option<String>,
+    pub max: Option<Text>,
     /// Steps that change the rule with the affiliate's volume in the
     /// period: this rule prices a conversion until the volume before it
     /// reaches the first step's `from`.
@@ -196,9 +196,9 @@ pub struct CommissionIn {
 pub struct TiersIn {
     /// `conversions` (the affiliate's priced conversions that stand:
     /// pending or approved) or `revenue` (their amounts).
-    pub basis: String,
+    pub basis: Text,
     /// `month` (default) or `week` (from Monday), in the tenant's time zone.
-    pub period: Option<String>,
+    pub period: Option<Text>,
     /// Up to 20 steps, each starting above the one before.
     pub steps: Vec<TierStepIn>,
 }
@@ -209,32 +209,32 @@ pub struct TierStepIn {
     /// A number of conversions ("10") or revenue in the program's currency
     /// ("1000.00"): a conversion is priced by this step when the
     /// affiliate's volume in the period before it has reached this.
-    pub from: String,
+    pub from: Text,
     #[oai(rename = "type")]
-    pub kind: String,
-    pub value: String,
+    pub kind: Text,
+    pub value: Text,
     /// For combined only.
-    pub percent: Option<String>,
+    pub percent: Option<Text>,
 }
 
 impl From<CommissionIn> for CommissionInput {
     fn from(c: CommissionIn) -> Self {
         CommissionInput {
-            kind: c.kind,
-            value: c.value,
-            percent: c.percent,
-            max: c.max,
+            kind: c.kind.0,
+            value: c.value.0,
+            percent: c.percent.map(String::from),
+            max: c.max.map(String::from),
             tiers: c.tiers.map(|t| TiersInput {
-                basis: t.basis,
-                period: t.period,
+                basis: t.basis.0,
+                period: t.period.map(String::from),
                 steps: t
                     .steps
                     .into_iter()
                     .map(|s| TierStepInput {
-                        from: s.from,
-                        kind: s.kind,
-                        value: s.value,
-                        percent: s.percent,
+                        from: s.from.0,
+                        kind: s.kind.0,
+                        value: s.value.0,
+                        percent: s.percent.map(String::from),
                     })
                     .collect(),
             }),
@@ -319,75 +319,75 @@ impl From<PlanRule> for CommissionOut {
 
 #[derive(Debug, Object)]
 pub struct NewProgramIn {
-    pub name: String,
+    pub name: Text,
     /// The `{offer}` of public URLs.
-    pub slug: String,
+    pub slug: Text,
     /// Where clicks go; may use macros `{click_id}`, `{sub1}`..`{sub5}`, `{affiliate_id}`, `{program_id}`.
-    pub destination_url: String,
+    pub destination_url: Text,
     /// Where clicks go while the program, link or affiliate is paused.
-    pub fallback_url: Option<String>,
+    pub fallback_url: Option<Text>,
     /// ISO 4217 code; default USD.
-    pub currency: Option<String>,
+    pub currency: Option<Text>,
     pub commission: CommissionIn,
     /// Days a commission stays pending before it is approved; default 0 (approved at once).
     pub hold_days: Option<i32>,
     /// Days after a click within which a conversion is attributed to it; default 30.
     pub attribution_window_days: Option<i32>,
     /// Name of the query parameter that carries the click id when the destination has no `{click_id}`; default `click_id`.
-    pub click_param: Option<String>,
+    pub click_param: Option<Text>,
     /// Amount used when a postback sends none (decimal string).
-    pub default_revenue: Option<String>,
+    pub default_revenue: Option<Text>,
     /// Conversions sooner than this many seconds after their click are refused as too fast; default 0.
     pub min_conversion_seconds: Option<i32>,
     /// The smallest approved balance a payout batch pays (decimal string in the program's currency); below it the balance is carried to the next batch. Default: none (any positive balance is paid).
-    pub payout_minimum: Option<String>,
+    pub payout_minimum: Option<Text>,
 }
 
 impl From<NewProgramIn> for NewProgram {
     fn from(b: NewProgramIn) -> Self {
         NewProgram {
-            name: b.name,
-            slug: b.slug,
-            destination_url: b.destination_url,
-            fallback_url: b.fallback_url,
-            currency: b.currency,
+            name: b.name.0,
+            slug: b.slug.0,
+            destination_url: b.destination_url.0,
+            fallback_url: b.fallback_url.map(String::from),
+            currency: b.currency.map(String::from),
             commission: b.commission.into(),
             hold_days: b.hold_days,
             attribution_window_days: b.attribution_window_days,
-            click_param: b.click_param,
-            default_revenue: b.default_revenue,
+            click_param: b.click_param.map(String::from),
+            default_revenue: b.default_revenue.map(String::from),
             min_conversion_seconds: b.min_conversion_seconds,
-            payout_minimum: b.payout_minimum,
+            payout_minimum: b.payout_minimum.map(String::from),
         }
     }
 }
 
 #[derive(Debug, Object)]
 pub struct UpdateProgramIn {
-    pub name: Option<String>,
-    pub destination_url: Option<String>,
+    pub name: Option<Text>,
+    pub destination_url: Option<Text>,
     /// null removes it.
-    pub fallback_url: MaybeUndefined<String>,
+    pub fallback_url: MaybeUndefined<Text>,
     /// `active` or `paused` (paused programs send clicks to the fallback URL).
-    pub status: Option<String>,
+    pub status: Option<Text>,
     pub attribution_window_days: Option<i32>,
     pub min_conversion_seconds: Option<i32>,
     pub hold_days: Option<i32>,
     /// Decimal string in the program's currency; null removes it.
-    pub payout_minimum: MaybeUndefined<String>,
+    pub payout_minimum: MaybeUndefined<Text>,
 }
 
 impl From<UpdateProgramIn> for ProgramUpdate {
     fn from(b: UpdateProgramIn) -> Self {
         ProgramUpdate {
-            name: b.name,
-            destination_url: b.destination_url,
-            fallback_url: patch(b.fallback_url),
-            status: b.status,
+            name: b.name.map(String::from),
+            destination_url: b.destination_url.map(String::from),
+            fallback_url: patch(b.fallback_url.map_value(String::from)),
+            status: b.status.map(String::from),
             attribution_window_days: b.attribution_window_days,
             min_conversion_seconds: b.min_conversion_seconds,
             hold_days: b.hold_days,
-            payout_minimum: patch(b.payout_minimum),
+            payout_minimum: patch(b.payout_minimum.map_value(String::from)),
         }
     }
 }
@@ -445,9 +445,9 @@ pub struct ProgramList {
 #[derive(Debug, Object)]
 pub struct NewPlanIn {
     /// Goal key (`sale`, `lead`, `install`...); default `sale`.
-    pub event: Option<String>,
+    pub event: Option<Text>,
     /// Make it this affiliate's own plan, overriding the program's for this event.
-    pub affiliate_id: Option<String>,
+    pub affiliate_id: Option<Text>,
     pub commission: CommissionIn,
 }
 
@@ -455,8 +455,8 @@ impl NewPlanIn {
     fn into_plan(self, program_id: String) -> NewPlan {
         NewPlan {
             program_id,
-            event: self.event,
-            affiliate_id: self.affiliate_id,
+            event: self.event.map(String::from),
+            affiliate_id: self.affiliate_id.map(String::from),
             commission: self.commission.into(),
         }
     }

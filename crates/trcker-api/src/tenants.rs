@@ -11,7 +11,7 @@ use trcker_services::tenants::{CreatedTenant, NewTenant, TenantService, TenantUp
 
 use crate::ApiTags;
 use crate::auth::{Authenticator, BearerAuth};
-use crate::common::{Created, patch};
+use crate::common::{Created, Text, patch};
 use crate::error::ApiError;
 
 pub struct TenantsApi {
@@ -90,7 +90,12 @@ impl TenantsApi {
         let caller = self.auth.caller(&auth).await?;
         let t = self
             .tenants
-            .set_status_by_id(&caller, &id.0, tenant::Status::Suspended, body.0.reason)
+            .set_status_by_id(
+                &caller,
+                &id.0,
+                tenant::Status::Suspended,
+                body.0.reason.map(String::from),
+            )
             .await?;
         Ok(Json(t.into()))
     }
@@ -137,9 +142,9 @@ impl TenantsApi {
     ) -> Result<Json<TenantOut>, ApiError> {
         let caller = self.auth.caller(&auth).await?;
         let update = TenantUpdate {
-            name: body.0.name,
-            time_zone: body.0.time_zone,
-            fallback_url: patch(body.0.fallback_url),
+            name: body.0.name.map(String::from),
+            time_zone: body.0.time_zone.map(String::from),
+            fallback_url: patch(body.0.fallback_url.map_value(String::from)),
         };
         Ok(Json(self.tenants.update_own(&caller, update).await?.into()))
     }
@@ -147,18 +152,18 @@ impl TenantsApi {
 
 #[derive(Debug, Object)]
 pub struct UpdateTenantIn {
-    pub name: Option<String>,
+    pub name: Option<Text>,
     /// An IANA time zone name (`Europe/Berlin`).
-    pub time_zone: Option<String>,
+    pub time_zone: Option<Text>,
     /// Where shoppers go when a link cannot send them on (a paused program
     /// without a fallback of its own; the tenant suspended); null removes it.
-    pub fallback_url: MaybeUndefined<String>,
+    pub fallback_url: MaybeUndefined<Text>,
 }
 
 #[derive(Debug, Object)]
 pub struct SuspendTenantIn {
     /// Why, up to 500 characters: quoted to the tenant's refused postbacks.
-    pub reason: Option<String>,
+    pub reason: Option<Text>,
 }
 
 #[derive(Debug, Object)]
@@ -204,19 +209,19 @@ impl From<tenant::Model> for TenantOut {
 #[derive(Debug, Object)]
 pub struct NewTenantIn {
     /// Display name.
-    pub name: String,
+    pub name: Text,
     /// The `{brand}` of public URLs: lower-case letters, digits and '-'.
-    pub slug: String,
+    pub slug: Text,
     /// An IANA time zone name (`Europe/Berlin`); default `UTC`.
-    pub time_zone: Option<String>,
+    pub time_zone: Option<Text>,
 }
 
 impl From<NewTenantIn> for NewTenant {
     fn from(b: NewTenantIn) -> Self {
         NewTenant {
-            name: b.name,
-            slug: b.slug,
-            time_zone: b.time_zone,
+            name: b.name.0,
+            slug: b.slug.0,
+            time_zone: b.time_zone.map(String::from),
         }
     }
 }

@@ -128,8 +128,8 @@ all_parsed!(A, B, C, D, E, F, G, H, I, J);
 all_parsed!(A, B, C, D, E, F, G, H, I, J, K);
 all_parsed!(A, B, C, D, E, F, G, H, I, J, K, L);
 
-/// A display name (of a tenant, program, affiliate, integration): trimmed,
-/// 1 to 200 characters.
+/// A display name (of a tenant, program, affiliate, integration): at most
+/// 200 characters as sent, not blank, kept trimmed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Name(String);
 
@@ -139,8 +139,12 @@ pub struct NameError;
 
 impl Name {
     pub fn parse(s: &str) -> Result<Self, NameError> {
+        // The length counts what was sent, as the API document states it.
+        if s.chars().count() > 200 {
+            return Err(NameError);
+        }
         let s = s.trim();
-        if s.is_empty() || s.chars().count() > 200 {
+        if s.is_empty() {
             return Err(NameError);
         }
         Ok(Name(s.to_owned()))
@@ -151,8 +155,8 @@ impl Name {
     }
 }
 
-/// An email address, lower-cased: one `@`, a dotted domain, no spaces, at
-/// most 254 characters.
+/// An email address, lower-cased and trimmed: a local part before the first
+/// `@`, a dotted domain, no spaces, at most 254 characters as sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Email(String);
 
@@ -163,7 +167,7 @@ pub struct EmailError;
 impl Email {
     pub fn parse(s: &str) -> Result<Self, EmailError> {
         let email = s.trim().to_ascii_lowercase();
-        let valid = email.len() <= 254
+        let valid = s.chars().count() <= 254
             && email
                 .split_once('@')
                 .is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.starts_with('.'))
@@ -255,7 +259,8 @@ pub type MinConversionSeconds = Bounded<0, 2_592_000>;
 /// Postbacks per minute an integration may send (0: no limit).
 pub type RatePerMinute = Bounded<0, 1_000_000>;
 
-/// A coupon code customers type: trimmed, 1 to 64 printable characters.
+/// A coupon code customers type: at most 64 characters as sent, kept
+/// trimmed, not blank, no control characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CouponCode(String);
 
@@ -266,7 +271,7 @@ pub struct CouponCodeError;
 impl CouponCode {
     pub fn parse(s: &str) -> Result<Self, CouponCodeError> {
         let code = s.trim();
-        if code.is_empty() || code.chars().count() > 64 || code.chars().any(char::is_control) {
+        if code.is_empty() || s.chars().count() > 64 || code.chars().any(char::is_control) {
             return Err(CouponCodeError);
         }
         Ok(CouponCode(code.to_owned()))

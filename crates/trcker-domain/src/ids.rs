@@ -7,6 +7,9 @@
 
 use std::fmt;
 
+/// Crockford's base32 alphabet in lower case, as ids spell their ULID.
+const CROCKFORD_LOWER: &[u8] = b"0123456789abcdefghjkmnpqrstvwxyz";
+
 /// The kinds of ids a user sees, with their prefixes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IdKind {
@@ -67,7 +70,9 @@ impl IdKind {
         )
     }
 
-    /// Whether `s` has the shape of an id of this kind (prefix and 26 base32 characters).
+    /// Whether `s` has the shape of an id of this kind: the prefix, `_` and
+    /// a ULID as Trcker writes it (26 lower-case Crockford base32
+    /// characters, the first at most `7`); [`IdKind::pattern`] says the same.
     pub fn matches(self, s: &str) -> bool {
         let Some(rest) = s
             .strip_prefix(self.prefix())
@@ -75,7 +80,15 @@ impl IdKind {
         else {
             return false;
         };
-        rest.len() == 26 && ulid::Ulid::from_string(&rest.to_ascii_uppercase()).is_ok()
+        let b = rest.as_bytes();
+        b.len() == 26
+            && (b'0'..=b'7').contains(&b[0])
+            && b.iter().all(|c| CROCKFORD_LOWER.contains(c))
+    }
+
+    /// The regular expression of [`IdKind::matches`], for the API document.
+    pub fn pattern(self) -> String {
+        format!("^{}_[0-7][0-9a-hjkmnp-tv-z]{{25}}$", self.prefix())
     }
 }
 

@@ -117,6 +117,11 @@ impl TimeZone {
         self.0.name()
     }
 
+    /// Every name [`TimeZone::parse`] takes, for the API document.
+    pub fn names() -> impl Iterator<Item = &'static str> {
+        chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name())
+    }
+
     /// The day of this zone's calendar that `t` falls on.
     pub fn day_of(&self, t: DateTime<Utc>) -> NaiveDate {
         t.with_timezone(&self.0).date_naive()

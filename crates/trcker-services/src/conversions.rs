@@ -125,7 +125,7 @@ pub struct BulkOutcome {
 }
 
 /// The longest review reason kept.
-const MAX_REASON: usize = 500;
+pub const MAX_REASON: usize = 500;
 
 /// One page of a list, and the cursor of the next (`None` on the last).
 pub struct Page<T> {

@@ -51,6 +51,9 @@ use crate::auth::{AccessError, Caller};
 use crate::conversions::{Page, newest_page};
 use crate::error::{Invalid, StoreError, from_store};
 
+/// The longest reason an adjustment takes.
+pub const MAX_REASON: usize = 500;
+
 /// Inserts ledger entries in `txn`: one per conversion and entry key, whoever
 /// gets there first (a repeat is left out, not an error).
 pub(crate) async fn book_entries(
@@ -255,7 +258,10 @@ impl LedgerService {
         }
         let currency = program.as_ref().map_or(Currency::USD, |p| p.currency.0);
         let amount = f.take("amount", signed_amount(&input.amount, currency));
-        let reason = f.take("reason", crate::input::required_note(&input.reason, 500));
+        let reason = f.take(
+            "reason",
+            crate::input::required_note(&input.reason, MAX_REASON),
+        );
         let (affiliate, program, amount, reason) = f
             .done((affiliate, program, amount, reason))
             .map_err(Invalid)?;

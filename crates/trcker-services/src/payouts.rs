@@ -115,7 +115,7 @@ pub struct CsvRow {
 const CLAIM_ATTEMPTS: usize = 5;
 
 /// The longest reference or failure reason kept.
-const MAX_NOTE: usize = 200;
+pub const MAX_NOTE: usize = 200;
 
 #[derive(Clone)]
 pub struct PayoutService {

@@ -116,7 +116,7 @@ pub struct TenantService {
 }
 
 /// The longest suspension reason kept.
-const MAX_SUSPENSION_REASON: usize = 500;
+pub const MAX_SUSPENSION_REASON: usize = 500;
 
 /// How stale an API key's `last_used_at` may be: its use is written at most
 /// once per key and process in this time, not on every request.
