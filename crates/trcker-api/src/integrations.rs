@@ -232,16 +232,12 @@ impl From<NewIntegrationIn> for NewIntegration {
         NewIntegration {
             name: b.name.0,
             program_id: b.program_id.0,
-            options: IntegrationOptions {
-                ip_allowlist: b
-                    .ip_allowlist
-                    .map(|v| v.into_iter().map(String::from).collect()),
-                require_signature: b.require_signature,
-                rate_limit_per_minute: b.rate_limit_per_minute,
-                param_aliases: b
-                    .param_aliases
-                    .map(|m| m.into_iter().map(|(k, v)| (k, v.0)).collect()),
-            },
+            options: options(
+                b.ip_allowlist,
+                b.require_signature,
+                b.rate_limit_per_minute,
+                b.param_aliases,
+            ),
         }
     }
 }
@@ -266,17 +262,28 @@ impl From<UpdateIntegrationIn> for IntegrationUpdate {
         IntegrationUpdate {
             name: b.name.map(String::from),
             status: b.status.map(String::from),
-            options: IntegrationOptions {
-                ip_allowlist: b
-                    .ip_allowlist
-                    .map(|v| v.into_iter().map(String::from).collect()),
-                require_signature: b.require_signature,
-                rate_limit_per_minute: b.rate_limit_per_minute,
-                param_aliases: b
-                    .param_aliases
-                    .map(|m| m.into_iter().map(|(k, v)| (k, v.0)).collect()),
-            },
+            options: options(
+                b.ip_allowlist,
+                b.require_signature,
+                b.rate_limit_per_minute,
+                b.param_aliases,
+            ),
         }
+    }
+}
+
+/// The options a create and an update share, as the service takes them.
+fn options(
+    ip_allowlist: Option<Vec<Text>>,
+    require_signature: Option<bool>,
+    rate_limit_per_minute: Option<i32>,
+    param_aliases: Option<BTreeMap<String, Text>>,
+) -> IntegrationOptions {
+    IntegrationOptions {
+        ip_allowlist: ip_allowlist.map(|v| v.into_iter().map(String::from).collect()),
+        require_signature,
+        rate_limit_per_minute,
+        param_aliases: param_aliases.map(|m| m.into_iter().map(|(k, v)| (k, v.0)).collect()),
     }
 }
 

@@ -212,8 +212,8 @@ pub fn routes(services: &Services) -> impl Endpoint + use<> {
 
 /// The document as served: poem-openapi's, with what it does not say by
 /// itself: an optional property may be null (Trcker writes null for an
-/// absent value, and reads null as absent); a page's `limit` is bounded;
-/// an `Idempotency-Key` is 1 to 255 visible ASCII characters.
+/// absent value, and reads null as absent), and each field's and
+/// parameter's rules from [`rules`].
 fn document(spec: &str) -> String {
     let mut doc: serde_json::Value = serde_json::from_str(spec).unwrap_or_default();
     let inputs = request_schemas(&doc);
@@ -243,27 +243,11 @@ fn document(spec: &str) -> String {
         };
         for p in params {
             let name = p["name"].as_str().unwrap_or_default().to_owned();
-            if p["in"] == "query"
-                && let Some(rule) = rules::query_param(&path, &name)
+            let place = p["in"].as_str().unwrap_or_default().to_owned();
+            if let Some(rule) = rules::param(&path, &place, &name)
                 && let (Some(schema), Some(rule)) = (p["schema"].as_object_mut(), rule.as_object())
             {
                 schema.extend(rule.clone());
-            }
-            let bounds = match p["name"].as_str() {
-                Some("limit") => serde_json::json!({
-                    "minimum": 1,
-                    "maximum": trcker_services::conversions::MAX_LIMIT,
-                }),
-                Some("Idempotency-Key") => serde_json::json!({
-                    "minLength": 1,
-                    "maxLength": trcker_services::idempotency::MAX_KEY_LEN,
-                    "pattern": "^[!-~]+$",
-                }),
-                _ => continue,
-            };
-            if let (Some(schema), Some(bounds)) = (p["schema"].as_object_mut(), bounds.as_object())
-            {
-                schema.extend(bounds.clone());
             }
         }
     }

@@ -82,9 +82,23 @@ pub fn body_field(schema: &str, field: &str) -> Option<Value> {
     })
 }
 
-/// The rule of query parameter `name` of the operation at `path`.
-pub fn query_param(path: &str, name: &str) -> Option<Value> {
+/// The rule of parameter `name`, found in `place` (`query`, `header`,
+/// `path`), of the operation at `path`.
+pub fn param(path: &str, place: &str, name: &str) -> Option<Value> {
+    match place {
+        "query" => query_param(path, name),
+        "header" if name == "Idempotency-Key" => Some(json!({
+            "minLength": 1,
+            "maxLength": trcker_services::idempotency::MAX_KEY_LEN,
+            "pattern": "^[!-~]+$",
+        })),
+        _ => None,
+    }
+}
+
+fn query_param(path: &str, name: &str) -> Option<Value> {
     Some(match name {
+        "limit" => json!({"minimum": 1, "maximum": trcker_services::conversions::MAX_LIMIT}),
         "cursor" => json!({"pattern": list_kind(path)?.pattern()}),
         "status" => match path {
             "/affiliates" | "/programs" => one_of(&["active", "paused"]),
