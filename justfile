@@ -14,10 +14,11 @@ run:
 test:
     TRCKER_TEST_POSTGRES_URL={{postgres_url}} cargo test --workspace
 
-# Run the tests on SQLite and PostgreSQL, with the fault tests (needs root: they
-# create, stop and start a second PostgreSQL cluster on port 5439).
+# Run the tests on SQLite and PostgreSQL, with the fault tests and the SSRF
+# tests in network namespaces (needs root: they create, stop and start a second
+# PostgreSQL cluster on port 5439, and make namespaces).
 test-faults:
-    TRCKER_TEST_POSTGRES_URL={{postgres_url}} TRCKER_TEST_PG_FAULT_CLUSTER=$(bash .ci/fault-cluster) TRCKER_TEST_PG_FAULT_URL=postgres://postgres@127.0.0.1:5439/postgres cargo test --workspace
+    TRCKER_TEST_NETNS=1 TRCKER_TEST_POSTGRES_URL={{postgres_url}} TRCKER_TEST_PG_FAULT_CLUSTER=$(bash .ci/fault-cluster) TRCKER_TEST_PG_FAULT_URL=postgres://postgres@127.0.0.1:5439/postgres cargo test --workspace
 
 # Run the tests on SQLite only.
 test-sqlite:

@@ -6,6 +6,9 @@
 //!   PostgreSQL variant runs, and fails if the server cannot be reached);
 //! - `trcker_pg_faults`: `TRCKER_TEST_PG_FAULT_CLUSTER` is set (the fault test
 //!   that stops and starts that cluster runs);
+//! - `trcker_netns`: `TRCKER_TEST_NETNS` is set (the SSRF tests that run
+//!   Trcker in a loopback-only network namespace run; they need `unshare`,
+//!   `ip` and the privilege to make namespaces, as root has);
 //! - `trcker_promtool`: `promtool` is on the `PATH` (the metrics are checked
 //!   with it).
 
@@ -13,6 +16,7 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(trcker_pg)");
     println!("cargo::rustc-check-cfg=cfg(trcker_pg_faults)");
     println!("cargo::rustc-check-cfg=cfg(trcker_promtool)");
+    println!("cargo::rustc-check-cfg=cfg(trcker_netns)");
     // `promtool check metrics` checks the /metrics output where it is
     // installed (CI installs Debian's prometheus package).
     println!("cargo::rerun-if-env-changed=PATH");
@@ -24,6 +28,7 @@ fn main() {
     for (var, cfg) in [
         ("TRCKER_TEST_POSTGRES_URL", "trcker_pg"),
         ("TRCKER_TEST_PG_FAULT_CLUSTER", "trcker_pg_faults"),
+        ("TRCKER_TEST_NETNS", "trcker_netns"),
     ] {
         println!("cargo::rerun-if-env-changed={var}");
         if std::env::var(var).is_ok_and(|v| !v.is_empty()) {

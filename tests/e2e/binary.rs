@@ -28,8 +28,19 @@ pub(crate) fn start(
     env: &[(&str, &str)],
 ) -> Running {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_trcker"));
-    cmd.arg(command)
-        .env("TRCKER_LISTEN", "127.0.0.1:0")
+    cmd.arg(command);
+    launch(cmd, data_dir, token, env)
+}
+
+/// Runs `cmd` (`trcker`, or a wrapper that ends by running it) with a test's
+/// environment and reads its banner.
+pub(crate) fn launch(
+    mut cmd: Command,
+    data_dir: &std::path::Path,
+    token: Option<&str>,
+    env: &[(&str, &str)],
+) -> Running {
+    cmd.env("TRCKER_LISTEN", "127.0.0.1:0")
         .env("TRCKER_DATA_DIR", data_dir)
         .env_remove("DATABASE_URL")
         .env_remove("TRCKER_PUBLIC_URL")

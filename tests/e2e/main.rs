@@ -21,6 +21,7 @@ mod postbacks;
 mod quickstart;
 mod reports;
 mod resources;
+mod ssrf;
 mod tenants;
 mod tokens;
 mod walks;

@@ -1,6 +1,7 @@
 //! Notifications: one affiliate's endpoint that hangs cannot hold up other
 //! affiliates' notifications, gets at most a bounded number of calls at once,
-//! and hears of every conversion once it answers again.
+//! and hears of every conversion once it answers again; a huge response body
+//! is not read past the excerpt kept.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -195,3 +196,83 @@ async fn queued_jobs_are_announced_to_the_process_workers(app: &TestApp) {
     assert!(got.contains(&format!("cid={click}")), "{got}");
 }
 on_both_databases!(queued_jobs_are_announced_to_the_process_workers);
+
+/// An affiliate's server that answers 200 with a 10 MB body, sent slowly
+/// (reading it whole would take longer than a call may), and counts what it
+/// managed to send before the caller hung up.
+async fn huge_body_server() -> (String, Arc<AtomicUsize>, tokio::sync::oneshot::Receiver<()>) {
+    const BODY: usize = 10 * 1024 * 1024;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let (closed_tx, closed) = tokio::sync::oneshot::channel();
+    let counter = sent.clone();
+    tokio::spawn(async move {
+        let Ok((mut sock, _)) = listener.accept().await else {
+            return;
+        };
+        let mut buf = vec![0u8; 4096];
+        let _ = sock.read(&mut buf).await;
+        let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {BODY}\r\n\r\n");
+        if sock.write_all(head.as_bytes()).await.is_ok() {
+            let chunk = vec![b'x'; 64 * 1024];
+            while counter.load(Ordering::SeqCst) < BODY {
+                if sock.write_all(&chunk).await.is_err() {
+                    break;
+                }
+                counter.fetch_add(chunk.len(), Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        let _ = closed_tx.send(());
+    });
+    (url, sent, closed)
+}
+
+/// A response body is read up to the excerpt kept and no further: the
+/// attempt is recorded at once, and the connection closed long before the
+/// body's end.
+async fn large_response_body_is_not_read_past_the_limit(app: &TestApp) {
+    use trcker_services::pipeline::notify::EXCERPT_BYTES;
+    use trcker_storage::entities::notification_attempt;
+    use trcker_storage::sea_orm::EntityTrait;
+    let (url, sent, closed) = huge_body_server().await;
+    let s = app.quickstart_setup("bigco", &url).await;
+    let (status, trace) = app
+        .post(
+            &format!("/api/v1/integrations/{}/test-fire", s.integration_id),
+            &s.tenant.key,
+            serde_json::json!({"affiliate_id": s.affiliate_id, "amount": "50"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{trace}");
+    assert_eq!(trace["notifications"][0]["status"], "delivered", "{trace}");
+    assert_eq!(
+        trace["notifications"][0]["last_status_code"], 200,
+        "{trace}"
+    );
+    tokio::time::timeout(Duration::from_secs(5), closed)
+        .await
+        .expect("the connection is dropped once the excerpt is read")
+        .expect("server");
+    let sent = sent.load(Ordering::SeqCst);
+    assert!(
+        sent < 10 * 1024 * 1024 / 2,
+        "{sent} bytes of the body were sent before the caller hung up"
+    );
+    let attempts = notification_attempt::Entity::find()
+        .all(&app.services().store.conn)
+        .await
+        .expect("attempts");
+    assert_eq!(attempts.len(), 1);
+    let excerpt = attempts[0].response_excerpt.clone().unwrap_or_default();
+    assert_eq!(
+        excerpt.len(),
+        EXCERPT_BYTES,
+        "the excerpt is the body's start"
+    );
+    assert!(excerpt.bytes().all(|b| b == b'x'));
+}
+on_both_databases!(large_response_body_is_not_read_past_the_limit);

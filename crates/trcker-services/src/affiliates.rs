@@ -10,6 +10,7 @@ use trcker_domain::fields::{Email, Fields, Name, TargetUrl};
 use trcker_domain::ids::IdKind;
 use trcker_domain::secret::{hash_secret, random_alnum};
 use trcker_domain::slug::Slug;
+use trcker_domain::target::check_literal_target;
 use trcker_storage::entities::notification_endpoint::EndpointKind;
 use trcker_storage::entities::{Activity, affiliate, notification_endpoint};
 use trcker_storage::ids::{AffiliateId, EndpointId};
@@ -97,7 +98,7 @@ impl AffiliateService {
                 .as_deref()
                 .map(str::trim)
                 .filter(|u| !u.is_empty())
-                .map(TargetUrl::parse),
+                .map(|u| self.call_target(u)),
         );
         let (name, email, slug, postback_url) =
             f.done((name, email, slug, postback_url)).map_err(Invalid)?;
@@ -245,7 +246,7 @@ impl AffiliateService {
             input
                 .postback_url
                 .as_ref()
-                .map(|u| u.as_deref().map(TargetUrl::parse)),
+                .map(|u| u.as_deref().map(|u| self.call_target(u))),
         );
         let (name, status, postback_url) = f.done((name, status, postback_url)).map_err(Invalid)?;
         let t = Utc::now();
@@ -282,6 +283,17 @@ impl AffiliateService {
         txn.commit().await?;
         self.area.changes.record();
         Ok(after)
+    }
+
+    /// A URL Trcker will call: a target template whose host, when it is a
+    /// literal address, is a public one (unless private targets are allowed).
+    /// A host name is checked on every call, on the addresses it resolves to.
+    fn call_target(&self, url: &str) -> Result<TargetUrl, String> {
+        let parsed = TargetUrl::parse(url).map_err(|e| e.to_string())?;
+        if !self.area.settings.allow_private_targets {
+            check_literal_target(url).map_err(|f| f.to_string())?;
+        }
+        Ok(parsed)
     }
 
     async fn find(&self, tenant: &TenantId, id: &str) -> Result<affiliate::Model, AffiliateError> {

@@ -305,6 +305,12 @@ impl App {
         let (operator_token_hash, token_state) = operator_token(&config)?;
         let store = Store::open(&config.database()).await?;
         store.migrate().await?;
+        if config.allow_private_targets {
+            tracing::warn!(
+                "TRCKER_ALLOW_PRIVATE_TARGETS is on: affiliate notifications may reach loopback, \
+                 private and metadata addresses; use it for local testing only"
+            );
+        }
 
         let shutdown = CancellationToken::new();
         let mut tasks = Vec::new();

@@ -13,12 +13,19 @@
 //! worker slot for other endpoints; the retry sweeper queues it again when due.
 //! Every call has a 5 s connect and 10 s overall timeout.
 //!
-//! Outgoing requests never reach loopback, private or link-local addresses
-//! unless the operator allows it: names are resolved through a resolver that
-//! drops such addresses, and literal IPs are checked before the request.
+//! Outgoing requests never reach an address that
+//! [`trcker_domain::target::forbidden`] refuses (loopback, private,
+//! link-local, metadata, the IPv6 forms that carry such an IPv4 address…)
+//! unless the operator allows private targets: a literal address is checked
+//! before the request, and a host name is resolved by a resolver that keeps
+//! only allowed addresses, and the connection goes to one of those (so a name
+//! that resolves elsewhere on the next lookup, DNS rebinding, gains nothing).
+//! Redirects are not followed: a 3xx is a failed attempt, recorded with its
+//! status. A response body is read up to [`EXCERPT_BYTES`], the part kept in
+//! the attempt's record, and no further.
 
 use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,7 +33,7 @@ use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde::{Deserialize, Serialize};
 use trcker_domain::destination::expand;
 use trcker_domain::money::format_minor;
-use trcker_domain::target::is_public;
+use trcker_domain::target::{forbidden, literal_ip};
 use trcker_storage::batch::{among, insert_new, per_row, pow2_chunks};
 use trcker_storage::entities::notification_delivery::Status as DeliveryStatus;
 use trcker_storage::entities::*;
@@ -203,21 +210,39 @@ impl reqwest::dns::Resolve for GuardedResolver {
         Box::pin(async move {
             let addrs: Vec<SocketAddr> =
                 tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let mut refused = None;
             let allowed: Vec<SocketAddr> = addrs
                 .into_iter()
-                .filter(|a| allow_private || is_public(a.ip()))
+                .filter(|a| {
+                    let f = forbidden(a.ip()).filter(|_| !allow_private);
+                    refused = refused.or(f);
+                    f.is_none()
+                })
                 .collect();
             if allowed.is_empty() {
-                let err: Box<dyn std::error::Error + Send + Sync> = format!(
-                    "{host} resolves to no public address (private targets are not allowed)"
-                )
-                .into();
+                let err: Box<dyn std::error::Error + Send + Sync> = match refused {
+                    Some(f) => Box::new(Refused(format!("{host} resolves to {f}"))),
+                    None => format!("{host} resolves to no address").into(),
+                };
                 return Err(err);
             }
             Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
         })
     }
 }
+
+/// A call refused by the SSRF guard, told apart from other failures in the
+/// attempt's record.
+#[derive(Debug)]
+struct Refused(String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
 
 /// The client for outgoing notifications.
 pub fn http_client(allow_private: bool) -> Result<reqwest::Client, StoreError> {
@@ -247,9 +272,23 @@ enum Outcome {
     },
 }
 
-fn excerpt(body: &[u8]) -> String {
-    let s = String::from_utf8_lossy(&body[..body.len().min(512)]);
-    s.chars().take(512).collect()
+/// How much of a response body is read and kept as the attempt's excerpt.
+pub const EXCERPT_BYTES: usize = 2048;
+
+/// The start of a response body, at most [`EXCERPT_BYTES`]: the rest is
+/// never read (the connection is dropped with it).
+async fn excerpt(mut resp: reqwest::Response) -> String {
+    let mut body = Vec::new();
+    while body.len() < EXCERPT_BYTES {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    body.truncate(EXCERPT_BYTES);
+    let text = String::from_utf8_lossy(&body);
+    // A multi-byte character cut at the end is not part of the excerpt.
+    text.trim_end_matches('\u{FFFD}').to_owned()
 }
 
 impl Pipeline {
@@ -542,23 +581,17 @@ impl Pipeline {
                 };
             }
         };
-        let literal: Option<IpAddr> = match parsed.host() {
-            Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
-            Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
-            _ => None,
-        };
-        if let Some(ip) = literal
-            && !self.settings.allow_private_targets
-            && !is_public(ip)
+        if !self.settings.allow_private_targets
+            && let Some(refused) = literal_ip(&parsed).and_then(forbidden)
         {
             return Outcome::Permanent {
-                error: format!("{ip} is a private address (private targets are not allowed)"),
+                error: format!("SSRF refused: {refused}"),
             };
         }
         match self.http.get(parsed).send().await {
             Ok(resp) => {
                 let status = resp.status().as_u16();
-                let body = resp.bytes().await.map(|b| excerpt(&b)).unwrap_or_default();
+                let body = excerpt(resp).await;
                 if (200..300).contains(&status) {
                     Outcome::Delivered {
                         status,
@@ -576,6 +609,11 @@ impl Pipeline {
                 let mut msg = e.to_string();
                 let mut source = std::error::Error::source(&e);
                 while let Some(s) = source {
+                    if let Some(refused) = s.downcast_ref::<Refused>() {
+                        return Outcome::Permanent {
+                            error: format!("SSRF refused: {refused}"),
+                        };
+                    }
                     msg.push_str(": ");
                     msg.push_str(&s.to_string());
                     source = s.source();
