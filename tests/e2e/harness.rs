@@ -486,19 +486,44 @@ impl TestApp {
 }
 
 /// A local HTTP listener that stands in for an affiliate's server: it records
-/// every request's path and query and answers with `status`.
+/// every request (its path and query, and the whole request) and answers
+/// with `status`.
 pub struct AffiliateServer {
     pub url: String,
     rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<String>>,
+    requests: tokio::sync::Mutex<mpsc::UnboundedReceiver<Captured>>,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
+/// A request as the affiliate's server received it.
+#[derive(Debug, Clone)]
+pub struct Captured {
+    pub method: String,
+    pub uri: String,
+    pub headers: poem::http::HeaderMap,
+    pub body: String,
+}
+
 #[derive(Clone)]
-struct Recorder(mpsc::UnboundedSender<String>, u16);
+struct Recorder(
+    mpsc::UnboundedSender<String>,
+    u16,
+    mpsc::UnboundedSender<Captured>,
+);
 
 #[handler]
-fn record(req: &poem::Request, rec: poem::web::Data<&Recorder>) -> poem::Response {
+async fn record(
+    req: &poem::Request,
+    body: poem::Body,
+    rec: poem::web::Data<&Recorder>,
+) -> poem::Response {
     let _ = rec.0.0.send(req.uri().to_string());
+    let _ = rec.0.2.send(Captured {
+        method: req.method().to_string(),
+        uri: req.uri().to_string(),
+        headers: req.headers().clone(),
+        body: body.into_string().await.unwrap_or_default(),
+    });
     poem::Response::builder()
         .status(poem::http::StatusCode::from_u16(rec.0.1).unwrap_or_default())
         .body("ok")
@@ -507,6 +532,7 @@ fn record(req: &poem::Request, rec: poem::web::Data<&Recorder>) -> poem::Respons
 impl AffiliateServer {
     pub async fn start(status: u16) -> AffiliateServer {
         let (tx, rx) = mpsc::unbounded_channel();
+        let (req_tx, requests) = mpsc::unbounded_channel();
         let acceptor = TcpListener::bind("127.0.0.1:0")
             .into_acceptor()
             .await
@@ -516,7 +542,9 @@ impl AffiliateServer {
             .copied()
             .expect("addr");
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let app = Route::new().at("/*", record).data(Recorder(tx, status));
+        let app = Route::new()
+            .at("/*", record)
+            .data(Recorder(tx, status, req_tx));
         tokio::spawn(async move {
             let _ = poem::Server::new_with_acceptor(acceptor)
                 .run_with_graceful_shutdown(
@@ -531,8 +559,19 @@ impl AffiliateServer {
         AffiliateServer {
             url: format!("http://{addr}"),
             rx: tokio::sync::Mutex::new(rx),
+            requests: tokio::sync::Mutex::new(requests),
             _stop: stop_tx,
         }
+    }
+
+    /// The next whole request the server received (kept beside `next`'s
+    /// path and query, so either may be read).
+    pub async fn next_request(&self) -> Captured {
+        let mut rx = self.requests.lock().await;
+        tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .expect("the affiliate was not notified in time")
+            .expect("listener closed")
     }
 
     /// The next request the affiliate's server received (path and query).

@@ -9,6 +9,7 @@ mod clicks;
 mod credentials;
 mod debugger;
 mod docs;
+mod endpoints;
 mod faults;
 mod harness;
 mod idempotency;

@@ -82,6 +82,7 @@ fn kind_of_path(path: &str) -> &'static str {
         "conversions" => "conversion",
         "coupons" => "coupon",
         "commission-plans" => "plan",
+        "endpoints" => "endpoint",
         "integrations" => "integration",
         "links" => "link",
         "payout-batches" => "batch",
@@ -167,7 +168,7 @@ fn fill(
         Some("string") if schema["format"] == "date-time" => json!(chrono::Utc::now().to_rfc3339()),
         Some("string") => json!(match field {
             "email" => format!("walk{n}@example.com"),
-            f if f.ends_with("_url") => format!("https://example.com/walk{n}"),
+            f if f == "url" || f.ends_with("_url") => format!("https://example.com/walk{n}"),
             "slug" => format!("walk{n}"),
             "code" => format!("WALK{n}"),
             "currency" | "from" => "USD".to_owned(),
@@ -275,6 +276,14 @@ async fn world(app: &TestApp) -> World {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{made}");
     let read_key = made["token"].as_str().expect("token").to_owned();
+    let (status, endpoint) = app
+        .post(
+            "/api/v1/endpoints",
+            &key,
+            json!({"affiliate_id": s.affiliate_id, "kind": "webhook", "url": "https://hooks.example/acme"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{endpoint}");
     let ids = HashMap::from([
         ("tenant", s.tenant.id.clone()),
         ("program", s.program_id.clone()),
@@ -289,6 +298,7 @@ async fn world(app: &TestApp) -> World {
         ("api_key", created(&made)),
         ("txn", "walk-1".to_owned()),
         ("plan", created(&plan)),
+        ("endpoint", created(&endpoint)),
     ]);
     let mut secrets: Vec<String> = ids.values().cloned().collect();
     secrets.extend([
@@ -296,6 +306,8 @@ async fn world(app: &TestApp) -> World {
         key.clone(),
         read_key.clone(),
         created(&plan),
+        endpoint["secret"].as_str().expect("secret").to_owned(),
+        "hooks.example/acme".to_owned(),
         "jane@example.com".to_owned(),
         "ACME10".to_owned(),
         "walk-1".to_owned(),

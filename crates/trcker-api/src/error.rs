@@ -11,6 +11,7 @@ use trcker_services::audit::AuditError;
 use trcker_services::auth::AccessError;
 use trcker_services::conversions::ConversionError;
 use trcker_services::debugger::DebuggerError;
+use trcker_services::endpoints::EndpointError;
 use trcker_services::exchange_rates::RateError;
 use trcker_services::integrations::IntegrationError;
 use trcker_services::ledger::LedgerError;
@@ -204,6 +205,17 @@ impl From<IntegrationError> for ApiError {
             }
             IntegrationError::Revoked(_) => ApiError::new(Code::IntegrationRevoked, e.to_string()),
             IntegrationError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<EndpointError> for ApiError {
+    fn from(e: EndpointError) -> Self {
+        match e {
+            EndpointError::Access(e) => e.into(),
+            EndpointError::Invalid(e) => e.into(),
+            EndpointError::NotFound(_) => ApiError::new(Code::EndpointNotFound, e.to_string()),
+            EndpointError::Store(e) => e.into(),
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod client;
 mod common;
 mod conversions;
 mod coupons;
+mod endpoints;
 mod error;
 mod exchange_rates;
 mod idempotency;
@@ -53,6 +54,9 @@ enum ApiTags {
     Affiliates,
     /// Merchant integrations: postback secrets and URLs.
     Integrations,
+    /// Where affiliates and the tenant are told of conversions: postback
+    /// URL templates and signed webhooks.
+    Endpoints,
     /// Conversions attributed from postbacks.
     Conversions,
     /// Coupon codes that attribute sales without a click.
@@ -75,6 +79,7 @@ type Apis = (
     programs::ProgramsApi,
     affiliates::AffiliatesApi,
     integrations::IntegrationsApi,
+    endpoints::EndpointsApi,
     postbacks::PostbacksApi,
     links::LinksApi,
     coupons::CouponsApi,
@@ -115,6 +120,10 @@ fn apis(s: &Services) -> Apis {
         integrations::IntegrationsApi {
             integrations: s.integrations.clone(),
             debugger: s.debugger.clone(),
+            auth: auth.clone(),
+        },
+        endpoints::EndpointsApi {
+            endpoints: s.endpoints.clone(),
             auth: auth.clone(),
         },
         postbacks::PostbacksApi {

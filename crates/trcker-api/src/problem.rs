@@ -145,6 +145,9 @@ codes! {
     AffiliateActivated = "affiliate-activated", 409, AdminApi,
         "The affiliate accepted an invitation already and signs in with a password: there is nothing to invite again.",
         "The affiliate signs in at the portal; a forgotten password is reset there.";
+    EndpointNotFound = "endpoint-not-found", 404, AdminApi,
+        "This tenant has no endpoint with this id (or it was deleted).",
+        "Check the id; `GET /api/v1/endpoints` lists the tenant's endpoints.";
     IntegrationNotFound = "integration-not-found", 404, AdminApi,
         "This tenant has no integration with this id.",
         "Check the id; `GET /api/v1/integrations` lists the tenant's integrations.";

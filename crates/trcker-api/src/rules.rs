@@ -46,6 +46,16 @@ pub fn body_field(schema: &str, field: &str) -> Option<Value> {
         ("NewRateIn", "from" | "to") | (_, "currency") => currency(),
         (_, "time_zone") => json!({"$ref": format!("#/components/schemas/{TIME_ZONE_SCHEMA}")}),
         ("NewApiKeyIn", "scope") => one_of(&["admin", "read"]),
+        ("NewEndpointIn", "kind") => one_of(&["postback", "webhook"]),
+        ("NewEndpointIn" | "UpdateEndpointIn", "method") => one_of(&["GET", "POST"]),
+        ("NewEndpointIn" | "UpdateEndpointIn", "body_format") => one_of(&["form", "json"]),
+        ("NewEndpointIn" | "UpdateEndpointIn", "body_template") => {
+            json!({"maxLength": trcker_services::endpoints::MAX_BODY_TEMPLATE})
+        }
+        ("NewEndpointIn" | "UpdateEndpointIn", "events") => json!({
+            "minItems": 1,
+            "items": {"type": "string", "enum": trcker_domain::webhook::Event::ALL.map(|e| e.as_str())},
+        }),
         ("BulkReviewIn", "action") => one_of(&["approve", "reject", "refund", "chargeback"]),
         ("BulkReviewIn", "ids") => json!({
             "minItems": 1,
@@ -116,6 +126,8 @@ fn query_param(path: &str, name: &str) -> Option<Value> {
             json!({"pattern": IdKind::Integration.pattern()})
         }
         "program_id" if path == "/integrations" => json!({"pattern": IdKind::Program.pattern()}),
+        "affiliate_id" if path == "/endpoints" => json!({"pattern": IdKind::Affiliate.pattern()}),
+        "kind" if path == "/endpoints" => one_of(&["postback", "webhook"]),
         "reason" if path == "/postbacks" => json!({"maxLength": 200}),
         "kind" if path == "/ledger/entries" => {
             one_of(&["commission", "reversal", "adjustment", "payout"])
@@ -147,6 +159,7 @@ fn list_kind(path: &str) -> Option<IdKind> {
         "/audit-log" => IdKind::Audit,
         "/conversions" => IdKind::Conversion,
         "/coupons" => IdKind::Coupon,
+        "/endpoints" => IdKind::Endpoint,
         "/exchange-rates" => IdKind::ExchangeRate,
         "/integrations" => IdKind::Integration,
         "/integrations/{id}/postbacks" | "/postbacks" => IdKind::Postback,

@@ -20,6 +20,23 @@ pub fn encode_component(s: &str) -> String {
 
 /// Replaces each `{name}` whose name `lookup` knows by its URL-encoded value.
 pub fn expand<'a>(template: &str, lookup: impl Fn(&str) -> Option<&'a str>) -> String {
+    expand_encoded(template, lookup, encode_component)
+}
+
+/// Replaces each `{name}` whose name `lookup` knows by its value inside a
+/// JSON string (escaped, without the quotes: the template writes them).
+pub fn expand_json<'a>(template: &str, lookup: impl Fn(&str) -> Option<&'a str>) -> String {
+    expand_encoded(template, lookup, |v| {
+        let quoted = serde_json::Value::String(v.to_owned()).to_string();
+        quoted[1..quoted.len() - 1].to_owned()
+    })
+}
+
+fn expand_encoded<'a>(
+    template: &str,
+    lookup: impl Fn(&str) -> Option<&'a str>,
+    encode: impl Fn(&str) -> String,
+) -> String {
     let mut out = String::with_capacity(template.len() + 32);
     let mut rest = template;
     while let Some(open) = rest.find('{') {
@@ -34,7 +51,7 @@ pub fn expand<'a>(template: &str, lookup: impl Fn(&str) -> Option<&'a str>) -> S
             {
                 let name = &after[..close];
                 match lookup(name) {
-                    Some(value) => out.push_str(&encode_component(value)),
+                    Some(value) => out.push_str(&encode(value)),
                     None => {
                         out.push('{');
                         out.push_str(name);

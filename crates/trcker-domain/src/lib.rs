@@ -19,6 +19,7 @@ pub mod slug;
 pub mod status;
 pub mod target;
 pub mod tiers;
+pub mod webhook;
 
 pub use click_id::ClickId;
 pub use commission::{Commission, CommissionRule};

@@ -154,6 +154,42 @@ pub fn literal_ip(url: &Url) -> Option<IpAddr> {
     }
 }
 
+/// A URL as the delivery log shows it: the values of query parameters whose
+/// names suggest a secret (`key`, `token`, `secret`, `password`, `auth`,
+/// `sig`…) and any user information are replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let Ok(mut parsed) = Url::parse(url) else {
+        return url.to_owned();
+    };
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        let _ = parsed.set_username("***");
+        let _ = parsed.set_password(None);
+    }
+    let secretive = |name: &str| {
+        let n = name.to_ascii_lowercase();
+        [
+            "key", "token", "secret", "password", "passwd", "auth", "sig", "hash",
+        ]
+        .iter()
+        .any(|w| n.contains(w))
+    };
+    if parsed.query().is_some() {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if secretive(&k) {
+                    "***".to_owned()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.to_string()
+}
+
 /// Refuses a target template whose host is a literal non-public address.
 pub fn check_literal_target(template: &str) -> Result<(), Forbidden> {
     match parse_target_template(template)
@@ -295,6 +331,15 @@ mod tests {
         for ip in ["93.184.216.34", "2606:4700::1111", "8.8.8.8"] {
             assert!(is_public(ip.parse().expect("ip")), "{ip}");
         }
+    }
+
+    #[test]
+    fn secrets_are_redacted_from_logged_urls() {
+        assert_eq!(
+            redact_url("https://u:p@t.example/pb?cid=1&api_key=abc&Token=x&payout=5.00"),
+            "https://***@t.example/pb?cid=1&api_key=***&Token=***&payout=5.00"
+        );
+        assert_eq!(redact_url("https://t.example/pb"), "https://t.example/pb");
     }
 
     #[test]

@@ -5,20 +5,17 @@
 //! the URL retires the old endpoint and makes a new one, so deliveries keep
 //! the URL they were made for.
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use trcker_domain::fields::{Email, Fields, Name, TargetUrl};
 use trcker_domain::ids::IdKind;
 use trcker_domain::secret::{hash_secret, random_alnum};
 use trcker_domain::slug::Slug;
-use trcker_domain::target::check_literal_target;
-use trcker_storage::entities::notification_endpoint::EndpointKind;
-use trcker_storage::entities::{Activity, affiliate, notification_endpoint};
-use trcker_storage::ids::{AffiliateId, EndpointId};
+use trcker_storage::entities::{Activity, affiliate};
+use trcker_storage::ids::AffiliateId;
 use trcker_storage::sea_orm::sea_query::Expr;
-use trcker_storage::sea_orm::{ColumnTrait, ConnectionTrait, DbErr, QueryFilter};
+use trcker_storage::sea_orm::{ColumnTrait, QueryFilter};
 use trcker_storage::{
-    Store, TenantId, batch::insert, is_unique_violation, scoped, scoped_by_id, scoped_update,
-    scoped_update_by_id,
+    Store, TenantId, batch::insert, is_unique_violation, scoped, scoped_by_id, scoped_update_by_id,
 };
 
 use crate::areas::Area;
@@ -126,7 +123,8 @@ impl AffiliateService {
             }
         })?;
         if let Some(url) = &affiliate.postback_url {
-            insert(&txn, endpoint(tenant, &affiliate.id, url, t)).await?;
+            crate::endpoints::follow_postback_url(&txn, tenant, &affiliate.id, None, Some(url), t)
+                .await?;
         }
         crate::audit::record(
             &txn,
@@ -262,7 +260,15 @@ impl AffiliateService {
         if let Some(url) = postback_url {
             let url = url.map(TargetUrl::into_string);
             q = q.col_expr(C::PostbackUrl, Expr::value(url.clone()));
-            replace_endpoint(&txn, tenant, &existing.id, url.as_deref(), t).await?;
+            crate::endpoints::follow_postback_url(
+                &txn,
+                tenant,
+                &existing.id,
+                existing.postback_url.as_deref(),
+                url.as_deref(),
+                t,
+            )
+            .await?;
         }
         q.exec(&txn).await?;
         let after = scoped_by_id::<affiliate::Entity>(tenant, &existing.id)
@@ -285,15 +291,10 @@ impl AffiliateService {
         Ok(after)
     }
 
-    /// A URL Trcker will call: a target template whose host, when it is a
-    /// literal address, is a public one (unless private targets are allowed).
-    /// A host name is checked on every call, on the addresses it resolves to.
+    /// A postback URL Trcker will call ([`crate::endpoints::call_target`]).
     fn call_target(&self, url: &str) -> Result<TargetUrl, String> {
-        let parsed = TargetUrl::parse(url).map_err(|e| e.to_string())?;
-        if !self.area.settings.allow_private_targets {
-            check_literal_target(url).map_err(|f| f.to_string())?;
-        }
-        Ok(parsed)
+        crate::endpoints::call_target(url, self.area.settings.allow_private_targets)
+            .and_then(|u| TargetUrl::parse(&u).map_err(|e| e.to_string()))
     }
 
     async fn find(&self, tenant: &TenantId, id: &str) -> Result<affiliate::Model, AffiliateError> {
@@ -301,43 +302,5 @@ impl AffiliateService {
             .one(&self.store().conn)
             .await?
             .ok_or_else(|| AffiliateError::NotFound(id.to_owned()))
-    }
-}
-
-/// The affiliate's postback endpoint follows its URL: old ones retire, a new
-/// one is made (none when the URL is removed).
-async fn replace_endpoint<C: ConnectionTrait>(
-    db: &C,
-    tenant: &TenantId,
-    affiliate_id: &AffiliateId,
-    url: Option<&str>,
-    t: DateTime<Utc>,
-) -> Result<(), DbErr> {
-    scoped_update::<notification_endpoint::Entity>(tenant)
-        .col_expr(notification_endpoint::Column::Active, Expr::value(false))
-        .filter(notification_endpoint::Column::AffiliateId.eq(affiliate_id))
-        .filter(notification_endpoint::Column::Kind.eq(EndpointKind::Postback))
-        .exec(db)
-        .await?;
-    if let Some(url) = url {
-        insert(db, endpoint(tenant, affiliate_id, url, t)).await?;
-    }
-    Ok(())
-}
-
-fn endpoint(
-    tenant: &TenantId,
-    affiliate_id: &AffiliateId,
-    url: &str,
-    t: DateTime<Utc>,
-) -> notification_endpoint::Model {
-    notification_endpoint::Model {
-        id: EndpointId::generate(),
-        tenant_id: tenant.clone(),
-        created_at: t,
-        affiliate_id: affiliate_id.clone(),
-        kind: EndpointKind::Postback,
-        url_template: url.to_owned(),
-        active: true,
     }
 }

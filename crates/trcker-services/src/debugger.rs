@@ -556,11 +556,26 @@ impl DebuggerService {
             .payout_minor
             .map(|m| format!("{} {}", format_minor(m, conv.currency.0), conv.currency));
         trace.commission_explanation = conv.commission_explanation.clone();
+        use notification_endpoint::Column as E;
         let endpoints = scoped::<notification_endpoint::Entity>(tenant)
-            .filter(notification_endpoint::Column::AffiliateId.eq(&conv.affiliate_id))
-            .filter(notification_endpoint::Column::Active.eq(true))
+            .filter(
+                trcker_storage::sea_orm::Condition::any()
+                    .add(E::AffiliateId.eq(&conv.affiliate_id))
+                    .add(E::AffiliateId.is_null()),
+            )
+            .filter(E::Active.eq(true))
+            .filter(E::DisabledAt.is_null())
             .all(db)
             .await?;
+        let (mine, tenants): (Vec<_>, Vec<_>) = endpoints
+            .into_iter()
+            .partition(|e| e.affiliate_id.is_some());
+        let event = trcker_domain::webhook::Event::Created;
+        let expected = [mine, tenants]
+            .iter()
+            .flat_map(|owned| crate::pipeline::notify::applicable(owned, &conv.program_id))
+            .filter(|ep| crate::pipeline::notify::told(ep, &conv, event))
+            .count();
         let deliveries = scoped::<notification_delivery::Entity>(tenant)
             .filter(notification_delivery::Column::ConversionId.eq(&conversion_id))
             .all(db)
@@ -575,8 +590,7 @@ impl DebuggerService {
                 last_error: d.last_error.clone(),
             })
             .collect();
-        let notified =
-            deliveries.len() >= endpoints.len() && deliveries.iter().all(|d| d.attempts > 0);
+        let notified = deliveries.len() >= expected && deliveries.iter().all(|d| d.attempts > 0);
         trace.complete = trace.payout.is_some() && notified;
         Ok(())
     }

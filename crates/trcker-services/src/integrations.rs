@@ -83,6 +83,22 @@ pub const DEFAULT_OVERLAP_HOURS: i64 = 24;
 /// The longest overlap a rotation may ask for: a week.
 pub const MAX_OVERLAP_HOURS: i64 = 168;
 
+/// The end of a rotation's overlap asked for in hours (default
+/// [`DEFAULT_OVERLAP_HOURS`]; 0: none, the old secret stops at once).
+pub(crate) fn overlap_until(
+    overlap_hours: Option<i64>,
+    now: chrono::DateTime<Utc>,
+) -> Result<Option<chrono::DateTime<Utc>>, Invalid> {
+    match overlap_hours.unwrap_or(DEFAULT_OVERLAP_HOURS) {
+        0 => Ok(None),
+        h if (1..=MAX_OVERLAP_HOURS).contains(&h) => Ok(Some(now + chrono::Duration::hours(h))),
+        _ => Err(Invalid::field(
+            "overlap_hours",
+            format!("must be 0 to {MAX_OVERLAP_HOURS} hours"),
+        )),
+    }
+}
+
 /// A rotated secret: shown once, like a new integration's.
 pub struct RotatedSecret {
     pub created: CreatedIntegration,
@@ -254,25 +270,14 @@ impl IntegrationService {
         overlap_hours: Option<i64>,
     ) -> Result<RotatedSecret, IntegrationError> {
         let tenant = caller.tenant_admin()?;
-        let overlap = match overlap_hours {
-            None => DEFAULT_OVERLAP_HOURS,
-            Some(h) if (0..=MAX_OVERLAP_HOURS).contains(&h) => h,
-            Some(_) => {
-                return Err(Invalid::field(
-                    "overlap_hours",
-                    format!("must be 0 to {MAX_OVERLAP_HOURS} hours"),
-                )
-                .into());
-            }
-        };
+        let now = Utc::now().trunc_subsecs(6);
+        let until = overlap_until(overlap_hours, now)?;
         let existing = find(self.store(), tenant, id).await?;
         if existing.status == integration::Status::Revoked {
             return Err(IntegrationError::Revoked(existing.id.to_string()));
         }
         let secret = new_postback_secret();
         let hash = hash_secret(&secret);
-        let now = Utc::now().trunc_subsecs(6);
-        let until = (overlap > 0).then(|| now + chrono::Duration::hours(overlap));
         use integration::Column as C;
         let txn = self.store().write_txn().await?;
         // Only the secret just replaced may keep working: an older one's

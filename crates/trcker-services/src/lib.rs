@@ -17,6 +17,7 @@ pub mod clicks;
 pub mod conversions;
 mod csv;
 pub mod debugger;
+pub mod endpoints;
 mod error;
 pub mod exchange_rates;
 pub mod guard;
@@ -57,6 +58,8 @@ pub struct Settings {
     pub ip_retention_days: u32,
     /// Failed authentications an address may make in a minute (`guard`).
     pub auth_failures_per_minute: u32,
+    /// Failed notification attempts in a row that disable an endpoint.
+    pub endpoint_failure_limit: u32,
     /// The load balancers and proxies whose forwarding headers name the client.
     pub trusted_proxies: Vec<trcker_domain::protection::Cidr>,
     /// How long clicks, postbacks and deliveries are kept.
@@ -92,6 +95,7 @@ impl Settings {
             unique_click_window: Duration::from_secs(24 * 3600),
             ip_retention_days: 30,
             auth_failures_per_minute: guard::MAX_FAILURES,
+            endpoint_failure_limit: pipeline::notify::DEFAULT_FAILURE_LIMIT,
             trusted_proxies: Vec::new(),
             retention: Default::default(),
             clock: Clock::default(),
@@ -111,6 +115,17 @@ impl Settings {
             self.operator_token_hash
         ))
         .into_bytes()
+    }
+
+    /// The signing secret of webhook endpoint `endpoint_id`: derived from the
+    /// operator token's hash (which no database holds) and the endpoint's
+    /// salt, so a copy of the database cannot sign as Trcker.
+    pub fn webhook_secret(
+        &self,
+        endpoint_id: &str,
+        salt: &str,
+    ) -> trcker_domain::webhook::WebhookSecret {
+        trcker_domain::webhook::WebhookSecret::derive(&self.operator_token_hash, endpoint_id, salt)
     }
 
     /// The key of access tokens signed under `kid`: derived from the
@@ -136,6 +151,8 @@ pub struct Services {
     pub audit: audit::AuditService,
     pub programs: programs::ProgramService,
     pub affiliates: affiliates::AffiliateService,
+    /// Where affiliates and the tenant are told of conversions.
+    pub endpoints: endpoints::EndpointService,
     pub links: links::LinkService,
     pub integrations: integrations::IntegrationService,
     pub conversions: conversions::ConversionService,
@@ -176,6 +193,7 @@ impl Services {
             audit: audit::AuditService::new(area.clone()),
             programs: programs::ProgramService::new(area.clone()),
             affiliates: affiliates::AffiliateService::new(area.clone()),
+            endpoints: endpoints::EndpointService::new(area.clone()),
             links: links::LinkService::new(area.clone()),
             integrations: integrations::IntegrationService::new(area.clone()),
             conversions: conversions::ConversionService::new(area.clone(), pipeline.clone()),

@@ -83,6 +83,15 @@ pub struct Config {
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub auth_failures_per_minute: u32,
+    /// Failed notification attempts in a row that disable an endpoint (the
+    /// tenant enables it again through the admin API).
+    #[arg(
+        long,
+        env = "TRCKER_ENDPOINT_FAILURE_LIMIT",
+        default_value_t = trcker_services::pipeline::notify::DEFAULT_FAILURE_LIMIT,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub endpoint_failure_limit: u32,
     /// Days clicks are kept (0: for ever); never fewer than a tenant's longest
     /// attribution window plus hold period.
     #[arg(long, env = "TRCKER_RETAIN_CLICKS_DAYS", default_value_t = 400)]
@@ -174,6 +183,7 @@ struct FileLayer {
     unique_click_window_secs: Option<u64>,
     ip_retention_days: Option<u32>,
     auth_failures_per_minute: Option<u32>,
+    endpoint_failure_limit: Option<u32>,
     retain_clicks_days: Option<u32>,
     retain_postbacks_days: Option<u32>,
     retain_deliveries_days: Option<u32>,
@@ -255,7 +265,8 @@ impl Config {
                 file_over_defaults!(loaded, file, p;
                     plain: listen, data_dir, db_connections, trusted_proxies,
                         allow_private_targets, worker_concurrency, unique_click_window_secs,
-                        ip_retention_days, auth_failures_per_minute, retain_clicks_days,
+                        ip_retention_days, auth_failures_per_minute, endpoint_failure_limit,
+                        retain_clicks_days,
                         retain_postbacks_days,
                         retain_deliveries_days, log, log_format;
                     optional: metrics_listen, public_url, worker_name;
@@ -302,7 +313,7 @@ impl Config {
     }
 
     /// Every key, in the order `trcker config` prints them.
-    pub const KEYS: [&'static str; 19] = [
+    pub const KEYS: [&'static str; 20] = [
         "listen",
         "metrics_listen",
         "data_dir",
@@ -317,6 +328,7 @@ impl Config {
         "unique_click_window_secs",
         "ip_retention_days",
         "auth_failures_per_minute",
+        "endpoint_failure_limit",
         "retain_clicks_days",
         "retain_postbacks_days",
         "retain_deliveries_days",
@@ -354,6 +366,7 @@ impl Config {
             self.unique_click_window_secs.to_string(),
             self.ip_retention_days.to_string(),
             self.auth_failures_per_minute.to_string(),
+            self.endpoint_failure_limit.to_string(),
             self.retain_clicks_days.to_string(),
             self.retain_postbacks_days.to_string(),
             self.retain_deliveries_days.to_string(),
@@ -381,6 +394,7 @@ impl Config {
             unique_click_window_secs: 86_400,
             ip_retention_days: 30,
             auth_failures_per_minute: trcker_services::guard::MAX_FAILURES,
+            endpoint_failure_limit: trcker_services::pipeline::notify::DEFAULT_FAILURE_LIMIT,
             retain_clicks_days: 400,
             retain_postbacks_days: 400,
             retain_deliveries_days: 90,
@@ -606,6 +620,7 @@ worker_name = "w1"
 unique_click_window_secs = 60
 ip_retention_days = 7
 auth_failures_per_minute = 100
+endpoint_failure_limit = 7
 retain_clicks_days = 500
 retain_postbacks_days = 500
 retain_deliveries_days = 30

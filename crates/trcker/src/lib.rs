@@ -336,6 +336,7 @@ impl App {
                 unique_click_window: Duration::from_secs(config.unique_click_window_secs),
                 ip_retention_days: config.ip_retention_days,
                 auth_failures_per_minute: config.auth_failures_per_minute,
+                endpoint_failure_limit: config.endpoint_failure_limit,
                 trusted_proxies,
                 retention: trcker_services::pipeline::retention::Retention {
                     clicks_days: config.retain_clicks_days,

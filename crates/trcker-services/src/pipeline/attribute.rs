@@ -978,6 +978,7 @@ fn new_conversion(
         txn_id: params.txn_id.clone(),
         event: params.event.clone(),
         status: conversion::Status(status),
+        created_status: Some(conversion::Status(status)),
         amount_minor,
         currency: program.currency,
         payout_minor: None,

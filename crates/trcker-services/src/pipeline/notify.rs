@@ -31,13 +31,19 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde::{Deserialize, Serialize};
-use trcker_domain::destination::expand;
+use trcker_domain::destination::{expand, expand_json};
 use trcker_domain::money::format_minor;
-use trcker_domain::target::{forbidden, literal_ip};
+use trcker_domain::status::ConversionStatus;
+use trcker_domain::target::{forbidden, literal_ip, redact_url};
+use trcker_domain::webhook::signature_header;
+use trcker_domain::webhook::{Event, Events};
 use trcker_storage::batch::{among, insert_new, per_row, pow2_chunks};
 use trcker_storage::entities::notification_delivery::Status as DeliveryStatus;
+use trcker_storage::entities::notification_endpoint::{BodyFormat, EndpointKind, Method};
 use trcker_storage::entities::*;
-use trcker_storage::ids::{AffiliateId, AttemptId, ConversionId, DeliveryId};
+use trcker_storage::ids::{
+    AffiliateId, AttemptId, ConversionId, DeliveryId, EndpointId, ProgramId,
+};
 use trcker_storage::queue::Job;
 use trcker_storage::sea_orm::sea_query::Expr;
 use trcker_storage::sea_orm::{
@@ -100,6 +106,11 @@ impl PipelineJob for NotifyJob {
 /// Delay before each retry; the number of entries is the number of retries.
 pub const RETRY_SCHEDULE_SECS: [i64; 10] =
     [30, 120, 300, 900, 1800, 3600, 7200, 14400, 28800, 28800];
+
+/// Failed attempts in a row that disable an endpoint, unless the operator
+/// says otherwise (`TRCKER_ENDPOINT_FAILURE_LIMIT`): a receiver down for a
+/// day under a steady stream of conversions gets there, a brief outage not.
+pub const DEFAULT_FAILURE_LIMIT: u32 = 100;
 
 /// Calls one process makes to one endpoint at the same time.
 pub const PER_ENDPOINT_CONCURRENCY: usize = 8;
@@ -265,11 +276,29 @@ enum Outcome {
         status: Option<u16>,
         excerpt: Option<String>,
         error: String,
+        /// `http_status`, `timeout`, `refused`, `tls` or `network`.
+        class: &'static str,
     },
-    /// Never worth retrying (a blocked or malformed target).
+    /// Never worth retrying (a refused or malformed target).
     Permanent {
         error: String,
+        /// `ssrf` or `invalid_target`.
+        class: &'static str,
     },
+}
+
+/// The class of a call that failed without an answer.
+fn error_class(e: &reqwest::Error, chain: &str) -> &'static str {
+    let lower = chain.to_ascii_lowercase();
+    if e.is_timeout() {
+        "timeout"
+    } else if lower.contains("certificate") || lower.contains("tls") || lower.contains("ssl") {
+        "tls"
+    } else if e.is_connect() {
+        "refused"
+    } else {
+        "network"
+    }
 }
 
 /// How much of a response body is read and kept as the attempt's excerpt.
@@ -369,14 +398,18 @@ impl Pipeline {
         if convs.is_empty() {
             return Ok(Vec::new());
         }
-        let mut endpoints: HashMap<AffiliateId, Vec<notification_endpoint::Model>> = HashMap::new();
+        use notification_endpoint::Column as E;
+        let affiliates: Vec<AffiliateId> = convs.values().map(|c| c.affiliate_id.clone()).collect();
+        let mut endpoints: HashMap<Option<AffiliateId>, Vec<notification_endpoint::Model>> =
+            HashMap::new();
         for ep in scoped::<notification_endpoint::Entity>(tenant)
-            .filter(among(
-                backend,
-                notification_endpoint::Column::AffiliateId,
-                convs.values().map(|c| c.affiliate_id.clone()),
-            ))
-            .filter(notification_endpoint::Column::Active.eq(true))
+            .filter(
+                sea_orm::Condition::any()
+                    .add(among(backend, E::AffiliateId, affiliates))
+                    .add(E::AffiliateId.is_null()),
+            )
+            .filter(E::Active.eq(true))
+            .filter(E::DisabledAt.is_null())
             .all(db)
             .await?
         {
@@ -388,11 +421,7 @@ impl Pipeline {
         if endpoints.is_empty() {
             return Ok(Vec::new());
         }
-        let click_ids: Vec<String> = convs
-            .values()
-            .filter(|c| endpoints.contains_key(&c.affiliate_id))
-            .filter_map(|c| c.click_id.clone())
-            .collect();
+        let click_ids: Vec<String> = convs.values().filter_map(|c| c.click_id.clone()).collect();
         let clicks: HashMap<String, click::Model> = if click_ids.is_empty() {
             HashMap::new()
         } else {
@@ -410,9 +439,18 @@ impl Pipeline {
             let Some(conv) = convs.get(conversion_id) else {
                 continue;
             };
+            let Some(event) = event_of(event_key, conv) else {
+                tracing::warn!(%conversion_id, event_key, "unknown notification event; not sent");
+                continue;
+            };
             let click = conv.click_id.as_ref().and_then(|id| clicks.get(id));
-            for ep in endpoints.get(&conv.affiliate_id).into_iter().flatten() {
-                deliveries.push(delivery(ep, conv, click, event_key, t));
+            for owner in [Some(conv.affiliate_id.clone()), None] {
+                let Some(owned) = endpoints.get(&owner) else {
+                    continue;
+                };
+                for ep in applicable(owned, &conv.program_id).filter(|ep| told(ep, conv, event)) {
+                    deliveries.push(delivery(ep, conv, click, event_key, event, t));
+                }
             }
         }
         Ok(deliveries)
@@ -491,8 +529,28 @@ impl Pipeline {
                         && wanted.get(d.id.as_str()) == Some(&d.attempts)
                 })
                 .collect();
+        let endpoints: HashMap<EndpointId, notification_endpoint::Model> =
+            scoped::<notification_endpoint::Entity>(tenant)
+                .filter(among(
+                    backend,
+                    notification_endpoint::Column::Id,
+                    due.iter().map(|d| d.endpoint_id.clone()),
+                ))
+                .all(&self.store.conn)
+                .await?
+                .into_iter()
+                .map(|e| (e.id.clone(), e))
+                .collect();
+        let failing: HashSet<EndpointId> = endpoints
+            .values()
+            .filter(|e| e.consecutive_failures > 0)
+            .map(|e| e.id.clone())
+            .collect();
         let mut calls = futures::stream::iter(due)
-            .map(|d| self.attempt(d))
+            .map(|d| {
+                let ep = endpoints.get(&d.endpoint_id);
+                self.attempt(d, ep)
+            })
             .buffer_unordered(job.items.len().max(1));
         let mut results = Vec::new();
         let mut failed = None;
@@ -512,7 +570,7 @@ impl Pipeline {
                     _ = &mut window => break,
                 }
             }
-            if let Err(e) = self.record_attempts(tenant, &mut results).await {
+            if let Err(e) = self.record_attempts(tenant, &mut results, &failing).await {
                 failed = Some(e);
             }
         }
@@ -523,12 +581,23 @@ impl Pipeline {
     }
 
     /// Calls one delivery's endpoint, if it has room.
-    async fn attempt(&self, d: notification_delivery::Model) -> Called {
+    async fn attempt(
+        &self,
+        d: notification_delivery::Model,
+        ep: Option<&notification_endpoint::Model>,
+    ) -> Called {
+        if let Some(reason) = ep.and_then(|e| e.disabled_at.and(e.disabled_reason.clone())) {
+            let outcome = Outcome::Permanent {
+                error: format!("endpoint disabled: {reason}"),
+                class: "disabled",
+            };
+            return (d, Some((outcome, 0)));
+        }
         let Some(_entered) = self.gates.enter(d.endpoint_id.as_str()).await else {
             return (d, None);
         };
         let started = Instant::now();
-        let outcome = self.deliver(&d.url).await;
+        let outcome = self.deliver(&d, ep).await;
         let latency_ms = started.elapsed().as_millis().min(i32::MAX as u128) as i32;
         (d, Some((outcome, latency_ms)))
     }
@@ -541,6 +610,7 @@ impl Pipeline {
         &self,
         tenant: &TenantId,
         results: &mut Vec<Called>,
+        failing: &HashSet<EndpointId>,
     ) -> Result<(), JobError> {
         let t = Utc::now();
         let mut put_off: Vec<&notification_delivery::Model> = Vec::new();
@@ -559,7 +629,10 @@ impl Pipeline {
             put_off_attempts(&txn, tenant, &put_off, t).await?;
         }
         if !made.is_empty() {
-            record_made(&txn, tenant, &made, t).await?;
+            let moved = record_made(&txn, tenant, &made, t).await?;
+            let limit = self.settings.endpoint_failure_limit;
+            let moved: Vec<&Made> = made.iter().filter(|m| moved.contains(&m.0.id)).collect();
+            endpoint_health(&txn, tenant, &moved, failing, limit, t).await?;
         }
         txn.commit().await?;
         count_attempts(&made, put_off.len());
@@ -567,17 +640,23 @@ impl Pipeline {
         Ok(())
     }
 
-    async fn deliver(&self, url: &str) -> Outcome {
-        let parsed = match url::Url::parse(url) {
+    async fn deliver(
+        &self,
+        d: &notification_delivery::Model,
+        ep: Option<&notification_endpoint::Model>,
+    ) -> Outcome {
+        let parsed = match url::Url::parse(&d.url) {
             Ok(u) if u.scheme() == "http" || u.scheme() == "https" => u,
             Ok(_) => {
                 return Outcome::Permanent {
                     error: "only http and https targets are called".into(),
+                    class: "invalid_target",
                 };
             }
             Err(e) => {
                 return Outcome::Permanent {
                     error: format!("not a valid URL: {e}"),
+                    class: "invalid_target",
                 };
             }
         };
@@ -586,9 +665,47 @@ impl Pipeline {
         {
             return Outcome::Permanent {
                 error: format!("SSRF refused: {refused}"),
+                class: "ssrf",
             };
         }
-        match self.http.get(parsed).send().await {
+        let method = match d.method {
+            Method::Get => reqwest::Method::GET,
+            Method::Post => reqwest::Method::POST,
+        };
+        let mut req = self.http.request(method, parsed);
+        if let Some(ct) = &d.content_type {
+            req = req.header(reqwest::header::CONTENT_TYPE, ct);
+        }
+        if let Some(body) = &d.body {
+            req = req.body(body.clone());
+        }
+        if let Some(ep) = ep.filter(|e| e.kind == EndpointKind::Webhook) {
+            let Some(salt) = &ep.secret_salt else {
+                return Outcome::Permanent {
+                    error: "the webhook endpoint has no secret".into(),
+                    class: "invalid_target",
+                };
+            };
+            let now = self.settings.clock.now();
+            let current = self.settings.webhook_secret(ep.id.as_str(), salt);
+            let previous = ep
+                .previous_secret_salt
+                .as_ref()
+                .filter(|_| ep.previous_secret_until.is_some_and(|u| u > now))
+                .map(|p| self.settings.webhook_secret(ep.id.as_str(), p));
+            let mut secrets = vec![&current];
+            secrets.extend(previous.as_ref());
+            let timestamp = now.timestamp();
+            let body = d.body.as_deref().unwrap_or_default();
+            req = req
+                .header("webhook-id", d.id.as_str())
+                .header("webhook-timestamp", timestamp.to_string())
+                .header(
+                    "webhook-signature",
+                    signature_header(&secrets, d.id.as_str(), timestamp, body),
+                );
+        }
+        match req.send().await {
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 let body = excerpt(resp).await;
@@ -602,6 +719,7 @@ impl Pipeline {
                         status: Some(status),
                         excerpt: Some(body),
                         error: format!("HTTP {status}"),
+                        class: "http_status",
                     }
                 }
             }
@@ -612,6 +730,7 @@ impl Pipeline {
                     if let Some(refused) = s.downcast_ref::<Refused>() {
                         return Outcome::Permanent {
                             error: format!("SSRF refused: {refused}"),
+                            class: "ssrf",
                         };
                     }
                     msg.push_str(": ");
@@ -621,6 +740,7 @@ impl Pipeline {
                 Outcome::Failed {
                     status: None,
                     excerpt: None,
+                    class: error_class(&e, &msg),
                     error: msg,
                 }
             }
@@ -628,22 +748,95 @@ impl Pipeline {
     }
 }
 
+/// The event a delivery's key names for its conversion.
+fn event_of(event_key: &str, conv: &conversion::Model) -> Option<Event> {
+    let status = ConversionStatus::parse(event_key.strip_prefix("status:")?).ok()?;
+    Some(Event::of_status(status, conv.created_status.map(|s| s.0)))
+}
+
+/// Whether an endpoint is told of `event` of `conv`: it asked for the event,
+/// and for test conversions if this is one.
+pub(crate) fn told(
+    ep: &notification_endpoint::Model,
+    conv: &conversion::Model,
+    event: Event,
+) -> bool {
+    Events::from_stored(&ep.events).contains(event) && (ep.send_test || !conv.is_test)
+}
+
+/// The endpoints of one owner that serve a conversion of `program`: of each
+/// kind, those made for the program if there are any, else those for every
+/// program.
+pub(crate) fn applicable<'a>(
+    owned: &'a [notification_endpoint::Model],
+    program: &'a ProgramId,
+) -> impl Iterator<Item = &'a notification_endpoint::Model> + 'a {
+    owned.iter().filter(move |ep| {
+        let has_override = owned
+            .iter()
+            .any(|o| o.kind == ep.kind && o.program_id.as_ref() == Some(program));
+        match &ep.program_id {
+            Some(p) => p == program,
+            None => !has_override,
+        }
+    })
+}
+
 fn delivery(
     ep: &notification_endpoint::Model,
     conv: &conversion::Model,
     click: Option<&click::Model>,
     event_key: &str,
+    event: Event,
     t: DateTime<Utc>,
 ) -> notification_delivery::Model {
+    let id = DeliveryId::generate();
+    let macros = Macros::of(conv, click);
+    let (url, method, content_type, body) = match ep.kind {
+        EndpointKind::Postback => {
+            let template = match (&ep.reversal_template, event) {
+                (Some(reversal), Event::Reversed) => reversal,
+                _ => &ep.url_template,
+            };
+            let url = expand(template, |n| macros.get(n));
+            match (ep.method, &ep.body_template) {
+                (Method::Post, Some(body)) => match ep.body_format {
+                    Some(BodyFormat::Json) => (
+                        url,
+                        Method::Post,
+                        Some("application/json".to_owned()),
+                        Some(expand_json(body, |n| macros.get(n))),
+                    ),
+                    _ => (
+                        url,
+                        Method::Post,
+                        Some("application/x-www-form-urlencoded".to_owned()),
+                        Some(expand(body, |n| macros.get(n))),
+                    ),
+                },
+                _ => (url, Method::Get, None, None),
+            }
+        }
+        EndpointKind::Webhook => (
+            ep.url_template.clone(),
+            Method::Post,
+            Some("application/json".to_owned()),
+            Some(webhook_payload(event, conv, &macros, t)),
+        ),
+    };
     notification_delivery::Model {
-        id: DeliveryId::generate(),
+        id,
         tenant_id: conv.tenant_id.clone(),
         created_at: t,
         endpoint_id: ep.id.clone(),
         affiliate_id: conv.affiliate_id.clone(),
         conversion_id: conv.id.clone(),
         event_key: event_key.to_owned(),
-        url: notification_url(&ep.url_template, conv, click),
+        event: Some(event.as_str().to_owned()),
+        url,
+        method,
+        content_type,
+        body,
         status: DeliveryStatus::Pending,
         attempts: 0,
         next_attempt_at: t,
@@ -654,6 +847,31 @@ fn delivery(
     }
 }
 
+/// A webhook's JSON event (Standard Webhooks: `type`, `timestamp`, `data`).
+fn webhook_payload(event: Event, conv: &conversion::Model, m: &Macros, t: DateTime<Utc>) -> String {
+    serde_json::json!({
+        "type": event.webhook_type(),
+        "timestamp": t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "data": {
+            "conversion_id": conv.id.as_str(),
+            "affiliate_id": conv.affiliate_id.as_str(),
+            "program_id": conv.program_id.as_str(),
+            "click_id": conv.click_id,
+            "txn_id": conv.txn_id,
+            "event": conv.event,
+            "status": m.status,
+            "amount": m.amount,
+            "payout": m.payout,
+            "currency": m.currency,
+            "sub1": m.subs[0], "sub2": m.subs[1], "sub3": m.subs[2],
+            "sub4": m.subs[3], "sub5": m.subs[4],
+            "test": conv.is_test,
+            "created_at": conv.created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        }
+    })
+    .to_string()
+}
+
 /// An attempt's row, the delivery's new status and the time of its next attempt.
 fn attempt_made<'a>(
     d: &'a notification_delivery::Model,
@@ -661,16 +879,22 @@ fn attempt_made<'a>(
     latency_ms: i32,
     t: DateTime<Utc>,
 ) -> Made<'a> {
-    let (status_code, body, error) = match outcome {
+    let (status_code, body, error, class) = match outcome {
         Outcome::Delivered { status, excerpt } => {
-            (Some(i32::from(*status)), Some(excerpt.clone()), None)
+            (Some(i32::from(*status)), Some(excerpt.clone()), None, None)
         }
         Outcome::Failed {
             status,
             excerpt,
             error,
-        } => (status.map(i32::from), excerpt.clone(), Some(error.clone())),
-        Outcome::Permanent { error } => (None, None, Some(error.clone())),
+            class,
+        } => (
+            status.map(i32::from),
+            excerpt.clone(),
+            Some(error.clone()),
+            Some(*class),
+        ),
+        Outcome::Permanent { error, class } => (None, None, Some(error.clone()), Some(*class)),
     };
     let (new_status, next_at) = match outcome {
         Outcome::Delivered { .. } => (DeliveryStatus::Delivered, t),
@@ -690,6 +914,9 @@ fn attempt_made<'a>(
         latency_ms,
         response_excerpt: body,
         error,
+        method: Some(d.method.to_string()),
+        url: Some(redact_url(&d.url)),
+        error_class: class.map(str::to_owned),
     };
     (d, attempt, new_status, next_at)
 }
@@ -749,7 +976,7 @@ async fn record_made(
     tenant: &TenantId,
     made: &[Made<'_>],
     t: DateTime<Utc>,
-) -> Result<(), JobError> {
+) -> Result<HashSet<DeliveryId>, JobError> {
     use notification_delivery::Column as D;
     let backend = sea_orm::ConnectionTrait::get_database_backend(txn);
     let column =
@@ -784,46 +1011,149 @@ async fn record_made(
         .exec_without_returning(txn)
         .await?;
     }
+    Ok(moved)
+}
+
+/// Keeps each endpoint's run of failed attempts: a delivered attempt ends
+/// it, each failed one adds to it. A 410 (the receiver says the endpoint is
+/// gone) or a run of `limit` disables the endpoint, with the reason, until
+/// it is enabled again; its next conversions make no deliveries and its
+/// pending ones end as `endpoint disabled`.
+async fn endpoint_health(
+    txn: &DatabaseTransaction,
+    tenant: &TenantId,
+    made: &[&Made<'_>],
+    failing: &HashSet<EndpointId>,
+    limit: u32,
+    t: DateTime<Utc>,
+) -> Result<(), JobError> {
+    use notification_endpoint::Column as E;
+    let backend = sea_orm::ConnectionTrait::get_database_backend(txn);
+    let mut ok: HashSet<&EndpointId> = HashSet::new();
+    let mut failed: HashMap<&EndpointId, i32> = HashMap::new();
+    let mut gone: HashSet<&EndpointId> = HashSet::new();
+    for (d, attempt, _, _) in made {
+        match attempt.error_class.as_deref() {
+            None => {
+                ok.insert(&d.endpoint_id);
+            }
+            Some("disabled") => {}
+            Some(_) => {
+                *failed.entry(&d.endpoint_id).or_default() += 1;
+                if attempt.status_code == Some(410) {
+                    gone.insert(&d.endpoint_id);
+                }
+            }
+        }
+    }
+    failed.retain(|id, _| !ok.contains(id));
+    let reset: Vec<EndpointId> = ok
+        .into_iter()
+        .filter(|id| failing.contains(*id))
+        .cloned()
+        .collect();
+    if !reset.is_empty() {
+        scoped_update::<notification_endpoint::Entity>(tenant)
+            .col_expr(E::ConsecutiveFailures, Expr::value(0))
+            .filter(among(backend, E::Id, reset))
+            .exec(txn)
+            .await?;
+    }
+    let mut by_count: std::collections::BTreeMap<i32, Vec<EndpointId>> = Default::default();
+    for (id, n) in &failed {
+        by_count.entry(*n).or_default().push((*id).clone());
+    }
+    for (n, ids) in by_count {
+        scoped_update::<notification_endpoint::Entity>(tenant)
+            .col_expr(
+                E::ConsecutiveFailures,
+                sea_orm::sea_query::ExprTrait::add(Expr::col(E::ConsecutiveFailures), n),
+            )
+            .filter(among(backend, E::Id, ids))
+            .exec(txn)
+            .await?;
+    }
+    let disable = |ids: Vec<EndpointId>, reason: String| {
+        scoped_update::<notification_endpoint::Entity>(tenant)
+            .col_expr(E::DisabledAt, Expr::value(t))
+            .col_expr(E::DisabledReason, Expr::value(reason))
+            .col_expr(E::UpdatedAt, Expr::value(t))
+            .filter(among(backend, E::Id, ids))
+            .filter(E::DisabledAt.is_null())
+    };
+    if !gone.is_empty() {
+        let ids: Vec<EndpointId> = gone.into_iter().cloned().collect();
+        disable(ids, "the endpoint answered 410 Gone".to_owned())
+            .exec(txn)
+            .await?;
+    }
+    if !failed.is_empty() {
+        let ids: Vec<EndpointId> = failed.keys().map(|id| (*id).clone()).collect();
+        disable(ids, format!("{limit} failed attempts in a row"))
+            .filter(E::ConsecutiveFailures.gte(limit))
+            .exec(txn)
+            .await?;
+    }
     Ok(())
 }
 
-/// An endpoint's URL template with a conversion's macros filled in (URL-encoded).
-fn notification_url(
-    template: &str,
-    conv: &conversion::Model,
-    click: Option<&click::Model>,
-) -> String {
-    let currency = conv.currency.0;
-    let currency_code = conv.currency.to_string();
-    let status = conv.status.to_string();
-    let payout = format_minor(conv.payout_minor.unwrap_or(0), currency);
-    let amount = format_minor(conv.amount_minor, currency);
-    let subs: Vec<String> = (0..5)
-        .map(|i| {
-            click
-                .and_then(|c| [&c.sub1, &c.sub2, &c.sub3, &c.sub4, &c.sub5][i].clone())
-                .unwrap_or_default()
-        })
-        .collect();
-    let click_id = conv.click_id.clone().unwrap_or_default();
-    expand(template, |name| {
+/// A conversion's macro values, as templates and webhooks show them.
+struct Macros<'a> {
+    conv: &'a conversion::Model,
+    click_id: String,
+    currency: String,
+    status: String,
+    payout: String,
+    amount: String,
+    subs: Vec<String>,
+}
+
+impl<'a> Macros<'a> {
+    fn of(conv: &'a conversion::Model, click: Option<&click::Model>) -> Macros<'a> {
+        let currency = conv.currency.0;
+        Macros {
+            conv,
+            click_id: conv.click_id.clone().unwrap_or_default(),
+            currency: conv.currency.to_string(),
+            status: conv.status.to_string(),
+            payout: format_minor(conv.payout_minor.unwrap_or(0), currency),
+            amount: format_minor(conv.amount_minor, currency),
+            subs: (0..5)
+                .map(|i| {
+                    click
+                        .and_then(|c| [&c.sub1, &c.sub2, &c.sub3, &c.sub4, &c.sub5][i].clone())
+                        .unwrap_or_default()
+                })
+                .collect(),
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        let c = self.conv;
         Some(match name {
-            "click_id" => click_id.as_str(),
-            "conversion_id" => conv.id.as_str(),
-            "txn_id" => conv.txn_id.as_str(),
-            "payout" => payout.as_str(),
-            "amount" => amount.as_str(),
-            "currency" => currency_code.as_str(),
-            "status" => status.as_str(),
-            "event" => conv.event.as_str(),
-            "affiliate_id" => conv.affiliate_id.as_str(),
-            "program_id" => conv.program_id.as_str(),
-            "sub1" => subs[0].as_str(),
-            "sub2" => subs[1].as_str(),
-            "sub3" => subs[2].as_str(),
-            "sub4" => subs[3].as_str(),
-            "sub5" => subs[4].as_str(),
+            "click_id" => self.click_id.as_str(),
+            "conversion_id" => c.id.as_str(),
+            "txn_id" => c.txn_id.as_str(),
+            "payout" => self.payout.as_str(),
+            "amount" => self.amount.as_str(),
+            "currency" => self.currency.as_str(),
+            "status" => self.status.as_str(),
+            "event" => c.event.as_str(),
+            "affiliate_id" => c.affiliate_id.as_str(),
+            "program_id" => c.program_id.as_str(),
+            "test" => {
+                if c.is_test {
+                    "1"
+                } else {
+                    "0"
+                }
+            }
+            "sub1" => self.subs[0].as_str(),
+            "sub2" => self.subs[1].as_str(),
+            "sub3" => self.subs[2].as_str(),
+            "sub4" => self.subs[3].as_str(),
+            "sub5" => self.subs[4].as_str(),
             _ => return None,
         })
-    })
+    }
 }

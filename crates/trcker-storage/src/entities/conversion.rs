@@ -23,6 +23,9 @@ pub struct Model {
     pub txn_id: String,
     pub event: String,
     pub status: Status,
+    /// The status it was made with: its notification of that status is the
+    /// `created` event.
+    pub created_status: Option<Status>,
     pub amount_minor: i64,
     pub currency: CurrencyCode,
     pub payout_minor: Option<i64>,

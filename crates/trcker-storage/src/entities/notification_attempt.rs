@@ -18,6 +18,12 @@ pub struct Model {
     pub latency_ms: i32,
     pub response_excerpt: Option<String>,
     pub error: Option<String>,
+    pub method: Option<String>,
+    /// The URL called, secrets redacted.
+    pub url: Option<String>,
+    /// `timeout`, `refused`, `tls`, `ssrf`, `http_status`, `invalid_target`
+    /// or `network`; `None` when the attempt succeeded.
+    pub error_class: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

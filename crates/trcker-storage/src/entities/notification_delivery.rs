@@ -16,7 +16,14 @@ pub struct Model {
     pub affiliate_id: AffiliateId,
     pub conversion_id: ConversionId,
     pub event_key: String,
+    /// The event's name (`created`, `approved`, …); `None` on deliveries
+    /// made before events had names.
+    pub event: Option<String>,
     pub url: String,
+    /// What every attempt of this delivery sends.
+    pub method: super::notification_endpoint::Method,
+    pub content_type: Option<String>,
+    pub body: Option<String>,
     pub status: Status,
     pub attempts: i32,
     pub next_attempt_at: DateTimeUtc,

@@ -1,0 +1,593 @@
+//! Notification endpoints over real HTTP: webhooks signed per Standard
+//! Webhooks (checked with the official `standardwebhooks` crate, rotation
+//! overlap included), postbacks by GET and POST, events an affiliate's
+//! tracker can tell apart, per-program overrides, and every rejection.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use standardwebhooks::Webhook;
+
+use crate::harness::{AffiliateServer, Setup, TestApp};
+use crate::on_both_databases;
+
+async fn create_endpoint(app: &TestApp, key: &str, body: Value) -> Value {
+    let (status, ep) = app.post("/api/v1/endpoints", key, body).await;
+    assert_eq!(status, StatusCode::CREATED, "{ep}");
+    ep
+}
+
+/// A sale through the quickstart setup's link and integration.
+async fn sale(app: &TestApp, s: &Setup, slug: &str, extra: &str) -> String {
+    let click = app.click_id(&format!("/api/r/{slug}/pro?via=jane")).await;
+    let (status, body) = app
+        .postback(&format!(
+            "/api/postback/{slug}/pro?secret={}&click_id={click}&amount=79&txn_id=o-{click}{extra}",
+            s.secret
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    click
+}
+
+async fn refund(app: &TestApp, s: &Setup, slug: &str, click: &str) {
+    let (status, body) = app
+        .postback(&format!(
+            "/api/postback/{slug}/pro?secret={}&click_id={click}&amount=79&txn_id=o-{click}&status=refunded",
+            s.secret
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+async fn webhooks_are_signed_per_standard_webhooks(app: &TestApp) {
+    let jane = AffiliateServer::start(200).await;
+    let hook = AffiliateServer::start(200).await;
+    let s = app.quickstart_setup("acme", &jane.url).await;
+    let key = &s.tenant.key;
+    let ep = create_endpoint(
+        app,
+        key,
+        json!({"affiliate_id": s.affiliate_id, "kind": "webhook", "url": format!("{}/hook", hook.url)}),
+    )
+    .await;
+    let secret = ep["secret"].as_str().expect("secret shown once").to_owned();
+    assert!(secret.starts_with("whsec_"), "{ep}");
+    assert_eq!(ep["method"], "POST");
+    assert_eq!(
+        ep["events"],
+        json!(["created", "approved", "rejected", "reversed", "paid"])
+    );
+    let id = ep["id"].as_str().expect("id").to_owned();
+    let (_, again) = app.get(&format!("/api/v1/endpoints/{id}"), key).await;
+    assert!(
+        again.get("secret").is_none(),
+        "the secret is shown once: {again}"
+    );
+
+    let click = sale(app, &s, "acme", "").await;
+    let got = hook.next_request().await;
+    assert_eq!(got.method, "POST");
+    assert_eq!(got.uri, "/hook");
+    assert_eq!(
+        got.headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/json")
+    );
+    let verifier = Webhook::new(&secret).expect("secret");
+    verifier
+        .verify(got.body.as_bytes(), &got.headers)
+        .expect("the official verifier accepts the delivery");
+    let event: Value = serde_json::from_str(&got.body).expect("json");
+    assert_eq!(event["type"], "conversion.created", "{event}");
+    assert_eq!(event["data"]["click_id"], click.as_str());
+    assert_eq!(event["data"]["payout"], "7.90");
+    assert_eq!(event["data"]["status"], "approved");
+    assert_eq!(event["data"]["test"], false);
+    let webhook_id = got.headers["webhook-id"].to_str().expect("id").to_owned();
+    assert!(webhook_id.starts_with("dlv_"), "{webhook_id}");
+
+    // What the verifier refuses: another secret, an empty one, a tampered
+    // body, a truncated signature, `v1,` alone, a stale timestamp.
+    let other = Webhook::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").expect("secret");
+    assert!(other.verify(got.body.as_bytes(), &got.headers).is_err());
+    let empty = Webhook::new("whsec_").expect("empty secret");
+    assert!(empty.verify(got.body.as_bytes(), &got.headers).is_err());
+    assert!(
+        verifier
+            .verify(got.body.replace("7.90", "79.00").as_bytes(), &got.headers)
+            .is_err()
+    );
+    let signature = got.headers["webhook-signature"]
+        .to_str()
+        .expect("sig")
+        .to_owned();
+    for forged in [&signature[..signature.len() - 4], "v1,"] {
+        let mut headers = got.headers.clone();
+        headers.insert("webhook-signature", forged.parse().expect("header"));
+        assert!(
+            verifier.verify(got.body.as_bytes(), &headers).is_err(),
+            "{forged}"
+        );
+    }
+    let mut stale = got.headers.clone();
+    let old = chrono::Utc::now().timestamp() - 3600;
+    stale.insert(
+        "webhook-timestamp",
+        old.to_string().parse().expect("header"),
+    );
+    assert!(verifier.verify(got.body.as_bytes(), &stale).is_err());
+
+    // A rotation with an overlap: both secrets sign, each verifies.
+    let (status, rotated) = app
+        .post(
+            &format!("/api/v1/endpoints/{id}/rotate-secret"),
+            key,
+            json!({"overlap_hours": 2}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    let new_secret = rotated["secret"].as_str().expect("new secret").to_owned();
+    assert_ne!(new_secret, secret);
+    assert!(rotated["previous_secret_until"].is_string(), "{rotated}");
+    sale(app, &s, "acme", "").await;
+    let got = hook.next_request().await;
+    let signatures = got.headers["webhook-signature"].to_str().expect("sig");
+    assert_eq!(signatures.split(' ').count(), 2, "{signatures}");
+    for s in [&secret, &new_secret] {
+        Webhook::new(s)
+            .expect("secret")
+            .verify(got.body.as_bytes(), &got.headers)
+            .expect("both secrets verify during the overlap");
+    }
+    // Without an overlap the old secret stops at once.
+    let (_, rotated) = app
+        .post(
+            &format!("/api/v1/endpoints/{id}/rotate-secret"),
+            key,
+            json!({"overlap_hours": 0}),
+        )
+        .await;
+    let newest = rotated["secret"].as_str().expect("secret").to_owned();
+    sale(app, &s, "acme", "").await;
+    let got = hook.next_request().await;
+    assert!(
+        Webhook::new(&new_secret)
+            .expect("secret")
+            .verify(got.body.as_bytes(), &got.headers)
+            .is_err()
+    );
+    Webhook::new(&newest)
+        .expect("secret")
+        .verify(got.body.as_bytes(), &got.headers)
+        .expect("the newest secret verifies");
+}
+on_both_databases!(webhooks_are_signed_per_standard_webhooks);
+
+/// The quickstart's refund must not reach a status-blind template as if it
+/// were a second sale; a template with `{status}`, a reversal URL or a
+/// webhook tells the refund apart.
+async fn refunds_reach_only_trackers_that_tell_them_apart(app: &TestApp) {
+    let jane = AffiliateServer::start(200).await;
+    let aware = AffiliateServer::start(200).await;
+    let hook = AffiliateServer::start(200).await;
+    let s = app.quickstart_setup("acme", &jane.url).await;
+    let key = &s.tenant.key;
+    let (_, list) = app
+        .get(
+            &format!("/api/v1/endpoints?affiliate_id={}", s.affiliate_id),
+            key,
+        )
+        .await;
+    assert_eq!(list["items"][0]["events"], json!(["created"]), "{list}");
+    create_endpoint(
+        app,
+        key,
+        json!({"affiliate_id": s.affiliate_id, "kind": "postback",
+               "url": format!("{}/s?cid={{click_id}}&status={{status}}&test={{test}}", aware.url)}),
+    )
+    .await;
+    create_endpoint(
+        app,
+        key,
+        json!({"affiliate_id": s.affiliate_id, "kind": "postback",
+               "url": format!("{}/sale?cid={{click_id}}", hook.url),
+               "reversal_url": format!("{}/refund?cid={{click_id}}", hook.url)}),
+    )
+    .await;
+    let click = sale(app, &s, "acme", "").await;
+    assert_eq!(jane.next().await, format!("/pb?cid={click}&payout=7.90"));
+    assert_eq!(
+        aware.next().await,
+        format!("/s?cid={click}&status=approved&test=0")
+    );
+    assert_eq!(hook.next().await, format!("/sale?cid={click}"));
+    refund(app, &s, "acme", &click).await;
+    assert_eq!(
+        aware.next().await,
+        format!("/s?cid={click}&status=refunded&test=0")
+    );
+    assert_eq!(hook.next().await, format!("/refund?cid={click}"));
+    jane.assert_quiet(Duration::from_millis(1500)).await;
+}
+on_both_databases!(refunds_reach_only_trackers_that_tell_them_apart);
+
+/// POST postbacks send their body template (form or JSON) every attempt;
+/// an endpoint for one program replaces the general one for it; test
+/// conversions reach only endpoints that take them.
+async fn post_bodies_overrides_and_test_conversions(app: &TestApp) {
+    let jane = AffiliateServer::start(200).await;
+    let posted = AffiliateServer::start(200).await;
+    let s = app.quickstart_setup("acme", &jane.url).await;
+    let key = &s.tenant.key;
+    // Jane's general endpoint is replaced for program pro by a JSON POST.
+    create_endpoint(
+        app,
+        key,
+        json!({"affiliate_id": s.affiliate_id, "program_id": s.program_id, "kind": "postback",
+               "url": format!("{}/json", posted.url), "method": "POST", "body_format": "json",
+               "body_template": "{\"cid\": \"{click_id}\", \"payout\": {payout}, \"sub\": \"{sub1}\"}",
+               "send_test": false}),
+    )
+    .await;
+    let click = app.click_id("/api/r/acme/pro?via=jane&sub1=a%22b").await;
+    let (status, _) = app
+        .postback(&format!(
+            "/api/postback/acme/pro?secret={}&click_id={click}&amount=79&txn_id=j1",
+            s.secret
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let got = posted.next_request().await;
+    assert_eq!(got.method, "POST");
+    assert_eq!(
+        got.headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/json")
+    );
+    let body: Value = serde_json::from_str(&got.body).expect("the body is JSON");
+    assert_eq!(body, json!({"cid": click, "payout": 7.90, "sub": "a\"b"}));
+    // A test conversion skips the endpoint that does not take tests.
+    let (status, trace) = app
+        .post(
+            &format!("/api/v1/integrations/{}/test-fire", s.integration_id),
+            key,
+            json!({"affiliate_id": s.affiliate_id}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{trace}");
+    assert_eq!(trace["complete"], true, "{trace}");
+    assert_eq!(trace["notifications"], json!([]), "{trace}");
+    jane.assert_quiet(Duration::from_millis(500)).await;
+
+    // A form POST to a second program's conversions falls back to Jane's
+    // general endpoint (no override there).
+    let form = create_endpoint(
+        app,
+        key,
+        json!({"affiliate_id": s.affiliate_id, "kind": "postback", "url": format!("{}/form", posted.url),
+               "method": "POST", "body_template": "cid={click_id}&amount={amount}&status={status}"}),
+    )
+    .await;
+    assert_eq!(form["body_format"], "form");
+    let (status, program) = app
+        .post(
+            "/api/v1/programs",
+            key,
+            json!({"name":"Lite","slug":"lite","destination_url":"https://shop.example/lite",
+                   "currency":"USD","commission":{"type":"flat","value":"2"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{program}");
+    let (_, integration) = app
+        .post(
+            "/api/v1/integrations",
+            key,
+            json!({"name": "Lite shop", "program_id": program["id"]}),
+        )
+        .await;
+    let click = app.click_id("/api/r/acme/lite?via=jane").await;
+    let (status, _) = app
+        .postback(&format!(
+            "/api/postback/acme/lite?secret={}&click_id={click}&amount=10&txn_id=l1",
+            integration["secret"].as_str().expect("secret")
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(jane.next().await, format!("/pb?cid={click}&payout=2.00"));
+    let got = posted.next_request().await;
+    assert_eq!(got.uri, "/form");
+    assert_eq!(
+        got.body,
+        format!("cid={click}&amount=10.00&status=approved")
+    );
+    assert_eq!(
+        got.headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/x-www-form-urlencoded")
+    );
+}
+on_both_databases!(post_bodies_overrides_and_test_conversions);
+
+async fn endpoints_listed_changed_deleted_and_refused(app: &TestApp) {
+    let jane = AffiliateServer::start(200).await;
+    let s = app.quickstart_setup("acme", &jane.url).await;
+    let other = app.create_tenant("other").await;
+    let key = &s.tenant.key;
+    let aff = s.affiliate_id.as_str();
+    for (body, field) in [
+        (
+            json!({"affiliate_id": aff, "kind": "email", "url": "https://t.example/"}),
+            "kind",
+        ),
+        (
+            json!({"affiliate_id": aff, "kind": "postback", "url": "ftp://t.example/"}),
+            "url",
+        ),
+        (
+            json!({"affiliate_id": "aff_01jz0000000000000000000000", "kind": "webhook", "url": "https://t.example/"}),
+            "affiliate_id",
+        ),
+        (
+            json!({"kind": "postback", "url": "https://t.example/"}),
+            "affiliate_id",
+        ),
+        (
+            json!({"affiliate_id": aff, "kind": "webhook", "url": "https://t.example/", "method": "GET"}),
+            "method",
+        ),
+        (
+            json!({"affiliate_id": aff, "kind": "webhook", "url": "https://t.example/", "reversal_url": "https://t.example/r"}),
+            "reversal_url",
+        ),
+        (
+            json!({"affiliate_id": aff, "kind": "postback", "url": "https://t.example/", "method": "POST"}),
+            "body_template",
+        ),
+        (
+            json!({"affiliate_id": aff, "kind": "postback", "url": "https://t.example/", "method": "POST",
+                "body_format": "json", "body_template": "{\"cid\": {click_id"}),
+            "body_template",
+        ),
+        (
+            json!({"affiliate_id": aff, "kind": "postback", "url": "https://t.example/", "body_template": "a=b"}),
+            "body_template",
+        ),
+        (
+            json!({"affiliate_id": aff, "kind": "postback", "url": "https://t.example/", "events": ["refunded"]}),
+            "events",
+        ),
+        (
+            json!({"affiliate_id": aff, "kind": "postback", "url": "https://t.example/", "events": []}),
+            "events",
+        ),
+        (
+            json!({"affiliate_id": aff, "kind": "postback", "url": "https://t.example/", "method": "PUT"}),
+            "method",
+        ),
+    ] {
+        let (status, problem) = app.post("/api/v1/endpoints", key, body.clone()).await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {problem}"
+        );
+        assert_eq!(problem["errors"][0]["field"], field, "{body}: {problem}");
+    }
+    let (_, page) = app.get("/api/v1/endpoints", key).await;
+    assert_eq!(
+        page["items"].as_array().map(Vec::len),
+        Some(1),
+        "nothing was made: {page}"
+    );
+
+    // The tenant's own webhook, and pages over more endpoints than one page.
+    let tenant_hook = create_endpoint(
+        app,
+        key,
+        json!({"kind": "webhook", "url": "https://hooks.acme.example/trcker"}),
+    )
+    .await;
+    assert_eq!(tenant_hook["affiliate_id"], Value::Null);
+    for i in 0..3 {
+        create_endpoint(
+            app,
+            key,
+            json!({"affiliate_id": aff, "kind": "postback",
+                   "url": format!("https://t{i}.example/pb?s={{status}}")}),
+        )
+        .await;
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/api/v1/endpoints?limit=2&cursor={c}"),
+            None => "/api/v1/endpoints?limit=2".to_owned(),
+        };
+        let (status, page) = app.get(&path, key).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        for item in page["items"].as_array().expect("items") {
+            seen.push(item["id"].as_str().expect("id").to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 5, "{seen:?}");
+    let (_, webhooks) = app.get("/api/v1/endpoints?kind=webhook", key).await;
+    assert_eq!(webhooks["items"].as_array().map(Vec::len), Some(1));
+    let (status, bad) = app.get("/api/v1/endpoints?kind=email", key).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+
+    // Changes: a bad one changes nothing; a good one is audited.
+    let id = seen[0].clone();
+    let (status, _) = app
+        .api(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/endpoints/{id}"),
+            Some(key),
+            Some(json!({"url": "not a url"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, changed) = app
+        .api(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/endpoints/{id}"),
+            Some(key),
+            Some(json!({"events": ["created", "reversed"], "send_test": false})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{changed}");
+    assert_eq!(changed["events"], json!(["created", "reversed"]));
+    assert_eq!(changed["send_test"], false);
+    let (_, audit) = app
+        .get("/api/v1/audit-log?action=endpoint.update", key)
+        .await;
+    assert_eq!(audit["items"][0]["resource_id"], id.as_str(), "{audit}");
+
+    // Another tenant sees none of it.
+    let (status, _) = app
+        .get(&format!("/api/v1/endpoints/{id}"), &other.key)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, none) = app.get("/api/v1/endpoints", &other.key).await;
+    assert_eq!(none["items"], json!([]));
+
+    // A postback endpoint has no secret to rotate; deleting is final.
+    let (status, problem) = app
+        .post(
+            &format!("/api/v1/endpoints/{id}/rotate-secret"),
+            key,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    let (status, _) = app
+        .api(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/endpoints/{id}"),
+            Some(key),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, problem) = app.get(&format!("/api/v1/endpoints/{id}"), key).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(problem["code"], "endpoint-not-found", "{problem}");
+}
+on_both_databases!(endpoints_listed_changed_deleted_and_refused);
+
+/// Polls an endpoint until `pred` holds.
+async fn endpoint_until(
+    app: &TestApp,
+    key: &str,
+    id: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, ep) = app.get(&format!("/api/v1/endpoints/{id}"), key).await;
+        assert_eq!(status, StatusCode::OK, "{ep}");
+        if pred(&ep) {
+            return ep;
+        }
+        assert!(std::time::Instant::now() < deadline, "never: {ep}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A 410 disables an endpoint at once; `endpoint_failure_limit` failures in
+/// a row (3 here) disable it too; a disabled endpoint is called no more
+/// until it is enabled again.
+async fn failing_endpoints_are_disabled_and_enabled_again(app: &TestApp) {
+    let jane = AffiliateServer::start(200).await;
+    let gone = AffiliateServer::start(410).await;
+    let failing = AffiliateServer::start(500).await;
+    let s = app.quickstart_setup("acme", &jane.url).await;
+    let key = &s.tenant.key;
+    let aff = s.affiliate_id.as_str();
+    let gone_ep = create_endpoint(
+        app,
+        key,
+        json!({"affiliate_id": aff, "kind": "postback", "url": format!("{}/g?cid={{click_id}}&s={{status}}", gone.url)}),
+    )
+    .await;
+    let failing_ep = create_endpoint(
+        app,
+        key,
+        json!({"affiliate_id": aff, "kind": "webhook", "url": format!("{}/hook", failing.url)}),
+    )
+    .await;
+    let (gone_id, failing_id) = (
+        gone_ep["id"].as_str().expect("id").to_owned(),
+        failing_ep["id"].as_str().expect("id").to_owned(),
+    );
+    let click = sale(app, &s, "acme", "").await;
+    assert!(gone.next().await.contains(&click));
+    let ep = endpoint_until(app, key, &gone_id, |e| e["disabled_at"].is_string()).await;
+    assert_eq!(
+        ep["disabled_reason"], "the endpoint answered 410 Gone",
+        "{ep}"
+    );
+    failing.next().await;
+    jane.next().await;
+    for _ in 0..2 {
+        sale(app, &s, "acme", "").await;
+        failing.next().await;
+        jane.next().await;
+    }
+    let ep = endpoint_until(app, key, &failing_id, |e| e["disabled_at"].is_string()).await;
+    assert_eq!(ep["disabled_reason"], "3 failed attempts in a row", "{ep}");
+    assert_eq!(ep["consecutive_failures"], 3, "{ep}");
+    // Disabled: the next sale reaches Jane's other endpoint only.
+    let click = sale(app, &s, "acme", "").await;
+    assert!(jane.next().await.contains(&click));
+    gone.assert_quiet(Duration::from_millis(700)).await;
+    failing.assert_quiet(Duration::from_millis(100)).await;
+    // Enabled again, it is called again (and its run starts over).
+    let (status, ep) = app
+        .post(
+            &format!("/api/v1/endpoints/{failing_id}/enable"),
+            key,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{ep}");
+    assert_eq!(ep["disabled_at"], Value::Null);
+    assert_eq!(ep["consecutive_failures"], 0);
+    sale(app, &s, "acme", "").await;
+    failing.next().await;
+    let ep = endpoint_until(app, key, &failing_id, |e| e["consecutive_failures"] == 1).await;
+    assert_eq!(ep["disabled_at"], Value::Null, "{ep}");
+}
+
+mod failing_endpoints_are_disabled_and_enabled_again {
+    async fn limited(pg: Option<crate::harness::PgDatabase>) -> crate::harness::TestApp {
+        crate::harness::spawn_configured(pg, |c| c.endpoint_failure_limit = 3).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sqlite() {
+        let app = limited(None).await;
+        super::failing_endpoints_are_disabled_and_enabled_again(&app).await;
+        app.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    #[cfg_attr(
+        not(trcker_pg),
+        ignore = "PostgreSQL suite off: set TRCKER_TEST_POSTGRES_URL to run it"
+    )]
+    async fn postgres() {
+        let app = limited(Some(crate::harness::PgDatabase::create().await)).await;
+        super::failing_endpoints_are_disabled_and_enabled_again(&app).await;
+        app.stop().await;
+    }
+}
