@@ -484,23 +484,27 @@ async fn endpoints_listed_changed_deleted_and_refused(app: &TestApp) {
 }
 on_both_databases!(endpoints_listed_changed_deleted_and_refused);
 
-/// Polls an endpoint until `pred` holds.
+/// Polls an admin API resource until `pred` holds.
+async fn read_until(app: &TestApp, key: &str, path: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = app.get(path, key).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        if pred(&body) {
+            return body;
+        }
+        assert!(std::time::Instant::now() < deadline, "never: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn endpoint_until(
     app: &TestApp,
     key: &str,
     id: &str,
     pred: impl Fn(&Value) -> bool,
 ) -> Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let (status, ep) = app.get(&format!("/api/v1/endpoints/{id}"), key).await;
-        assert_eq!(status, StatusCode::OK, "{ep}");
-        if pred(&ep) {
-            return ep;
-        }
-        assert!(std::time::Instant::now() < deadline, "never: {ep}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    read_until(app, key, &format!("/api/v1/endpoints/{id}"), pred).await
 }
 
 /// A 410 disables an endpoint at once; `endpoint_failure_limit` failures in
@@ -591,3 +595,173 @@ mod failing_endpoints_are_disabled_and_enabled_again {
         app.stop().await;
     }
 }
+
+async fn delivery_until(
+    app: &TestApp,
+    key: &str,
+    id: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    read_until(app, key, &format!("/api/v1/deliveries/{id}"), pred).await
+}
+
+/// Ends a delivery's retries as if its schedule were spent.
+async fn dead_letter(app: &TestApp, id: &str) {
+    use trcker_storage::entities::notification_delivery::{Column, Entity, Status};
+    use trcker_storage::sea_orm::sea_query::Expr;
+    use trcker_storage::sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    Entity::update_many()
+        .col_expr(Column::Status, Expr::value(Status::Dead))
+        .filter(Column::Id.eq(id))
+        .exec(&app.services().store.conn)
+        .await
+        .expect("dead-letter");
+}
+
+/// Every attempt is in the delivery log; a dead delivery replayed through
+/// the API is a new attempt of the same delivery (the same `webhook-id`);
+/// a test event answers with its attempt at once.
+async fn delivery_log_replay_and_send_test(app: &TestApp) {
+    let jane = AffiliateServer::start(200).await;
+    let hook = AffiliateServer::start(503).await;
+    let s = app.quickstart_setup("acme", &jane.url).await;
+    let key = &s.tenant.key;
+    let ep = create_endpoint(
+        app,
+        key,
+        json!({"affiliate_id": s.affiliate_id, "kind": "webhook", "url": format!("{}/hook?token=abc", hook.url)}),
+    )
+    .await;
+    let secret = ep["secret"].as_str().expect("secret").to_owned();
+    let ep_id = ep["id"].as_str().expect("id").to_owned();
+    sale(app, &s, "acme", "").await;
+    let first = hook.next_request().await;
+    let webhook_id = first.headers["webhook-id"].to_str().expect("id").to_owned();
+    let d = delivery_until(app, key, &webhook_id, |d| d["delivery"]["attempts"] == 1).await;
+    assert_eq!(d["delivery"]["status"], "pending", "{d}");
+    assert!(d["delivery"]["next_attempt_at"].is_string(), "{d}");
+    assert_eq!(d["delivery"]["event"], "created");
+    assert_eq!(d["delivery"]["url"], format!("{}/hook?token=***", hook.url));
+    let attempt = &d["attempts"][0];
+    assert_eq!(attempt["status_code"], 503, "{d}");
+    assert_eq!(attempt["error_class"], "http_status");
+    assert_eq!(attempt["method"], "POST");
+    assert_eq!(attempt["response_excerpt"], "ok");
+    assert_eq!(attempt["url"], format!("{}/hook?token=***", hook.url));
+    let (_, page) = app
+        .get(
+            &format!("/api/v1/deliveries?endpoint_id={ep_id}&status=pending"),
+            key,
+        )
+        .await;
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(1), "{page}");
+    let (status, problem) = app
+        .post(
+            &format!("/api/v1/deliveries/{webhook_id}/replay"),
+            key,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert_eq!(problem["code"], "delivery-pending");
+
+    // Dead-lettered, then replayed once the receiver is back.
+    dead_letter(app, &webhook_id).await;
+    hook.answer(200);
+    let (status, replayed) = app
+        .post(
+            &format!("/api/v1/deliveries/{webhook_id}/replay"),
+            key,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{replayed}");
+    let again = hook.next_request().await;
+    assert_eq!(
+        again.headers["webhook-id"].to_str().expect("id"),
+        webhook_id
+    );
+    assert_eq!(again.body, first.body, "the same event");
+    Webhook::new(&secret)
+        .expect("secret")
+        .verify(again.body.as_bytes(), &again.headers)
+        .expect("signed anew");
+    let d = delivery_until(app, key, &webhook_id, |d| {
+        d["delivery"]["status"] == "delivered"
+    })
+    .await;
+    assert_eq!(d["attempts"].as_array().map(Vec::len), Some(2), "{d}");
+    assert_eq!(d["attempts"][1]["status_code"], 200);
+    assert_eq!(d["attempts"][1]["error_class"], Value::Null);
+
+    // Every dead delivery since a time, in one call.
+    hook.answer(500);
+    sale(app, &s, "acme", "").await;
+    let second = hook.next_request().await;
+    let second_id = second.headers["webhook-id"]
+        .to_str()
+        .expect("id")
+        .to_owned();
+    delivery_until(app, key, &second_id, |d| d["delivery"]["attempts"] == 1).await;
+    dead_letter(app, &second_id).await;
+    hook.answer(200);
+    let since = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    let (status, done) = app
+        .post(
+            "/api/v1/deliveries/replay",
+            key,
+            json!({"since": since, "endpoint_id": ep_id}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    assert_eq!(done, json!({"replayed": 1, "more": false}));
+    assert_eq!(
+        hook.next_request().await.headers["webhook-id"]
+            .to_str()
+            .expect("id"),
+        second_id
+    );
+    delivery_until(app, key, &second_id, |d| {
+        d["delivery"]["status"] == "delivered"
+    })
+    .await;
+
+    // A test event, answered with its attempt.
+    let (status, tried) = app
+        .post(&format!("/api/v1/endpoints/{ep_id}/test"), key, json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{tried}");
+    assert_eq!(tried["delivered"], true, "{tried}");
+    assert_eq!(tried["status_code"], 200);
+    let got = hook.next_request().await;
+    Webhook::new(&secret)
+        .expect("secret")
+        .verify(got.body.as_bytes(), &got.headers)
+        .expect("a test event is signed as every delivery");
+    let event: Value = serde_json::from_str(&got.body).expect("json");
+    assert_eq!(event["data"]["test"], true, "{event}");
+    hook.answer(502);
+    let (_, tried) = app
+        .post(&format!("/api/v1/endpoints/{ep_id}/test"), key, json!({}))
+        .await;
+    assert_eq!(tried["delivered"], false, "{tried}");
+    assert_eq!(tried["status_code"], 502);
+    assert_eq!(tried["error_class"], "http_status");
+
+    // Rejections.
+    let (status, problem) = app
+        .get("/api/v1/deliveries/dlv_01jz0000000000000000000000", key)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
+    assert_eq!(problem["code"], "delivery-not-found");
+    let (status, _) = app.get("/api/v1/deliveries?status=lost", key).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, _) = app.post("/api/v1/deliveries/replay", key, json!({})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let other = app.create_tenant("other").await;
+    let (status, _) = app
+        .get(&format!("/api/v1/deliveries/{webhook_id}"), &other.key)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+on_both_databases!(delivery_log_replay_and_send_test);

@@ -492,6 +492,7 @@ pub struct AffiliateServer {
     pub url: String,
     rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<String>>,
     requests: tokio::sync::Mutex<mpsc::UnboundedReceiver<Captured>>,
+    status: std::sync::Arc<std::sync::atomic::AtomicU16>,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -507,7 +508,7 @@ pub struct Captured {
 #[derive(Clone)]
 struct Recorder(
     mpsc::UnboundedSender<String>,
-    u16,
+    std::sync::Arc<std::sync::atomic::AtomicU16>,
     mpsc::UnboundedSender<Captured>,
 );
 
@@ -525,7 +526,10 @@ async fn record(
         body: body.into_string().await.unwrap_or_default(),
     });
     poem::Response::builder()
-        .status(poem::http::StatusCode::from_u16(rec.0.1).unwrap_or_default())
+        .status(
+            poem::http::StatusCode::from_u16(rec.0.1.load(std::sync::atomic::Ordering::SeqCst))
+                .unwrap_or_default(),
+        )
         .body("ok")
 }
 
@@ -533,6 +537,7 @@ impl AffiliateServer {
     pub async fn start(status: u16) -> AffiliateServer {
         let (tx, rx) = mpsc::unbounded_channel();
         let (req_tx, requests) = mpsc::unbounded_channel();
+        let answer = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(status));
         let acceptor = TcpListener::bind("127.0.0.1:0")
             .into_acceptor()
             .await
@@ -544,7 +549,7 @@ impl AffiliateServer {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let app = Route::new()
             .at("/*", record)
-            .data(Recorder(tx, status, req_tx));
+            .data(Recorder(tx, answer.clone(), req_tx));
         tokio::spawn(async move {
             let _ = poem::Server::new_with_acceptor(acceptor)
                 .run_with_graceful_shutdown(
@@ -560,8 +565,15 @@ impl AffiliateServer {
             url: format!("http://{addr}"),
             rx: tokio::sync::Mutex::new(rx),
             requests: tokio::sync::Mutex::new(requests),
+            status: answer,
             _stop: stop_tx,
         }
+    }
+
+    /// Answers `status` from now on.
+    pub fn answer(&self, status: u16) {
+        self.status
+            .store(status, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The next whole request the server received (kept beside `next`'s

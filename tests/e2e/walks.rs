@@ -83,6 +83,7 @@ fn kind_of_path(path: &str) -> &'static str {
         "coupons" => "coupon",
         "commission-plans" => "plan",
         "endpoints" => "endpoint",
+        "deliveries" => "delivery",
         "integrations" => "integration",
         "links" => "link",
         "payout-batches" => "batch",
@@ -109,6 +110,8 @@ fn kind_of_field(field: &str, path: &str) -> Option<&'static str> {
         "batch" => "batch",
         "link" => "link",
         "coupon" => "coupon",
+        "endpoint" => "endpoint",
+        "delivery" => "delivery",
         // The audit log's filter by any resource: A's program's records.
         "resource" => "program",
         // A merchant's own order id.
@@ -284,6 +287,16 @@ async fn world(app: &TestApp) -> World {
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{endpoint}");
+    // Jane's delivery of the conversion (to an address that refuses it).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let delivery = loop {
+        let (_, page) = app.get("/api/v1/deliveries", &key).await;
+        if let Some(id) = page["items"][0]["id"].as_str() {
+            break id.to_owned();
+        }
+        assert!(std::time::Instant::now() < deadline, "no delivery: {page}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
     let ids = HashMap::from([
         ("tenant", s.tenant.id.clone()),
         ("program", s.program_id.clone()),
@@ -299,6 +312,7 @@ async fn world(app: &TestApp) -> World {
         ("txn", "walk-1".to_owned()),
         ("plan", created(&plan)),
         ("endpoint", created(&endpoint)),
+        ("delivery", delivery),
     ]);
     let mut secrets: Vec<String> = ids.values().cloned().collect();
     secrets.extend([

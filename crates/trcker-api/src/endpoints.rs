@@ -146,6 +146,37 @@ impl EndpointsApi {
         Ok(Json(rotated.into()))
     }
 
+    /// Send a test event to the endpoint now and answer with the attempt's
+    /// result (status code, latency, response excerpt, error). The event is
+    /// a test conversion of 10.00 with a 1.00 commission; nothing is stored.
+    #[oai(
+        path = "/endpoints/:id/test",
+        method = "post",
+        operation_id = "test_endpoint"
+    )]
+    async fn send_test(
+        &self,
+        auth: BearerAuth,
+        id: Path<String>,
+        /// Makes a retry safe: the same key and request get the first answer
+        /// again for 24 hours (1 to 255 visible ASCII characters).
+        #[oai(name = "Idempotency-Key")]
+        _idempotency_key: Header<Option<String>>,
+    ) -> Result<Json<TestAttemptOut>, ApiError> {
+        let caller = self.auth.caller(&auth).await?;
+        let a = self.endpoints.send_test(&caller, &id.0).await?;
+        Ok(Json(TestAttemptOut {
+            delivered: a.delivered,
+            method: a.method,
+            url: a.url,
+            status_code: a.status_code,
+            latency_ms: a.latency_ms,
+            response_excerpt: a.response_excerpt,
+            error: a.error,
+            error_class: a.error_class.map(str::to_owned),
+        }))
+    }
+
     /// Enable a disabled endpoint again (its failure count starts over).
     #[oai(
         path = "/endpoints/:id/enable",
@@ -267,6 +298,22 @@ pub struct EndpointOut {
     pub previous_secret_until: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// What a test event's attempt did.
+#[derive(Debug, Object)]
+pub struct TestAttemptOut {
+    /// A 2xx answer came back.
+    pub delivered: bool,
+    pub method: String,
+    /// Secret-looking query values redacted.
+    pub url: String,
+    pub status_code: Option<u16>,
+    pub latency_ms: i32,
+    pub response_excerpt: Option<String>,
+    pub error: Option<String>,
+    /// As in the delivery log; absent when delivered.
+    pub error_class: Option<String>,
 }
 
 #[derive(Debug, Object)]

@@ -11,6 +11,7 @@ use trcker_services::audit::AuditError;
 use trcker_services::auth::AccessError;
 use trcker_services::conversions::ConversionError;
 use trcker_services::debugger::DebuggerError;
+use trcker_services::deliveries::DeliveryError;
 use trcker_services::endpoints::EndpointError;
 use trcker_services::exchange_rates::RateError;
 use trcker_services::integrations::IntegrationError;
@@ -205,6 +206,18 @@ impl From<IntegrationError> for ApiError {
             }
             IntegrationError::Revoked(_) => ApiError::new(Code::IntegrationRevoked, e.to_string()),
             IntegrationError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<DeliveryError> for ApiError {
+    fn from(e: DeliveryError) -> Self {
+        match e {
+            DeliveryError::Access(e) => e.into(),
+            DeliveryError::Invalid(e) => e.into(),
+            DeliveryError::NotFound(_) => ApiError::new(Code::DeliveryNotFound, e.to_string()),
+            DeliveryError::Pending(_) => ApiError::new(Code::DeliveryPending, e.to_string()),
+            DeliveryError::Store(e) => e.into(),
         }
     }
 }

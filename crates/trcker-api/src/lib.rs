@@ -16,6 +16,7 @@ pub mod client;
 mod common;
 mod conversions;
 mod coupons;
+mod deliveries;
 mod endpoints;
 mod error;
 mod exchange_rates;
@@ -79,7 +80,8 @@ type Apis = (
     programs::ProgramsApi,
     affiliates::AffiliatesApi,
     integrations::IntegrationsApi,
-    endpoints::EndpointsApi,
+    // Notifications: poem-openapi takes up to 16 APIs in one tuple.
+    (endpoints::EndpointsApi, deliveries::DeliveriesApi),
     postbacks::PostbacksApi,
     links::LinksApi,
     coupons::CouponsApi,
@@ -122,10 +124,16 @@ fn apis(s: &Services) -> Apis {
             debugger: s.debugger.clone(),
             auth: auth.clone(),
         },
-        endpoints::EndpointsApi {
-            endpoints: s.endpoints.clone(),
-            auth: auth.clone(),
-        },
+        (
+            endpoints::EndpointsApi {
+                endpoints: s.endpoints.clone(),
+                auth: auth.clone(),
+            },
+            deliveries::DeliveriesApi {
+                deliveries: s.deliveries.clone(),
+                auth: auth.clone(),
+            },
+        ),
         postbacks::PostbacksApi {
             debugger: s.debugger.clone(),
             auth: auth.clone(),

@@ -145,6 +145,12 @@ codes! {
     AffiliateActivated = "affiliate-activated", 409, AdminApi,
         "The affiliate accepted an invitation already and signs in with a password: there is nothing to invite again.",
         "The affiliate signs in at the portal; a forgotten password is reset there.";
+    DeliveryNotFound = "delivery-not-found", 404, AdminApi,
+        "This tenant has no notification delivery with this id.",
+        "Check the id; `GET /api/v1/deliveries` lists the tenant's deliveries.";
+    DeliveryPending = "delivery-pending", 409, AdminApi,
+        "The delivery is pending: its next attempt is scheduled already, so there is nothing to replay.",
+        "Wait for the attempt (`GET /api/v1/deliveries/{id}` shows when it is due), or replay it once it is delivered or dead.";
     EndpointNotFound = "endpoint-not-found", 404, AdminApi,
         "This tenant has no endpoint with this id (or it was deleted).",
         "Check the id; `GET /api/v1/endpoints` lists the tenant's endpoints.";

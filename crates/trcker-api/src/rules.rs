@@ -46,6 +46,7 @@ pub fn body_field(schema: &str, field: &str) -> Option<Value> {
         ("NewRateIn", "from" | "to") | (_, "currency") => currency(),
         (_, "time_zone") => json!({"$ref": format!("#/components/schemas/{TIME_ZONE_SCHEMA}")}),
         ("NewApiKeyIn", "scope") => one_of(&["admin", "read"]),
+        ("ReplayDeadIn", "endpoint_id") => json!({"pattern": IdKind::Endpoint.pattern()}),
         ("NewEndpointIn", "kind") => one_of(&["postback", "webhook"]),
         ("NewEndpointIn" | "UpdateEndpointIn", "method") => one_of(&["GET", "POST"]),
         ("NewEndpointIn" | "UpdateEndpointIn", "body_format") => one_of(&["form", "json"]),
@@ -115,6 +116,7 @@ fn query_param(path: &str, name: &str) -> Option<Value> {
             "/integrations" => one_of(&["active", "revoked"]),
             "/conversions" => one_of(CONVERSION_STATUSES),
             "/payouts" => one_of(&["pending", "paid", "failed"]),
+            "/deliveries" => one_of(&["pending", "delivered", "dead"]),
             "/tenants" => one_of(&["active", "suspended"]),
             _ => return None,
         },
@@ -128,6 +130,10 @@ fn query_param(path: &str, name: &str) -> Option<Value> {
         "program_id" if path == "/integrations" => json!({"pattern": IdKind::Program.pattern()}),
         "affiliate_id" if path == "/endpoints" => json!({"pattern": IdKind::Affiliate.pattern()}),
         "kind" if path == "/endpoints" => one_of(&["postback", "webhook"]),
+        "endpoint_id" if path == "/deliveries" => json!({"pattern": IdKind::Endpoint.pattern()}),
+        "conversion_id" if path == "/deliveries" => {
+            json!({"pattern": IdKind::Conversion.pattern()})
+        }
         "reason" if path == "/postbacks" => json!({"maxLength": 200}),
         "kind" if path == "/ledger/entries" => {
             one_of(&["commission", "reversal", "adjustment", "payout"])
@@ -159,6 +165,7 @@ fn list_kind(path: &str) -> Option<IdKind> {
         "/audit-log" => IdKind::Audit,
         "/conversions" => IdKind::Conversion,
         "/coupons" => IdKind::Coupon,
+        "/deliveries" => IdKind::Delivery,
         "/endpoints" => IdKind::Endpoint,
         "/exchange-rates" => IdKind::ExchangeRate,
         "/integrations" => IdKind::Integration,

@@ -91,6 +91,7 @@ pub const MAX_BODY_TEMPLATE: usize = 4096;
 #[derive(Clone)]
 pub struct EndpointService {
     area: Area,
+    pipeline: crate::pipeline::Pipeline,
 }
 
 /// The settings of an endpoint once checked, as they are stored.
@@ -104,8 +105,29 @@ struct Shape {
 }
 
 impl EndpointService {
-    pub(crate) fn new(area: Area) -> Self {
-        EndpointService { area }
+    pub(crate) fn new(area: Area, pipeline: crate::pipeline::Pipeline) -> Self {
+        EndpointService { area, pipeline }
+    }
+
+    /// Sends a test event to the endpoint now and returns the attempt's
+    /// result (disabled endpoints too: a test shows whether one can be
+    /// enabled again).
+    pub async fn send_test(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<crate::pipeline::notify::TestAttempt, EndpointError> {
+        let tenant = caller.tenant_admin()?;
+        let ep = find(self.store(), tenant, id).await?;
+        let currency = match &ep.program_id {
+            Some(p) => scoped_by_id::<program::Entity>(tenant, p.as_str())
+                .one(&self.store().conn)
+                .await?
+                .map(|p| p.currency.0),
+            None => None,
+        }
+        .unwrap_or(trcker_domain::money::Currency::USD);
+        Ok(self.pipeline.send_test(&ep, currency).await)
     }
 
     fn store(&self) -> &Store {

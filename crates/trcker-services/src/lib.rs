@@ -17,6 +17,7 @@ pub mod clicks;
 pub mod conversions;
 mod csv;
 pub mod debugger;
+pub mod deliveries;
 pub mod endpoints;
 mod error;
 pub mod exchange_rates;
@@ -153,6 +154,8 @@ pub struct Services {
     pub affiliates: affiliates::AffiliateService,
     /// Where affiliates and the tenant are told of conversions.
     pub endpoints: endpoints::EndpointService,
+    /// The delivery log and replays.
+    pub deliveries: deliveries::DeliveryService,
     pub links: links::LinkService,
     pub integrations: integrations::IntegrationService,
     pub conversions: conversions::ConversionService,
@@ -193,7 +196,8 @@ impl Services {
             audit: audit::AuditService::new(area.clone()),
             programs: programs::ProgramService::new(area.clone()),
             affiliates: affiliates::AffiliateService::new(area.clone()),
-            endpoints: endpoints::EndpointService::new(area.clone()),
+            endpoints: endpoints::EndpointService::new(area.clone(), pipeline.clone()),
+            deliveries: deliveries::DeliveryService::new(area.clone(), pipeline.clone()),
             links: links::LinkService::new(area.clone()),
             integrations: integrations::IntegrationService::new(area.clone()),
             conversions: conversions::ConversionService::new(area.clone(), pipeline.clone()),

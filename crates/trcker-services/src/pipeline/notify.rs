@@ -748,6 +748,106 @@ impl Pipeline {
     }
 }
 
+/// The result of a test event sent to one endpoint on demand.
+#[derive(Debug, Clone)]
+pub struct TestAttempt {
+    pub method: String,
+    /// The URL called, secrets redacted.
+    pub url: String,
+    pub status_code: Option<u16>,
+    pub latency_ms: i32,
+    pub response_excerpt: Option<String>,
+    pub error: Option<String>,
+    pub error_class: Option<&'static str>,
+    pub delivered: bool,
+}
+
+impl Pipeline {
+    /// Sends a test event to one endpoint now, as its deliveries are sent
+    /// (the same SSRF guard, signature and limits), and returns the
+    /// attempt's result. A test conversion of 10.00 (commission 1.00, in
+    /// the currency of its program when the endpoint names one) stands in;
+    /// nothing is stored.
+    pub async fn send_test(
+        &self,
+        ep: &notification_endpoint::Model,
+        currency: trcker_domain::money::Currency,
+    ) -> TestAttempt {
+        let t = Utc::now();
+        let conv = test_conversion(ep, currency, t);
+        let d = delivery(ep, &conv, None, "test", Event::Created, t);
+        let started = Instant::now();
+        let outcome = self.deliver(&d, Some(ep)).await;
+        let latency_ms = started.elapsed().as_millis().min(i32::MAX as u128) as i32;
+        let (status_code, response_excerpt, error, error_class, delivered) = match outcome {
+            Outcome::Delivered { status, excerpt } => {
+                (Some(status), Some(excerpt), None, None, true)
+            }
+            Outcome::Failed {
+                status,
+                excerpt,
+                error,
+                class,
+            } => (status, excerpt, Some(error), Some(class), false),
+            Outcome::Permanent { error, class } => (None, None, Some(error), Some(class), false),
+        };
+        TestAttempt {
+            method: d.method.to_string(),
+            url: redact_url(&d.url),
+            status_code,
+            latency_ms,
+            response_excerpt,
+            error,
+            error_class,
+            delivered,
+        }
+    }
+}
+
+/// The conversion a test event tells of: marked test, `txn_id` `test`.
+fn test_conversion(
+    ep: &notification_endpoint::Model,
+    currency: trcker_domain::money::Currency,
+    t: DateTime<Utc>,
+) -> conversion::Model {
+    use trcker_storage::entities::CurrencyCode;
+    let status = conversion::Status(ConversionStatus::Approved);
+    conversion::Model {
+        id: ConversionId::generate(),
+        tenant_id: ep.tenant_id.clone(),
+        created_at: t,
+        program_id: ep.program_id.clone().unwrap_or_else(ProgramId::generate),
+        affiliate_id: ep
+            .affiliate_id
+            .clone()
+            .unwrap_or_else(AffiliateId::generate),
+        click_id: Some("test".to_owned()),
+        coupon_code: None,
+        postback_id: trcker_storage::ids::PostbackId::generate(),
+        txn_id: "test".to_owned(),
+        event: "sale".to_owned(),
+        status,
+        created_status: Some(status),
+        amount_minor: 1000,
+        currency: CurrencyCode(currency),
+        payout_minor: Some(100),
+        payout_override_minor: None,
+        commission_explanation: None,
+        commission_detail: None,
+        hold_until: None,
+        is_test: true,
+        updated_at: t,
+        original_amount_minor: None,
+        original_currency: None,
+        exchange_rate: None,
+        sub1: None,
+        sub2: None,
+        sub3: None,
+        sub4: None,
+        sub5: None,
+    }
+}
+
 /// The event a delivery's key names for its conversion.
 fn event_of(event_key: &str, conv: &conversion::Model) -> Option<Event> {
     let status = ConversionStatus::parse(event_key.strip_prefix("status:")?).ok()?;
