@@ -765,3 +765,54 @@ async fn delivery_log_replay_and_send_test(app: &TestApp) {
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 on_both_databases!(delivery_log_replay_and_send_test);
+
+/// Marking a payout paid tells the affiliate's endpoints that ask for
+/// `paid`, once per conversion it covers; a status-blind URL hears nothing.
+async fn a_paid_payout_is_an_event(app: &TestApp) {
+    let jane = AffiliateServer::start(200).await;
+    let hook = AffiliateServer::start(200).await;
+    let s = app.quickstart_setup("acme", &jane.url).await;
+    let key = &s.tenant.key;
+    create_endpoint(
+        app,
+        key,
+        json!({"affiliate_id": s.affiliate_id, "kind": "webhook", "url": format!("{}/hook", hook.url),
+               "events": ["paid"]}),
+    )
+    .await;
+    let click = sale(app, &s, "acme", "").await;
+    jane.next().await;
+    app.conversions_until(key, "status=approved", |b| {
+        !b["items"][0]["payout"].is_null()
+    })
+    .await;
+    let (status, batch) = app.post("/api/v1/payouts", key, json!({})).await;
+    assert_eq!(status, StatusCode::CREATED, "{batch}");
+    let payout = batch["payouts"][0]["id"]
+        .as_str()
+        .expect("payout")
+        .to_owned();
+    hook.assert_quiet(Duration::from_millis(300)).await;
+    let (status, paid) = app
+        .post(
+            &format!("/api/v1/payouts/{payout}/mark-paid"),
+            key,
+            json!({"reference": "SEPA-1"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{paid}");
+    let got = hook.next_request().await;
+    let event: Value = serde_json::from_str(&got.body).expect("json");
+    assert_eq!(event["type"], "conversion.paid", "{event}");
+    assert_eq!(event["data"]["click_id"], click.as_str());
+    read_until(app, key, "/api/v1/deliveries?status=delivered", |log| {
+        log["items"]
+            .as_array()
+            .is_some_and(|items| items.iter().any(|d| d["event"] == "paid"))
+    })
+    .await;
+    jane.assert_quiet(Duration::from_millis(500)).await;
+    assert_eq!(hook.next().await, "/hook");
+    hook.assert_quiet(Duration::from_millis(100)).await;
+}
+on_both_databases!(a_paid_payout_is_an_event);

@@ -201,7 +201,7 @@ impl Services {
             links: links::LinkService::new(area.clone()),
             integrations: integrations::IntegrationService::new(area.clone()),
             conversions: conversions::ConversionService::new(area.clone(), pipeline.clone()),
-            payouts: payouts::PayoutService::new(area.clone()),
+            payouts: payouts::PayoutService::new(area.clone(), pipeline.clone()),
             rates: exchange_rates::RateService::new(area.clone()),
             reports: reports::ReportService::new(area.clone()),
             ledger: ledger::LedgerService::new(area.clone()),

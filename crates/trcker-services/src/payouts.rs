@@ -26,8 +26,12 @@ use trcker_domain::ids::IdKind;
 use trcker_domain::money::{Currency, Money, format_minor};
 use trcker_storage::batch::{among, insert};
 use trcker_storage::entities::payout::PayoutStatus;
-use trcker_storage::entities::{affiliate, conversion, ledger_entry, payout, program};
-use trcker_storage::ids::{AffiliateId, LedgerEntryId, PayoutBatchId, PayoutId, ProgramId};
+use trcker_storage::entities::{
+    affiliate, conversion, ledger_entry, notification_delivery, payout, program,
+};
+use trcker_storage::ids::{
+    AffiliateId, ConversionId, LedgerEntryId, PayoutBatchId, PayoutId, ProgramId,
+};
 use trcker_storage::sea_orm::sea_query::Expr;
 use trcker_storage::sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseTransaction, DbErr, QueryFilter, QueryOrder, QuerySelect,
@@ -120,6 +124,7 @@ pub const MAX_NOTE: usize = 200;
 #[derive(Clone)]
 pub struct PayoutService {
     area: Area,
+    pipeline: crate::pipeline::Pipeline,
 }
 
 /// One affiliate's payable entries in one currency.
@@ -131,8 +136,8 @@ struct Group {
 }
 
 impl PayoutService {
-    pub(crate) fn new(area: Area) -> Self {
-        PayoutService { area }
+    pub(crate) fn new(area: Area, pipeline: crate::pipeline::Pipeline) -> Self {
+        PayoutService { area, pipeline }
     }
 
     fn store(&self) -> &Store {
@@ -441,6 +446,24 @@ impl PayoutService {
                 serde_json::json!({"status": "failed", "reason": note}),
             )
         };
+        // The affiliate's endpoints hear of the payment: one delivery per
+        // conversion it covers, written with the payment itself.
+        let paid = if to == PayoutStatus::Paid {
+            let covered: Vec<ConversionId> = scoped::<ledger_entry::Entity>(tenant)
+                .filter(ledger_entry::Column::PayoutId.eq(id))
+                .filter(ledger_entry::Column::Kind.eq(ledger_entry::Kind::Commission))
+                .all(&self.store().conn)
+                .await?
+                .into_iter()
+                .filter_map(|e| e.conversion_id)
+                .collect();
+            self.pipeline
+                .paid_deliveries(tenant, id, covered)
+                .await
+                .map_err(|e| StoreError::Internal(format!("paid notifications: {e}")))?
+        } else {
+            Vec::new()
+        };
         let txn = self.store().write_txn().await?;
         if update.exec(&txn).await?.rows_affected != 1 {
             txn.rollback().await?;
@@ -448,6 +471,19 @@ impl PayoutService {
         }
         if to == PayoutStatus::Paid {
             book_entries(&txn, debits(&txn, tenant, caller, id, &note, t).await?).await?;
+            for chunk in paid.chunks(200) {
+                trcker_storage::batch::insert_new::<notification_delivery::Entity, _>(
+                    &txn,
+                    chunk,
+                    &[
+                        notification_delivery::Column::TenantId,
+                        notification_delivery::Column::EndpointId,
+                        notification_delivery::Column::ConversionId,
+                        notification_delivery::Column::EventKey,
+                    ],
+                )
+                .await?;
+            }
         } else {
             scoped_update::<ledger_entry::Entity>(tenant)
                 .col_expr(
@@ -469,6 +505,10 @@ impl PayoutService {
         )
         .await?;
         txn.commit().await?;
+        if let Err(e) = self.pipeline.queue_first_attempts(tenant, &paid).await {
+            // Written already: the retry sweeper queues them.
+            tracing::warn!(payout_id = id, error = %e, "paid notifications not queued; the sweeper will");
+        }
         self.get(caller, id).await
     }
 

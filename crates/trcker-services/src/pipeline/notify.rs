@@ -375,6 +375,50 @@ impl Pipeline {
         Ok(())
     }
 
+    /// The deliveries of a payout's `paid` event: one per endpoint told of
+    /// it, for each conversion whose commission the payout covers. They are
+    /// written by the caller in the transaction that marks the payout paid,
+    /// and their attempts queued after it (the retry sweeper queues any
+    /// whose job was lost).
+    pub(crate) async fn paid_deliveries(
+        &self,
+        tenant: &TenantId,
+        payout_id: &str,
+        conversions: Vec<ConversionId>,
+    ) -> Result<Vec<notification_delivery::Model>, JobError> {
+        let key = format!("paid:{payout_id}");
+        let events: Vec<(ConversionId, String)> =
+            conversions.into_iter().map(|c| (c, key.clone())).collect();
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.deliveries_for(tenant, &events).await
+    }
+
+    /// Queues the first attempts of deliveries just written.
+    pub(crate) async fn queue_first_attempts(
+        &self,
+        tenant: &TenantId,
+        deliveries: &[notification_delivery::Model],
+    ) -> Result<(), JobError> {
+        for chunk in deliveries.chunks(100) {
+            self.queue
+                .push(&NotifyJob {
+                    tenant_id: tenant.clone(),
+                    items: chunk
+                        .iter()
+                        .map(|d| NotifyItem {
+                            delivery_id: d.id.clone(),
+                            attempt: 0,
+                        })
+                        .collect(),
+                    due: None,
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
     /// The deliveries the events make: one per active endpoint of each
     /// conversion's affiliate, its URL expanded.
     async fn deliveries_for(
@@ -850,6 +894,9 @@ fn test_conversion(
 
 /// The event a delivery's key names for its conversion.
 fn event_of(event_key: &str, conv: &conversion::Model) -> Option<Event> {
+    if event_key.starts_with("paid:") {
+        return Some(Event::Paid);
+    }
     let status = ConversionStatus::parse(event_key.strip_prefix("status:")?).ok()?;
     Some(Event::of_status(status, conv.created_status.map(|s| s.0)))
 }
