@@ -77,6 +77,17 @@ impl Event {
     }
 }
 
+/// A retry delay of about `base_secs`: within 10% of it either way, so
+/// that the retries of deliveries that failed together spread out.
+pub fn jittered(base_secs: i64) -> i64 {
+    use rand::Rng;
+    let spread = base_secs / 10;
+    if spread == 0 {
+        return base_secs;
+    }
+    base_secs + rand::rng().random_range(-spread..=spread)
+}
+
 /// A set of events, stored as their names joined by commas.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Events(Vec<Event>);
@@ -216,6 +227,17 @@ mod tests {
             ),
             "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
         );
+    }
+
+    #[test]
+    fn retry_delays_spread_within_ten_percent() {
+        let delays: std::collections::BTreeSet<i64> = (0..200).map(|_| jittered(3600)).collect();
+        assert!(
+            delays.iter().all(|d| (3240..=3960).contains(d)),
+            "{delays:?}"
+        );
+        assert!(delays.len() > 20, "spread out: {delays:?}");
+        assert_eq!(jittered(5), 5);
     }
 
     #[test]

@@ -3,8 +3,10 @@
 //! Each (endpoint, conversion, event) is one delivery row; each try is one
 //! attempt row (status, latency, body excerpt). A failed try stores the time of
 //! the next one (30 s, 2 min, 5 min, 15 min, 30 min, 1 h, 2 h, 4 h, 8 h, 8 h: about
-//! a day), and the retry sweeper queues it when due, so the schedule survives
-//! restarts; after the last try the delivery is dead-lettered.
+//! a day, each within 10% either way so that the retries of one outage do
+//! not all come back at once), and the retry sweeper queues it when due, so
+//! the schedule survives restarts; after the last try the delivery is
+//! dead-lettered.
 //!
 //! One endpoint cannot hold up the others: a process makes at most
 //! [`PER_ENDPOINT_CONCURRENCY`] calls to one endpoint at a time, and a job whose
@@ -1047,7 +1049,10 @@ fn attempt_made<'a>(
         Outcome::Delivered { .. } => (DeliveryStatus::Delivered, t),
         Outcome::Permanent { .. } => (DeliveryStatus::Dead, t),
         Outcome::Failed { .. } => match RETRY_SCHEDULE_SECS.get(d.attempts as usize) {
-            Some(secs) => (DeliveryStatus::Pending, t + ChronoDuration::seconds(*secs)),
+            Some(secs) => (
+                DeliveryStatus::Pending,
+                t + ChronoDuration::seconds(trcker_domain::webhook::jittered(*secs)),
+            ),
             None => (DeliveryStatus::Dead, t),
         },
     };
