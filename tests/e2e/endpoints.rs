@@ -605,17 +605,151 @@ async fn delivery_until(
     read_until(app, key, &format!("/api/v1/deliveries/{id}"), pred).await
 }
 
-/// Ends a delivery's retries as if its schedule were spent.
-async fn dead_letter(app: &TestApp, id: &str) {
-    use trcker_storage::entities::notification_delivery::{Column, Entity, Status};
-    use trcker_storage::sea_orm::sea_query::Expr;
-    use trcker_storage::sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
-    Entity::update_many()
-        .col_expr(Column::Status, Expr::value(Status::Dead))
-        .filter(Column::Id.eq(id))
-        .exec(&app.services().store.conn)
-        .await
-        .expect("dead-letter");
+fn time_of(v: &Value) -> chrono::DateTime<chrono::Utc> {
+    v.as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.to_utc())
+        .unwrap_or_else(|| panic!("not a time: {v}"))
+}
+
+/// How far past its next attempt's time a stored delivery is, by the real
+/// clock, as a clock offset that makes it due (one second more).
+fn offset_to_due(d: &Value) -> chrono::Duration {
+    time_of(&d["delivery"]["next_attempt_at"]) - chrono::Utc::now() + chrono::Duration::seconds(1)
+}
+
+/// An affiliate's webhook fails its first three attempts, and the worker
+/// process is stopped and a new one started after each. The schedule is the
+/// stored one: a new worker tries nothing before the stored time and tries
+/// once its clock passes it. Every attempt is in the log with its status,
+/// every try carries the same `webhook-id`, and the event is delivered
+/// exactly once.
+async fn retries_keep_their_schedule_across_worker_restarts(app: &TestApp) {
+    use trcker_services::pipeline::notify::RETRY_SCHEDULE_SECS;
+    const FAILURES: usize = 3;
+    let jane = AffiliateServer::start(200).await;
+    let hook = AffiliateServer::start(503).await;
+    let s = app.quickstart_setup("acme", &jane.url).await;
+    let key = &s.tenant.key;
+    create_endpoint(
+        app,
+        key,
+        json!({"affiliate_id": s.affiliate_id, "kind": "webhook", "url": format!("{}/hook", hook.url)}),
+    )
+    .await;
+    let mut workers = app.start_workers().await;
+    let click = sale(app, &s, "acme", "").await;
+    assert!(jane.next().await.contains(&click));
+    let first = hook.next_request().await;
+    let id = first.headers["webhook-id"].to_str().expect("id").to_owned();
+    let mut ahead = chrono::Duration::zero();
+    for failed in 1..=FAILURES {
+        let d = delivery_until(app, key, &id, |d| d["delivery"]["attempts"] == failed).await;
+        assert_eq!(d["delivery"]["status"], "pending", "{d}");
+        let attempt = &d["attempts"][failed - 1];
+        assert_eq!(attempt["status_code"], 503, "{d}");
+        assert_eq!(attempt["error_class"], "http_status", "{d}");
+        // The next attempt is stored at the schedule's delay (within its jitter).
+        let delay = (time_of(&d["delivery"]["next_attempt_at"]) - time_of(&attempt["at"]))
+            .num_milliseconds() as f64
+            / 1000.0;
+        let planned = RETRY_SCHEDULE_SECS[failed - 1] as f64;
+        assert!(
+            (planned * 0.9 - 0.01..=planned * 1.1 + 0.01).contains(&delay),
+            "retry {failed} after {delay} s, not about {planned} s: {d}"
+        );
+        if failed == FAILURES {
+            hook.answer(200);
+        }
+        // A new worker process, its clock where the last one's was: nothing
+        // is due yet, so nothing is tried.
+        workers.stop().await;
+        workers = app.start_workers().await;
+        let clock = &workers.services.settings.clock;
+        clock.advance(ahead);
+        hook.assert_quiet(Duration::from_millis(2500)).await;
+        // Once the clock passes the stored time, the next attempt is made.
+        let due = offset_to_due(&d);
+        clock.advance(due - ahead);
+        ahead = due;
+        let again = hook.next_request().await;
+        assert_eq!(again.headers["webhook-id"].to_str().expect("id"), id);
+        assert_eq!(again.body, first.body, "the same event on every try");
+    }
+    let d = delivery_until(app, key, &id, |d| d["delivery"]["status"] == "delivered").await;
+    let codes: Vec<&Value> = d["attempts"]
+        .as_array()
+        .expect("attempts")
+        .iter()
+        .map(|a| &a["status_code"])
+        .collect();
+    assert_eq!(
+        codes,
+        [&json!(503), &json!(503), &json!(503), &json!(200)],
+        "{d}"
+    );
+    assert_eq!(d["attempts"][FAILURES]["error_class"], Value::Null, "{d}");
+    assert_eq!(d["delivery"]["next_attempt_at"], Value::Null, "{d}");
+    // Delivered once: a day later nothing more comes, after another restart too.
+    workers.stop().await;
+    let workers = app.start_workers().await;
+    workers
+        .services
+        .settings
+        .clock
+        .advance(ahead + chrono::Duration::days(1));
+    hook.assert_quiet(Duration::from_millis(2500)).await;
+    workers.stop().await;
+}
+
+mod retries_keep_their_schedule_across_worker_restarts {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sqlite() {
+        let app = crate::harness::spawn_web(None).await;
+        super::retries_keep_their_schedule_across_worker_restarts(&app).await;
+        app.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    #[cfg_attr(
+        not(trcker_pg),
+        ignore = "PostgreSQL suite off: set TRCKER_TEST_POSTGRES_URL to run it"
+    )]
+    async fn postgres() {
+        let pg = crate::harness::PgDatabase::create().await;
+        let app = crate::harness::spawn_web(Some(pg)).await;
+        super::retries_keep_their_schedule_across_worker_restarts(&app).await;
+        app.stop().await;
+    }
+}
+
+/// Runs the retry schedule of deliveries that keep failing to its end,
+/// moving the app's clock past each retry's time: every try is made and
+/// logged, then each delivery is dead-lettered.
+async fn exhaust_retries(app: &TestApp, key: &str, hook: &AffiliateServer, ids: &[&str]) {
+    use trcker_services::pipeline::notify::RETRY_SCHEDULE_SECS;
+    let clock = app.services().settings.clock.clone();
+    for (retry, secs) in RETRY_SCHEDULE_SECS.iter().enumerate() {
+        // Past the longest jittered delay, from the last of the tries before.
+        clock.advance(chrono::Duration::seconds(secs + secs / 10 + 1));
+        for _ in ids {
+            let got = hook.next_request().await;
+            let id = got.headers["webhook-id"].to_str().expect("id");
+            assert!(ids.contains(&id), "{id}");
+        }
+        for id in ids {
+            delivery_until(app, key, id, |d| d["delivery"]["attempts"] == retry + 2).await;
+        }
+    }
+    for id in ids {
+        let d = delivery_until(app, key, id, |d| d["delivery"]["status"] == "dead").await;
+        assert_eq!(
+            d["attempts"].as_array().map(Vec::len),
+            Some(RETRY_SCHEDULE_SECS.len() + 1),
+            "{d}"
+        );
+        assert_eq!(d["delivery"]["next_attempt_at"], Value::Null, "{d}");
+    }
 }
 
 /// Every attempt is in the delivery log; a dead delivery replayed through
@@ -665,8 +799,16 @@ async fn delivery_log_replay_and_send_test(app: &TestApp) {
     assert_eq!(status, StatusCode::CONFLICT, "{problem}");
     assert_eq!(problem["code"], "delivery-pending");
 
-    // Dead-lettered, then replayed once the receiver is back.
-    dead_letter(app, &webhook_id).await;
+    // Another sale fails too; both run their schedule out and are
+    // dead-lettered, then replayed once the receiver is back.
+    sale(app, &s, "acme", "").await;
+    let second = hook.next_request().await;
+    let second_id = second.headers["webhook-id"]
+        .to_str()
+        .expect("id")
+        .to_owned();
+    delivery_until(app, key, &second_id, |d| d["delivery"]["attempts"] == 1).await;
+    exhaust_retries(app, key, &hook, &[&webhook_id, &second_id]).await;
     hook.answer(200);
     let (status, replayed) = app
         .post(
@@ -690,21 +832,16 @@ async fn delivery_log_replay_and_send_test(app: &TestApp) {
         d["delivery"]["status"] == "delivered"
     })
     .await;
-    assert_eq!(d["attempts"].as_array().map(Vec::len), Some(2), "{d}");
-    assert_eq!(d["attempts"][1]["status_code"], 200);
-    assert_eq!(d["attempts"][1]["error_class"], Value::Null);
+    let tries = trcker_services::pipeline::notify::RETRY_SCHEDULE_SECS.len() + 1;
+    assert_eq!(
+        d["attempts"].as_array().map(Vec::len),
+        Some(tries + 1),
+        "{d}"
+    );
+    assert_eq!(d["attempts"][tries]["status_code"], 200);
+    assert_eq!(d["attempts"][tries]["error_class"], Value::Null);
 
-    // Every dead delivery since a time, in one call.
-    hook.answer(500);
-    sale(app, &s, "acme", "").await;
-    let second = hook.next_request().await;
-    let second_id = second.headers["webhook-id"]
-        .to_str()
-        .expect("id")
-        .to_owned();
-    delivery_until(app, key, &second_id, |d| d["delivery"]["attempts"] == 1).await;
-    dead_letter(app, &second_id).await;
-    hook.answer(200);
+    // Every dead delivery since a time, in one call (the first is delivered).
     let since = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
     let (status, done) = app
         .post(
@@ -812,7 +949,6 @@ async fn a_paid_payout_is_an_event(app: &TestApp) {
     })
     .await;
     jane.assert_quiet(Duration::from_millis(500)).await;
-    assert_eq!(hook.next().await, "/hook");
     hook.assert_quiet(Duration::from_millis(100)).await;
 }
 on_both_databases!(a_paid_payout_is_an_event);

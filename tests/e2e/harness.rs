@@ -129,6 +129,20 @@ pub async fn spawn_configured(
     pg: Option<PgDatabase>,
     configure: impl FnOnce(&mut Config),
 ) -> TestApp {
+    spawn_roles(pg, Roles::All, configure).await
+}
+
+/// Starts the HTTP side only (`trcker web`): the test runs the workers
+/// itself with [`TestApp::start_workers`], and may stop and start them.
+pub async fn spawn_web(pg: Option<PgDatabase>) -> TestApp {
+    spawn_roles(pg, Roles::Web, |_| {}).await
+}
+
+async fn spawn_roles(
+    pg: Option<PgDatabase>,
+    roles: Roles,
+    configure: impl FnOnce(&mut Config),
+) -> TestApp {
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
         .with_env_filter(
@@ -143,7 +157,7 @@ pub async fn spawn_configured(
     config.database_url = pg.as_ref().map(|p| SecretString::from(p.url.clone()));
     config.db_connections = 8;
     configure(&mut config);
-    let app = App::start(config.clone(), Roles::All)
+    let app = App::start(config.clone(), roles)
         .await
         .expect("trcker starts");
     let base = app.public_url.clone();
@@ -486,11 +500,10 @@ impl TestApp {
 }
 
 /// A local HTTP listener that stands in for an affiliate's server: it records
-/// every request (its path and query, and the whole request) and answers
-/// with `status`.
+/// every request and answers with `status`. Each request is read once,
+/// whole (`next_request`) or as its path and query (`next`).
 pub struct AffiliateServer {
     pub url: String,
-    rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<String>>,
     requests: tokio::sync::Mutex<mpsc::UnboundedReceiver<Captured>>,
     status: std::sync::Arc<std::sync::atomic::AtomicU16>,
     _stop: tokio::sync::oneshot::Sender<()>,
@@ -507,7 +520,6 @@ pub struct Captured {
 
 #[derive(Clone)]
 struct Recorder(
-    mpsc::UnboundedSender<String>,
     std::sync::Arc<std::sync::atomic::AtomicU16>,
     mpsc::UnboundedSender<Captured>,
 );
@@ -518,8 +530,7 @@ async fn record(
     body: poem::Body,
     rec: poem::web::Data<&Recorder>,
 ) -> poem::Response {
-    let _ = rec.0.0.send(req.uri().to_string());
-    let _ = rec.0.2.send(Captured {
+    let _ = rec.0.1.send(Captured {
         method: req.method().to_string(),
         uri: req.uri().to_string(),
         headers: req.headers().clone(),
@@ -527,7 +538,7 @@ async fn record(
     });
     poem::Response::builder()
         .status(
-            poem::http::StatusCode::from_u16(rec.0.1.load(std::sync::atomic::Ordering::SeqCst))
+            poem::http::StatusCode::from_u16(rec.0.0.load(std::sync::atomic::Ordering::SeqCst))
                 .unwrap_or_default(),
         )
         .body("ok")
@@ -535,7 +546,6 @@ async fn record(
 
 impl AffiliateServer {
     pub async fn start(status: u16) -> AffiliateServer {
-        let (tx, rx) = mpsc::unbounded_channel();
         let (req_tx, requests) = mpsc::unbounded_channel();
         let answer = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(status));
         let acceptor = TcpListener::bind("127.0.0.1:0")
@@ -549,7 +559,7 @@ impl AffiliateServer {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let app = Route::new()
             .at("/*", record)
-            .data(Recorder(tx, answer.clone(), req_tx));
+            .data(Recorder(answer.clone(), req_tx));
         tokio::spawn(async move {
             let _ = poem::Server::new_with_acceptor(acceptor)
                 .run_with_graceful_shutdown(
@@ -563,7 +573,6 @@ impl AffiliateServer {
         });
         AffiliateServer {
             url: format!("http://{addr}"),
-            rx: tokio::sync::Mutex::new(rx),
             requests: tokio::sync::Mutex::new(requests),
             status: answer,
             _stop: stop_tx,
@@ -576,8 +585,7 @@ impl AffiliateServer {
             .store(status, std::sync::atomic::Ordering::SeqCst);
     }
 
-    /// The next whole request the server received (kept beside `next`'s
-    /// path and query, so either may be read).
+    /// The next request the server received, whole.
     pub async fn next_request(&self) -> Captured {
         let mut rx = self.requests.lock().await;
         tokio::time::timeout(Duration::from_secs(20), rx.recv())
@@ -588,18 +596,14 @@ impl AffiliateServer {
 
     /// The next request the affiliate's server received (path and query).
     pub async fn next(&self) -> String {
-        let mut rx = self.rx.lock().await;
-        tokio::time::timeout(Duration::from_secs(20), rx.recv())
-            .await
-            .expect("the affiliate was not notified in time")
-            .expect("listener closed")
+        self.next_request().await.uri
     }
 
     /// Asserts nothing more arrives within `wait`.
     pub async fn assert_quiet(&self, wait: Duration) {
-        let mut rx = self.rx.lock().await;
+        let mut rx = self.requests.lock().await;
         if let Ok(Some(extra)) = tokio::time::timeout(wait, rx.recv()).await {
-            panic!("unexpected notification: {extra}");
+            panic!("unexpected notification: {} {}", extra.method, extra.uri);
         }
     }
 }

@@ -69,8 +69,9 @@ pub struct Settings {
     pub clock: Clock,
 }
 
-/// The time the schedules that run over days (hold periods) go by: the
-/// system's clock, which a test moves forward instead of waiting a month.
+/// The time the schedules that run over days go by (hold periods, the
+/// notification retries, a rotated webhook secret's overlap): the system's
+/// clock, which a test moves forward instead of waiting a month.
 #[derive(Debug, Clone, Default)]
 pub struct Clock(Arc<std::sync::atomic::AtomicI64>);
 

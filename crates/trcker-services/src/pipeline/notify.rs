@@ -658,7 +658,9 @@ impl Pipeline {
         results: &mut Vec<Called>,
         failing: &HashSet<EndpointId>,
     ) -> Result<(), JobError> {
-        let t = Utc::now();
+        // The retry schedule goes by the settings' clock (a test moves it
+        // forward instead of waiting a day).
+        let t = self.settings.clock.now();
         let mut put_off: Vec<&notification_delivery::Model> = Vec::new();
         let mut made: Vec<Made> = Vec::new();
         for (d, result) in results.iter() {
@@ -741,7 +743,8 @@ impl Pipeline {
                 .map(|p| self.settings.webhook_secret(ep.id.as_str(), p));
             let mut secrets = vec![&current];
             secrets.extend(previous.as_ref());
-            let timestamp = now.timestamp();
+            // The receiver holds this against its own clock: the real time.
+            let timestamp = Utc::now().timestamp();
             let body = d.body.as_deref().unwrap_or_default();
             req = req
                 .header("webhook-id", d.id.as_str())

@@ -109,7 +109,8 @@ impl Pipeline {
     /// off, and first attempts whose job was lost.
     async fn queue_due_deliveries(&self, t: DateTime<Utc>) -> Result<usize, JobError> {
         let first_cutoff = self.sweep_cutoff(NotifyJob::QUEUE, t).await?;
-        let due = lookup::due_deliveries(t)
+        // Retries are due by the clock their schedule was made by.
+        let due = lookup::due_deliveries(self.settings.clock.now())
             .limit(BATCH)
             .all(&self.store.conn)
             .await?;
