@@ -16,16 +16,27 @@ pub struct Seeded {
     pub secret: String,
 }
 
+/// How the seeded affiliate hears of her conversions.
+#[derive(Clone, Copy)]
+pub enum Notify<'a> {
+    /// Not at all.
+    Nothing,
+    /// A postback URL template, called by GET.
+    Postback(&'a str),
+    /// A signed webhook (a JSON event POSTed) to this URL.
+    Webhook(&'a str),
+}
+
 /// Through the admin API (operator token `operator`): a tenant `tenant` with
 /// program `pro` paying `commission`, affiliate `jane` (told of each conversion
-/// at `affiliate_url` when given) and an integration.
+/// as `notify` says) and an integration.
 pub async fn seed(
     http: &reqwest::Client,
     base: &str,
     operator: &str,
     tenant: &str,
     commission: Value,
-    affiliate_url: Option<&str>,
+    notify: Notify<'_>,
 ) -> Seeded {
     let post = |path: &str, token: &str, body: Value| {
         let req = http
@@ -55,17 +66,23 @@ pub async fn seed(
                "commission": commission}),
     )
     .await;
-    post(
-        "/api/v1/affiliates",
-        &key,
-        match affiliate_url {
-            Some(url) => {
-                json!({"name": "Jane", "email": "jane@example.com", "slug": "jane", "postback_url": url})
-            }
-            None => json!({"name": "Jane", "email": "jane@example.com", "slug": "jane"}),
-        },
-    )
-    .await;
+    let mut jane = json!({"name": "Jane", "email": "jane@example.com", "slug": "jane"});
+    if let Notify::Postback(url) = notify {
+        jane["postback_url"] = json!(url);
+    }
+    let jane = post("/api/v1/affiliates", &key, jane).await;
+    if let Notify::Webhook(url) = notify {
+        let endpoint = post(
+            "/api/v1/endpoints",
+            &key,
+            json!({"affiliate_id": jane["id"], "kind": "webhook", "url": url}),
+        )
+        .await;
+        assert!(
+            endpoint["secret"].is_string(),
+            "webhook endpoint not made: {endpoint}"
+        );
+    }
     let integration = post(
         "/api/v1/integrations",
         &key,
@@ -78,9 +95,18 @@ pub async fn seed(
     }
 }
 
+/// What an affiliate's server keys the calls it receives by.
+#[derive(Clone, Copy)]
+pub enum Key {
+    /// A query parameter of the URL (`txn`, `conv`…): a postback.
+    Query(&'static str),
+    /// A string field of the JSON body (`txn_id`…): a webhook's event.
+    JsonField(&'static str),
+}
+
 /// A local HTTP/1.1 server standing in for the affiliate: answers 200 on
-/// keep-alive connections, counts the calls, and notes when each value of one
-/// query parameter (`txn=`, `conv=`…) first arrived.
+/// keep-alive connections (reading any body its `content-length` announces),
+/// counts the calls, and notes when each value of its key first arrived.
 pub struct Affiliate {
     pub url: String,
     seen: Arc<Mutex<HashMap<String, Instant>>>,
@@ -88,8 +114,8 @@ pub struct Affiliate {
 }
 
 impl Affiliate {
-    /// Starts the listener; `param` is the query parameter it keys calls by.
-    pub async fn start(param: &'static str) -> Affiliate {
+    /// Starts the listener; `key` is what it keys calls by.
+    pub async fn start(key: Key) -> Affiliate {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -99,7 +125,7 @@ impl Affiliate {
         let (record, count) = (seen.clone(), calls.clone());
         tokio::spawn(async move {
             while let Ok((sock, _)) = listener.accept().await {
-                tokio::spawn(serve_connection(sock, param, record.clone(), count.clone()));
+                tokio::spawn(serve_connection(sock, key, record.clone(), count.clone()));
             }
         });
         Affiliate { url, seen, calls }
@@ -127,16 +153,20 @@ impl Affiliate {
 
 async fn serve_connection(
     mut sock: tokio::net::TcpStream,
-    param: &str,
+    key: Key,
     seen: Arc<Mutex<HashMap<String, Instant>>>,
     calls: Arc<AtomicU64>,
 ) {
-    let key = format!("{param}=");
+    let (pattern, ends): (String, &[char]) = match key {
+        Key::Query(param) => (format!("{param}="), &[' ', '&']),
+        Key::JsonField(field) => (format!("\"{field}\":\""), &['"']),
+    };
     let mut buf = Vec::with_capacity(4096);
     let mut chunk = [0u8; 4096];
     loop {
-        // One request per loop: a GET has no body, so it ends at the blank line.
-        let end = loop {
+        // One request per loop: its head ends at the blank line, its body
+        // after as many bytes as the head announces.
+        let head_end = loop {
             if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 break end + 4;
             }
@@ -145,18 +175,38 @@ async fn serve_connection(
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
             }
         };
+        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        let length = head
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse::<usize>().ok())?
+            })
+            .unwrap_or(0);
+        while buf.len() < head_end + length {
+            match sock.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
         let arrived = Instant::now();
         calls.fetch_add(1, Ordering::Relaxed);
-        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-        buf.drain(..end);
-        if let Some(txn) = head
-            .split(key.as_str())
+        let request = match key {
+            Key::Query(_) => head,
+            Key::JsonField(_) => {
+                String::from_utf8_lossy(&buf[head_end..head_end + length]).into_owned()
+            }
+        };
+        buf.drain(..head_end + length);
+        if let Some(value) = request
+            .split(pattern.as_str())
             .nth(1)
-            .and_then(|r| r.split([' ', '&']).next())
+            .and_then(|r| r.split(ends).next())
         {
             seen.lock()
                 .expect("seen")
-                .entry(txn.to_owned())
+                .entry(value.to_owned())
                 .or_insert(arrived);
         }
         if sock

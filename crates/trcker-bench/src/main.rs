@@ -13,7 +13,8 @@
 //!    the pipeline scenario runs `trcker serve`, everything at once;
 //! 4. the pipeline: sustained conversions per second attributed, commissioned
 //!    and notified (the affiliate is a local listener), then end-to-end latency
-//!    (accepted → affiliate notified) at half that rate;
+//!    (accepted → affiliate notified) at half that rate; once with the
+//!    affiliate told by a postback URL (GET), once by a signed webhook (POST);
 //! 5. peak resident memory of the Trcker process;
 //! 6. attribution latency with 10,000 and with 10,000,000 clicks stored
 //!    (PostgreSQL; the clicks are generated in bulk inside the database);
@@ -38,6 +39,8 @@ use serde_json::{Value, json};
 
 mod pipeline;
 mod reports;
+
+use pipeline::Told;
 
 #[derive(Parser)]
 struct Args {
@@ -76,8 +79,9 @@ struct Args {
     #[arg(long)]
     smoke: bool,
     /// One scenario by itself (`intake-sqlite`, `intake-postgres`,
-    /// `pipeline-sqlite`, `pipeline-postgres`, `reports-sqlite`,
-    /// `reports-postgres`), its figures printed as JSON:
+    /// `pipeline-sqlite`, `pipeline-postgres`, `webhooks-sqlite`,
+    /// `webhooks-postgres`, `reports-sqlite`, `reports-postgres`), its
+    /// figures printed as JSON:
     /// for quick comparisons while working on one path.
     #[arg(long)]
     only: Option<String>,
@@ -186,7 +190,7 @@ impl Drop for Server {
 async fn bench_seed(
     http: &reqwest::Client,
     base: &str,
-    affiliate_url: Option<&str>,
+    notify: trcker_bench::Notify<'_>,
 ) -> trcker_bench::Seeded {
     trcker_bench::seed(
         http,
@@ -194,7 +198,7 @@ async fn bench_seed(
         "bench-operator-token",
         "bench",
         json!({"type": "percent", "value": "10"}),
-        affiliate_url,
+        notify,
     )
     .await
 }
@@ -525,7 +529,7 @@ async fn intake(
     // The HTTP roles alone (`trcker web`): intake is measured by itself; the
     // pipeline's own figures come from its scenario.
     let server = Server::start_as("web", &args.trcker, database_url);
-    let seeded = bench_seed(http, &server.base, None).await;
+    let seeded = bench_seed(http, &server.base, trcker_bench::Notify::Nothing).await;
     let mut peaks = vec![("seeded", server.peak_rss_mib())];
     let mut clicks_and_health = None;
     if database_url.is_none() {
@@ -628,7 +632,12 @@ async fn main() {
                 let (health, clicks) = ch.map(|(h, c)| (h.json(), c.json())).unzip();
                 json!({"intake": r.json(), "healthz": health, "clicks": clicks, "peak_rss_mib": peaks.last()})
             }
-            Some("pipeline") => pipeline::pipeline(&args, &http, pg_url.as_deref()).await,
+            Some("pipeline") => {
+                pipeline::pipeline(&args, &http, pg_url.as_deref(), Told::Postback).await
+            }
+            Some("webhooks") => {
+                pipeline::pipeline(&args, &http, pg_url.as_deref(), Told::Webhook).await
+            }
             Some("reports") => reports::reports(&args, &http, pg_url.as_deref()).await,
             _ => panic!("unknown scenario {only}"),
         };
@@ -651,7 +660,9 @@ async fn main() {
     let (health, clicks) = ch.expect("click scenario");
     let sqlite_commit = commit_baseline(None, args.concurrency, args.seconds).await;
     eprintln!("SQLite: pipeline");
-    let sqlite_pipeline = pipeline::pipeline(&args, &http, None).await;
+    let sqlite_pipeline = pipeline::pipeline(&args, &http, None, Told::Postback).await;
+    eprintln!("SQLite: pipeline, the affiliate told by webhook");
+    let sqlite_webhooks = pipeline::pipeline(&args, &http, None, Told::Webhook).await;
     eprintln!("SQLite: reports over a seeded data set");
     let sqlite_reports = reports::reports(&args, &http, None).await;
     let mut pg = None;
@@ -668,7 +679,11 @@ async fn main() {
         drop_pg_database(admin, &url).await;
         eprintln!("PostgreSQL: pipeline");
         let url = fresh_pg_database(admin).await;
-        let pipe = pipeline::pipeline(&args, &http, Some(&url)).await;
+        let pipe = pipeline::pipeline(&args, &http, Some(&url), Told::Postback).await;
+        drop_pg_database(admin, &url).await;
+        eprintln!("PostgreSQL: pipeline, the affiliate told by webhook");
+        let url = fresh_pg_database(admin).await;
+        let webhooks = pipeline::pipeline(&args, &http, Some(&url), Told::Webhook).await;
         drop_pg_database(admin, &url).await;
         eprintln!(
             "PostgreSQL: attribution latency with {} clicks stored (bulk fill)",
@@ -690,6 +705,7 @@ async fn main() {
             sqlx_commit,
             pgbench: pgbench.ok(),
             pipeline: pipe,
+            webhooks,
             scale,
         });
     }
@@ -745,9 +761,11 @@ async fn main() {
             v["half_load_per_second"]
         )
     };
-    table.push_str(&pipe_row("SQLite", &sqlite_pipeline));
+    table.push_str(&pipe_row("SQLite, postback", &sqlite_pipeline));
+    table.push_str(&pipe_row("SQLite, webhook", &sqlite_webhooks));
     if let Some(p) = &pg {
-        table.push_str(&pipe_row("PostgreSQL", &p.pipeline));
+        table.push_str(&pipe_row("PostgreSQL, postback", &p.pipeline));
+        table.push_str(&pipe_row("PostgreSQL, webhook", &p.webhooks));
         table.push_str("\n| clicks stored (PostgreSQL) | attribution p50 ms | p99 ms | samples |\n| ---: | ---: | ---: | ---: |\n");
         for r in p.scale.as_array().into_iter().flatten() {
             table.push_str(&format!(
@@ -781,10 +799,12 @@ async fn main() {
     let mut peaks = vec![
         sqlite_peak,
         sqlite_pipeline["peak_rss_mib"].as_f64().unwrap_or(0.0),
+        sqlite_webhooks["peak_rss_mib"].as_f64().unwrap_or(0.0),
     ];
     if let Some(p) = &pg {
         peaks.push(p.peak);
         peaks.push(p.pipeline["peak_rss_mib"].as_f64().unwrap_or(0.0));
+        peaks.push(p.webhooks["peak_rss_mib"].as_f64().unwrap_or(0.0));
     }
     let peak = peaks.iter().copied().fold(0.0, f64::max);
     table.push_str(&format!(
@@ -815,10 +835,12 @@ async fn main() {
         "postback_intake_sqlite": sqlite_intake.json(),
         "sqlite_single_row_commits_per_second": sqlite_commit.round(),
         "pipeline_sqlite": sqlite_pipeline,
+        "pipeline_webhooks_sqlite": sqlite_webhooks,
         "postback_intake_postgres": pg.as_ref().map(|p| p.intake.json()),
         "postgres_single_row_commits_per_second_pgbench": pg.as_ref().and_then(|p| p.pgbench).map(f64::round),
         "postgres_single_row_commits_per_second_sqlx": pg.as_ref().map(|p| p.sqlx_commit.round()),
         "pipeline_postgres": pg.as_ref().map(|p| p.pipeline.clone()),
+        "pipeline_webhooks_postgres": pg.as_ref().map(|p| p.webhooks.clone()),
         "attribution_latency_postgres": pg.as_ref().map(|p| p.scale.clone()),
         "reports_sqlite": sqlite_reports,
         "reports_postgres": pg.as_ref().map(|p| p.reports.clone()),
@@ -843,5 +865,6 @@ struct PgFigures {
     sqlx_commit: f64,
     pgbench: Option<f64>,
     pipeline: Value,
+    webhooks: Value,
     scale: Value,
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use trcker_bench::Affiliate;
+use trcker_bench::{Affiliate, Key, Notify};
 
 use crate::{Args, Server, bench_seed, percentile_ms};
 
@@ -85,15 +85,38 @@ async fn wait_for(affiliate: &Affiliate, prefix: &str, n: usize, limit: Duration
     true
 }
 
+/// How the pipeline scenario's affiliate is told of each conversion.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Told {
+    /// Her postback URL template, by GET (`/n?txn={txn_id}`).
+    Postback,
+    /// Her webhook endpoint: a signed JSON event, by POST.
+    Webhook,
+}
+
 /// Conversions per second through the whole pipeline, then end-to-end latency
 /// (accepted → affiliate notified) at half that rate.
-pub async fn pipeline(args: &Args, http: &reqwest::Client, database_url: Option<&str>) -> Value {
-    let affiliate = Affiliate::start("txn").await;
+pub async fn pipeline(
+    args: &Args,
+    http: &reqwest::Client,
+    database_url: Option<&str>,
+    told: Told,
+) -> Value {
+    let affiliate = Affiliate::start(match told {
+        Told::Postback => Key::Query("txn"),
+        Told::Webhook => Key::JsonField("txn_id"),
+    })
+    .await;
     let server = Server::start(&args.trcker, database_url);
+    let template = format!("{}/n?txn={{txn_id}}", affiliate.url);
+    let webhook = format!("{}/webhooks", affiliate.url);
     let seeded = bench_seed(
         http,
         &server.base,
-        Some(&format!("{}/n?txn={{txn_id}}", affiliate.url)),
+        match told {
+            Told::Postback => Notify::Postback(&template),
+            Told::Webhook => Notify::Webhook(&webhook),
+        },
     )
     .await;
     let click_id = click(http, &server.base).await;
@@ -262,7 +285,7 @@ pub async fn attribution_at_scale(
     sizes: &[u64],
 ) -> Value {
     let server = Server::start(&args.trcker, Some(database_url));
-    let seeded = bench_seed(http, &server.base, None).await;
+    let seeded = bench_seed(http, &server.base, Notify::Nothing).await;
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(2)
         .connect(database_url)

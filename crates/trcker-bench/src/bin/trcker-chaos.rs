@@ -289,7 +289,7 @@ async fn main() {
     }
 
     // The affiliate's server: counts the conversions it is told about.
-    let affiliate = trcker_bench::Affiliate::start("conv").await;
+    let affiliate = trcker_bench::Affiliate::start(trcker_bench::Key::Query("conv")).await;
     let affiliate_url = affiliate.url.clone();
 
     // Receivers on fixed ports, so that a restarted one is found where it was.
@@ -317,7 +317,7 @@ async fn main() {
         "chaos-operator-token",
         "chaos",
         json!({"type": "flat", "value": "1.00"}),
-        Some(&format!("{affiliate_url}/pb?conv={{conversion_id}}")),
+        trcker_bench::Notify::Postback(&format!("{affiliate_url}/pb?conv={{conversion_id}}")),
     )
     .await;
     let (key, secret) = (seeded.key, seeded.secret);
