@@ -284,6 +284,37 @@ pub(crate) async fn set_up_over_http(http: &reqwest::Client, base: &str, token: 
     }
 }
 
+/// A sale of 10.00 on the click, by the integration's postback: the answer.
+async fn sale(
+    http: &reqwest::Client,
+    base: &str,
+    secret: &str,
+    click_id: &str,
+    txn_id: &str,
+) -> serde_json::Value {
+    http.get(format!(
+        "{base}/api/postback/acme/pro?secret={secret}&click_id={click_id}&amount=10&txn_id={txn_id}"
+    ))
+    .send()
+    .await
+    .expect("postback")
+    .json()
+    .await
+    .expect("json")
+}
+
+/// The tenant's conversions, newest first (up to 200).
+async fn conversions_page(http: &reqwest::Client, base: &str, key: &str) -> serde_json::Value {
+    http.get(format!("{base}/api/v1/conversions?limit=200"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .expect("conversions")
+        .json()
+        .await
+        .expect("json")
+}
+
 /// Scale-out roles: `trcker web` accepts postbacks and runs no workers (they
 /// wait in the queue); a `trcker worker` on the same database attributes them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -301,27 +332,9 @@ async fn web_accepts_and_a_worker_process_attributes() {
         secret,
         click_id,
     } = set_up_over_http(&http, &base, token).await;
-    let accepted: serde_json::Value = http
-        .get(format!(
-            "{base}/api/postback/acme/pro?secret={secret}&click_id={click_id}&amount=10&txn_id=w1"
-        ))
-        .send()
-        .await
-        .expect("postback")
-        .json()
-        .await
-        .expect("json");
+    let accepted = sale(&http, &base, &secret, &click_id, "w1").await;
     assert_eq!(accepted["status"], "accepted", "{accepted}");
-    let conversions = || async {
-        http.get(format!("{base}/api/v1/conversions"))
-            .bearer_auth(&key)
-            .send()
-            .await
-            .expect("conversions")
-            .json::<serde_json::Value>()
-            .await
-            .expect("json")
-    };
+    let conversions = || conversions_page(&http, &base, &key);
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
         conversions().await["items"].as_array().map(Vec::len),
@@ -376,6 +389,125 @@ async fn web_accepts_and_a_worker_process_attributes() {
     store.close().await;
     assert!(worker.sigterm_and_wait().success());
     assert!(web.sigterm_and_wait().success());
+}
+
+/// What a stopped SQLite Trcker left of one postback: its inbox state, and
+/// how many conversions and commission entries its txn_id has.
+async fn left_of(dir: &std::path::Path, txn_id: &str) -> (Option<String>, i64, i64) {
+    use trcker_storage::sea_orm::{ConnectionTrait, Statement, Value};
+    let store = trcker_storage::Store::open(&trcker_storage::Store::sqlite_in(dir))
+        .await
+        .expect("open");
+    let one = |sql: &str| {
+        Statement::from_sql_and_values(
+            store.conn.get_database_backend(),
+            sql,
+            [Value::from(txn_id.to_owned())],
+        )
+    };
+    let state = store
+        .conn
+        .query_one_raw(one(
+            "SELECT state FROM postbacks WHERE txn_id = ? AND state <> 'done'",
+        ))
+        .await
+        .expect("postback")
+        .map(|r| r.try_get::<String>("", "state").expect("state"));
+    let count = |sql: &'static str| {
+        let stmt = one(sql);
+        let conn = &store.conn;
+        async move {
+            conn.query_one_raw(stmt)
+                .await
+                .expect("count")
+                .and_then(|r| r.try_get::<i64>("", "n").ok())
+                .unwrap_or(0)
+        }
+    };
+    let conversions = count("SELECT COUNT(*) AS n FROM conversions WHERE txn_id = ?").await;
+    let commissions = count(
+        "SELECT COUNT(*) AS n FROM ledger_entries e JOIN conversions c ON c.id = e.conversion_id \
+         WHERE c.txn_id = ?",
+    )
+    .await;
+    store.close().await;
+    (state, conversions, commissions)
+}
+
+/// `trcker serve` on SQLite killed (SIGKILL) after it acknowledged a
+/// postback and before the postback's job finished: after a restart the
+/// conversion is made exactly once, with one commission entry. Each round
+/// kills the process right after the 200 and reads the file it left; a
+/// round whose job had already finished is not the case under test, so
+/// rounds go on until one kill landed in between (the first, nearly always).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_between_acknowledgement_and_job_makes_the_conversion_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = "kill-test-operator-token";
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let mut serve = start("serve", dir.path(), Some(token), &[]);
+    let mut base = serve.value_after("listening on");
+    let OverHttp {
+        key,
+        secret,
+        click_id,
+    } = set_up_over_http(&http, &base, token).await;
+    // The click is written in the background: a kill must not take it.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut sent = Vec::new();
+    let mut caught = None;
+    for round in 0..20 {
+        let txn = format!("kill{round}");
+        let accepted = sale(&http, &base, &secret, &click_id, &txn).await;
+        serve.child.kill().expect("SIGKILL");
+        serve.child.wait().expect("wait");
+        assert_eq!(accepted["status"], "accepted", "{accepted}");
+        sent.push(txn.clone());
+        let (state, conversions, _) = left_of(dir.path(), &txn).await;
+        assert!(
+            state.is_some(),
+            "an acknowledged postback was not in the inbox"
+        );
+        serve = start("serve", dir.path(), Some(token), &[]);
+        base = serve.value_after("listening on");
+        if state.as_deref() == Some("received") && conversions == 0 {
+            caught = Some(txn);
+            break;
+        }
+    }
+    let caught = caught.expect("no kill in 20 rounds landed before the postback's job finished");
+    // The restarted process finds the postback (its job, or the inbox
+    // sweeper once the dead process's jobs are handed back).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let made = conversions_page(&http, &base, &key).await["items"]
+            .as_array()
+            .map_or(0, Vec::len);
+        if made >= sent.len() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{made} of {} conversions made a minute after the restart",
+            sent.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Past the inbox sweeper's grace and a few of its passes: nothing more.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert!(serve.sigterm_and_wait().success());
+    for txn in &sent {
+        let (state, conversions, commissions) = left_of(dir.path(), txn).await;
+        assert_eq!(state.as_deref(), Some("processed"), "{txn}");
+        assert_eq!(conversions, 1, "{txn}: conversions (caught {caught})");
+        assert_eq!(
+            commissions, 1,
+            "{txn}: commission entries (caught {caught})"
+        );
+    }
 }
 
 /// A closed log stream never stops Trcker from shutting down: `trcker serve

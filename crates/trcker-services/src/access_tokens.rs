@@ -309,7 +309,7 @@ impl AccessTokens {
             .col_expr(C::RetiredAt, Expr::value(Some(made.created_at)))
             .filter(C::RetiredAt.is_null())
             .filter(C::Kid.ne(made.kid.as_str()))
-            .exec(&self.area.store.conn)
+            .exec(self.area.store.writer())
             .await?;
         let mut ring = self.ring.lock().await;
         self.load(&mut ring).await?;

@@ -410,7 +410,7 @@ impl DebuggerService {
                 Expr::value(format!("re-attribution requested by {}", caller.actor())),
             )
             .filter(C::State.eq(State::Unattributed))
-            .exec(&self.store().conn)
+            .exec(self.store().writer())
             .await?;
         if moved.rows_affected != 1 {
             return Ok(false);

@@ -300,7 +300,7 @@ impl LinkService {
             code: code.into_string(),
             status: Activity::Active,
         };
-        match insert(&self.store().conn, coupon.clone()).await {
+        match insert(self.store().writer(), coupon.clone()).await {
             Ok(c) => Ok(c),
             Err(e) if is_unique_violation(&e) => Err(LinkError::CouponTaken(coupon.code)),
             Err(e) => Err(e.into()),

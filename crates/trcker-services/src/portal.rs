@@ -174,7 +174,7 @@ impl PortalService {
             .col_expr(C::InviteTokenHash, Expr::value(Option::<String>::None))
             .col_expr(C::UpdatedAt, Expr::value(Utc::now()))
             .filter(C::InviteTokenHash.eq(&token_hash))
-            .exec(&self.store().conn)
+            .exec(self.store().writer())
             .await?;
         if updated.rows_affected != 1 {
             return Err(PortalError::InvalidInvite);

@@ -150,7 +150,7 @@ impl TenantService {
         }
         scoped_update_by_id::<api_key::Entity>(&key.tenant_id, key.id.as_str())
             .col_expr(api_key::Column::LastUsedAt, Expr::value(Some(t)))
-            .exec(&self.area.store.conn)
+            .exec(self.area.store.writer())
             .await?;
         Ok(())
     }

@@ -59,7 +59,9 @@ pub enum DatabaseConfig {
     Postgres { url: String, max_connections: u32 },
 }
 
-/// The raw pool, for the job queue (apalis) that shares it with sea-orm.
+/// The raw pool of the job queue (apalis): on PostgreSQL the pool under
+/// sea-orm's connection, on SQLite the writer's (see [`Store`]), since
+/// apalis's fetches, locks, acknowledgements and heartbeats all write.
 #[derive(Debug, Clone)]
 pub enum Pool {
     Sqlite(SqlitePool),
@@ -67,10 +69,25 @@ pub enum Pool {
 }
 
 /// An open database: the sea-orm connection and the pool under it.
+///
+/// On SQLite the process's writes go through one connection of their own,
+/// the writer ([`Store::writer`], [`Store::write_txn`], and the queue's pool):
+/// SQLite lets one connection write at a time, and connections that meet its
+/// write lock wait in its busy handler, which sleeps in growing steps (up to
+/// 100 ms each) and serves no one in order, so that under load a writer that
+/// had waited once kept losing the lock to newcomers for seconds. With one
+/// writing connection, writers wait in order for it instead, and the lock is
+/// never idle while one of them sleeps. Reads, and the rare writes of the
+/// admin API, take the other connections; SQLite's busy handler stays for
+/// them and for other processes on the same file.
 #[derive(Debug, Clone)]
 pub struct Store {
     pub conn: DatabaseConnection,
+    /// The connection writes take (on PostgreSQL, `conn` itself).
+    writer: DatabaseConnection,
     pub pool: Pool,
+    /// On SQLite, the pool under `conn` (the readers).
+    readers: Option<SqlitePool>,
     /// When SQLite's planner statistics last changed.
     statistics: Arc<StatisticsEpoch>,
 }
@@ -136,21 +153,27 @@ impl Store {
                     .pragma("cache_size", "-1000")
                     .statement_cache_capacity(32);
                 let statistics = Arc::new(StatisticsEpoch::new());
-                let epoch = statistics.clone();
-                let pool = SqlitePoolOptions::new()
-                    .max_connections(6)
-                    .min_connections(1)
-                    .test_before_acquire(false)
-                    .before_acquire(move |_, meta| {
-                        let current = epoch.is_current(meta.age);
-                        Box::pin(async move { Ok(current) })
-                    })
-                    .acquire_timeout(Duration::from_secs(10))
-                    .connect_with(options)
+                let pool_options = |connections: u32| {
+                    let epoch = statistics.clone();
+                    SqlitePoolOptions::new()
+                        .max_connections(connections)
+                        .min_connections(1)
+                        .test_before_acquire(false)
+                        .before_acquire(move |_, meta| {
+                            let current = epoch.is_current(meta.age);
+                            Box::pin(async move { Ok(current) })
+                        })
+                        .acquire_timeout(SQLITE_ACQUIRE_TIMEOUT)
+                };
+                let readers = pool_options(SQLITE_READERS)
+                    .connect_with(options.clone())
                     .await?;
+                let writer = pool_options(1).connect_with(options).await?;
                 Ok(Store {
-                    conn: SqlxSqliteConnector::from_sqlx_sqlite_pool(pool.clone()),
-                    pool: Pool::Sqlite(pool),
+                    conn: SqlxSqliteConnector::from_sqlx_sqlite_pool(readers.clone()),
+                    writer: SqlxSqliteConnector::from_sqlx_sqlite_pool(writer.clone()),
+                    pool: Pool::Sqlite(writer),
+                    readers: Some(readers),
                     statistics,
                 })
             }
@@ -185,8 +208,11 @@ impl Store {
 
     /// A store on a PostgreSQL pool: sea-orm's connection over it.
     fn postgres(pool: PgPool) -> Store {
+        let conn = SqlxPostgresConnector::from_sqlx_postgres_pool(pool.clone());
         Store {
-            conn: SqlxPostgresConnector::from_sqlx_postgres_pool(pool.clone()),
+            writer: conn.clone(),
+            conn,
+            readers: None,
             pool: Pool::Postgres(pool),
             statistics: Arc::new(StatisticsEpoch::new()),
         }
@@ -246,11 +272,19 @@ impl Store {
         Ok(())
     }
 
-    /// Begins a transaction that will write. On SQLite it takes the write lock
-    /// up front (`BEGIN IMMEDIATE`), so a transaction that reads before it
-    /// writes waits for the lock instead of failing with "database is locked".
+    /// The connection for a write outside a transaction on a hot path (one
+    /// statement that is its own transaction): on SQLite the writer, so that
+    /// it waits its turn with the others (see [`Store`]).
+    pub fn writer(&self) -> &DatabaseConnection {
+        &self.writer
+    }
+
+    /// Begins a transaction that will write, on the writer. On SQLite it takes
+    /// the write lock up front (`BEGIN IMMEDIATE`), so a transaction that
+    /// reads before it writes waits for the lock instead of failing with
+    /// "database is locked".
     pub async fn write_txn(&self) -> Result<DatabaseTransaction, DbErr> {
-        self.conn
+        self.writer
             .begin_with_options(TransactionOptions {
                 sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
                 ..Default::default()
@@ -378,7 +412,8 @@ impl Store {
     /// nothing of the WAL left out. `dest` is created readable by its owner
     /// only and must not exist yet; on failure nothing is left behind.
     pub async fn backup_sqlite_into(&self, dest: &Path) -> Result<(), StorageError> {
-        let Pool::Sqlite(pool) = &self.pool else {
+        // A read: on a reader, so that writers go on meanwhile.
+        let Some(pool) = &self.readers else {
             return Err(StorageError::NotSqlite);
         };
         let shown = dest.display().to_string();
@@ -410,9 +445,13 @@ impl Store {
 
     /// The pool's connections: how many are open, and how many of those idle.
     pub fn pool_usage(&self) -> (u32, u32) {
-        match &self.pool {
+        let (size, idle) = match &self.pool {
             Pool::Sqlite(p) => (p.size(), p.num_idle() as u32),
             Pool::Postgres(p) => (p.size(), p.num_idle() as u32),
+        };
+        match &self.readers {
+            Some(r) => (size + r.size(), idle + r.num_idle() as u32),
+            None => (size, idle),
         }
     }
 
@@ -424,6 +463,9 @@ impl Store {
         match &self.pool {
             Pool::Sqlite(p) => p.close().await,
             Pool::Postgres(p) => p.close().await,
+        }
+        if let Some(r) = &self.readers {
+            r.close().await;
         }
     }
 }
@@ -442,6 +484,15 @@ fn create_private(path: &Path) -> std::io::Result<()> {
         Err(e) => Err(e),
     }
 }
+
+/// SQLite connections for reads (besides the one writer): each connection
+/// is a thread with its own allocator arena, so they count against the
+/// process's memory (docs/benchmarks.md).
+const SQLITE_READERS: u32 = 5;
+/// How long a SQLite user waits for a connection (the writer's users wait
+/// for each other's transactions here) before the database is reported
+/// unavailable.
+const SQLITE_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Every PostgreSQL pool of a process: no round trip to test a connection
 /// before each use, and a database that does not hand one out within 3 s is

@@ -385,7 +385,7 @@ async fn write_in_order(
     // one transaction. (Power-of-two chunks for every group cost two to four
     // statements for most groups.)
     if order.len() <= EXACT {
-        return insert_rows(&store.conn, batch, order).await;
+        return insert_rows(store.writer(), batch, order).await;
     }
     let txn = store.write_txn().await?;
     let mut new: HashSet<PostbackId> = HashSet::new();

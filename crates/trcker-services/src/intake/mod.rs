@@ -539,7 +539,7 @@ impl IntakeService {
     /// Adds a refused or repeated postback to the integration's log. Best effort:
     /// the merchant's answer is the same whether or not the log row is written.
     async fn log(&self, row: postback::Model) {
-        if let Err(e) = insert(&self.store().conn, row).await {
+        if let Err(e) = insert(self.store().writer(), row).await {
             tracing::warn!(error = %e, "could not write a postback log row");
         }
     }

@@ -154,7 +154,7 @@ impl Pipeline {
                 .col_expr(C::UpdatedAt, Expr::value(t))
                 .filter(C::Status.eq(pending))
                 .filter(C::HoldUntil.is_not_null())
-                .exec(&self.store.conn)
+                .exec(self.store.writer())
                 .await?;
             if moved.rows_affected == 1 {
                 approved += 1;
