@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde_json::Value;
 use trcker_api::problem::{Code, markdown};
 
-use crate::harness::{Db, spawn};
+use crate::harness::spawn_on;
 
 /// `TRCKER_BLESS=1` makes these tests write their file instead of comparing.
 fn bless() -> bool {
@@ -27,7 +27,7 @@ const SERVER: &str = "http://127.0.0.1:8080/api/v1";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_served_openapi_document_is_the_committed_one() {
-    let app = spawn(Db::Sqlite).await;
+    let app = spawn_on(None).await;
     let resp = app
         .http
         .get(app.url("/api/v1/openapi.json"))

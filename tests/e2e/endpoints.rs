@@ -572,29 +572,15 @@ async fn failing_endpoints_are_disabled_and_enabled_again(app: &TestApp) {
     assert_eq!(ep["disabled_at"], Value::Null, "{ep}");
 }
 
-mod failing_endpoints_are_disabled_and_enabled_again {
-    async fn limited(pg: Option<crate::harness::PgDatabase>) -> crate::harness::TestApp {
-        crate::harness::spawn_configured(pg, |c| c.endpoint_failure_limit = 3).await
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn sqlite() {
-        let app = limited(None).await;
-        super::failing_endpoints_are_disabled_and_enabled_again(&app).await;
-        app.stop().await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    #[cfg_attr(
-        not(trcker_pg),
-        ignore = "PostgreSQL suite off: set TRCKER_TEST_POSTGRES_URL to run it"
-    )]
-    async fn postgres() {
-        let app = limited(Some(crate::harness::PgDatabase::create().await)).await;
-        super::failing_endpoints_are_disabled_and_enabled_again(&app).await;
-        app.stop().await;
-    }
+/// An app whose endpoints are disabled after 3 failures in a row.
+async fn limited(pg: Option<crate::harness::PgDatabase>) -> crate::harness::TestApp {
+    crate::harness::spawn_configured(pg, |c| c.endpoint_failure_limit = 3).await
 }
+
+on_both_databases!(
+    failing_endpoints_are_disabled_and_enabled_again,
+    super::limited
+);
 
 async fn delivery_until(
     app: &TestApp,
@@ -702,26 +688,10 @@ async fn retries_keep_their_schedule_across_worker_restarts(app: &TestApp) {
     workers.stop().await;
 }
 
-mod retries_keep_their_schedule_across_worker_restarts {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn sqlite() {
-        let app = crate::harness::spawn_web(None).await;
-        super::retries_keep_their_schedule_across_worker_restarts(&app).await;
-        app.stop().await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    #[cfg_attr(
-        not(trcker_pg),
-        ignore = "PostgreSQL suite off: set TRCKER_TEST_POSTGRES_URL to run it"
-    )]
-    async fn postgres() {
-        let pg = crate::harness::PgDatabase::create().await;
-        let app = crate::harness::spawn_web(Some(pg)).await;
-        super::retries_keep_their_schedule_across_worker_restarts(&app).await;
-        app.stop().await;
-    }
-}
+on_both_databases!(
+    retries_keep_their_schedule_across_worker_restarts,
+    crate::harness::spawn_web
+);
 
 /// Runs the retry schedule of deliveries that keep failing to its end,
 /// moving the app's clock past each retry's time: every try is made and

@@ -12,13 +12,6 @@ use trcker::{App, Config, Roles, SecretString};
 
 pub const OPERATOR: &str = "test-operator-token";
 
-/// Which database a test runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Db {
-    Sqlite,
-    Postgres,
-}
-
 /// A fresh PostgreSQL database, dropped at the end of the test.
 pub struct PgDatabase {
     admin_url: String,
@@ -110,15 +103,6 @@ pub struct TestApp {
     _pg: Option<PgDatabase>,
 }
 
-/// Starts a Trcker app on `db`.
-pub async fn spawn(db: Db) -> TestApp {
-    let pg = match db {
-        Db::Sqlite => None,
-        Db::Postgres => Some(PgDatabase::create().await),
-    };
-    spawn_on(pg).await
-}
-
 /// Starts a Trcker app on SQLite (`None`) or on the given PostgreSQL database.
 pub async fn spawn_on(pg: Option<PgDatabase>) -> TestApp {
     spawn_configured(pg, |_| {}).await
@@ -177,14 +161,19 @@ async fn spawn_roles(
 
 /// Runs a scenario on SQLite and on PostgreSQL. The PostgreSQL variant is
 /// ignored, with its reason, unless the suite was built with
-/// `TRCKER_TEST_POSTGRES_URL` set (see `crates/trcker/build.rs`).
+/// `TRCKER_TEST_POSTGRES_URL` set (see `crates/trcker/build.rs`). The app
+/// is [`spawn_on`]'s, or the given spawner's (an async function of an
+/// `Option<PgDatabase>`, such as [`spawn_web`]).
 #[macro_export]
 macro_rules! on_both_databases {
     ($scenario:ident) => {
+        $crate::on_both_databases!($scenario, $crate::harness::spawn_on);
+    };
+    ($scenario:ident, $spawner:expr) => {
         mod $scenario {
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn sqlite() {
-                let app = $crate::harness::spawn($crate::harness::Db::Sqlite).await;
+                let app = ($spawner)(None).await;
                 super::$scenario(&app).await;
                 app.stop().await;
             }
@@ -195,7 +184,8 @@ macro_rules! on_both_databases {
                 ignore = "PostgreSQL suite off: set TRCKER_TEST_POSTGRES_URL to run it"
             )]
             async fn postgres() {
-                let app = $crate::harness::spawn($crate::harness::Db::Postgres).await;
+                let pg = $crate::harness::PgDatabase::create().await;
+                let app = ($spawner)(Some(pg)).await;
                 super::$scenario(&app).await;
                 app.stop().await;
             }

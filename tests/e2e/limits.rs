@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::binary::{set_up_over_http, start};
-use crate::harness::{AffiliateServer, Db, TestApp, spawn};
+use crate::harness::{AffiliateServer, TestApp, spawn_on};
 use crate::on_both_databases;
 
 /// The process's peak resident memory, in KiB.
@@ -180,7 +180,7 @@ async fn every_route_bounds_its_body_and_memory_stays_flat() {
 /// A client that sends part of its headers and waits is cut off.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn headers_that_never_finish_are_cut_off() {
-    let app = spawn(Db::Sqlite).await;
+    let app = spawn_on(None).await;
     let addr = app.base.trim_start_matches("http://").to_owned();
     let mut stream = TcpStream::connect(&addr).await.expect("connect");
     stream

@@ -2,12 +2,12 @@
 
 use reqwest::StatusCode;
 
-use crate::harness::{AffiliateServer, Db, TestApp, spawn, spawn_configured};
+use crate::harness::{AffiliateServer, TestApp, spawn_configured, spawn_on};
 use crate::on_both_databases;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_front_page_says_what_this_is_and_where_to_go() {
-    let app = spawn(Db::Sqlite).await;
+    let app = spawn_on(None).await;
     let resp = app.http.get(app.url("/")).send().await.expect("get");
     assert_eq!(resp.status(), StatusCode::OK);
     assert!(
@@ -42,7 +42,7 @@ on_both_databases!(a_running_trcker_is_ready);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sqlite_files_are_readable_by_their_owner_only() {
     use std::os::unix::fs::PermissionsExt;
-    let app = spawn(Db::Sqlite).await;
+    let app = spawn_on(None).await;
     // A write, so that the WAL exists.
     app.create_tenant("acme").await;
     for file in ["trcker.db", "trcker.db-wal", "operator_token.sha256"] {
@@ -101,7 +101,7 @@ async fn forwarded_addresses_count_only_from_trusted_proxies() {
     };
 
     // Not trusted (the default): the header is ignored, whoever sends it.
-    let app = spawn(Db::Sqlite).await;
+    let app = spawn_on(None).await;
     let jane = AffiliateServer::start(200).await;
     app.quickstart_setup("acme", &jane.url).await;
     let id = forwarded_click(&app).await;
@@ -162,7 +162,7 @@ async fn a_bad_trusted_proxy_is_refused_at_start() {
 /// series the operations guide lists is there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn metrics_show_requests_postbacks_clicks_jobs_and_deliveries() {
-    let app = spawn(Db::Sqlite).await;
+    let app = spawn_on(None).await;
     let jane = AffiliateServer::start(200).await;
     let s = app.quickstart_setup("acme", &jane.url).await;
     let click = app.click_id("/api/r/acme/pro?via=jane").await;
@@ -480,7 +480,7 @@ async fn metrics_can_have_a_listen_address_of_their_own() {
 async fn sqlite_looks_up_batches_by_id_once_the_sweeper_has_analyzed() {
     use trcker_storage::entities::{click, program};
     use trcker_storage::sea_orm::{ConnectionTrait, EntityTrait, Statement};
-    let app = spawn(Db::Sqlite).await;
+    let app = spawn_on(None).await;
     let s = app.quickstart_setup("acme", "http://127.0.0.1:9/pb").await;
     let services = app.services();
     let store = &services.store;

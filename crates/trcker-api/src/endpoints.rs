@@ -9,6 +9,7 @@ use trcker_domain::webhook::Events;
 use trcker_services::endpoints::{
     EndpointFilter, EndpointService, EndpointUpdate, EndpointWithSecret, NewEndpoint,
 };
+use trcker_services::pipeline::notify::TestAttempt;
 use trcker_services::storage::entities::notification_endpoint;
 
 use crate::ApiTags;
@@ -164,17 +165,8 @@ impl EndpointsApi {
         _idempotency_key: Header<Option<String>>,
     ) -> Result<Json<TestAttemptOut>, ApiError> {
         let caller = self.auth.caller(&auth).await?;
-        let a = self.endpoints.send_test(&caller, &id.0).await?;
-        Ok(Json(TestAttemptOut {
-            delivered: a.delivered,
-            method: a.method,
-            url: a.url,
-            status_code: a.status_code,
-            latency_ms: a.latency_ms,
-            response_excerpt: a.response_excerpt,
-            error: a.error,
-            error_class: a.error_class.map(str::to_owned),
-        }))
+        let attempt = self.endpoints.send_test(&caller, &id.0).await?;
+        Ok(Json(attempt.into()))
     }
 
     /// Enable a disabled endpoint again (its failure count starts over).
@@ -314,6 +306,21 @@ pub struct TestAttemptOut {
     pub error: Option<String>,
     /// As in the delivery log; absent when delivered.
     pub error_class: Option<String>,
+}
+
+impl From<TestAttempt> for TestAttemptOut {
+    fn from(a: TestAttempt) -> Self {
+        TestAttemptOut {
+            delivered: a.delivered,
+            method: a.method,
+            url: a.url,
+            status_code: a.status_code,
+            latency_ms: a.latency_ms,
+            response_excerpt: a.response_excerpt,
+            error: a.error,
+            error_class: a.error_class.map(str::to_owned),
+        }
+    }
 }
 
 #[derive(Debug, Object)]

@@ -86,6 +86,42 @@ impl IdKind {
             && b.iter().all(|c| CROCKFORD_LOWER.contains(c))
     }
 
+    /// What a request field that should hold an id of this kind is told
+    /// when it does not.
+    pub const fn not_one(self) -> &'static str {
+        match self {
+            IdKind::Tenant => "is not a tenant id",
+            IdKind::ApiKey => "is not an API key id",
+            IdKind::Program => "is not a program id",
+            IdKind::Affiliate => "is not an affiliate id",
+            IdKind::Link => "is not a link id",
+            IdKind::Coupon => "is not a coupon id",
+            IdKind::Integration => "is not an integration id",
+            IdKind::Postback => "is not a postback id",
+            IdKind::Conversion => "is not a conversion id",
+            IdKind::CommissionPlan => "is not a commission plan id",
+            IdKind::LedgerEntry => "is not a ledger entry id",
+            IdKind::Payout => "is not a payout id",
+            IdKind::PayoutBatch => "is not a payout batch id",
+            IdKind::ExchangeRate => "is not an exchange rate id",
+            IdKind::Endpoint => "is not an endpoint id",
+            IdKind::Delivery => "is not a delivery id",
+            IdKind::Attempt => "is not an attempt id",
+            IdKind::Audit => "is not an audit entry id",
+            IdKind::Request => "is not a request id",
+        }
+    }
+
+    /// `s` as an id of this kind (a list filter's value), or what is wrong
+    /// with it ([`IdKind::not_one`]).
+    pub fn parse(self, s: &str) -> Result<String, &'static str> {
+        if self.matches(s) {
+            Ok(s.to_owned())
+        } else {
+            Err(self.not_one())
+        }
+    }
+
     /// The regular expression of [`IdKind::matches`], for the API document.
     pub fn pattern(self) -> String {
         format!("^{}_[0-7][0-9a-hjkmnp-tv-z]{{25}}$", self.prefix())
@@ -151,5 +187,13 @@ mod tests {
         assert!(IdKind::Conversion.matches(&a));
         assert!(!IdKind::Program.matches(&a));
         assert!(!IdKind::Conversion.matches("cnv_nope"));
+    }
+
+    #[test]
+    fn a_filter_value_parses_as_its_kind_or_says_which_it_is_not() {
+        let id = IdKind::Endpoint.generate();
+        assert_eq!(IdKind::Endpoint.parse(&id), Ok(id.clone()));
+        assert_eq!(IdKind::Affiliate.parse(&id), Err("is not an affiliate id"));
+        assert_eq!(IdKind::Program.parse(""), Err("is not a program id"));
     }
 }

@@ -113,12 +113,9 @@ fn filtered(tenant: &TenantId, f: &PostbackFilter) -> Result<Select<postback::En
     );
     let integration = fields.take_opt(
         "integration_id",
-        f.integration_id.as_deref().map(|i| {
-            IdKind::Integration
-                .matches(i)
-                .then(|| i.to_owned())
-                .ok_or("is not an integration id")
-        }),
+        f.integration_id
+            .as_deref()
+            .map(|i| IdKind::Integration.parse(i)),
     );
     if let (Some(since), Some(until)) = (f.since, f.until)
         && since >= until

@@ -240,21 +240,13 @@ fn filtered(
     );
     let endpoint = fields.take_opt(
         "endpoint_id",
-        f.endpoint_id.as_deref().map(|i| {
-            IdKind::Endpoint
-                .matches(i)
-                .then(|| i.to_owned())
-                .ok_or("is not an endpoint id")
-        }),
+        f.endpoint_id.as_deref().map(|i| IdKind::Endpoint.parse(i)),
     );
     let conversion = fields.take_opt(
         "conversion_id",
-        f.conversion_id.as_deref().map(|i| {
-            IdKind::Conversion
-                .matches(i)
-                .then(|| i.to_owned())
-                .ok_or("is not a conversion id")
-        }),
+        f.conversion_id
+            .as_deref()
+            .map(|i| IdKind::Conversion.parse(i)),
     );
     if let (Some(since), Some(until)) = (f.since, f.until)
         && since >= until

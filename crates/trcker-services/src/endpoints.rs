@@ -382,12 +382,10 @@ impl EndpointService {
         );
         let affiliate = f.take_opt(
             "affiliate_id",
-            filter.affiliate_id.as_deref().map(|a| {
-                IdKind::Affiliate
-                    .matches(a)
-                    .then(|| a.to_owned())
-                    .ok_or("is not an affiliate id")
-            }),
+            filter
+                .affiliate_id
+                .as_deref()
+                .map(|a| IdKind::Affiliate.parse(a)),
         );
         let (kind, affiliate) = f.done((kind, affiliate)).map_err(Invalid)?;
         let mut q = scoped::<notification_endpoint::Entity>(tenant).filter(C::Active.eq(true));
@@ -541,7 +539,7 @@ impl EndpointService {
         use notification_endpoint::Column as C;
         let tenant = caller.tenant_admin()?;
         let now = Utc::now().trunc_subsecs(6);
-        let until = crate::integrations::overlap_until(overlap_hours, now)?;
+        let until = crate::input::overlap_until(overlap_hours, now)?;
         let existing = find(self.store(), tenant, id).await?;
         let Some(old_salt) = existing.secret_salt.clone() else {
             return Err(Invalid::field("id", "only a webhook endpoint has a secret").into());

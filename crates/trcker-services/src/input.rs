@@ -28,3 +28,26 @@ pub(crate) fn note(s: &str, max: usize) -> Result<Option<String>, String> {
 pub(crate) fn required_note(s: &str, max: usize) -> Result<String, String> {
     note(s, max)?.ok_or_else(|| "must not be empty".to_owned())
 }
+
+/// How long an old secret (an integration's, a webhook's) keeps working
+/// after a rotation, unless the rotation says otherwise: a day covers a
+/// merchant's deploy.
+pub const DEFAULT_OVERLAP_HOURS: i64 = 24;
+/// The longest overlap a rotation may ask for: a week.
+pub const MAX_OVERLAP_HOURS: i64 = 168;
+
+/// The end of a rotation's overlap asked for in hours (default
+/// [`DEFAULT_OVERLAP_HOURS`]; 0: none, the old secret stops at once).
+pub(crate) fn overlap_until(
+    overlap_hours: Option<i64>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, crate::Invalid> {
+    match overlap_hours.unwrap_or(DEFAULT_OVERLAP_HOURS) {
+        0 => Ok(None),
+        h if (1..=MAX_OVERLAP_HOURS).contains(&h) => Ok(Some(now + chrono::Duration::hours(h))),
+        _ => Err(crate::Invalid::field(
+            "overlap_hours",
+            format!("must be 0 to {MAX_OVERLAP_HOURS} hours"),
+        )),
+    }
+}

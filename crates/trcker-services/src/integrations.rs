@@ -77,27 +77,7 @@ pub struct IntegrationFilter {
     pub status: Option<String>,
 }
 
-/// How long an old secret keeps working after a rotation, unless the
-/// rotation says otherwise: a day covers a merchant's deploy.
-pub const DEFAULT_OVERLAP_HOURS: i64 = 24;
-/// The longest overlap a rotation may ask for: a week.
-pub const MAX_OVERLAP_HOURS: i64 = 168;
-
-/// The end of a rotation's overlap asked for in hours (default
-/// [`DEFAULT_OVERLAP_HOURS`]; 0: none, the old secret stops at once).
-pub(crate) fn overlap_until(
-    overlap_hours: Option<i64>,
-    now: chrono::DateTime<Utc>,
-) -> Result<Option<chrono::DateTime<Utc>>, Invalid> {
-    match overlap_hours.unwrap_or(DEFAULT_OVERLAP_HOURS) {
-        0 => Ok(None),
-        h if (1..=MAX_OVERLAP_HOURS).contains(&h) => Ok(Some(now + chrono::Duration::hours(h))),
-        _ => Err(Invalid::field(
-            "overlap_hours",
-            format!("must be 0 to {MAX_OVERLAP_HOURS} hours"),
-        )),
-    }
-}
+pub use crate::input::{DEFAULT_OVERLAP_HOURS, MAX_OVERLAP_HOURS};
 
 /// A rotated secret: shown once, like a new integration's.
 pub struct RotatedSecret {
@@ -233,12 +213,10 @@ impl IntegrationService {
         );
         let program = f.take_opt(
             "program_id",
-            filter.program_id.as_deref().map(|p| {
-                IdKind::Program
-                    .matches(p)
-                    .then(|| p.to_owned())
-                    .ok_or("is not a program id")
-            }),
+            filter
+                .program_id
+                .as_deref()
+                .map(|p| IdKind::Program.parse(p)),
         );
         let (status, program) = f.done((status, program)).map_err(Invalid)?;
         let mut q = scoped::<integration::Entity>(tenant);
@@ -271,7 +249,7 @@ impl IntegrationService {
     ) -> Result<RotatedSecret, IntegrationError> {
         let tenant = caller.tenant_admin()?;
         let now = Utc::now().trunc_subsecs(6);
-        let until = overlap_until(overlap_hours, now)?;
+        let until = crate::input::overlap_until(overlap_hours, now)?;
         let existing = find(self.store(), tenant, id).await?;
         if existing.status == integration::Status::Revoked {
             return Err(IntegrationError::Revoked(existing.id.to_string()));

@@ -289,6 +289,17 @@ enum Outcome {
     },
 }
 
+impl Outcome {
+    /// A target the SSRF guard refused (the literal address in the URL, or
+    /// the one a name resolved to at connect time).
+    fn ssrf(refused: impl std::fmt::Display) -> Outcome {
+        Outcome::Permanent {
+            error: format!("SSRF refused: {refused}"),
+            class: "ssrf",
+        }
+    }
+}
+
 /// The class of a call that failed without an answer.
 fn error_class(e: &reqwest::Error, chain: &str) -> &'static str {
     let lower = chain.to_ascii_lowercase();
@@ -711,10 +722,7 @@ impl Pipeline {
         if !self.settings.allow_private_targets
             && let Some(refused) = literal_ip(&parsed).and_then(forbidden)
         {
-            return Outcome::Permanent {
-                error: format!("SSRF refused: {refused}"),
-                class: "ssrf",
-            };
+            return Outcome::ssrf(refused);
         }
         let method = match d.method {
             Method::Get => reqwest::Method::GET,
@@ -777,10 +785,7 @@ impl Pipeline {
                 let mut source = std::error::Error::source(&e);
                 while let Some(s) = source {
                     if let Some(refused) = s.downcast_ref::<Refused>() {
-                        return Outcome::Permanent {
-                            error: format!("SSRF refused: {refused}"),
-                            class: "ssrf",
-                        };
+                        return Outcome::ssrf(refused);
                     }
                     msg.push_str(": ");
                     msg.push_str(&s.to_string());
