@@ -9,6 +9,8 @@
 //! goes stale, and the monitor restarts a worker that stopped on a database
 //! error.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use apalis::prelude::*;
@@ -60,8 +62,109 @@ fn worker_name<J: PipelineJob>(name: &str) -> String {
     format!("{name}-{queue}")
 }
 
+/// How the workers wind down at shutdown.
+///
+/// apalis stops a worker by waiting for its jobs in flight and only then
+/// polling its backend again. A backend step caught under way at that moment
+/// (a batch of acknowledgements or a fetch, each a transaction) keeps its
+/// connection, and on SQLite the write lock, until the jobs finish; a job that
+/// needs to write waits for that lock, so neither moves until the monitor's
+/// bound runs out. Winding down first avoids that: jobs already running finish
+/// while the workers still run, and so while their backends are still polled;
+/// a job fetched meanwhile is held without running and, once none runs any
+/// more, handed back as failed (it runs again, here after a restart or at once
+/// in another process). Only then are the workers stopped, with nothing left
+/// that needs the database.
+#[derive(Clone, Default)]
+struct Drain(Arc<DrainState>);
+
+#[derive(Default)]
+struct DrainState {
+    /// Jobs running their work now.
+    running: AtomicUsize,
+    /// Set when shutdown begins: no job starts its work after it.
+    draining: AtomicBool,
+    /// Woken when the last running job ends while draining.
+    idle: tokio::sync::Notify,
+    /// Cancelled when the held jobs are to be handed back.
+    release: CancellationToken,
+}
+
+/// A running job, counted in [`DrainState::running`] until dropped.
+struct Started(Drain);
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        let state = &self.0.0;
+        if state.running.fetch_sub(1, Ordering::SeqCst) == 1
+            && state.draining.load(Ordering::SeqCst)
+        {
+            state.idle.notify_waiters();
+        }
+    }
+}
+
+impl Drain {
+    /// Counts a job as running, or `None` once shutdown has begun. (Counting
+    /// before looking at the flag means that either the job sees the flag or
+    /// the wind-down sees the job.)
+    fn start(&self) -> Option<Started> {
+        let state = &self.0;
+        state.running.fetch_add(1, Ordering::SeqCst);
+        let started = Started(self.clone());
+        if state.draining.load(Ordering::SeqCst) {
+            return None;
+        }
+        Some(started)
+    }
+
+    /// Returns once the jobs held during shutdown are to be handed back.
+    async fn held(&self) {
+        self.0.release.cancelled().await;
+    }
+
+    /// Stops new work, waits up to `bound` for the running jobs, then hands
+    /// back the held ones.
+    async fn wind_down(&self, bound: Duration) {
+        let state = &self.0;
+        state.draining.store(true, Ordering::SeqCst);
+        let idle = async {
+            loop {
+                let woken = state.idle.notified();
+                let mut woken = std::pin::pin!(woken);
+                woken.as_mut().enable();
+                if state.running.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                woken.await;
+            }
+        };
+        if tokio::time::timeout(bound, idle).await.is_err() {
+            tracing::warn!(
+                jobs = state.running.load(Ordering::SeqCst),
+                "jobs still running {}s after shutdown began; stopping the workers anyway",
+                bound.as_secs()
+            );
+        }
+        state.release.cancel();
+    }
+}
+
+/// How long the monitor gives its workers to stop once the wind-down is over
+/// (their last acknowledgements, and handing back jobs fetched but not run).
+const STOP_BOUND: Duration = Duration::from_secs(3);
+
 /// Runs one job, timed and counted; an error has apalis run it again.
-async fn handle<J: PipelineJob>(job: J, pipeline: Data<Pipeline>) -> Result<(), BoxDynError> {
+async fn handle<J: PipelineJob>(
+    job: J,
+    pipeline: Data<Pipeline>,
+    drain: Data<Drain>,
+) -> Result<(), BoxDynError> {
+    let Some(_started) = drain.start() else {
+        drain.held().await;
+        tracing::debug!(job = %job.describe(), "job fetched during shutdown; handed back");
+        return Err("the workers are stopping; the job runs again".into());
+    };
     let started = std::time::Instant::now();
     let result = job.run(&pipeline).await;
     metrics::histogram!("trcker_job_duration_seconds", "job" => J::QUEUE)
@@ -80,6 +183,7 @@ struct Workers {
     pipeline: Pipeline,
     name: String,
     concurrency: usize,
+    drain: Drain,
     /// The names registered, for the watchdog.
     names: Vec<String>,
 }
@@ -88,7 +192,7 @@ impl JobRegistry for Workers {
     fn register<J: PipelineJob>(mut self) -> Self {
         let name = worker_name::<J>(&self.name);
         let (pipeline, c) = (self.pipeline.clone(), self.concurrency * J::CONCURRENCY);
-        let worker = name.clone();
+        let (worker, drain) = (name.clone(), self.drain.clone());
         self.monitor = match self.pipeline.store().pool.clone() {
             Pool::Sqlite(pool) => {
                 let pushed = self.pipeline.queue().pushed().clone();
@@ -96,6 +200,7 @@ impl JobRegistry for Workers {
                     WorkerBuilder::new(worker.clone())
                         .backend(queue::sqlite_backend::<J>(&pool, &pushed))
                         .data(pipeline.clone())
+                        .data(drain.clone())
                         .concurrency(c)
                         .parallelize(tokio::spawn)
                         .build(handle::<J>)
@@ -105,6 +210,7 @@ impl JobRegistry for Workers {
                 WorkerBuilder::new(worker.clone())
                     .backend(queue::postgres_backend::<J>(&pool))
                     .data(pipeline.clone())
+                    .data(drain.clone())
                     .concurrency(c)
                     .parallelize(tokio::spawn)
                     .build(handle::<J>)
@@ -121,7 +227,7 @@ impl JobRegistry for Workers {
 pub const WEDGED_AFTER: Duration = Duration::from_secs(45);
 
 /// Runs the workers and the sweepers until `shutdown` is cancelled, then lets
-/// jobs in flight finish (up to the shutdown timeout). A worker that stops
+/// jobs in flight finish (up to the shutdown timeout; see [`Drain`]). A worker that stops
 /// heartbeating inside this live process (its loop wedged, which the monitor
 /// cannot see since nothing failed) is detected by a watchdog, and the workers
 /// are started again; the sweepers hand its jobs to the new ones.
@@ -138,12 +244,14 @@ pub async fn run(
                 tracing::warn!(worker = %ctx.name(), error = %err, "worker stopped; restarting");
                 true
             })
-            .shutdown_timeout(opts.shutdown_timeout);
+            .shutdown_timeout(STOP_BOUND);
+        let drain = Drain::default();
         let Workers { monitor, names, .. } = register_all(Workers {
             monitor,
             pipeline: pipeline.clone(),
             name: name.clone(),
             concurrency: opts.concurrency,
+            drain: drain.clone(),
             names: Vec::new(),
         });
         if opts.name.is_some() {
@@ -168,9 +276,10 @@ pub async fn run(
         ));
         let signal = {
             let (shutdown, wedged) = (shutdown.clone(), wedged.clone());
+            let bound = opts.shutdown_timeout;
             async move {
                 tokio::select! {
-                    _ = shutdown.cancelled() => {}
+                    _ = shutdown.cancelled() => drain.wind_down(bound).await,
                     _ = wedged.cancelled() => {}
                 }
                 Ok(())

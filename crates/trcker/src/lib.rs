@@ -490,7 +490,8 @@ impl App {
 }
 
 /// How long shutdown waits for requests and jobs in flight (the HTTP server
-/// gives connections 10 s, the workers give jobs 15 s).
+/// gives connections 10 s, the workers give jobs 15 s and then themselves 3 s
+/// to stop).
 const TASKS_BOUND: Duration = Duration::from_secs(20);
 /// How long shutdown waits for the last accepted postbacks' jobs to be queued.
 const PUSH_BOUND: Duration = Duration::from_secs(2);
