@@ -29,6 +29,7 @@ mod m20261204_000016_idempotency_keys;
 mod m20261205_000017_signing_keys;
 mod m20261206_000018_report_rollups;
 mod m20261207_000019_endpoints;
+mod m20261208_000020_portal_accounts;
 
 use m20261202_000006_keys_by_tenant::REKEYED_TABLES;
 
@@ -71,6 +72,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000017_signing_keys::Migration),
             Box::new(m20261206_000018_report_rollups::Migration),
             Box::new(m20261207_000019_endpoints::Migration),
+            Box::new(m20261208_000020_portal_accounts::Migration),
         ]
     }
 }

@@ -921,21 +921,23 @@ async fn run_quickstart(base: &str, operator: &str) -> Vec<String> {
     }
     let password = "correct horse battery staple";
     let token = invite_url.rsplit('/').next().expect("token").to_owned();
-    let resp = http.get(&invite_url).send().await.expect("invite");
-    assert_eq!(resp.status(), StatusCode::OK);
-    let resp = http
-        .post(&invite_url)
-        .form(&[("password", password), ("confirm", password)])
-        .send()
-        .await
-        .expect("accept");
+    let browser = crate::harness::browser(false);
+    let resp = crate::harness::post_portal_form(
+        &browser,
+        &invite_url,
+        &invite_url,
+        &[("password", password), ("confirm", password)],
+    )
+    .await;
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
-    let resp = http
-        .post(format!("{base}/portal/acme/login"))
-        .form(&[("email", "jane@example.com"), ("password", password)])
-        .send()
-        .await
-        .expect("login");
+    let login = format!("{base}/portal/acme/login");
+    let resp = crate::harness::post_portal_form(
+        &browser,
+        &login,
+        &login,
+        &[("email", "jane@example.com"), ("password", password)],
+    )
+    .await;
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     vec![operator.to_owned(), key, secret, token, password.to_owned()]
 }

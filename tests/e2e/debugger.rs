@@ -44,7 +44,7 @@ async fn test_fire_traces_a_real_postback(app: &TestApp) {
     assert_eq!(page["items"][0]["is_test"], true);
     let portal = app.services().portal;
     let jane = portal
-        .session_user("acme", &s.tenant.id, &s.affiliate_id)
+        .session_user("acme", &s.tenant.id, &s.affiliate_id, 0)
         .await
         .expect("session")
         .expect("user");

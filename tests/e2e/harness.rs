@@ -144,7 +144,12 @@ async fn spawn_roles(
     let app = App::start(config.clone(), roles)
         .await
         .expect("trcker starts");
-    let base = app.public_url.clone();
+    // A public URL of the test's own (an https one, say) is not where the
+    // test can reach the app: then talk to its listening address.
+    let base = match app.addr {
+        Some(addr) if config.public_url.is_some() => format!("http://{addr}"),
+        _ => app.public_url.clone(),
+    };
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -596,4 +601,56 @@ impl AffiliateServer {
             panic!("unexpected notification: {} {}", extra.method, extra.uri);
         }
     }
+}
+
+/// A client that keeps cookies, as a browser does, and follows redirects
+/// unless `follow` is false.
+pub fn browser(follow: bool) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder().cookie_store(true);
+    if !follow {
+        builder = builder.redirect(reqwest::redirect::Policy::none());
+    }
+    builder.build().expect("client")
+}
+
+/// The form token of a portal page's forms.
+pub fn form_token_of(html: &str) -> String {
+    let (_, rest) = html
+        .split_once(r#"name="csrf" value=""#)
+        .unwrap_or_else(|| panic!("no form token in {html}"));
+    rest.split('"').next().unwrap_or_default().to_owned()
+}
+
+/// Opens a portal page with `browser` (which sets its form-token cookie) and
+/// reads the token its forms carry.
+pub async fn form_token_at(browser: &reqwest::Client, page: &str) -> String {
+    let html = browser
+        .get(page)
+        .send()
+        .await
+        .expect("form page")
+        .text()
+        .await
+        .unwrap_or_default();
+    form_token_of(&html)
+}
+
+/// Posts a portal form as a browser does: opens `page`, the page the form is
+/// on (which sets the form-token cookie), then posts `fields` and the page's
+/// token to `action`. `browser` must keep cookies ([`browser`]).
+pub async fn post_portal_form(
+    browser: &reqwest::Client,
+    page: &str,
+    action: &str,
+    fields: &[(&str, &str)],
+) -> reqwest::Response {
+    let token = form_token_at(browser, page).await;
+    let mut form: Vec<(&str, &str)> = fields.to_vec();
+    form.push(("csrf", &token));
+    browser
+        .post(action)
+        .form(&form)
+        .send()
+        .await
+        .expect("form post")
 }

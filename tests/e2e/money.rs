@@ -357,19 +357,17 @@ fn by_affiliate(batch: &Value) -> std::collections::HashMap<String, Value> {
 
 /// Signs the quickstart's Jane in to the portal; her earnings page.
 async fn janes_earnings(s: &Setup) -> String {
-    let browser = reqwest::Client::builder()
-        .cookie_store(true)
-        .build()
-        .expect("client");
-    let resp = browser
-        .post(&s.invite_url)
-        .form(&[
+    let browser = crate::harness::browser(true);
+    let resp = crate::harness::post_portal_form(
+        &browser,
+        &s.invite_url,
+        &s.invite_url,
+        &[
             ("password", "correct horse battery"),
             ("confirm", "correct horse battery"),
-        ])
-        .send()
-        .await
-        .expect("invite");
+        ],
+    )
+    .await;
     assert_eq!(resp.status(), StatusCode::OK);
     resp.text().await.unwrap_or_default()
 }

@@ -2,7 +2,7 @@
 
 use reqwest::StatusCode;
 
-use crate::harness::{AffiliateServer, TestApp};
+use crate::harness::{AffiliateServer, TestApp, browser, post_portal_form};
 use crate::on_both_databases;
 
 async fn affiliate_signs_in_and_sees_earnings(app: &TestApp) {
@@ -19,10 +19,7 @@ async fn affiliate_signs_in_and_sees_earnings(app: &TestApp) {
     })
     .await;
 
-    let browser = reqwest::Client::builder()
-        .cookie_store(true)
-        .build()
-        .expect("client");
+    let browser = browser(true);
     // Not signed in: to the sign-in page.
     let resp = browser
         .get(app.url("/portal/acme"))
@@ -33,12 +30,10 @@ async fn affiliate_signs_in_and_sees_earnings(app: &TestApp) {
     // The invitation sets the password; a short one is refused, with a message.
     let resp = browser.get(&s.invite_url).send().await.expect("invite");
     assert_eq!(resp.status(), StatusCode::OK);
-    let resp = browser
-        .post(&s.invite_url)
-        .form(&[("password", "short"), ("confirm", "short")])
-        .send()
-        .await
-        .expect("post");
+    let invite = |fields: &'static [(&'static str, &'static str)]| {
+        post_portal_form(&browser, &s.invite_url, &s.invite_url, fields)
+    };
+    let resp = invite(&[("password", "short"), ("confirm", "short")]).await;
     assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert!(
         resp.text()
@@ -46,15 +41,11 @@ async fn affiliate_signs_in_and_sees_earnings(app: &TestApp) {
             .unwrap_or_default()
             .contains("at least 10 characters")
     );
-    let resp = browser
-        .post(&s.invite_url)
-        .form(&[
-            ("password", "correct horse battery"),
-            ("confirm", "correct horse battery"),
-        ])
-        .send()
-        .await
-        .expect("post");
+    let resp = invite(&[
+        ("password", "correct horse battery"),
+        ("confirm", "correct horse battery"),
+    ])
+    .await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.url().path(), "/portal/acme");
     let html = resp.text().await.unwrap_or_default();
@@ -69,26 +60,16 @@ async fn affiliate_signs_in_and_sees_earnings(app: &TestApp) {
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
 
     // Sign out, then a wrong password is refused and the right one works.
-    browser
-        .post(app.url("/portal/acme/logout"))
-        .send()
-        .await
-        .expect("logout");
+    let home = app.url("/portal/acme");
+    let login = app.url("/portal/acme/login");
+    post_portal_form(&browser, &home, &app.url("/portal/acme/logout"), &[]).await;
     let resp = browser
         .get(app.url("/portal/acme"))
         .send()
         .await
         .expect("get");
     assert_eq!(resp.url().path(), "/portal/acme/login");
-    let resp = browser
-        .post(app.url("/portal/acme/login"))
-        .form(&[
-            ("email", "jane@example.com"),
-            ("password", "wrong password!"),
-        ])
-        .send()
-        .await
-        .expect("login");
+    let resp = log_in(&browser, app, "jane@example.com", "wrong password!").await;
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     assert!(
         resp.text()
@@ -96,15 +77,7 @@ async fn affiliate_signs_in_and_sees_earnings(app: &TestApp) {
             .unwrap_or_default()
             .contains("wrong email or password")
     );
-    let resp = browser
-        .post(app.url("/portal/acme/login"))
-        .form(&[
-            ("email", "JANE@example.com"),
-            ("password", "correct horse battery"),
-        ])
-        .send()
-        .await
-        .expect("login");
+    let resp = log_in(&browser, app, "JANE@example.com", "correct horse battery").await;
     assert_eq!(resp.url().path(), "/portal/acme");
     // A session is for its own portal only. The browser scopes the cookie to
     // /portal/acme, so send Jane's session cookie to another tenant's portal
@@ -115,25 +88,18 @@ async fn affiliate_signs_in_and_sees_earnings(app: &TestApp) {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client");
-    let resp = plain
-        .post(app.url("/portal/acme/login"))
-        .form(&[
+    let resp = post_portal_form(
+        &crate::harness::browser(false),
+        &login,
+        &login,
+        &[
             ("email", "jane@example.com"),
             ("password", "correct horse battery"),
-        ])
-        .send()
-        .await
-        .expect("login");
+        ],
+    )
+    .await;
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
-    let session = resp
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|c| c.starts_with("trcker_portal="))
-        .and_then(|c| c.split(';').next())
-        .expect("a session cookie")
-        .to_owned();
+    let session = session_cookie(&resp);
     let with_session = |path: &str| {
         plain
             .get(app.url(path))
@@ -159,3 +125,460 @@ async fn affiliate_signs_in_and_sees_earnings(app: &TestApp) {
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
 }
 on_both_databases!(affiliate_signs_in_and_sees_earnings);
+
+/// A browser (cookies kept) signed in as Jane of `s`, her invitation
+/// accepted with `password`.
+async fn signed_in(s: &crate::harness::Setup, password: &str) -> reqwest::Client {
+    let browser = browser(true);
+    let resp = post_portal_form(
+        &browser,
+        &s.invite_url,
+        &s.invite_url,
+        &[("password", password), ("confirm", password)],
+    )
+    .await;
+    assert_eq!(resp.url().path(), "/portal/acme", "signed in");
+    browser
+}
+
+/// A sign-in attempt on acme's portal from a fresh browser: its status and page.
+async fn sign_in(
+    app: &TestApp,
+    email: &str,
+    password: &str,
+) -> (StatusCode, String, Option<String>) {
+    let login = app.url("/portal/acme/login");
+    let resp = post_portal_form(
+        &browser(true),
+        &login,
+        &login,
+        &[("email", email), ("password", password)],
+    )
+    .await;
+    let status = resp.status();
+    let retry = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    (status, resp.text().await.unwrap_or_default(), retry)
+}
+
+/// The median time of `n` sign-ins with `email` and a wrong password.
+async fn median_sign_in(app: &TestApp, email: &str, n: usize) -> std::time::Duration {
+    let mut took = Vec::new();
+    for _ in 0..n {
+        let started = std::time::Instant::now();
+        let (status, _, _) = sign_in(app, email, "not the password").await;
+        took.push(started.elapsed());
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{email}");
+    }
+    took.sort();
+    took[n / 2]
+}
+
+async fn sign_in_is_limited_and_tells_nothing_by_its_time(app: &TestApp) {
+    let jane = AffiliateServer::start(200).await;
+    let s = app.quickstart_setup("acme", &jane.url).await;
+    signed_in(&s, "correct horse battery").await;
+
+    // A paused affiliate with the right password is told so.
+    let path = format!("/api/v1/affiliates/{}", s.affiliate_id);
+    let set_status = |status: &'static str| {
+        app.api(
+            reqwest::Method::PATCH,
+            &path,
+            Some(&s.tenant.key),
+            Some(serde_json::json!({ "status": status })),
+        )
+    };
+    assert_eq!(set_status("paused").await.0, StatusCode::OK);
+    let (status, page, _) = sign_in(app, "jane@example.com", "correct horse battery").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(page.contains("paused"), "{page}");
+    assert_eq!(set_status("active").await.0, StatusCode::OK);
+
+    // An unknown email costs the same password check as a registered one
+    // (without it: about a millisecond against tens).
+    let registered = median_sign_in(app, "jane@example.com", 3).await;
+    let unknown = median_sign_in(app, "nobody@example.com", 3).await;
+    assert!(
+        unknown * 3 >= registered && registered * 3 >= unknown,
+        "a wrong password took {registered:?} for a registered email, {unknown:?} for an unknown one"
+    );
+
+    // Per account: ten wrong passwords in a row (three above), then even the
+    // right one is refused, with a clear message and when to retry.
+    for _ in 0..7 {
+        let (status, _, _) = sign_in(app, "jane@example.com", "wrong password!").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let (status, page, retry) = sign_in(app, "jane@example.com", "correct horse battery").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(page.contains("too many sign-in attempts"), "{page}");
+    let retry: u64 = retry.expect("Retry-After").parse().expect("seconds");
+    assert!((1..=900).contains(&retry), "{retry}");
+
+    // Per address: twenty failures from it (thirteen so far), whatever the
+    // emails, and the address is refused for every account.
+    for i in 0..7 {
+        let (status, _, _) = sign_in(app, &format!("guess{i}@example.com"), "guess").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let (status, page, _) = sign_in(app, "someone@example.com", "guess").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(page.contains("too many sign-in attempts"), "{page}");
+}
+on_both_databases!(sign_in_is_limited_and_tells_nothing_by_its_time);
+
+/// Checks the headers every portal answer carries, and that a page has
+/// nothing inline for them to refuse.
+fn assert_secured(path: &str, resp: &reqwest::Response) {
+    let h = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let csp = h("content-security-policy");
+    for part in [
+        "default-src 'none'",
+        "style-src 'self'",
+        "frame-ancestors 'none'",
+        "form-action 'self'",
+    ] {
+        assert!(csp.contains(part), "{path}: {csp}");
+    }
+    assert!(!csp.contains("unsafe-inline"), "{path}: {csp}");
+    assert_eq!(h("x-frame-options"), "DENY", "{path}");
+    assert_eq!(h("referrer-policy"), "no-referrer", "{path}");
+    assert_eq!(h("x-content-type-options"), "nosniff", "{path}");
+}
+
+async fn every_portal_page_is_served_with_security_headers(app: &TestApp) {
+    let jane = AffiliateServer::start(200).await;
+    let s = app.quickstart_setup("acme", &jane.url).await;
+    let plain = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let jane_browser = signed_in(&s, "correct horse battery").await;
+    let invite_path = s.invite_url.split_once("/portal").expect("path").1;
+    for (client, path, status) in [
+        (&plain, "/portal/acme/login".to_owned(), StatusCode::OK),
+        (&plain, "/portal/acme".to_owned(), StatusCode::SEE_OTHER),
+        (&jane_browser, "/portal/acme".to_owned(), StatusCode::OK),
+        (
+            &plain,
+            format!("/portal{invite_path}"),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            &plain,
+            "/portal/nope/login".to_owned(),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            &plain,
+            "/portal/acme/no-such-page".to_owned(),
+            StatusCode::NOT_FOUND,
+        ),
+    ] {
+        let resp = client.get(app.url(&path)).send().await.expect("get");
+        assert_eq!(resp.status(), status, "{path}");
+        assert_secured(&path, &resp);
+        let html = resp.text().await.unwrap_or_default();
+        for inline in ["<style", "style=", "<script", "javascript:"] {
+            assert!(!html.contains(inline), "{path} has {inline}: {html}");
+        }
+        if status != StatusCode::SEE_OTHER {
+            let brand = path.split('/').nth(2).unwrap_or_default();
+            let link = format!(r#"href="/portal/{brand}/portal.css""#);
+            assert!(html.contains(&link), "{path}: {html}");
+        }
+    }
+    // The styled "not found" page of an unknown address within a portal.
+    let resp = plain
+        .get(app.url("/portal/acme/no-such-page"))
+        .send()
+        .await
+        .expect("get");
+    assert!(resp.text().await.unwrap_or_default().contains("Not found"));
+    // A wrong sign-in answers with them too.
+    let login = app.url("/portal/acme/login");
+    let resp = post_portal_form(
+        &browser(true),
+        &login,
+        &login,
+        &[("email", "jane@example.com"), ("password", "nope")],
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_secured("POST /portal/acme/login", &resp);
+    // The stylesheet.
+    let resp = plain
+        .get(app.url("/portal/acme/portal.css"))
+        .send()
+        .await
+        .expect("css");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap_or_default()
+            .starts_with("text/css")
+    );
+    assert!(
+        resp.text()
+            .await
+            .unwrap_or_default()
+            .contains(":focus-visible")
+    );
+}
+on_both_databases!(every_portal_page_is_served_with_security_headers);
+
+/// The session cookie a sign-in set (as `name=value`).
+fn session_cookie(resp: &reqwest::Response) -> String {
+    let cookie = set_cookie(resp, "trcker_portal=");
+    cookie.split(';').next().unwrap_or_default().to_owned()
+}
+
+async fn forms_need_their_token_and_sign_out_ends_every_session(app: &TestApp) {
+    let jane = AffiliateServer::start(200).await;
+    let s = app.quickstart_setup("acme", &jane.url).await;
+    let password = "correct horse battery";
+    let fields = [("password", password), ("confirm", password)];
+
+    // The invitation posted without the page's token, with a made-up one, or
+    // with another browser's: refused, and the invitation is unchanged.
+    let a = crate::harness::browser(false);
+    let token = crate::harness::form_token_at(&a, &s.invite_url).await;
+    let other = crate::harness::browser(false);
+    let others = crate::harness::form_token_at(&other, &s.invite_url).await;
+    assert_ne!(token, others);
+    let made_up = "x".repeat(32);
+    for sent in [
+        None,
+        Some(made_up.as_str()),
+        Some(others.as_str()),
+        Some(""),
+    ] {
+        let mut form = fields.to_vec();
+        if let Some(t) = sent {
+            form.push(("csrf", t));
+        }
+        let resp = a
+            .post(&s.invite_url)
+            .form(&form)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{sent:?}");
+        assert!(
+            resp.text()
+                .await
+                .unwrap_or_default()
+                .contains("nothing was changed"),
+            "{sent:?}"
+        );
+    }
+    let resp = a.get(&s.invite_url).send().await.expect("page");
+    assert_eq!(resp.status(), StatusCode::OK, "the invitation still works");
+    let mut form = fields.to_vec();
+    form.push(("csrf", &token));
+    let resp = a
+        .post(&s.invite_url)
+        .form(&form)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let first_session = session_cookie(&resp);
+
+    // A second device signs in too.
+    let b = crate::harness::browser(false);
+    let resp = log_in(&b, app, "jane@example.com", password).await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let home = app.url("/portal/acme");
+    for c in [&a, &b] {
+        assert_eq!(
+            c.get(&home).send().await.expect("home").status(),
+            StatusCode::OK
+        );
+    }
+
+    // Sign-out without the token changes nothing.
+    let resp = a
+        .post(app.url("/portal/acme/logout"))
+        .form(&[("csrf", "")])
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        a.get(&home).send().await.expect("home").status(),
+        StatusCode::OK
+    );
+
+    // Signing out on one device ends every session: the other device's, and
+    // the old cookie sent again by hand.
+    let resp = post_portal_form(&a, &home, &app.url("/portal/acme/logout"), &[]).await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    for c in [&a, &b] {
+        let resp = c.get(&home).send().await.expect("home");
+        assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+        assert_eq!(resp.headers()["location"], "/portal/acme/login");
+    }
+    let resp = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+        .get(&home)
+        .header("cookie", first_session)
+        .send()
+        .await
+        .expect("home");
+    assert_eq!(
+        resp.status(),
+        StatusCode::SEE_OTHER,
+        "the old cookie is refused"
+    );
+    // Signing in again works.
+    let resp = log_in(&b, app, "jane@example.com", password).await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        b.get(&home).send().await.expect("home").status(),
+        StatusCode::OK
+    );
+}
+on_both_databases!(forms_need_their_token_and_sign_out_ends_every_session);
+
+async fn an_expired_invitation_is_refused_and_a_new_one_works(app: &TestApp) {
+    use trcker_storage::entities::affiliate;
+    use trcker_storage::sea_orm::sea_query::Expr;
+    use trcker_storage::sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    let jane = AffiliateServer::start(200).await;
+    let s = app.quickstart_setup("acme", &jane.url).await;
+    let page = app.http.get(&s.invite_url).send().await.expect("page");
+    assert_eq!(page.status(), StatusCode::OK, "a new invitation works");
+    // Eight days later.
+    affiliate::Entity::update_many()
+        .col_expr(
+            affiliate::Column::InviteExpiresAt,
+            Expr::value(chrono::Utc::now() - chrono::Duration::days(1)),
+        )
+        .filter(affiliate::Column::Id.eq(s.affiliate_id.clone()))
+        .exec(&app.services().store.conn)
+        .await
+        .expect("age the invitation");
+    let b = browser(true);
+    let resp = b.get(&s.invite_url).send().await.expect("page");
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    let html = resp.text().await.unwrap_or_default();
+    assert!(html.contains("has expired"), "{html}");
+    // Posting the form (its token from the sign-in page) changes nothing.
+    let resp = post_portal_form(
+        &b,
+        &app.url("/portal/acme/login"),
+        &s.invite_url,
+        &[
+            ("password", "correct horse battery"),
+            ("confirm", "correct horse battery"),
+        ],
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    // The program invites her again: the new link works for 7 days.
+    let (status, again) = app
+        .post(
+            &format!("/api/v1/affiliates/{}/invite", s.affiliate_id),
+            &s.tenant.key,
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    let second = again["invite_url"].as_str().expect("invite_url").to_owned();
+    let resp = post_portal_form(
+        &b,
+        &second,
+        &second,
+        &[
+            ("password", "correct horse battery"),
+            ("confirm", "correct horse battery"),
+        ],
+    )
+    .await;
+    assert_eq!(resp.url().path(), "/portal/acme", "signed in");
+}
+on_both_databases!(an_expired_invitation_is_refused_and_a_new_one_works);
+
+/// The portal's cookies as set on the sign-in page and at sign-in: HttpOnly,
+/// SameSite=Lax, for the portal's path only, sealed (no readable value), and
+/// `Secure` only when the public URL is https.
+async fn cookies_carry_their_flags(app: &TestApp) {
+    let jane = AffiliateServer::start(200).await;
+    let s = app.quickstart_setup("acme", &jane.url).await;
+    signed_in(&s, "correct horse battery").await;
+    let b = crate::harness::browser(false);
+    let login = app.url("/portal/acme/login");
+    let page = b.get(&login).send().await.expect("page");
+    let form_cookie = set_cookie(&page, "trcker_portal_csrf=");
+    let resp = log_in(&b, app, "jane@example.com", "correct horse battery").await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let session = set_cookie(&resp, "trcker_portal=");
+    for cookie in [&form_cookie, &session] {
+        for flag in ["HttpOnly", "SameSite=Lax", "Path=/portal/acme"] {
+            assert!(cookie.contains(flag), "{flag}: {cookie}");
+        }
+        assert!(!cookie.contains("Secure"), "plain http: {cookie}");
+        assert!(
+            !cookie.contains("jane") && !cookie.contains("aff_"),
+            "{cookie}"
+        );
+    }
+    assert!(session.contains("Max-Age="), "{session}");
+
+    let secure = crate::harness::spawn_configured(None, |c| {
+        c.public_url = Some("https://partners.example".into());
+    })
+    .await;
+    secure.create_tenant("acme").await;
+    let page = crate::harness::browser(false)
+        .get(secure.url("/portal/acme/login"))
+        .send()
+        .await
+        .expect("page");
+    let cookie = set_cookie(&page, "trcker_portal_csrf=");
+    assert!(cookie.contains("Secure"), "https: {cookie}");
+    secure.stop().await;
+}
+on_both_databases!(cookies_carry_their_flags);
+
+/// The Set-Cookie header of `resp` that starts with `prefix`.
+fn set_cookie(resp: &reqwest::Response, prefix: &str) -> String {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix} cookie"))
+        .to_owned()
+}
+
+/// Posts acme's sign-in form with `browser` (which keeps cookies).
+async fn log_in(
+    browser: &reqwest::Client,
+    app: &TestApp,
+    email: &str,
+    password: &str,
+) -> reqwest::Response {
+    let login = app.url("/portal/acme/login");
+    post_portal_form(
+        browser,
+        &login,
+        &login,
+        &[("email", email), ("password", password)],
+    )
+    .await
+}

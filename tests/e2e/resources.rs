@@ -194,19 +194,17 @@ async fn an_affiliate_is_invited_again(app: &TestApp) {
     let second = again["invite_url"].as_str().expect("invite_url").to_owned();
     assert_ne!(second, first);
     assert_ne!(page(first).await, StatusCode::OK, "the old link is dead");
-    let browser = reqwest::Client::builder()
-        .cookie_store(true)
-        .build()
-        .expect("client");
-    let resp = browser
-        .post(&second)
-        .form(&[
+    let browser = crate::harness::browser(true);
+    let resp = crate::harness::post_portal_form(
+        &browser,
+        &second,
+        &second,
+        &[
             ("password", "correct horse battery"),
             ("confirm", "correct horse battery"),
-        ])
-        .send()
-        .await
-        .expect("accept");
+        ],
+    )
+    .await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert!(
         resp.url().path().ends_with("/portal/acme"),

@@ -8,13 +8,14 @@
 
 use askama::Template;
 use chrono::{DateTime, Utc};
-use poem::http::{StatusCode, header};
+use poem::http::{HeaderValue, StatusCode, header};
 use poem::middleware::CookieJarManager;
 use poem::web::cookie::{Cookie, CookieJar, CookieKey, SameSite};
 use poem::web::{Data, Form, Html, Path};
-use poem::{Endpoint, EndpointExt, IntoResponse, Response, Route, get, handler};
+use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, get, handler};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use trcker_domain::protection::Cidr;
 use trcker_services::StoreError;
 use trcker_services::portal::{
     Balance, ConversionLine, MIN_PASSWORD_LEN, PortalError, PortalService, PortalUser,
@@ -22,31 +23,109 @@ use trcker_services::portal::{
 
 const SESSION_COOKIE: &str = "trcker_portal";
 const SESSION_DAYS: i64 = 14;
+/// The browser's form token: every form carries it back, and a form post
+/// without the one in this cookie changes nothing (another site can make a
+/// browser post, but can neither read this cookie nor the page's token).
+const CSRF_COOKIE: &str = "trcker_portal_csrf";
 
+/// How the portal seals and flags its cookies.
 #[derive(Clone)]
-struct PortalKey(CookieKey);
+struct PortalKey {
+    key: CookieKey,
+    /// `Secure` cookies: the public URL is https.
+    secure: bool,
+}
 
-/// The portal's routes, to be nested at `/portal`. Sessions are sealed with a
-/// key derived from `operator_token_hash`.
-pub fn routes(portal: PortalService, operator_token_hash: &str) -> impl Endpoint + use<> {
+/// The proxies whose forwarding headers name the client (for the sign-in
+/// limits per address).
+#[derive(Clone)]
+struct TrustedProxies(Vec<Cidr>);
+
+/// The portal's one stylesheet (pages carry no inline style: the
+/// Content-Security-Policy allows none).
+const STYLESHEET: &str = include_str!("../../../templates/portal/portal.css");
+
+/// What every portal answer carries: no script at all, styles and images only
+/// from the portal, forms only to it, never framed, no referrer (an
+/// invitation link holds its token in the path).
+const SECURITY_HEADERS: [(header::HeaderName, &str); 4] = [
+    (
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; \
+         frame-ancestors 'none'; base-uri 'none'",
+    ),
+    (header::X_FRAME_OPTIONS, "DENY"),
+    (header::REFERRER_POLICY, "no-referrer"),
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+];
+
+/// The portal's routes, to be nested at `/portal` of `public_url`. Sessions
+/// are sealed with a key derived from `operator_token_hash`.
+pub fn routes(
+    portal: PortalService,
+    operator_token_hash: &str,
+    public_url: &str,
+    trusted_proxies: Vec<Cidr>,
+) -> impl Endpoint + use<> {
     let digest =
         Sha256::digest(format!("trcker portal sessions\0{operator_token_hash}").as_bytes());
     let key = CookieKey::derive_from(&digest);
     Route::new()
         .at("/:brand", get(earnings))
         .at("/:brand/", get(earnings))
+        .at("/:brand/portal.css", get(stylesheet))
         .at("/:brand/login", get(login_page).post(login))
         .at("/:brand/logout", poem::post(logout))
         .at("/:brand/invite/:token", get(invite_page).post(invite))
         .data(portal)
-        .data(PortalKey(key))
+        .data(PortalKey {
+            key,
+            secure: public_url.starts_with("https://"),
+        })
+        .data(TrustedProxies(trusted_proxies))
         .with(CookieJarManager::new())
+        .around(secured)
+}
+
+/// Adds [`SECURITY_HEADERS`] to every answer, and answers an unknown page
+/// with the portal's own "not found" page.
+async fn secured<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> {
+    let brand = req
+        .uri()
+        .path()
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let mut resp = match next.call(req).await {
+        Ok(resp) => resp.into_response(),
+        Err(e) if e.status() == StatusCode::NOT_FOUND => {
+            render(&NotFoundPage { base: base(&brand) }, StatusCode::NOT_FOUND)
+        }
+        Err(e) => e.into_response(),
+    };
+    for (name, value) in SECURITY_HEADERS {
+        resp.headers_mut()
+            .insert(name, HeaderValue::from_static(value));
+    }
+    Ok(resp)
+}
+
+#[handler]
+fn stylesheet() -> Response {
+    Response::builder()
+        .content_type("text/css; charset=utf-8")
+        .header(header::CACHE_CONTROL, "public, max-age=3600")
+        .body(STYLESHEET)
 }
 
 #[derive(Serialize, Deserialize)]
 struct Session {
     t: String,
     a: String,
+    /// The affiliate's session epoch when it was made.
+    e: i64,
     exp: i64,
 }
 
@@ -55,6 +134,7 @@ struct Session {
 struct LoginPage<'a> {
     tenant_name: &'a str,
     base: String,
+    csrf: String,
     email: &'a str,
     error: Option<String>,
 }
@@ -64,6 +144,7 @@ struct LoginPage<'a> {
 struct InvitePage<'a> {
     tenant_name: &'a str,
     base: String,
+    csrf: String,
     token: &'a str,
     valid: bool,
     min_len: usize,
@@ -75,6 +156,7 @@ struct InvitePage<'a> {
 struct EarningsPage<'a> {
     tenant_name: &'a str,
     base: String,
+    csrf: String,
     affiliate_name: &'a str,
     balances: Vec<Balance>,
     clicks: u64,
@@ -84,11 +166,15 @@ struct EarningsPage<'a> {
 
 #[derive(Template)]
 #[template(path = "portal/not_found.html")]
-struct NotFoundPage;
+struct NotFoundPage {
+    base: String,
+}
 
 #[derive(Template)]
 #[template(path = "portal/closed.html")]
-struct ClosedPage;
+struct ClosedPage {
+    base: String,
+}
 
 fn render(t: &impl Template, status: StatusCode) -> Response {
     match t.render() {
@@ -117,10 +203,12 @@ fn redirect(to: &str) -> Response {
         .finish()
 }
 
-fn failure(e: PortalError) -> Response {
+fn failure(brand: &str, e: PortalError) -> Response {
     match e {
-        PortalError::UnknownPortal => render(&NotFoundPage, StatusCode::NOT_FOUND),
-        PortalError::Suspended => render(&ClosedPage, StatusCode::FORBIDDEN),
+        PortalError::UnknownPortal => {
+            render(&NotFoundPage { base: base(brand) }, StatusCode::NOT_FOUND)
+        }
+        PortalError::Suspended => render(&ClosedPage { base: base(brand) }, StatusCode::FORBIDDEN),
         PortalError::Store(StoreError::Unavailable) => plain(
             StatusCode::SERVICE_UNAVAILABLE,
             "Temporarily unavailable, please try again.",
@@ -136,20 +224,73 @@ fn base(brand: &str) -> String {
     format!("/portal/{brand}")
 }
 
-fn set_session(jar: &CookieJar, key: &CookieKey, brand: &str, user: &PortalUser) {
-    let session = Session {
-        t: user.tenant_id.to_string(),
-        a: user.affiliate.id.to_string(),
-        exp: (Utc::now() + chrono::Duration::days(SESSION_DAYS)).timestamp(),
-    };
-    let mut cookie = Cookie::new(SESSION_COOKIE, &session);
+/// A cookie of the portal of `brand`: HttpOnly, SameSite=Lax, for the
+/// portal's paths only, `Secure` behind https.
+fn portal_cookie(
+    key: &PortalKey,
+    brand: &str,
+    name: &'static str,
+    value: impl Serialize,
+) -> Cookie {
+    let mut cookie = Cookie::new(name, value);
     cookie.set_http_only(true);
     cookie.set_same_site(SameSite::Lax);
     cookie.set_path(base(brand));
+    cookie.set_secure(key.secure);
+    cookie
+}
+
+fn set_session(jar: &CookieJar, key: &PortalKey, brand: &str, user: &PortalUser) {
+    let session = Session {
+        t: user.tenant_id.to_string(),
+        a: user.affiliate.id.to_string(),
+        e: user.affiliate.session_epoch,
+        exp: (Utc::now() + chrono::Duration::days(SESSION_DAYS)).timestamp(),
+    };
+    let mut cookie = portal_cookie(key, brand, SESSION_COOKIE, &session);
     cookie.set_max_age(std::time::Duration::from_secs(
         (SESSION_DAYS * 86400) as u64,
     ));
-    jar.private_with_key(key).add(cookie);
+    jar.private_with_key(&key.key).add(cookie);
+}
+
+/// The browser's form token, made (and set in its cookie) on its first page.
+fn form_token(jar: &CookieJar, key: &PortalKey, brand: &str) -> String {
+    let private = jar.private_with_key(&key.key);
+    if let Some(token) = private
+        .get(CSRF_COOKIE)
+        .and_then(|c| c.value::<String>().ok())
+        .filter(|t| t.len() == 32)
+    {
+        return token;
+    }
+    let token = trcker_domain::secret::random_alnum(32);
+    private.add(portal_cookie(key, brand, CSRF_COOKIE, &token));
+    token
+}
+
+/// Whether a posted form carries the browser's form token.
+fn form_token_ok(jar: &CookieJar, key: &PortalKey, sent: &str) -> bool {
+    jar.private_with_key(&key.key)
+        .get(CSRF_COOKIE)
+        .and_then(|c| c.value::<String>().ok())
+        .is_some_and(|t| {
+            t.len() == 32
+                && t.len() == sent.len()
+                && t.bytes()
+                    .zip(sent.bytes())
+                    .fold(0u8, |d, (a, b)| d | (a ^ b))
+                    == 0
+        })
+}
+
+/// The answer to a form posted without the browser's form token.
+fn stale_form() -> Response {
+    plain(
+        StatusCode::FORBIDDEN,
+        "This form has expired or did not come from this portal; nothing was changed. \
+         Go back, reload the page and try again.",
+    )
 }
 
 fn clear_session(jar: &CookieJar, brand: &str) {
@@ -162,10 +303,10 @@ fn clear_session(jar: &CookieJar, brand: &str) {
 async fn current_user(
     portal: &PortalService,
     jar: &CookieJar,
-    key: &CookieKey,
+    key: &PortalKey,
     brand: &str,
 ) -> Result<Option<PortalUser>, PortalError> {
-    let Some(cookie) = jar.private_with_key(key).get(SESSION_COOKIE) else {
+    let Some(cookie) = jar.private_with_key(&key.key).get(SESSION_COOKIE) else {
         return Ok(None);
     };
     let Ok(session) = cookie.value::<Session>() else {
@@ -174,7 +315,9 @@ async fn current_user(
     if DateTime::from_timestamp(session.exp, 0).is_none_or(|exp| exp < Utc::now()) {
         return Ok(None);
     }
-    portal.session_user(brand, &session.t, &session.a).await
+    portal
+        .session_user(brand, &session.t, &session.a, session.e)
+        .await
 }
 
 #[handler]
@@ -184,16 +327,17 @@ async fn earnings(
     key: Data<&PortalKey>,
     portal: Data<&PortalService>,
 ) -> Response {
-    let user = match current_user(&portal, jar, &key.0.0, &brand).await {
+    let user = match current_user(&portal, jar, &key, &brand).await {
         Ok(Some(u)) => u,
         Ok(None) => return redirect(&format!("{}/login", base(&brand))),
-        Err(e) => return failure(e),
+        Err(e) => return failure(&brand, e),
     };
     match portal.earnings(&user).await {
         Ok(e) => render(
             &EarningsPage {
                 tenant_name: &user.tenant_name,
                 base: base(&brand),
+                csrf: form_token(jar, &key, &brand),
                 affiliate_name: &user.affiliate.name,
                 balances: e.balances,
                 clicks: e.clicks_30_days,
@@ -202,28 +346,36 @@ async fn earnings(
             },
             StatusCode::OK,
         ),
-        Err(e) => failure(e),
+        Err(e) => failure(&brand, e),
     }
 }
 
 #[handler]
-async fn login_page(Path(brand): Path<String>, portal: Data<&PortalService>) -> Response {
+async fn login_page(
+    Path(brand): Path<String>,
+    jar: &CookieJar,
+    key: Data<&PortalKey>,
+    portal: Data<&PortalService>,
+) -> Response {
     match portal.tenant_name(&brand).await {
         Ok(name) => render(
             &LoginPage {
                 tenant_name: &name,
                 base: base(&brand),
+                csrf: form_token(jar, &key, &brand),
                 email: "",
                 error: None,
             },
             StatusCode::OK,
         ),
-        Err(e) => failure(e),
+        Err(e) => failure(&brand, e),
     }
 }
 
 #[derive(Deserialize)]
 struct LoginForm {
+    #[serde(default)]
+    csrf: String,
     #[serde(default)]
     email: String,
     #[serde(default)]
@@ -232,36 +384,82 @@ struct LoginForm {
 
 #[handler]
 async fn login(
+    req: &Request,
     Path(brand): Path<String>,
     Form(form): Form<LoginForm>,
     jar: &CookieJar,
     key: Data<&PortalKey>,
+    trusted: Data<&TrustedProxies>,
     portal: Data<&PortalService>,
 ) -> Response {
     let name = match portal.tenant_name(&brand).await {
         Ok(n) => n,
-        Err(e) => return failure(e),
+        Err(e) => return failure(&brand, e),
     };
-    match portal.login(&brand, &form.email, &form.password).await {
-        Ok(user) => {
-            set_session(jar, &key.0.0, &brand, &user);
-            redirect(&base(&brand))
-        }
-        Err(e @ PortalError::WrongPassword) => render(
+    if !form_token_ok(jar, &key, &form.csrf) {
+        return stale_form();
+    }
+    let from = trcker_api::client::client_ip(req, &trusted.0.0);
+    let refused = |e: PortalError, status| {
+        let mut resp = render(
             &LoginPage {
                 tenant_name: &name,
                 base: base(&brand),
+                csrf: form_token(jar, &key, &brand),
                 email: &form.email,
                 error: Some(e.to_string()),
             },
-            StatusCode::UNAUTHORIZED,
-        ),
-        Err(e) => failure(e),
+            status,
+        );
+        if let PortalError::TooManyAttempts { retry_after_secs } = e
+            && let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string())
+        {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        resp
+    };
+    match portal
+        .login(&brand, &form.email, &form.password, from)
+        .await
+    {
+        Ok(user) => {
+            set_session(jar, &key, &brand, &user);
+            redirect(&base(&brand))
+        }
+        Err(e @ PortalError::WrongPassword) => refused(e, StatusCode::UNAUTHORIZED),
+        Err(e @ PortalError::AffiliatePaused) => refused(e, StatusCode::FORBIDDEN),
+        Err(e @ PortalError::TooManyAttempts { .. }) => refused(e, StatusCode::TOO_MANY_REQUESTS),
+        Err(e) => failure(&brand, e),
     }
 }
 
+#[derive(Deserialize)]
+struct TokenOnly {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// Signs out: every session of the affiliate ends, not only this browser's.
 #[handler]
-async fn logout(Path(brand): Path<String>, jar: &CookieJar) -> Response {
+async fn logout(
+    Path(brand): Path<String>,
+    Form(form): Form<TokenOnly>,
+    jar: &CookieJar,
+    key: Data<&PortalKey>,
+    portal: Data<&PortalService>,
+) -> Response {
+    if !form_token_ok(jar, &key, &form.csrf) {
+        return stale_form();
+    }
+    match current_user(&portal, jar, &key, &brand).await {
+        Ok(Some(user)) => {
+            if let Err(e) = portal.end_sessions(&user).await {
+                return failure(&brand, e);
+            }
+        }
+        Ok(None) => {}
+        Err(e) => return failure(&brand, e),
+    }
     clear_session(jar, &brand);
     redirect(&format!("{}/login", base(&brand)))
 }
@@ -269,17 +467,20 @@ async fn logout(Path(brand): Path<String>, jar: &CookieJar) -> Response {
 #[handler]
 async fn invite_page(
     Path((brand, token)): Path<(String, String)>,
+    jar: &CookieJar,
+    key: Data<&PortalKey>,
     portal: Data<&PortalService>,
 ) -> Response {
     let name = match portal.tenant_name(&brand).await {
         Ok(n) => n,
-        Err(e) => return failure(e),
+        Err(e) => return failure(&brand, e),
     };
     match portal.invite_valid(&brand, &token).await {
         Ok(valid) => render(
             &InvitePage {
                 tenant_name: &name,
                 base: base(&brand),
+                csrf: form_token(jar, &key, &brand),
                 token: &token,
                 valid,
                 min_len: MIN_PASSWORD_LEN,
@@ -291,12 +492,14 @@ async fn invite_page(
                 StatusCode::NOT_FOUND
             },
         ),
-        Err(e) => failure(e),
+        Err(e) => failure(&brand, e),
     }
 }
 
 #[derive(Deserialize)]
 struct InviteForm {
+    #[serde(default)]
+    csrf: String,
     #[serde(default)]
     password: String,
     #[serde(default)]
@@ -313,13 +516,17 @@ async fn invite(
 ) -> Response {
     let name = match portal.tenant_name(&brand).await {
         Ok(n) => n,
-        Err(e) => return failure(e),
+        Err(e) => return failure(&brand, e),
     };
+    if !form_token_ok(jar, &key, &form.csrf) {
+        return stale_form();
+    }
     let page = |valid: bool, error: String, status| {
         render(
             &InvitePage {
                 tenant_name: &name,
                 base: base(&brand),
+                csrf: form_token(jar, &key, &brand),
                 token: &token,
                 valid,
                 min_len: MIN_PASSWORD_LEN,
@@ -333,7 +540,7 @@ async fn invite(
         .await
     {
         Ok(user) => {
-            set_session(jar, &key.0.0, &brand, &user);
+            set_session(jar, &key, &brand, &user);
             redirect(&base(&brand))
         }
         Err(PortalError::Invalid(invalid)) => {
@@ -346,6 +553,6 @@ async fn invite(
             page(true, msg, StatusCode::UNPROCESSABLE_ENTITY)
         }
         Err(e @ PortalError::InvalidInvite) => page(false, e.to_string(), StatusCode::NOT_FOUND),
-        Err(e) => failure(e),
+        Err(e) => failure(&brand, e),
     }
 }

@@ -24,6 +24,9 @@ use crate::conversions::{Page, oldest_page};
 use crate::error::{Invalid, StoreError, from_store};
 use crate::input::activity;
 
+/// Days an invitation link works; re-inviting makes a new one.
+pub const INVITE_DAYS: i64 = 7;
+
 #[derive(Debug, thiserror::Error)]
 pub enum AffiliateError {
     #[error(transparent)]
@@ -113,6 +116,8 @@ impl AffiliateService {
             password_hash: None,
             invite_token_hash: Some(hash_secret(&invite)),
             updated_at: t,
+            session_epoch: 0,
+            invite_expires_at: Some(t + chrono::Duration::days(INVITE_DAYS)),
         };
         let txn = self.store().write_txn().await?;
         insert(&txn, affiliate.clone()).await.map_err(|e| {
@@ -167,6 +172,10 @@ impl AffiliateService {
         let txn = self.store().write_txn().await?;
         let done = scoped_update_by_id::<affiliate::Entity>(tenant, &existing.id)
             .col_expr(C::InviteTokenHash, Expr::value(Some(hash_secret(&invite))))
+            .col_expr(
+                C::InviteExpiresAt,
+                Expr::value(Some(Utc::now() + chrono::Duration::days(INVITE_DAYS))),
+            )
             .col_expr(C::UpdatedAt, Expr::value(Utc::now()))
             .filter(C::PasswordHash.is_null())
             .exec(&txn)

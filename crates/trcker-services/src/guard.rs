@@ -5,6 +5,7 @@
 //! process, so N web processes behind a balancer allow N times as many
 //! tries; a 256-bit secret needs far more than any of them allows.
 
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -22,11 +23,63 @@ struct Window {
     failures: AtomicU32,
 }
 
-/// Failed authentications per client address.
-pub struct AuthFailures {
-    windows: moka::sync::Cache<IpAddr, Arc<Window>>,
+/// Failures counted per key (an address, an account) in a window that starts
+/// at the key's first failure: a key with `max` of them is refused until its
+/// window is over.
+pub struct Failures<K> {
+    windows: moka::sync::Cache<K, Arc<Window>>,
     max: u32,
+    window: Duration,
 }
+
+impl<K: Hash + Eq + Send + Sync + 'static> Failures<K> {
+    /// Refuses a key once it has `max` failures (at least one) within
+    /// `window`; `capacity` keys are tracked at once.
+    pub fn new(max: u32, window: Duration, capacity: u64) -> Self {
+        Failures {
+            windows: moka::sync::Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(window)
+                .build(),
+            max: max.max(1),
+            window,
+        }
+    }
+
+    /// `Err(seconds)` while `key` is refused: when to retry.
+    pub fn check(&self, key: &K) -> Result<(), u64> {
+        let Some(w) = self.windows.get(key) else {
+            return Ok(());
+        };
+        if w.failures.load(Ordering::Relaxed) < self.max {
+            return Ok(());
+        }
+        let left = self.window.saturating_sub(w.started.elapsed());
+        Err(left.as_secs() + u64::from(left.subsec_nanos() > 0))
+    }
+
+    /// Counts a failure of `key`.
+    pub fn failed(&self, key: K)
+    where
+        K: Clone,
+    {
+        let w = self.windows.get_with(key, || {
+            Arc::new(Window {
+                started: Instant::now(),
+                failures: AtomicU32::new(0),
+            })
+        });
+        w.failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Forgets `key`'s failures (it proved itself).
+    pub fn forget(&self, key: &K) {
+        self.windows.invalidate(key);
+    }
+}
+
+/// Failed authentications per client address.
+pub struct AuthFailures(Failures<IpAddr>);
 
 impl Default for AuthFailures {
     fn default() -> Self {
@@ -37,37 +90,18 @@ impl Default for AuthFailures {
 impl AuthFailures {
     /// Refuses an address once it has `max` failures in a window (at least one).
     pub fn new(max: u32) -> Self {
-        AuthFailures {
-            windows: moka::sync::Cache::builder()
-                .max_capacity(MAX_ADDRESSES)
-                .time_to_live(WINDOW)
-                .build(),
-            max: max.max(1),
-        }
+        AuthFailures(Failures::new(max, WINDOW, MAX_ADDRESSES))
     }
 
     /// `Err(seconds)` while `ip` is refused: when to retry.
     pub fn check(&self, ip: Option<IpAddr>) -> Result<(), u64> {
-        let Some(w) = ip.and_then(|ip| self.windows.get(&ip)) else {
-            return Ok(());
-        };
-        if w.failures.load(Ordering::Relaxed) < self.max {
-            return Ok(());
-        }
-        let left = WINDOW.saturating_sub(w.started.elapsed());
-        Err(left.as_secs() + u64::from(left.subsec_nanos() > 0))
+        ip.map_or(Ok(()), |ip| self.0.check(&ip))
     }
 
     /// Counts a failed authentication from `ip`.
     pub fn failed(&self, ip: Option<IpAddr>) {
         if let Some(ip) = ip {
-            let w = self.windows.get_with(ip, || {
-                Arc::new(Window {
-                    started: Instant::now(),
-                    failures: AtomicU32::new(0),
-                })
-            });
-            w.failures.fetch_add(1, Ordering::Relaxed);
+            self.0.failed(ip);
         }
     }
 }

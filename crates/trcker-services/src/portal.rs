@@ -8,6 +8,8 @@
 //! debit it (`crate::ledger`). Test conversions never count.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, LazyLock};
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -23,6 +25,7 @@ use trcker_storage::{Store, TenantId, lookup, scoped, scoped_by_id, scoped_updat
 
 use crate::areas::Area;
 use crate::error::{Invalid, StoreError, from_store};
+use crate::guard::Failures;
 use crate::ledger::format_sum;
 
 pub const MIN_PASSWORD_LEN: usize = 10;
@@ -37,10 +40,16 @@ pub enum PortalError {
     Suspended,
     #[error(transparent)]
     Invalid(#[from] Invalid),
-    #[error("this invitation link is not valid or was used already")]
+    #[error("this invitation link is not valid, has expired or was used already")]
     InvalidInvite,
     #[error("wrong email or password")]
     WrongPassword,
+    /// The password was right, but the program paused this affiliate.
+    #[error("your account with this program is paused; please contact the program")]
+    AffiliatePaused,
+    /// Too many failed sign-ins for this account or from this address.
+    #[error("too many sign-in attempts; please try again in {} minutes", retry_after_secs.div_ceil(60))]
+    TooManyAttempts { retry_after_secs: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -101,14 +110,93 @@ fn verify_password(password: &str, stored: &str) -> bool {
     })
 }
 
+/// A hash no password matches in practice, verified against when the email
+/// has no password (unknown, or invited and not yet activated), so that
+/// sign-in costs the same Argon2 work either way and its time does not tell
+/// which emails are registered.
+static NO_ACCOUNT: LazyLock<String> =
+    LazyLock::new(|| hash_password(&trcker_domain::secret::random_alnum(32)).unwrap_or_default());
+
+/// Whether `password` matches `stored` (or, without one, the dummy hash,
+/// which it never does), off the request threads: Argon2 takes tens of
+/// milliseconds of CPU.
+async fn password_matches(password: &str, stored: Option<String>) -> bool {
+    let password = password.to_owned();
+    tokio::task::spawn_blocking(move || match stored {
+        Some(stored) => verify_password(&password, &stored),
+        None => {
+            verify_password(&password, &NO_ACCOUNT);
+            false
+        }
+    })
+    .await
+    .unwrap_or(false)
+}
+
+/// An invitation link still in its time (or from before links expired).
+fn invite_unexpired() -> trcker_storage::sea_orm::Condition {
+    use trcker_storage::sea_orm::Condition;
+    Condition::any()
+        .add(affiliate::Column::InviteExpiresAt.is_null())
+        .add(affiliate::Column::InviteExpiresAt.gt(Utc::now()))
+}
+
+/// Failed sign-ins an account may have in [`SIGN_IN_WINDOW`].
+pub const SIGN_IN_FAILURES_PER_ACCOUNT: u32 = 10;
+/// Failed sign-ins an address may make in [`SIGN_IN_WINDOW`], whatever the
+/// accounts.
+pub const SIGN_IN_FAILURES_PER_ADDRESS: u32 = 20;
+/// The window of the sign-in limits, from the first failure.
+pub const SIGN_IN_WINDOW: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// Failed sign-ins per account (tenant and email) and per client address.
+/// Counted per process, like the API's guard.
+struct SignInGuard {
+    accounts: Failures<(String, String)>,
+    addresses: Failures<IpAddr>,
+}
+
+impl SignInGuard {
+    fn new() -> Self {
+        SignInGuard {
+            accounts: Failures::new(SIGN_IN_FAILURES_PER_ACCOUNT, SIGN_IN_WINDOW, 100_000),
+            addresses: Failures::new(SIGN_IN_FAILURES_PER_ADDRESS, SIGN_IN_WINDOW, 100_000),
+        }
+    }
+
+    fn check(&self, account: &(String, String), from: Option<IpAddr>) -> Result<(), PortalError> {
+        let by_address = from.map_or(Ok(()), |ip| self.addresses.check(&ip));
+        match (self.accounts.check(account), by_address) {
+            (Ok(()), Ok(())) => Ok(()),
+            (Err(a), Err(b)) => Err(PortalError::TooManyAttempts {
+                retry_after_secs: a.max(b),
+            }),
+            (Err(secs), _) | (_, Err(secs)) => Err(PortalError::TooManyAttempts {
+                retry_after_secs: secs,
+            }),
+        }
+    }
+
+    fn failed(&self, account: (String, String), from: Option<IpAddr>) {
+        self.accounts.failed(account);
+        if let Some(ip) = from {
+            self.addresses.failed(ip);
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct PortalService {
     area: Area,
+    sign_in: Arc<SignInGuard>,
 }
 
 impl PortalService {
     pub(crate) fn new(area: Area) -> Self {
-        PortalService { area }
+        PortalService {
+            area,
+            sign_in: Arc::new(SignInGuard::new()),
+        }
     }
 
     fn store(&self) -> &Store {
@@ -138,6 +226,7 @@ impl PortalService {
         let tenant = self.tenant(brand).await?;
         let found = scoped::<affiliate::Entity>(&tenant.id)
             .filter(affiliate::Column::InviteTokenHash.eq(hash_secret(token)))
+            .filter(invite_unexpired())
             .one(&self.store().conn)
             .await?;
         Ok(found.is_some())
@@ -166,14 +255,20 @@ impl PortalService {
         let token_hash = hash_secret(token);
         let affiliate = scoped::<affiliate::Entity>(&tenant.id)
             .filter(C::InviteTokenHash.eq(&token_hash))
+            .filter(invite_unexpired())
             .one(&self.store().conn)
             .await?
             .ok_or(PortalError::InvalidInvite)?;
         let updated = scoped_update_by_id::<affiliate::Entity>(&tenant.id, &affiliate.id)
             .col_expr(C::PasswordHash, Expr::value(hash_password(password)?))
             .col_expr(C::InviteTokenHash, Expr::value(Option::<String>::None))
+            .col_expr(
+                C::InviteExpiresAt,
+                Expr::value(Option::<DateTime<Utc>>::None),
+            )
             .col_expr(C::UpdatedAt, Expr::value(Utc::now()))
             .filter(C::InviteTokenHash.eq(&token_hash))
+            .filter(invite_unexpired())
             .exec(self.store().writer())
             .await?;
         if updated.rows_affected != 1 {
@@ -184,44 +279,76 @@ impl PortalService {
             .ok_or(PortalError::InvalidInvite)
     }
 
-    /// Signs an affiliate in by email and password.
+    /// Signs an affiliate in by email and password, sent from `from`. An
+    /// account or an address with too many failures is refused before its
+    /// password is looked at; the time taken does not depend on whether the
+    /// email has an account.
     pub async fn login(
         &self,
         brand: &str,
         email: &str,
         password: &str,
+        from: Option<IpAddr>,
     ) -> Result<PortalUser, PortalError> {
         let tenant = self.tenant(brand).await?;
+        let email = email.trim().to_ascii_lowercase();
+        let account = (tenant.id.to_string(), email);
+        self.sign_in.check(&account, from)?;
         let affiliate = scoped::<affiliate::Entity>(&tenant.id)
-            .filter(affiliate::Column::Email.eq(email.trim().to_ascii_lowercase()))
+            .filter(affiliate::Column::Email.eq(&account.1))
             .one(&self.store().conn)
             .await?;
-        let ok = affiliate
-            .as_ref()
-            .and_then(|a| a.password_hash.as_deref())
-            .is_some_and(|h| verify_password(password, h));
+        let stored = affiliate.as_ref().and_then(|a| a.password_hash.clone());
+        let ok = password_matches(password, stored).await;
         match affiliate {
-            Some(a) if ok => self
-                .active_user(tenant, a.id.as_str())
-                .await?
-                .ok_or(PortalError::WrongPassword),
-            _ => Err(PortalError::WrongPassword),
+            Some(a) if ok => {
+                self.sign_in.accounts.forget(&account);
+                if a.status != Activity::Active {
+                    return Err(PortalError::AffiliatePaused);
+                }
+                self.active_user(tenant, a.id.as_str())
+                    .await?
+                    .ok_or(PortalError::AffiliatePaused)
+            }
+            _ => {
+                self.sign_in.failed(account, from);
+                Err(PortalError::WrongPassword)
+            }
         }
     }
 
     /// The affiliate a session names, on the portal of `brand`: `None` unless
-    /// the session is of this portal's tenant and its affiliate is active.
+    /// the session is of this portal's tenant, of the affiliate's current
+    /// session epoch, and its affiliate is active.
     pub async fn session_user(
         &self,
         brand: &str,
         tenant_id: &str,
         affiliate_id: &str,
+        epoch: i64,
     ) -> Result<Option<PortalUser>, PortalError> {
         let tenant = self.tenant(brand).await?;
         if tenant.id.as_str() != tenant_id {
             return Ok(None);
         }
-        self.active_user(tenant, affiliate_id).await
+        Ok(self
+            .active_user(tenant, affiliate_id)
+            .await?
+            .filter(|u| u.affiliate.session_epoch == epoch))
+    }
+
+    /// Ends every session of the affiliate (signing out on one device signs
+    /// out all of them).
+    pub async fn end_sessions(&self, user: &PortalUser) -> Result<(), PortalError> {
+        use affiliate::Column as C;
+        scoped_update_by_id::<affiliate::Entity>(&user.tenant_id, &user.affiliate.id)
+            .col_expr(
+                C::SessionEpoch,
+                trcker_storage::sea_orm::sea_query::ExprTrait::add(Expr::col(C::SessionEpoch), 1),
+            )
+            .exec(self.store().writer())
+            .await?;
+        Ok(())
     }
 
     async fn active_user(

@@ -378,6 +378,8 @@ impl App {
                     trcker_portal::routes(
                         services.portal.clone(),
                         &services.settings.operator_token_hash,
+                        &services.settings.public_url,
+                        services.settings.trusted_proxies.clone(),
                     )
                     .with(BodyLimit {
                         max: PORTAL_MAX_BODY,

@@ -21,6 +21,12 @@ pub struct Model {
     pub password_hash: Option<String>,
     pub invite_token_hash: Option<String>,
     pub updated_at: DateTimeUtc,
+    /// Sessions made in another epoch are refused (sign-out and a password
+    /// change move it on).
+    pub session_epoch: i64,
+    /// When the invitation link stops working (`None`: a link from before
+    /// invitations expired).
+    pub invite_expires_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
