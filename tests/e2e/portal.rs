@@ -582,3 +582,100 @@ async fn log_in(
     )
     .await
 }
+
+async fn changing_the_password_ends_the_other_sessions(app: &TestApp) {
+    let jane = AffiliateServer::start(200).await;
+    let s = app.quickstart_setup("acme", &jane.url).await;
+    let (old, new) = ("correct horse battery", "another long passphrase");
+    let a = signed_in(&s, old).await;
+    let b = browser(true);
+    assert_eq!(
+        log_in(&b, app, "jane@example.com", old).await.url().path(),
+        "/portal/acme"
+    );
+    let (home, page) = (app.url("/portal/acme"), app.url("/portal/acme/password"));
+    let html = a
+        .get(&home)
+        .send()
+        .await
+        .expect("home")
+        .text()
+        .await
+        .unwrap_or_default();
+    assert!(html.contains(r#"href="/portal/acme/password""#), "{html}");
+
+    // Refused, with a message, and nothing changes: a wrong current
+    // password, a short or mistyped new one, no form token.
+    for (fields, says) in [
+        (
+            [
+                ("current", "not it at all"),
+                ("password", new),
+                ("confirm", new),
+            ],
+            "is not your current password",
+        ),
+        (
+            [
+                ("current", old),
+                ("password", "short"),
+                ("confirm", "short"),
+            ],
+            "at least 10 characters",
+        ),
+        (
+            [
+                ("current", old),
+                ("password", new),
+                ("confirm", "another long passphrasf"),
+            ],
+            "does not match",
+        ),
+    ] {
+        let resp = post_portal_form(&a, &page, &page, &fields).await;
+        assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY, "{says}");
+        let html = resp.text().await.unwrap_or_default();
+        assert!(html.contains(says), "{says}: {html}");
+    }
+    let resp = a
+        .post(&page)
+        .form(&[("current", old), ("password", new), ("confirm", new)])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN, "no form token");
+    assert_eq!(
+        b.get(&home).send().await.expect("home").url().path(),
+        "/portal/acme"
+    );
+
+    // Changed: this browser stays signed in, the other is signed out, and
+    // only the new password signs in.
+    let resp = post_portal_form(
+        &a,
+        &page,
+        &page,
+        &[("current", old), ("password", new), ("confirm", new)],
+    )
+    .await;
+    assert_eq!(resp.url().path(), "/portal/acme");
+    assert_eq!(
+        a.get(&home).send().await.expect("home").url().path(),
+        "/portal/acme"
+    );
+    assert_eq!(
+        b.get(&home).send().await.expect("home").url().path(),
+        "/portal/acme/login"
+    );
+    let (status, _, _) = sign_in(app, "jane@example.com", old).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let c = browser(true);
+    assert_eq!(
+        log_in(&c, app, "jane@example.com", new).await.url().path(),
+        "/portal/acme"
+    );
+    // Signed out, the page sends her to sign in.
+    let resp = browser(true).get(&page).send().await.expect("page");
+    assert_eq!(resp.url().path(), "/portal/acme/login");
+}
+on_both_databases!(changing_the_password_ends_the_other_sessions);

@@ -76,6 +76,7 @@ pub fn routes(
         .at("/:brand/portal.css", get(stylesheet))
         .at("/:brand/login", get(login_page).post(login))
         .at("/:brand/logout", poem::post(logout))
+        .at("/:brand/password", get(password_page).post(change_password))
         .at("/:brand/invite/:token", get(invite_page).post(invite))
         .data(portal)
         .data(PortalKey {
@@ -162,6 +163,16 @@ struct EarningsPage<'a> {
     clicks: u64,
     conversions: u64,
     recent: Vec<ConversionLine>,
+}
+
+#[derive(Template)]
+#[template(path = "portal/password.html")]
+struct PasswordPage<'a> {
+    tenant_name: &'a str,
+    base: String,
+    csrf: String,
+    min_len: usize,
+    error: Option<String>,
 }
 
 #[derive(Template)]
@@ -372,13 +383,11 @@ async fn login_page(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
+#[serde(default)]
 struct LoginForm {
-    #[serde(default)]
     csrf: String,
-    #[serde(default)]
     email: String,
-    #[serde(default)]
     password: String,
 }
 
@@ -433,9 +442,9 @@ async fn login(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
+#[serde(default)]
 struct TokenOnly {
-    #[serde(default)]
     csrf: String,
 }
 
@@ -496,13 +505,11 @@ async fn invite_page(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
+#[serde(default)]
 struct InviteForm {
-    #[serde(default)]
     csrf: String,
-    #[serde(default)]
     password: String,
-    #[serde(default)]
     confirm: String,
 }
 
@@ -543,16 +550,110 @@ async fn invite(
             set_session(jar, &key, &brand, &user);
             redirect(&base(&brand))
         }
-        Err(PortalError::Invalid(invalid)) => {
-            let msg = invalid
-                .0
-                .iter()
-                .map(|f| format!("{} {}", f.field, f.message))
-                .collect::<Vec<_>>()
-                .join("; ");
-            page(true, msg, StatusCode::UNPROCESSABLE_ENTITY)
-        }
+        Err(PortalError::Invalid(invalid)) => page(
+            true,
+            fields_message(&invalid),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
         Err(e @ PortalError::InvalidInvite) => page(false, e.to_string(), StatusCode::NOT_FOUND),
+        Err(e) => failure(&brand, e),
+    }
+}
+
+/// What was wrong with a form's fields, as one sentence.
+fn fields_message(invalid: &trcker_services::Invalid) -> String {
+    invalid
+        .0
+        .iter()
+        .map(|f| format!("{} {}", f.field, f.message))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[handler]
+async fn password_page(
+    Path(brand): Path<String>,
+    jar: &CookieJar,
+    key: Data<&PortalKey>,
+    portal: Data<&PortalService>,
+) -> Response {
+    let user = match current_user(&portal, jar, &key, &brand).await {
+        Ok(Some(u)) => u,
+        Ok(None) => return redirect(&format!("{}/login", base(&brand))),
+        Err(e) => return failure(&brand, e),
+    };
+    render(
+        &PasswordPage {
+            tenant_name: &user.tenant_name,
+            base: base(&brand),
+            csrf: form_token(jar, &key, &brand),
+            min_len: MIN_PASSWORD_LEN,
+            error: None,
+        },
+        StatusCode::OK,
+    )
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct PasswordForm {
+    csrf: String,
+    current: String,
+    password: String,
+    confirm: String,
+}
+
+/// Changes the password: this browser stays signed in (a new session),
+/// every other session of the affiliate ends.
+#[handler]
+async fn change_password(
+    req: &Request,
+    Path(brand): Path<String>,
+    Form(form): Form<PasswordForm>,
+    jar: &CookieJar,
+    key: Data<&PortalKey>,
+    trusted: Data<&TrustedProxies>,
+    portal: Data<&PortalService>,
+) -> Response {
+    if !form_token_ok(jar, &key, &form.csrf) {
+        return stale_form();
+    }
+    let user = match current_user(&portal, jar, &key, &brand).await {
+        Ok(Some(u)) => u,
+        Ok(None) => return redirect(&format!("{}/login", base(&brand))),
+        Err(e) => return failure(&brand, e),
+    };
+    let from = trcker_api::client::client_ip(req, &trusted.0.0);
+    let page = |error: String, status| {
+        render(
+            &PasswordPage {
+                tenant_name: &user.tenant_name,
+                base: base(&brand),
+                csrf: form_token(jar, &key, &brand),
+                min_len: MIN_PASSWORD_LEN,
+                error: Some(error),
+            },
+            status,
+        )
+    };
+    match portal
+        .change_password(&user, &form.current, &form.password, &form.confirm, from)
+        .await
+    {
+        Ok(user) => {
+            set_session(jar, &key, &brand, &user);
+            redirect(&base(&brand))
+        }
+        Err(PortalError::Invalid(invalid)) => {
+            page(fields_message(&invalid), StatusCode::UNPROCESSABLE_ENTITY)
+        }
+        Err(e @ PortalError::TooManyAttempts { .. }) => {
+            page(e.to_string(), StatusCode::TOO_MANY_REQUESTS)
+        }
+        Err(PortalError::SessionEnded) => {
+            clear_session(jar, &brand);
+            redirect(&format!("{}/login", base(&brand)))
+        }
         Err(e) => failure(&brand, e),
     }
 }

@@ -47,6 +47,9 @@ pub enum PortalError {
     /// The password was right, but the program paused this affiliate.
     #[error("your account with this program is paused; please contact the program")]
     AffiliatePaused,
+    /// The session ended (signed out on another device) while in use.
+    #[error("you were signed out; please sign in again")]
+    SessionEnded,
     /// Too many failed sign-ins for this account or from this address.
     #[error("too many sign-in attempts; please try again in {} minutes", retry_after_secs.div_ceil(60))]
     TooManyAttempts { retry_after_secs: u64 },
@@ -131,6 +134,21 @@ async fn password_matches(password: &str, stored: Option<String>) -> bool {
     })
     .await
     .unwrap_or(false)
+}
+
+/// A new password is long enough and typed twice alike.
+fn check_new_password(password: &str, confirm: &str) -> Result<(), PortalError> {
+    if password.chars().count() < MIN_PASSWORD_LEN {
+        return Err(Invalid::field(
+            "password",
+            format!("must be at least {MIN_PASSWORD_LEN} characters"),
+        )
+        .into());
+    }
+    if password != confirm {
+        return Err(Invalid::field("confirm", "does not match the password").into());
+    }
+    Ok(())
 }
 
 /// An invitation link still in its time (or from before links expired).
@@ -242,16 +260,7 @@ impl PortalService {
     ) -> Result<PortalUser, PortalError> {
         use affiliate::Column as C;
         let tenant = self.tenant(brand).await?;
-        if password.chars().count() < MIN_PASSWORD_LEN {
-            return Err(Invalid::field(
-                "password",
-                format!("must be at least {MIN_PASSWORD_LEN} characters"),
-            )
-            .into());
-        }
-        if password != confirm {
-            return Err(Invalid::field("confirm", "does not match the password").into());
-        }
+        check_new_password(password, confirm)?;
         let token_hash = hash_secret(token);
         let affiliate = scoped::<affiliate::Entity>(&tenant.id)
             .filter(C::InviteTokenHash.eq(&token_hash))
@@ -277,6 +286,43 @@ impl PortalService {
         self.active_user(tenant, affiliate.id.as_str())
             .await?
             .ok_or(PortalError::InvalidInvite)
+    }
+
+    /// Changes the signed-in affiliate's password, given the current one
+    /// (a wrong one counts as a failed sign-in of the account), and ends
+    /// every session of hers: the returned user, of the new session epoch,
+    /// is for this browser's new session.
+    pub async fn change_password(
+        &self,
+        user: &PortalUser,
+        current: &str,
+        password: &str,
+        confirm: &str,
+        from: Option<IpAddr>,
+    ) -> Result<PortalUser, PortalError> {
+        use affiliate::Column as C;
+        let account = (user.tenant_id.to_string(), user.affiliate.email.clone());
+        self.sign_in.check(&account, from)?;
+        check_new_password(password, confirm)?;
+        if !password_matches(current, user.affiliate.password_hash.clone()).await {
+            self.sign_in.failed(account, from);
+            return Err(Invalid::field("current", "is not your current password").into());
+        }
+        let epoch = user.affiliate.session_epoch;
+        let updated = scoped_update_by_id::<affiliate::Entity>(&user.tenant_id, &user.affiliate.id)
+            .col_expr(C::PasswordHash, Expr::value(hash_password(password)?))
+            .col_expr(C::SessionEpoch, Expr::value(epoch + 1))
+            .col_expr(C::UpdatedAt, Expr::value(Utc::now()))
+            .filter(C::SessionEpoch.eq(epoch))
+            .exec(self.store().writer())
+            .await?;
+        if updated.rows_affected != 1 {
+            // Signed out meanwhile (another device): this session is over.
+            return Err(PortalError::SessionEnded);
+        }
+        let mut user = user.clone();
+        user.affiliate.session_epoch = epoch + 1;
+        Ok(user)
     }
 
     /// Signs an affiliate in by email and password, sent from `from`. An
