@@ -151,7 +151,8 @@ async fn tracking_links_fallbacks_and_404s(app: &TestApp) {
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
-    // Unknown links are plain 404 pages.
+    // Unknown links answer a small page a shopper can read on a phone, with
+    // nothing to run and no way to be framed.
     for path in [
         "/c/nope",
         "/api/r/nope/pro?via=jane",
@@ -161,12 +162,27 @@ async fn tracking_links_fallbacks_and_404s(app: &TestApp) {
     ] {
         let resp = app.http.get(app.url(path)).send().await.expect("get");
         assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{path}");
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert!(header("content-type").starts_with("text/html"), "{path}");
+        let csp = header("content-security-policy");
         assert!(
-            resp.headers()["content-type"]
-                .to_str()
-                .unwrap_or("")
-                .starts_with("text/plain")
+            csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"),
+            "{csp}"
         );
+        assert_eq!(header("cache-control"), "no-store");
+        let html = resp.text().await.unwrap_or_default();
+        assert!(
+            html.contains(r#"name="viewport" content="width=device-width"#),
+            "{html}"
+        );
+        assert!(html.contains("This link does not lead anywhere"), "{html}");
+        assert!(!html.contains("<script"), "{html}");
     }
 
     // Fallback clicks are recorded as such.

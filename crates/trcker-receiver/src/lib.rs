@@ -83,6 +83,34 @@ fn plain(status: StatusCode, text: &str) -> Response {
         .body(text.to_owned())
 }
 
+/// The page a shopper sees when a tracking link cannot send them on:
+/// small, readable on a phone, no script, never cached or framed.
+fn shopper_page(status: StatusCode, title: &str, message: &str) -> Response {
+    let html = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <meta name=\"robots\" content=\"noindex\"><title>{title}</title>\
+         <style>{SHOPPER_STYLE}</style></head>\n\
+         <body><main><h1>{title}</h1><p>{message}</p></main></body></html>\n"
+    );
+    Response::builder()
+        .status(status)
+        .content_type("text/html; charset=utf-8")
+        .header(header::CACHE_CONTROL, "no-store")
+        .header(
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'",
+        )
+        .header(header::REFERRER_POLICY, "no-referrer")
+        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
+        .body(html)
+}
+
+/// The shopper page's few rules (inline: the page has nothing else to load).
+const SHOPPER_STYLE: &str = "body{margin:0;font:17px/1.5 system-ui,-apple-system,\"Segoe UI\",\
+    Roboto,sans-serif;color:#1d2430;background:#f6f8fb}main{max-width:32rem;margin:0 auto;\
+    padding:2.5rem 1.25rem}h1{font-size:1.35rem;line-height:1.3;margin:0 0 .75rem}";
+
 /// A problem+json answer of the code's status, never cached.
 fn problem(code: Code, detail: &str) -> Response {
     Problem::new(code, detail).into_response()
@@ -153,15 +181,18 @@ async fn redirect(
                 .header(header::CACHE_CONTROL, "no-store")
                 .finish()
         }
-        Err(ClickError::NotFound(what)) => plain(
+        Err(ClickError::NotFound(what)) => shopper_page(
             StatusCode::NOT_FOUND,
+            "This link does not lead anywhere",
             &format!(
-                "This tracking link is not valid (no {what} here). Check the link you followed.\n"
+                "The link you followed is not valid or no longer active (no {what} here). \
+                 If someone shared it with you, ask them for a new one."
             ),
         ),
-        Err(ClickError::Busy | ClickError::Store(StoreError::Unavailable)) => plain(
+        Err(ClickError::Busy | ClickError::Store(StoreError::Unavailable)) => shopper_page(
             StatusCode::SERVICE_UNAVAILABLE,
-            "Temporarily unavailable, please try again.\n",
+            "Please try again in a moment",
+            "We could not take you there just now. Reload this page in a few seconds.",
         ),
         Err(e) => {
             tracing::error!(error = %e, "click failed");
