@@ -269,6 +269,8 @@ async fn every_portal_page_is_served_with_security_headers(app: &TestApp) {
         (&plain, "/portal/acme/login".to_owned(), StatusCode::OK),
         (&plain, "/portal/acme".to_owned(), StatusCode::SEE_OTHER),
         (&jane_browser, "/portal/acme".to_owned(), StatusCode::OK),
+        (&jane_browser, "/portal/acme/links".to_owned(), StatusCode::OK),
+        (&jane_browser, "/portal/acme/password".to_owned(), StatusCode::OK),
         (
             &plain,
             format!("/portal{invite_path}"),
@@ -679,3 +681,92 @@ async fn changing_the_password_ends_the_other_sessions(app: &TestApp) {
     assert_eq!(resp.url().path(), "/portal/acme/login");
 }
 on_both_databases!(changing_the_password_ends_the_other_sessions);
+
+/// The value of the readonly field `testid` on a page, unescaped.
+fn field_value(html: &str, testid: &str) -> Option<String> {
+    let tag_start = html.find(&format!(r#"data-testid="{testid}""#))?;
+    let tag = &html[html[..tag_start].rfind('<')?..];
+    let value = tag.split_once(r#"value=""#)?.1.split('"').next()?;
+    Some(value.replace("&amp;", "&").replace("&#38;", "&"))
+}
+
+async fn links_show_terms_and_build_a_link_with_sub_ids(app: &TestApp) {
+    use trcker_storage::entities::click;
+    use trcker_storage::sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    let jane = AffiliateServer::start(200).await;
+    let s = app.quickstart_setup("acme", &jane.url).await;
+    let b = signed_in(&s, "correct horse battery").await;
+    let page = app.url("/portal/acme/links");
+    let html = b
+        .get(&page)
+        .send()
+        .await
+        .expect("links")
+        .text()
+        .await
+        .unwrap_or_default();
+    assert!(html.contains("Pro plan"), "{html}");
+    assert!(html.contains("10% of the sale"), "{html}");
+    let plain_link = field_value(&html, "link-pro").expect("her link");
+    assert_eq!(plain_link, app.url("/api/r/acme/pro?via=jane"));
+
+    // The builder is a form: its answer is the link with the sub-IDs.
+    let resp = b
+        .get(&page)
+        .query(&[
+            ("offer", "pro"),
+            ("sub1", "spring 2026"),
+            ("sub2", ""),
+            ("sub3", "a&b"),
+        ])
+        .send()
+        .await
+        .expect("build");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let html = resp.text().await.unwrap_or_default();
+    let built = field_value(&html, "built-pro").expect("built link");
+    assert_eq!(built, format!("{plain_link}&sub1=spring%202026&sub3=a%26b"));
+    // Following it records a click with those sub-IDs.
+    let (status, location) = app.click(built.trim_start_matches(&app.url(""))).await;
+    assert_eq!(status, StatusCode::FOUND);
+    assert!(location.expect("location").contains("click_id="));
+    // (Clicks are written in the background, within moments.)
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let clicks = click::Entity::find()
+            .filter(click::Column::Sub1.eq("spring 2026"))
+            .filter(click::Column::Sub3.eq("a&b"))
+            .all(&app.services().store.conn)
+            .await
+            .expect("clicks");
+        if clicks.len() == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} clicks",
+            clicks.len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    // A sub-ID too long is refused with a message, and nothing is built.
+    let long = "x".repeat(256);
+    let resp = b
+        .get(&page)
+        .query(&[("offer", "pro"), ("sub1", long.as_str())])
+        .send()
+        .await
+        .expect("build");
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = resp.text().await.unwrap_or_default();
+    assert!(
+        html.contains("sub1 must be at most 255 characters"),
+        "{html}"
+    );
+    assert!(field_value(&html, "built-pro").is_none());
+    // Signed out, the page sends her to sign in.
+    let resp = browser(true).get(&page).send().await.expect("links");
+    assert_eq!(resp.url().path(), "/portal/acme/login");
+}
+on_both_databases!(links_show_terms_and_build_a_link_with_sub_ids);

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use poem::http::{HeaderValue, StatusCode, header};
 use poem::middleware::CookieJarManager;
 use poem::web::cookie::{Cookie, CookieJar, CookieKey, SameSite};
-use poem::web::{Data, Form, Html, Path};
+use poem::web::{Data, Form, Html, Path, Query};
 use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, get, handler};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -40,6 +40,11 @@ struct PortalKey {
 /// limits per address).
 #[derive(Clone)]
 struct TrustedProxies(Vec<Cidr>);
+
+/// Where the installation is reached from outside: the base of the links
+/// an affiliate shares.
+#[derive(Clone)]
+struct PublicUrl(String);
 
 /// The portal's one stylesheet (pages carry no inline style: the
 /// Content-Security-Policy allows none).
@@ -77,6 +82,7 @@ pub fn routes(
         .at("/:brand/login", get(login_page).post(login))
         .at("/:brand/logout", poem::post(logout))
         .at("/:brand/password", get(password_page).post(change_password))
+        .at("/:brand/links", get(links))
         .at("/:brand/invite/:token", get(invite_page).post(invite))
         .data(portal)
         .data(PortalKey {
@@ -84,6 +90,7 @@ pub fn routes(
             secure: public_url.starts_with("https://"),
         })
         .data(TrustedProxies(trusted_proxies))
+        .data(PublicUrl(public_url.trim_end_matches('/').to_owned()))
         .with(CookieJarManager::new())
         .around(secured)
 }
@@ -163,6 +170,38 @@ struct EarningsPage<'a> {
     clicks: u64,
     conversions: u64,
     recent: Vec<ConversionLine>,
+}
+
+#[derive(Template)]
+#[template(path = "portal/links.html")]
+struct LinksPage<'a> {
+    tenant_name: &'a str,
+    base: String,
+    csrf: String,
+    affiliate_name: &'a str,
+    error: Option<String>,
+    offers: Vec<OfferView>,
+}
+
+/// An offer as the links page shows it.
+struct OfferView {
+    name: String,
+    slug: String,
+    currency: String,
+    terms: Vec<String>,
+    hold_days: i32,
+    attribution_window_days: i32,
+    /// Her tracking link for the offer.
+    link: String,
+    /// The sub-IDs in the builder (those asked for, for this offer).
+    sub1: String,
+    sub2: String,
+    sub3: String,
+    /// Her link with those sub-IDs, once asked for.
+    built: Option<String>,
+    /// Her short links, whole.
+    short_links: Vec<String>,
+    coupons: Vec<String>,
 }
 
 #[derive(Template)]
@@ -656,4 +695,107 @@ async fn change_password(
         }
         Err(e) => failure(&brand, e),
     }
+}
+
+/// The sub-ID builder's question: an offer and up to three sub-IDs.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct LinkBuilder {
+    offer: String,
+    sub1: String,
+    sub2: String,
+    sub3: String,
+}
+
+/// Her offers, their terms and her links; the builder (a GET form, so it
+/// works without JavaScript) renders her link with sub-IDs.
+#[handler]
+async fn links(
+    Path(brand): Path<String>,
+    Query(ask): Query<LinkBuilder>,
+    jar: &CookieJar,
+    key: Data<&PortalKey>,
+    site: Data<&PublicUrl>,
+    portal: Data<&PortalService>,
+) -> Response {
+    use trcker_domain::destination::encode_component;
+    let user = match current_user(&portal, jar, &key, &brand).await {
+        Ok(Some(u)) => u,
+        Ok(None) => return redirect(&format!("{}/login", base(&brand))),
+        Err(e) => return failure(&brand, e),
+    };
+    let offers = match portal.offers(&user).await {
+        Ok(o) => o,
+        Err(e) => return failure(&brand, e),
+    };
+    let subs = [
+        ("sub1", &ask.sub1),
+        ("sub2", &ask.sub2),
+        ("sub3", &ask.sub3),
+    ];
+    let error = subs
+        .iter()
+        .find(|(_, v)| trcker_domain::fields::SubId::parse(v.trim()).is_err())
+        .map(|(name, _)| format!("{name} must be at most 255 characters"));
+    let site = &site.0.0;
+    let offers = offers
+        .into_iter()
+        .map(|o| {
+            let link = format!(
+                "{site}/api/r/{}/{}?via={}",
+                encode_component(&brand),
+                encode_component(&o.slug),
+                encode_component(&user.affiliate.slug)
+            );
+            let asked = ask.offer == o.slug && error.is_none();
+            let built = asked.then(|| {
+                subs.iter()
+                    .filter(|(_, v)| !v.trim().is_empty())
+                    .fold(link.clone(), |url, (name, v)| {
+                        format!("{url}&{name}={}", encode_component(v.trim()))
+                    })
+            });
+            let sub = |v: &String| {
+                if ask.offer == o.slug {
+                    v.clone()
+                } else {
+                    String::new()
+                }
+            };
+            OfferView {
+                sub1: sub(&ask.sub1),
+                sub2: sub(&ask.sub2),
+                sub3: sub(&ask.sub3),
+                built,
+                link,
+                short_links: o
+                    .short_links
+                    .iter()
+                    .map(|code| format!("{site}/c/{}", encode_component(code)))
+                    .collect(),
+                name: o.name,
+                slug: o.slug,
+                currency: o.currency,
+                terms: o.terms,
+                hold_days: o.hold_days,
+                attribution_window_days: o.attribution_window_days,
+                coupons: o.coupons,
+            }
+        })
+        .collect();
+    render(
+        &LinksPage {
+            tenant_name: &user.tenant_name,
+            base: base(&brand),
+            csrf: form_token(jar, &key, &brand),
+            affiliate_name: &user.affiliate.name,
+            error: error.clone(),
+            offers,
+        },
+        if error.is_some() {
+            StatusCode::UNPROCESSABLE_ENTITY
+        } else {
+            StatusCode::OK
+        },
+    )
 }

@@ -88,6 +88,38 @@ pub struct ConversionLine {
     pub explanation: String,
 }
 
+/// An offer the affiliate may promote, with its terms for her and her own
+/// short links and coupons for it.
+#[derive(Debug, Clone)]
+pub struct Offer {
+    pub name: String,
+    pub slug: String,
+    pub currency: String,
+    /// What each kind of event earns her ("sale: 10% of the sale").
+    pub terms: Vec<String>,
+    pub hold_days: i32,
+    pub attribution_window_days: i32,
+    /// Codes of her active short links for this offer (`/c/{code}`).
+    pub short_links: Vec<String>,
+    /// Her active coupon codes for this offer.
+    pub coupons: Vec<String>,
+}
+
+/// A commission plan's terms in words.
+fn plan_terms(plan: &commission_plan::Model) -> String {
+    let base = match plan.kind.as_str() {
+        "percent" => format!("{}% of the sale", plan.value),
+        "flat" => format!("{} {} per conversion", plan.value, plan.currency.code()),
+        other => format!("{other} {}", plan.value),
+    };
+    let tiered = if plan.tiers.is_some() {
+        ", more at higher volumes"
+    } else {
+        ""
+    };
+    format!("{}: {base}{tiered}", plan.event)
+}
+
 #[derive(Debug, Clone)]
 pub struct Earnings {
     pub balances: Vec<Balance>,
@@ -411,6 +443,76 @@ impl PortalService {
             tenant_name: tenant.name,
             affiliate,
         }))
+    }
+
+    /// The active offers the affiliate may promote, by name, with her terms
+    /// (her own plan where the program has one for her, else the program's),
+    /// short links and coupons.
+    pub async fn offers(&self, user: &PortalUser) -> Result<Vec<Offer>, PortalError> {
+        let (tenant, aff) = (&user.tenant_id, &user.affiliate.id);
+        let db = &self.store().conn;
+        let programs = scoped::<program::Entity>(tenant)
+            .filter(program::Column::Status.eq(Activity::Active))
+            .order_by_asc(program::Column::Name)
+            .limit(1000)
+            .all(db)
+            .await?;
+        let plans = scoped::<commission_plan::Entity>(tenant)
+            .filter(commission_plan::Column::Active.eq(true))
+            .filter(
+                trcker_storage::sea_orm::Condition::any()
+                    .add(commission_plan::Column::AffiliateId.is_null())
+                    .add(commission_plan::Column::AffiliateId.eq(aff)),
+            )
+            .all(db)
+            .await?;
+        let links = scoped::<tracking_link::Entity>(tenant)
+            .filter(tracking_link::Column::AffiliateId.eq(aff))
+            .filter(tracking_link::Column::Status.eq(Activity::Active))
+            .order_by_asc(tracking_link::Column::Code)
+            .all(db)
+            .await?;
+        let coupons = scoped::<coupon::Entity>(tenant)
+            .filter(coupon::Column::AffiliateId.eq(aff))
+            .filter(coupon::Column::Status.eq(Activity::Active))
+            .order_by_asc(coupon::Column::Code)
+            .all(db)
+            .await?;
+        Ok(programs
+            .into_iter()
+            .map(|p| {
+                // Per event, her own plan wins over the program's.
+                let mut by_event: std::collections::BTreeMap<&str, &commission_plan::Model> =
+                    Default::default();
+                for plan in plans.iter().filter(|pl| pl.program_id == p.id) {
+                    let mine = plan.affiliate_id.is_some();
+                    match by_event.get(plan.event.as_str()) {
+                        Some(kept) if kept.affiliate_id.is_some() && !mine => {}
+                        _ => {
+                            by_event.insert(plan.event.as_str(), plan);
+                        }
+                    }
+                }
+                Offer {
+                    terms: by_event.values().map(|pl| plan_terms(pl)).collect(),
+                    short_links: links
+                        .iter()
+                        .filter(|l| l.program_id == p.id)
+                        .map(|l| l.code.clone())
+                        .collect(),
+                    coupons: coupons
+                        .iter()
+                        .filter(|c| c.program_id == p.id)
+                        .map(|c| c.code.clone())
+                        .collect(),
+                    currency: p.currency.code().to_owned(),
+                    name: p.name,
+                    slug: p.slug,
+                    hold_days: p.hold_days,
+                    attribution_window_days: p.attribution_window_days,
+                }
+            })
+            .collect())
     }
 
     /// What the affiliate earned: balances per currency and recent conversions.
