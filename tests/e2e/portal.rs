@@ -269,8 +269,21 @@ async fn every_portal_page_is_served_with_security_headers(app: &TestApp) {
         (&plain, "/portal/acme/login".to_owned(), StatusCode::OK),
         (&plain, "/portal/acme".to_owned(), StatusCode::SEE_OTHER),
         (&jane_browser, "/portal/acme".to_owned(), StatusCode::OK),
-        (&jane_browser, "/portal/acme/links".to_owned(), StatusCode::OK),
-        (&jane_browser, "/portal/acme/password".to_owned(), StatusCode::OK),
+        (
+            &jane_browser,
+            "/portal/acme/links".to_owned(),
+            StatusCode::OK,
+        ),
+        (
+            &jane_browser,
+            "/portal/acme/conversions".to_owned(),
+            StatusCode::OK,
+        ),
+        (
+            &jane_browser,
+            "/portal/acme/password".to_owned(),
+            StatusCode::OK,
+        ),
         (
             &plain,
             format!("/portal{invite_path}"),
@@ -770,3 +783,173 @@ async fn links_show_terms_and_build_a_link_with_sub_ids(app: &TestApp) {
     assert_eq!(resp.url().path(), "/portal/acme/login");
 }
 on_both_databases!(links_show_terms_and_build_a_link_with_sub_ids);
+
+/// How many conversion rows a conversions page shows.
+fn rows(html: &str) -> usize {
+    html.matches(r#"data-testid="conversion""#).count()
+}
+
+async fn conversions_filter_page_and_download(app: &TestApp) {
+    let jane = AffiliateServer::start(200).await;
+    let s = app.quickstart_setup("acme", &jane.url).await;
+    let key = &s.tenant.key;
+    let b = signed_in(&s, "correct horse battery").await;
+    app.sale(&s, "/api/r/acme/pro?via=jane", "o1", "79", "")
+        .await;
+    app.sale(&s, "/api/r/acme/pro?via=jane", "o2", "50", "")
+        .await;
+    app.sale(
+        &s,
+        "/api/r/acme/pro?via=jane",
+        "o2",
+        "50",
+        "&status=refunded",
+    )
+    .await;
+    // Held for three days from now on: pending, with the day it is approved.
+    let (status, _) = app
+        .api(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/programs/{}", s.program_id),
+            Some(key),
+            Some(serde_json::json!({"hold_days": 3})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    app.sale(&s, "/api/r/acme/pro?via=jane", "o3", "20", "")
+        .await;
+    let click = app.click_id("/api/r/acme/pro?via=jane").await;
+    for i in 4..=53 {
+        app.postback(&format!(
+            "/api/postback/acme/pro?secret={}&click_id={click}&amount=10&txn_id=o{i}",
+            s.secret
+        ))
+        .await;
+    }
+    // Another affiliate's conversion is never hers.
+    let (status, _) = app
+        .post(
+            "/api/v1/affiliates",
+            key,
+            serde_json::json!({"name":"Bob","email":"bob@example.com","slug":"bob"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    app.sale(&s, "/api/r/acme/pro?via=bob", "b1", "99", "")
+        .await;
+    app.conversions_until(key, "limit=200", |b| {
+        b["items"].as_array().map_or(0, Vec::len) == 54
+            && b["items"]
+                .as_array()
+                .is_some_and(|items| items.iter().all(|c| !c["payout"].is_null()))
+    })
+    .await;
+
+    let list = |query: &str| {
+        let url = app.url(&format!("/portal/acme/conversions?{query}"));
+        let b = b.clone();
+        async move {
+            let resp = b.get(url).send().await.expect("conversions");
+            (resp.status(), resp.text().await.unwrap_or_default())
+        }
+    };
+    let (status, html) = list("").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("53 conversions · page 1 of 2"), "{html}");
+    assert_eq!(rows(&html), 50);
+    assert!(html.contains(r#"rel="next""#));
+    assert!(
+        html.contains("Date (UTC)"),
+        "dates are labelled with the zone"
+    );
+    let (_, html) = list("page=2").await;
+    assert_eq!(rows(&html), 3);
+    assert!(html.contains(r#"rel="prev""#));
+
+    // The refunded one shows its reversal beside the commission, and its
+    // explanation as text.
+    let (_, html) = list("status=refunded").await;
+    assert!(html.contains("1 conversions"), "{html}");
+    assert!(
+        html.contains(r#"<option value="refunded" selected>"#),
+        "{html}"
+    );
+    assert_eq!(rows(&html), 1);
+    assert!(html.contains("-5.00 USD"), "{html}");
+    assert!(html.contains("10%"), "the explanation: {html}");
+    // The held one says when it is approved.
+    let (_, html) = list("status=pending&offer=pro").await;
+    let day = (chrono::Utc::now() + chrono::Duration::days(3)).date_naive();
+    assert!(html.contains(&format!("approved on {day}")), "{html}");
+    // Days on the tenant's calendar, both ends included.
+    let today = chrono::Utc::now().date_naive();
+    let (_, html) = list(&format!("from={today}&to={today}")).await;
+    assert!(html.contains("53 conversions"), "{html}");
+    let (_, html) = list(&format!("to={}", today.pred_opt().expect("day"))).await;
+    assert!(html.contains("No conversion matches"), "{html}");
+
+    // Bad filters: a clear message and no list.
+    for (query, says) in [
+        ("status=bogus", "status must be one of"),
+        ("from=2026-13-01", "from must be a day"),
+        ("from=2026-12-02&to=2026-12-01", "from must not be after to"),
+        ("offer=nope", "offer is not an offer of this program"),
+        ("page=0", "page must be a whole number"),
+    ] {
+        let (status, html) = list(query).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{query}");
+        assert!(html.contains(says), "{query}: {html}");
+        assert_eq!(rows(&html), 0, "{query}");
+    }
+
+    // The CSV of a filtered list.
+    let resp = b
+        .get(app.url("/portal/acme/conversions.csv?status=refunded"))
+        .send()
+        .await
+        .expect("csv");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(header("content-type").starts_with("text/csv"));
+    assert!(header("content-disposition").contains("conversions.csv"));
+    let csv = resp.text().await.unwrap_or_default();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 2, "{csv}");
+    assert!(
+        lines[0].starts_with("date (UTC),offer,event,status,sale,currency,commission,reversal"),
+        "{csv}"
+    );
+    assert!(
+        lines[1].contains(",refunded,50.00,USD,5.00,-5.00,"),
+        "{csv}"
+    );
+    let all = b
+        .get(app.url("/portal/acme/conversions.csv"))
+        .send()
+        .await
+        .expect("csv")
+        .text()
+        .await
+        .unwrap_or_default();
+    assert_eq!(all.lines().count(), 54, "53 and the header");
+    let resp = b
+        .get(app.url("/portal/acme/conversions.csv?status=bogus"))
+        .send()
+        .await
+        .expect("csv");
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    // Signed out: to the sign-in page.
+    let resp = browser(true)
+        .get(app.url("/portal/acme/conversions.csv"))
+        .send()
+        .await
+        .expect("csv");
+    assert_eq!(resp.url().path(), "/portal/acme/login");
+}
+on_both_databases!(conversions_filter_page_and_download);

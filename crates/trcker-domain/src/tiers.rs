@@ -122,6 +122,11 @@ impl TimeZone {
         chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name())
     }
 
+    /// `t` on this zone's clock.
+    pub fn local(&self, t: DateTime<Utc>) -> chrono::NaiveDateTime {
+        t.with_timezone(&self.0).naive_local()
+    }
+
     /// The day of this zone's calendar that `t` falls on.
     pub fn day_of(&self, t: DateTime<Utc>) -> NaiveDate {
         t.with_timezone(&self.0).date_naive()

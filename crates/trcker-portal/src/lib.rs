@@ -18,7 +18,8 @@ use sha2::{Digest, Sha256};
 use trcker_domain::protection::Cidr;
 use trcker_services::StoreError;
 use trcker_services::portal::{
-    Balance, ConversionLine, MIN_PASSWORD_LEN, PortalError, PortalService, PortalUser,
+    Balance, ConversionFilter, ConversionLine, MIN_PASSWORD_LEN, PortalError, PortalService,
+    PortalUser,
 };
 
 const SESSION_COOKIE: &str = "trcker_portal";
@@ -83,6 +84,8 @@ pub fn routes(
         .at("/:brand/logout", poem::post(logout))
         .at("/:brand/password", get(password_page).post(change_password))
         .at("/:brand/links", get(links))
+        .at("/:brand/conversions", get(conversions))
+        .at("/:brand/conversions.csv", get(conversions_csv))
         .at("/:brand/invite/:token", get(invite_page).post(invite))
         .data(portal)
         .data(PortalKey {
@@ -170,6 +173,35 @@ struct EarningsPage<'a> {
     clicks: u64,
     conversions: u64,
     recent: Vec<ConversionLine>,
+}
+
+/// A status in the filter's choice.
+struct StatusChoice {
+    name: &'static str,
+    selected: bool,
+}
+
+#[derive(Template)]
+#[template(path = "portal/conversions.html")]
+struct ConversionsPage<'a> {
+    tenant_name: &'a str,
+    base: String,
+    csrf: String,
+    affiliate_name: &'a str,
+    time_zone: &'static str,
+    error: Option<String>,
+    statuses: Vec<StatusChoice>,
+    /// Her offers: (slug, name).
+    offers: Vec<(String, String)>,
+    offer: String,
+    from: String,
+    to: String,
+    /// The filter as a query string, for the other pages and the CSV.
+    query: String,
+    lines: Vec<ConversionLine>,
+    total: u64,
+    page: u64,
+    pages: u64,
 }
 
 #[derive(Template)]
@@ -798,4 +830,170 @@ async fn links(
             StatusCode::OK
         },
     )
+}
+
+/// The conversions list's question, as the filter form sends it.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ConversionQuery {
+    status: String,
+    offer: String,
+    from: String,
+    to: String,
+    page: String,
+}
+
+impl ConversionQuery {
+    /// The filter it asks for, or what is wrong with it.
+    fn filter(&self) -> Result<ConversionFilter, String> {
+        let day = |name: &str, v: &str| {
+            let v = v.trim();
+            if v.is_empty() {
+                return Ok(None);
+            }
+            chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d")
+                .map(Some)
+                .map_err(|_| format!("{name} must be a day such as 2026-12-31"))
+        };
+        let status = match self.status.trim() {
+            "" => None,
+            s => {
+                Some(trcker_domain::ConversionStatus::parse(s).map_err(|e| format!("status {e}"))?)
+            }
+        };
+        let (from, to) = (day("from", &self.from)?, day("to", &self.to)?);
+        if let (Some(f), Some(t)) = (from, to)
+            && f > t
+        {
+            return Err("from must not be after to".into());
+        }
+        Ok(ConversionFilter {
+            status,
+            offer: Some(self.offer.trim().to_owned()).filter(|o| !o.is_empty()),
+            from,
+            to,
+        })
+    }
+
+    /// The page asked for (1 when none).
+    fn page(&self) -> Result<u64, String> {
+        match self.page.trim() {
+            "" => Ok(1),
+            p => p
+                .parse::<u64>()
+                .ok()
+                .filter(|p| *p >= 1)
+                .ok_or_else(|| "page must be a whole number from 1".to_owned()),
+        }
+    }
+
+    /// The filter as a query string (without the page).
+    fn query(&self) -> String {
+        use trcker_domain::destination::encode_component as e;
+        format!(
+            "status={}&offer={}&from={}&to={}",
+            e(self.status.trim()),
+            e(self.offer.trim()),
+            e(self.from.trim()),
+            e(self.to.trim())
+        )
+    }
+}
+
+/// Her conversions, filtered and a page at a time.
+#[handler]
+async fn conversions(
+    Path(brand): Path<String>,
+    Query(ask): Query<ConversionQuery>,
+    jar: &CookieJar,
+    key: Data<&PortalKey>,
+    portal: Data<&PortalService>,
+) -> Response {
+    let user = match current_user(&portal, jar, &key, &brand).await {
+        Ok(Some(u)) => u,
+        Ok(None) => return redirect(&format!("{}/login", base(&brand))),
+        Err(e) => return failure(&brand, e),
+    };
+    let offers = match portal.offers(&user).await {
+        Ok(o) => o.into_iter().map(|o| (o.slug, o.name)).collect(),
+        Err(e) => return failure(&brand, e),
+    };
+    let asked = ask.filter().and_then(|f| Ok((f, ask.page()?)));
+    let (list, error) = match asked {
+        Ok((filter, page)) => match portal.conversions(&user, &filter, page).await {
+            Ok(list) => (Some(list), None),
+            Err(PortalError::Invalid(invalid)) => (None, Some(fields_message(&invalid))),
+            Err(e) => return failure(&brand, e),
+        },
+        Err(message) => (None, Some(message)),
+    };
+    let status = if error.is_some() {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    let (lines, total, page, pages) = list.map_or((Vec::new(), 0, 1, 1), |l| {
+        (l.lines, l.total, l.page, l.pages)
+    });
+    render(
+        &ConversionsPage {
+            tenant_name: &user.tenant_name,
+            base: base(&brand),
+            csrf: form_token(jar, &key, &brand),
+            affiliate_name: &user.affiliate.name,
+            time_zone: user.time_zone.name(),
+            error,
+            statuses: ["pending", "approved", "rejected", "refunded", "chargeback"]
+                .into_iter()
+                .map(|name| StatusChoice {
+                    name,
+                    selected: ask.status.trim() == name,
+                })
+                .collect(),
+            offers,
+            offer: ask.offer.trim().to_owned(),
+            from: ask.from.trim().to_owned(),
+            to: ask.to.trim().to_owned(),
+            query: ask.query(),
+            lines,
+            total,
+            page,
+            pages,
+        },
+        status,
+    )
+}
+
+/// Her conversions that the filter keeps, as a CSV file.
+#[handler]
+async fn conversions_csv(
+    Path(brand): Path<String>,
+    Query(ask): Query<ConversionQuery>,
+    jar: &CookieJar,
+    key: Data<&PortalKey>,
+    portal: Data<&PortalService>,
+) -> Response {
+    let user = match current_user(&portal, jar, &key, &brand).await {
+        Ok(Some(u)) => u,
+        Ok(None) => return redirect(&format!("{}/login", base(&brand))),
+        Err(e) => return failure(&brand, e),
+    };
+    let filter = match ask.filter() {
+        Ok(f) => f,
+        Err(message) => return plain(StatusCode::UNPROCESSABLE_ENTITY, &message),
+    };
+    match portal.conversions_csv(&user, &filter).await {
+        Ok(csv) => Response::builder()
+            .content_type("text/csv; charset=utf-8")
+            .header(header::CACHE_CONTROL, "no-store")
+            .header(
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"conversions.csv\"",
+            )
+            .body(csv),
+        Err(PortalError::Invalid(invalid)) => {
+            plain(StatusCode::UNPROCESSABLE_ENTITY, &fields_message(&invalid))
+        }
+        Err(e) => failure(&brand, e),
+    }
 }

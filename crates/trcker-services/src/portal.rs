@@ -17,6 +17,7 @@ use chrono::{DateTime, Duration, Utc};
 use trcker_domain::ConversionStatus;
 use trcker_domain::money::format_minor;
 use trcker_domain::secret::hash_secret;
+use trcker_domain::tiers::TimeZone;
 use trcker_storage::entities::*;
 use trcker_storage::ids::{ConversionId, ProgramId};
 use trcker_storage::sea_orm::sea_query::Expr;
@@ -63,6 +64,8 @@ from_store!(PortalError);
 pub struct PortalUser {
     pub tenant_id: TenantId,
     pub tenant_name: String,
+    /// The tenant's time zone: the portal's dates and days are on its clock.
+    pub time_zone: TimeZone,
     pub affiliate: affiliate::Model,
 }
 
@@ -80,6 +83,14 @@ pub struct Balance {
 pub struct ConversionLine {
     pub id: String,
     pub created_at: DateTime<Utc>,
+    /// When, on the tenant's clock (`2026-12-06 14:03`).
+    pub date: String,
+    /// For a pending conversion with a hold: the day it becomes approved.
+    pub approves_on: Option<String>,
+    /// What was taken back (a reversal's negative amount), if anything.
+    pub reversal: Option<String>,
+    pub event: String,
+    pub subs: [Option<String>; 5],
     pub program: String,
     pub status: String,
     pub amount: String,
@@ -103,6 +114,48 @@ pub struct Offer {
     pub short_links: Vec<String>,
     /// Her active coupon codes for this offer.
     pub coupons: Vec<String>,
+}
+
+/// Conversions the earnings page lists.
+const RECENT: usize = 20;
+/// Conversions to a page of the conversions list.
+pub const PER_PAGE: u64 = 50;
+/// The most rows a CSV export holds.
+pub const CSV_MAX_ROWS: u64 = 100_000;
+
+/// Which of her conversions the affiliate asks for.
+#[derive(Debug, Clone, Default)]
+pub struct ConversionFilter {
+    pub status: Option<ConversionStatus>,
+    /// An offer's slug.
+    pub offer: Option<String>,
+    /// Days on the tenant's calendar, both included.
+    pub from: Option<chrono::NaiveDate>,
+    pub to: Option<chrono::NaiveDate>,
+}
+
+/// A page of the affiliate's conversions.
+#[derive(Debug, Clone)]
+pub struct ConversionList {
+    pub lines: Vec<ConversionLine>,
+    /// How many the filter keeps in all.
+    pub total: u64,
+    pub page: u64,
+    pub pages: u64,
+}
+
+/// The sum of the reversal entries of each conversion among `entries`.
+fn reversed_by_conversion(entries: &[ledger_entry::Model]) -> HashMap<ConversionId, i64> {
+    let mut out = HashMap::new();
+    for e in entries
+        .iter()
+        .filter(|e| e.kind == ledger_entry::Kind::Reversal)
+    {
+        if let Some(c) = &e.conversion_id {
+            *out.entry(c.clone()).or_insert(0) += e.amount_minor;
+        }
+    }
+    out
 }
 
 /// A commission plan's terms in words.
@@ -439,6 +492,7 @@ impl PortalService {
             .await?
             .filter(|a| a.status == Activity::Active);
         Ok(affiliate.map(|affiliate| PortalUser {
+            time_zone: TimeZone::parse(&tenant.time_zone).unwrap_or(TimeZone::UTC),
             tenant_id: tenant.id,
             tenant_name: tenant.name,
             affiliate,
@@ -515,6 +569,141 @@ impl PortalService {
             .collect())
     }
 
+    /// A page of the affiliate's conversions (newest first) that `filter`
+    /// keeps, [`PER_PAGE`] to a page, pages counted from 1.
+    pub async fn conversions(
+        &self,
+        user: &PortalUser,
+        filter: &ConversionFilter,
+        page: u64,
+    ) -> Result<ConversionList, PortalError> {
+        let db = &self.store().conn;
+        let query = self.filtered(user, filter).await?;
+        let pages = query.clone().paginate(db, PER_PAGE);
+        let numbers = pages.num_items_and_pages().await?;
+        let page = page.clamp(1, numbers.number_of_pages.max(1));
+        let rows = pages.fetch_page(page - 1).await?;
+        Ok(ConversionList {
+            lines: self.lines(user, &rows).await?,
+            total: numbers.number_of_items,
+            page,
+            pages: numbers.number_of_pages.max(1),
+        })
+    }
+
+    /// Every conversion `filter` keeps (up to [`CSV_MAX_ROWS`]) as CSV, dates
+    /// on the tenant's clock.
+    pub async fn conversions_csv(
+        &self,
+        user: &PortalUser,
+        filter: &ConversionFilter,
+    ) -> Result<String, PortalError> {
+        use crate::csv::{quote, text_cell};
+        let rows = self
+            .filtered(user, filter)
+            .await?
+            .limit(CSV_MAX_ROWS)
+            .all(&self.store().conn)
+            .await?;
+        let mut out = format!(
+            "date ({}),offer,event,status,sale,currency,commission,reversal,explanation,sub1,sub2,sub3,sub4,sub5\r\n",
+            user.time_zone.name()
+        );
+        for l in self.lines(user, &rows).await? {
+            let mut cells = vec![
+                l.date,
+                quote(&text_cell(&l.program)),
+                quote(&text_cell(&l.event)),
+                l.status,
+                l.amount,
+                l.currency,
+                l.payout,
+                l.reversal.unwrap_or_default(),
+                quote(&text_cell(&l.explanation)),
+            ];
+            cells.extend(
+                l.subs
+                    .iter()
+                    .map(|s| quote(&text_cell(s.as_deref().unwrap_or("")))),
+            );
+            out.push_str(&cells.join(","));
+            out.push_str("\r\n");
+        }
+        Ok(out)
+    }
+
+    /// The affiliate's real conversions that `filter` keeps, newest first.
+    async fn filtered(
+        &self,
+        user: &PortalUser,
+        filter: &ConversionFilter,
+    ) -> Result<trcker_storage::sea_orm::Select<conversion::Entity>, PortalError> {
+        use conversion::Column as C;
+        let mut query = scoped::<conversion::Entity>(&user.tenant_id)
+            .filter(C::AffiliateId.eq(&user.affiliate.id))
+            .filter(C::IsTest.eq(false))
+            .order_by_desc(C::Id);
+        if let Some(status) = filter.status {
+            query = query.filter(C::Status.eq(conversion::Status(status)));
+        }
+        if let Some(slug) = &filter.offer {
+            let program = scoped::<program::Entity>(&user.tenant_id)
+                .filter(program::Column::Slug.eq(slug))
+                .one(&self.store().conn)
+                .await?
+                .ok_or_else(|| Invalid::field("offer", "is not an offer of this program"))?;
+            query = query.filter(C::ProgramId.eq(program.id));
+        }
+        if let Some(from) = filter.from {
+            query = query.filter(C::CreatedAt.gte(user.time_zone.midnight(from)));
+        }
+        if let Some(to) = filter.to {
+            let next = to.succ_opt().unwrap_or(to);
+            query = query.filter(C::CreatedAt.lt(user.time_zone.midnight(next)));
+        }
+        Ok(query)
+    }
+
+    /// The names of the tenant's programs (offers).
+    async fn program_names(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<HashMap<ProgramId, String>, PortalError> {
+        Ok(scoped::<program::Entity>(tenant)
+            .limit(1000)
+            .all(&self.store().conn)
+            .await?
+            .into_iter()
+            .map(|p| (p.id, p.name))
+            .collect())
+    }
+
+    /// The lines of `rows`: offer names, and what was reversed of each.
+    async fn lines(
+        &self,
+        user: &PortalUser,
+        rows: &[conversion::Model],
+    ) -> Result<Vec<ConversionLine>, PortalError> {
+        let db = &self.store().conn;
+        let programs = self.program_names(&user.tenant_id).await?;
+        let mut reversals = HashMap::new();
+        for chunk in rows.chunks(500) {
+            let entries = scoped::<ledger_entry::Entity>(&user.tenant_id)
+                .filter(ledger_entry::Column::AffiliateId.eq(&user.affiliate.id))
+                .filter(ledger_entry::Column::Kind.eq(ledger_entry::Kind::Reversal))
+                .filter(
+                    ledger_entry::Column::ConversionId.is_in(chunk.iter().map(|c| c.id.clone())),
+                )
+                .all(db)
+                .await?;
+            reversals.extend(reversed_by_conversion(&entries));
+        }
+        Ok(rows
+            .iter()
+            .map(|c| line(c, &programs, user.time_zone, reversals.get(&c.id).copied()))
+            .collect())
+    }
+
     /// What the affiliate earned: balances per currency and recent conversions.
     pub async fn earnings(&self, user: &PortalUser) -> Result<Earnings, PortalError> {
         let (tenant, aff) = (&user.tenant_id, &user.affiliate.id);
@@ -537,13 +726,8 @@ impl PortalService {
             .filter(click::Column::IsTest.eq(false))
             .count(db)
             .await?;
-        let programs: HashMap<ProgramId, String> = scoped::<program::Entity>(tenant)
-            .limit(1000)
-            .all(db)
-            .await?
-            .into_iter()
-            .map(|p| (p.id, p.name))
-            .collect();
+        let programs = self.program_names(tenant).await?;
+        let reversals = reversed_by_conversion(&entries);
         Ok(Earnings {
             balances: balances(&entries, &conversions, since),
             clicks_30_days,
@@ -551,8 +735,8 @@ impl PortalService {
                 as u64,
             recent: conversions
                 .iter()
-                .take(50)
-                .map(|c| line(c, &programs))
+                .take(RECENT)
+                .map(|c| line(c, &programs, user.time_zone, reversals.get(&c.id).copied()))
                 .collect(),
         })
     }
@@ -588,11 +772,33 @@ fn balances(
         .collect()
 }
 
-fn line(c: &conversion::Model, programs: &HashMap<ProgramId, String>) -> ConversionLine {
+fn line(
+    c: &conversion::Model,
+    programs: &HashMap<ProgramId, String>,
+    zone: TimeZone,
+    reversed: Option<i64>,
+) -> ConversionLine {
     let cur = c.currency.0;
     ConversionLine {
         id: c.id.to_string(),
         created_at: c.created_at,
+        date: zone
+            .local(c.created_at)
+            .format("%Y-%m-%d %H:%M")
+            .to_string(),
+        approves_on: c
+            .hold_until
+            .filter(|_| c.status.0 == ConversionStatus::Pending)
+            .map(|t| zone.day_of(t).to_string()),
+        reversal: reversed.map(|m| format_minor(m, cur)),
+        event: c.event.clone(),
+        subs: [
+            c.sub1.clone(),
+            c.sub2.clone(),
+            c.sub3.clone(),
+            c.sub4.clone(),
+            c.sub5.clone(),
+        ],
         program: programs.get(&c.program_id).cloned().unwrap_or_default(),
         status: c.status.to_string(),
         amount: format_minor(c.amount_minor, cur),
