@@ -281,6 +281,11 @@ async fn every_portal_page_is_served_with_security_headers(app: &TestApp) {
         ),
         (
             &jane_browser,
+            "/portal/acme/payouts".to_owned(),
+            StatusCode::OK,
+        ),
+        (
+            &jane_browser,
             "/portal/acme/password".to_owned(),
             StatusCode::OK,
         ),
@@ -609,14 +614,7 @@ async fn changing_the_password_ends_the_other_sessions(app: &TestApp) {
         "/portal/acme"
     );
     let (home, page) = (app.url("/portal/acme"), app.url("/portal/acme/password"));
-    let html = a
-        .get(&home)
-        .send()
-        .await
-        .expect("home")
-        .text()
-        .await
-        .unwrap_or_default();
+    let html = html_of(&a, &home).await;
     assert!(html.contains(r#"href="/portal/acme/password""#), "{html}");
 
     // Refused, with a message, and nothing changes: a wrong current
@@ -710,14 +708,7 @@ async fn links_show_terms_and_build_a_link_with_sub_ids(app: &TestApp) {
     let s = app.quickstart_setup("acme", &jane.url).await;
     let b = signed_in(&s, "correct horse battery").await;
     let page = app.url("/portal/acme/links");
-    let html = b
-        .get(&page)
-        .send()
-        .await
-        .expect("links")
-        .text()
-        .await
-        .unwrap_or_default();
+    let html = html_of(&b, &page).await;
     assert!(html.contains("Pro plan"), "{html}");
     assert!(html.contains("10% of the sale"), "{html}");
     let plain_link = field_value(&html, "link-pro").expect("her link");
@@ -929,14 +920,7 @@ async fn conversions_filter_page_and_download(app: &TestApp) {
         lines[1].contains(",refunded,50.00,USD,5.00,-5.00,"),
         "{csv}"
     );
-    let all = b
-        .get(app.url("/portal/acme/conversions.csv"))
-        .send()
-        .await
-        .expect("csv")
-        .text()
-        .await
-        .unwrap_or_default();
+    let all = html_of(&b, &app.url("/portal/acme/conversions.csv")).await;
     assert_eq!(all.lines().count(), 54, "53 and the header");
     let resp = b
         .get(app.url("/portal/acme/conversions.csv?status=bogus"))
@@ -953,3 +937,102 @@ async fn conversions_filter_page_and_download(app: &TestApp) {
     assert_eq!(resp.url().path(), "/portal/acme/login");
 }
 on_both_databases!(conversions_filter_page_and_download);
+
+async fn payouts_show_history_cover_and_the_next_one(app: &TestApp) {
+    let jane = AffiliateServer::start(200).await;
+    let s = app.quickstart_setup("acme", &jane.url).await;
+    let key = &s.tenant.key;
+    let b = signed_in(&s, "correct horse battery").await;
+    let page = app.url("/portal/acme/payouts");
+    let html = html_of(&b, &page).await;
+    assert!(html.contains("Nothing to pay out yet"), "{html}");
+    assert!(html.contains("No payout yet"), "{html}");
+
+    app.sale(&s, "/api/r/acme/pro?via=jane", "p1", "79", "")
+        .await;
+    app.sale(&s, "/api/r/acme/pro?via=jane", "p2", "21", "")
+        .await;
+    let html = html_of(&b, &page).await;
+    assert!(
+        html.contains("Approved and not yet paid out: <b>10.00 USD</b>"),
+        "{html}"
+    );
+
+    // The program makes a payout: it is on its way, and covers both entries.
+    let (status, batch) = app
+        .post("/api/v1/payouts", key, serde_json::json!({}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{batch}");
+    let id = batch["payouts"][0]["id"]
+        .as_str()
+        .expect("payout id")
+        .to_owned();
+    let html = html_of(&b, &page).await;
+    assert!(html.contains("On its way: <b>10.00 USD</b>"), "{html}");
+    assert_eq!(html.matches(r#"data-testid="payout""#).count(), 1);
+    let detail = app.url(&format!("/portal/acme/payouts/{id}"));
+    let html = html_of(&b, &detail).await;
+    assert_eq!(html.matches(r#"data-testid="entry""#).count(), 2, "{html}");
+    assert!(
+        html.contains("7.90 USD") && html.contains("2.10 USD"),
+        "{html}"
+    );
+
+    // Paid with a reference: the history says so.
+    let (status, _) = app
+        .post(
+            &format!("/api/v1/payouts/{id}/mark-paid"),
+            key,
+            serde_json::json!({"reference": "SEPA-7"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let html = html_of(&b, &page).await;
+    assert!(
+        html.contains("paid on") && html.contains("SEPA-7"),
+        "{html}"
+    );
+    assert!(!html.contains("On its way"), "{html}");
+
+    // Another affiliate's payout, or none at all, is not found.
+    let (status, _) = app
+        .post(
+            "/api/v1/affiliates",
+            key,
+            serde_json::json!({"name":"Bob","email":"bob@example.com","slug":"bob"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    app.sale(&s, "/api/r/acme/pro?via=bob", "pb", "50", "")
+        .await;
+    let (_, batch) = app
+        .post("/api/v1/payouts", key, serde_json::json!({}))
+        .await;
+    let bobs = batch["payouts"][0]["id"]
+        .as_str()
+        .expect("bob's payout")
+        .to_owned();
+    for other in [bobs.as_str(), "pay_01m85158m2en7kg83kd5r0qmtm"] {
+        let resp = b
+            .get(app.url(&format!("/portal/acme/payouts/{other}")))
+            .send()
+            .await
+            .expect("payout");
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{other}");
+    }
+    let resp = browser(true).get(&detail).send().await.expect("payout");
+    assert_eq!(resp.url().path(), "/portal/acme/login");
+}
+on_both_databases!(payouts_show_history_cover_and_the_next_one);
+
+/// The page at `url` as `browser` sees it.
+async fn html_of(browser: &reqwest::Client, url: &str) -> String {
+    browser
+        .get(url)
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .unwrap_or_default()
+}

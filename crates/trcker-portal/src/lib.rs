@@ -18,8 +18,8 @@ use sha2::{Digest, Sha256};
 use trcker_domain::protection::Cidr;
 use trcker_services::StoreError;
 use trcker_services::portal::{
-    Balance, ConversionFilter, ConversionLine, MIN_PASSWORD_LEN, PortalError, PortalService,
-    PortalUser,
+    Balance, ConversionFilter, ConversionLine, CoveredEntry, MIN_PASSWORD_LEN, PayoutLine,
+    PortalError, PortalService, PortalUser,
 };
 
 const SESSION_COOKIE: &str = "trcker_portal";
@@ -84,6 +84,8 @@ pub fn routes(
         .at("/:brand/logout", poem::post(logout))
         .at("/:brand/password", get(password_page).post(change_password))
         .at("/:brand/links", get(links))
+        .at("/:brand/payouts", get(payouts))
+        .at("/:brand/payouts/:id", get(payout))
         .at("/:brand/conversions", get(conversions))
         .at("/:brand/conversions.csv", get(conversions_csv))
         .at("/:brand/invite/:token", get(invite_page).post(invite))
@@ -173,6 +175,32 @@ struct EarningsPage<'a> {
     clicks: u64,
     conversions: u64,
     recent: Vec<ConversionLine>,
+}
+
+#[derive(Template)]
+#[template(path = "portal/payouts.html")]
+struct PayoutsPage<'a> {
+    tenant_name: &'a str,
+    base: String,
+    csrf: String,
+    affiliate_name: &'a str,
+    time_zone: &'static str,
+    /// Payouts made and not yet paid.
+    on_the_way: Vec<PayoutLine>,
+    balances: Vec<Balance>,
+    payouts: Vec<PayoutLine>,
+}
+
+#[derive(Template)]
+#[template(path = "portal/payout.html")]
+struct PayoutPage<'a> {
+    tenant_name: &'a str,
+    base: String,
+    csrf: String,
+    affiliate_name: &'a str,
+    time_zone: &'static str,
+    payout: PayoutLine,
+    entries: Vec<CoveredEntry>,
 }
 
 /// A status in the filter's choice.
@@ -402,24 +430,58 @@ async fn current_user(
         .await
 }
 
-#[handler]
-async fn earnings(
-    Path(brand): Path<String>,
+/// A signed-in page's affiliate, with what every such page carries: the
+/// portal's brand and base path, and the browser's form token. Without a
+/// valid session the request is answered with the way to the sign-in page.
+struct SignedIn {
+    user: PortalUser,
+    brand: String,
+    csrf: String,
+}
+
+impl<'a> poem::FromRequest<'a> for SignedIn {
+    async fn from_request(req: &'a Request, _: &mut poem::RequestBody) -> poem::Result<Self> {
+        let brand = req.raw_path_param("brand").unwrap_or_default().to_owned();
+        let (Some(portal), Some(key)) = (req.data::<PortalService>(), req.data::<PortalKey>())
+        else {
+            return Err(poem::Error::from_status(StatusCode::INTERNAL_SERVER_ERROR));
+        };
+        let jar = req.cookie();
+        match signed_in(portal, jar, key, &brand).await {
+            Ok(user) => Ok(SignedIn {
+                csrf: form_token(jar, key, &brand),
+                user,
+                brand,
+            }),
+            Err(resp) => Err(poem::Error::from_response(resp)),
+        }
+    }
+}
+
+/// The signed-in affiliate, or the answer instead: to the sign-in page
+/// without a valid session.
+async fn signed_in(
+    portal: &PortalService,
     jar: &CookieJar,
-    key: Data<&PortalKey>,
-    portal: Data<&PortalService>,
-) -> Response {
-    let user = match current_user(&portal, jar, &key, &brand).await {
-        Ok(Some(u)) => u,
-        Ok(None) => return redirect(&format!("{}/login", base(&brand))),
-        Err(e) => return failure(&brand, e),
-    };
+    key: &PortalKey,
+    brand: &str,
+) -> Result<PortalUser, Response> {
+    match current_user(portal, jar, key, brand).await {
+        Ok(Some(u)) => Ok(u),
+        Ok(None) => Err(redirect(&format!("{}/login", base(brand)))),
+        Err(e) => Err(failure(brand, e)),
+    }
+}
+
+#[handler]
+async fn earnings(me: SignedIn, portal: Data<&PortalService>) -> Response {
+    let SignedIn { user, brand, csrf } = me;
     match portal.earnings(&user).await {
         Ok(e) => render(
             &EarningsPage {
                 tenant_name: &user.tenant_name,
                 base: base(&brand),
-                csrf: form_token(jar, &key, &brand),
+                csrf,
                 affiliate_name: &user.affiliate.name,
                 balances: e.balances,
                 clicks: e.clicks_30_days,
@@ -642,22 +704,13 @@ fn fields_message(invalid: &trcker_services::Invalid) -> String {
 }
 
 #[handler]
-async fn password_page(
-    Path(brand): Path<String>,
-    jar: &CookieJar,
-    key: Data<&PortalKey>,
-    portal: Data<&PortalService>,
-) -> Response {
-    let user = match current_user(&portal, jar, &key, &brand).await {
-        Ok(Some(u)) => u,
-        Ok(None) => return redirect(&format!("{}/login", base(&brand))),
-        Err(e) => return failure(&brand, e),
-    };
+async fn password_page(me: SignedIn) -> Response {
+    let SignedIn { user, brand, csrf } = me;
     render(
         &PasswordPage {
             tenant_name: &user.tenant_name,
             base: base(&brand),
-            csrf: form_token(jar, &key, &brand),
+            csrf,
             min_len: MIN_PASSWORD_LEN,
             error: None,
         },
@@ -689,10 +742,9 @@ async fn change_password(
     if !form_token_ok(jar, &key, &form.csrf) {
         return stale_form();
     }
-    let user = match current_user(&portal, jar, &key, &brand).await {
-        Ok(Some(u)) => u,
-        Ok(None) => return redirect(&format!("{}/login", base(&brand))),
-        Err(e) => return failure(&brand, e),
+    let user = match signed_in(&portal, jar, &key, &brand).await {
+        Ok(u) => u,
+        Err(resp) => return resp,
     };
     let from = trcker_api::client::client_ip(req, &trusted.0.0);
     let page = |error: String, status| {
@@ -751,10 +803,9 @@ async fn links(
     portal: Data<&PortalService>,
 ) -> Response {
     use trcker_domain::destination::encode_component;
-    let user = match current_user(&portal, jar, &key, &brand).await {
-        Ok(Some(u)) => u,
-        Ok(None) => return redirect(&format!("{}/login", base(&brand))),
-        Err(e) => return failure(&brand, e),
+    let user = match signed_in(&portal, jar, &key, &brand).await {
+        Ok(u) => u,
+        Err(resp) => return resp,
     };
     let offers = match portal.offers(&user).await {
         Ok(o) => o,
@@ -903,17 +954,11 @@ impl ConversionQuery {
 /// Her conversions, filtered and a page at a time.
 #[handler]
 async fn conversions(
-    Path(brand): Path<String>,
+    me: SignedIn,
     Query(ask): Query<ConversionQuery>,
-    jar: &CookieJar,
-    key: Data<&PortalKey>,
     portal: Data<&PortalService>,
 ) -> Response {
-    let user = match current_user(&portal, jar, &key, &brand).await {
-        Ok(Some(u)) => u,
-        Ok(None) => return redirect(&format!("{}/login", base(&brand))),
-        Err(e) => return failure(&brand, e),
-    };
+    let SignedIn { user, brand, csrf } = me;
     let offers = match portal.offers(&user).await {
         Ok(o) => o.into_iter().map(|o| (o.slug, o.name)).collect(),
         Err(e) => return failure(&brand, e),
@@ -939,7 +984,7 @@ async fn conversions(
         &ConversionsPage {
             tenant_name: &user.tenant_name,
             base: base(&brand),
-            csrf: form_token(jar, &key, &brand),
+            csrf,
             affiliate_name: &user.affiliate.name,
             time_zone: user.time_zone.name(),
             error,
@@ -967,17 +1012,11 @@ async fn conversions(
 /// Her conversions that the filter keeps, as a CSV file.
 #[handler]
 async fn conversions_csv(
-    Path(brand): Path<String>,
+    me: SignedIn,
     Query(ask): Query<ConversionQuery>,
-    jar: &CookieJar,
-    key: Data<&PortalKey>,
     portal: Data<&PortalService>,
 ) -> Response {
-    let user = match current_user(&portal, jar, &key, &brand).await {
-        Ok(Some(u)) => u,
-        Ok(None) => return redirect(&format!("{}/login", base(&brand))),
-        Err(e) => return failure(&brand, e),
-    };
+    let SignedIn { user, brand, .. } = me;
     let filter = match ask.filter() {
         Ok(f) => f,
         Err(message) => return plain(StatusCode::UNPROCESSABLE_ENTITY, &message),
@@ -994,6 +1033,59 @@ async fn conversions_csv(
         Err(PortalError::Invalid(invalid)) => {
             plain(StatusCode::UNPROCESSABLE_ENTITY, &fields_message(&invalid))
         }
+        Err(e) => failure(&brand, e),
+    }
+}
+
+/// Her payouts, and what goes into the next one.
+#[handler]
+async fn payouts(me: SignedIn, portal: Data<&PortalService>) -> Response {
+    let SignedIn { user, brand, csrf } = me;
+    let (payouts, earned) = match (portal.payouts(&user).await, portal.earnings(&user).await) {
+        (Ok(p), Ok(e)) => (p, e),
+        (Err(e), _) | (_, Err(e)) => return failure(&brand, e),
+    };
+    render(
+        &PayoutsPage {
+            tenant_name: &user.tenant_name,
+            base: base(&brand),
+            csrf,
+            affiliate_name: &user.affiliate.name,
+            time_zone: user.time_zone.name(),
+            on_the_way: payouts
+                .iter()
+                .filter(|p| p.status == "pending")
+                .cloned()
+                .collect(),
+            balances: earned.balances,
+            payouts,
+        },
+        StatusCode::OK,
+    )
+}
+
+/// One of her payouts and the entries it covers.
+#[handler]
+async fn payout(
+    me: SignedIn,
+    Path((_, id)): Path<(String, String)>,
+    portal: Data<&PortalService>,
+) -> Response {
+    let SignedIn { user, brand, csrf } = me;
+    match portal.payout(&user, &id).await {
+        Ok(Some((payout, entries))) => render(
+            &PayoutPage {
+                tenant_name: &user.tenant_name,
+                base: base(&brand),
+                csrf,
+                affiliate_name: &user.affiliate.name,
+                time_zone: user.time_zone.name(),
+                payout,
+                entries,
+            },
+            StatusCode::OK,
+        ),
+        Ok(None) => render(&NotFoundPage { base: base(&brand) }, StatusCode::NOT_FOUND),
         Err(e) => failure(&brand, e),
     }
 }

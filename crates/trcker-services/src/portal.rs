@@ -116,6 +116,33 @@ pub struct Offer {
     pub coupons: Vec<String>,
 }
 
+/// A payout to the affiliate, as her payouts page shows it.
+#[derive(Debug, Clone)]
+pub struct PayoutLine {
+    pub id: String,
+    /// When it was made, on the tenant's clock.
+    pub date: String,
+    pub amount: String,
+    pub currency: String,
+    /// `pending` (on its way), `paid` or `failed`.
+    pub status: String,
+    pub paid_on: Option<String>,
+    pub reference: Option<String>,
+    pub failure_reason: Option<String>,
+    pub entries: i32,
+}
+
+/// One ledger entry a payout covers.
+#[derive(Debug, Clone)]
+pub struct CoveredEntry {
+    pub date: String,
+    pub program: String,
+    pub kind: String,
+    pub amount: String,
+    pub currency: String,
+    pub explanation: String,
+}
+
 /// Conversions the earnings page lists.
 const RECENT: usize = 20;
 /// Conversions to a page of the conversions list.
@@ -664,6 +691,55 @@ impl PortalService {
         Ok(query)
     }
 
+    /// The affiliate's payouts, newest first (up to 500).
+    pub async fn payouts(&self, user: &PortalUser) -> Result<Vec<PayoutLine>, PortalError> {
+        let rows = scoped::<payout::Entity>(&user.tenant_id)
+            .filter(payout::Column::AffiliateId.eq(&user.affiliate.id))
+            .order_by_desc(payout::Column::CreatedAt)
+            .limit(500)
+            .all(&self.store().conn)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|p| payout_line(p, user.time_zone))
+            .collect())
+    }
+
+    /// One of the affiliate's payouts and the ledger entries it covers;
+    /// `None` unless it is hers.
+    pub async fn payout(
+        &self,
+        user: &PortalUser,
+        id: &str,
+    ) -> Result<Option<(PayoutLine, Vec<CoveredEntry>)>, PortalError> {
+        let Some(p) = scoped_by_id::<payout::Entity>(&user.tenant_id, id)
+            .filter(payout::Column::AffiliateId.eq(&user.affiliate.id))
+            .one(&self.store().conn)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let programs = self.program_names(&user.tenant_id).await?;
+        let entries = scoped::<ledger_entry::Entity>(&user.tenant_id)
+            .filter(ledger_entry::Column::AffiliateId.eq(&user.affiliate.id))
+            .filter(ledger_entry::Column::PayoutId.eq(p.id.clone()))
+            .filter(ledger_entry::Column::Kind.ne(ledger_entry::Kind::Payout))
+            .order_by_asc(ledger_entry::Column::CreatedAt)
+            .all(&self.store().conn)
+            .await?
+            .into_iter()
+            .map(|e| CoveredEntry {
+                date: user.time_zone.day_of(e.created_at).to_string(),
+                program: programs.get(&e.program_id).cloned().unwrap_or_default(),
+                kind: e.kind.to_string(),
+                amount: format_minor(e.amount_minor, e.currency.0),
+                currency: e.currency.0.code().to_owned(),
+                explanation: e.explanation,
+            })
+            .collect();
+        Ok(Some((payout_line(&p, user.time_zone), entries)))
+    }
+
     /// The names of the tenant's programs (offers).
     async fn program_names(
         &self,
@@ -770,6 +846,21 @@ fn balances(
             }
         })
         .collect()
+}
+
+fn payout_line(p: &payout::Model, zone: TimeZone) -> PayoutLine {
+    let cur = p.currency.0;
+    PayoutLine {
+        id: p.id.to_string(),
+        date: zone.day_of(p.created_at).to_string(),
+        amount: format_minor(p.amount_minor, cur),
+        currency: cur.code().to_owned(),
+        status: p.status.to_string(),
+        paid_on: p.paid_at.map(|t| zone.day_of(t).to_string()),
+        reference: p.reference.clone(),
+        failure_reason: p.failure_reason.clone(),
+        entries: p.entry_count,
+    }
 }
 
 fn line(
