@@ -162,13 +162,7 @@ async fn tracking_links_fallbacks_and_404s(app: &TestApp) {
     ] {
         let resp = app.http.get(app.url(path)).send().await.expect("get");
         assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{path}");
-        let header = |name: &str| {
-            resp.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned()
-        };
+        let header = |name: &str| crate::harness::header_of(&resp, name);
         assert!(header("content-type").starts_with("text/html"), "{path}");
         let csp = header("content-security-policy");
         assert!(

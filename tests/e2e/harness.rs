@@ -654,3 +654,12 @@ pub async fn post_portal_form(
         .await
         .expect("form post")
 }
+
+/// A header of `resp` as text (empty when missing).
+pub fn header_of(resp: &reqwest::Response, name: &str) -> String {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}

@@ -234,13 +234,7 @@ on_both_databases!(sign_in_is_limited_and_tells_nothing_by_its_time);
 /// Checks the headers every portal answer carries, and that a page has
 /// nothing inline for them to refuse.
 fn assert_secured(path: &str, resp: &reqwest::Response) {
-    let h = |name: &str| {
-        resp.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned()
-    };
+    let h = |name: &str| crate::harness::header_of(resp, name);
     let csp = h("content-security-policy");
     for part in [
         "default-src 'none'",
@@ -818,14 +812,7 @@ async fn conversions_filter_page_and_download(app: &TestApp) {
         .await;
     }
     // Another affiliate's conversion is never hers.
-    let (status, _) = app
-        .post(
-            "/api/v1/affiliates",
-            key,
-            serde_json::json!({"name":"Bob","email":"bob@example.com","slug":"bob"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED);
+    add_bob(app, key).await;
     app.sale(&s, "/api/r/acme/pro?via=bob", "b1", "99", "")
         .await;
     app.conversions_until(key, "limit=200", |b| {
@@ -900,13 +887,7 @@ async fn conversions_filter_page_and_download(app: &TestApp) {
         .await
         .expect("csv");
     assert_eq!(resp.status(), StatusCode::OK);
-    let header = |name: &str| {
-        resp.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned()
-    };
+    let header = |name: &str| crate::harness::header_of(&resp, name);
     assert!(header("content-type").starts_with("text/csv"));
     assert!(header("content-disposition").contains("conversions.csv"));
     let csv = resp.text().await.unwrap_or_default();
@@ -995,14 +976,7 @@ async fn payouts_show_history_cover_and_the_next_one(app: &TestApp) {
     assert!(!html.contains("On its way"), "{html}");
 
     // Another affiliate's payout, or none at all, is not found.
-    let (status, _) = app
-        .post(
-            "/api/v1/affiliates",
-            key,
-            serde_json::json!({"name":"Bob","email":"bob@example.com","slug":"bob"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED);
+    add_bob(app, key).await;
     app.sale(&s, "/api/r/acme/pro?via=bob", "pb", "50", "")
         .await;
     let (_, batch) = app
@@ -1035,4 +1009,16 @@ async fn html_of(browser: &reqwest::Client, url: &str) -> String {
         .text()
         .await
         .unwrap_or_default()
+}
+
+/// A second affiliate of acme, Bob (slug `bob`).
+async fn add_bob(app: &TestApp, key: &str) {
+    let (status, body) = app
+        .post(
+            "/api/v1/affiliates",
+            key,
+            serde_json::json!({"name":"Bob","email":"bob@example.com","slug":"bob"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
 }
