@@ -959,8 +959,8 @@ async fn conversions(
     portal: Data<&PortalService>,
 ) -> Response {
     let SignedIn { user, brand, csrf } = me;
-    let offers = match portal.offers(&user).await {
-        Ok(o) => o.into_iter().map(|o| (o.slug, o.name)).collect(),
+    let offers = match portal.offer_choices(&user).await {
+        Ok(o) => o,
         Err(e) => return failure(&brand, e),
     };
     let asked = ask.filter().and_then(|f| Ok((f, ask.page()?)));
@@ -1041,7 +1041,7 @@ async fn conversions_csv(
 #[handler]
 async fn payouts(me: SignedIn, portal: Data<&PortalService>) -> Response {
     let SignedIn { user, brand, csrf } = me;
-    let (payouts, earned) = match (portal.payouts(&user).await, portal.earnings(&user).await) {
+    let (payouts, balances) = match (portal.payouts(&user).await, portal.balances(&user).await) {
         (Ok(p), Ok(e)) => (p, e),
         (Err(e), _) | (_, Err(e)) => return failure(&brand, e),
     };
@@ -1057,7 +1057,7 @@ async fn payouts(me: SignedIn, portal: Data<&PortalService>) -> Response {
                 .filter(|p| p.status == "pending")
                 .cloned()
                 .collect(),
-            balances: earned.balances,
+            balances,
             payouts,
         },
         StatusCode::OK,

@@ -532,12 +532,7 @@ impl PortalService {
     pub async fn offers(&self, user: &PortalUser) -> Result<Vec<Offer>, PortalError> {
         let (tenant, aff) = (&user.tenant_id, &user.affiliate.id);
         let db = &self.store().conn;
-        let programs = scoped::<program::Entity>(tenant)
-            .filter(program::Column::Status.eq(Activity::Active))
-            .order_by_asc(program::Column::Name)
-            .limit(1000)
-            .all(db)
-            .await?;
+        let programs = self.active_programs(tenant).await?;
         let plans = scoped::<commission_plan::Entity>(tenant)
             .filter(commission_plan::Column::Active.eq(true))
             .filter(
@@ -780,11 +775,25 @@ impl PortalService {
             .collect())
     }
 
-    /// What the affiliate earned: balances per currency and recent conversions.
-    pub async fn earnings(&self, user: &PortalUser) -> Result<Earnings, PortalError> {
+    /// The affiliate's balances per currency (what the earnings page shows
+    /// at its top), without the rest of that page.
+    pub async fn balances(&self, user: &PortalUser) -> Result<Vec<Balance>, PortalError> {
+        let (entries, conversions) = self.ledger_of(user).await?;
+        Ok(balances(
+            &entries,
+            &conversions,
+            Utc::now() - Duration::days(30),
+        ))
+    }
+
+    /// The affiliate's real ledger entries, and her real conversions newest
+    /// first (their statuses decide what is pending and what approved).
+    async fn ledger_of(
+        &self,
+        user: &PortalUser,
+    ) -> Result<(Vec<ledger_entry::Model>, Vec<conversion::Model>), PortalError> {
         let (tenant, aff) = (&user.tenant_id, &user.affiliate.id);
         let db = &self.store().conn;
-        let since = Utc::now() - Duration::days(30);
         let entries = scoped::<ledger_entry::Entity>(tenant)
             .filter(ledger_entry::Column::AffiliateId.eq(aff))
             .filter(ledger_entry::Column::IsTest.eq(false))
@@ -796,6 +805,39 @@ impl PortalService {
             .order_by_desc(conversion::Column::Id)
             .all(db)
             .await?;
+        Ok((entries, conversions))
+    }
+
+    /// The active offers by name, as (slug, name): the conversions filter's
+    /// choice.
+    pub async fn offer_choices(
+        &self,
+        user: &PortalUser,
+    ) -> Result<Vec<(String, String)>, PortalError> {
+        Ok(self
+            .active_programs(&user.tenant_id)
+            .await?
+            .into_iter()
+            .map(|p| (p.slug, p.name))
+            .collect())
+    }
+
+    /// The tenant's active programs (offers), by name.
+    async fn active_programs(&self, tenant: &TenantId) -> Result<Vec<program::Model>, PortalError> {
+        Ok(scoped::<program::Entity>(tenant)
+            .filter(program::Column::Status.eq(Activity::Active))
+            .order_by_asc(program::Column::Name)
+            .limit(1000)
+            .all(&self.store().conn)
+            .await?)
+    }
+
+    /// What the affiliate earned: balances per currency and recent conversions.
+    pub async fn earnings(&self, user: &PortalUser) -> Result<Earnings, PortalError> {
+        let (tenant, aff) = (&user.tenant_id, &user.affiliate.id);
+        let db = &self.store().conn;
+        let since = Utc::now() - Duration::days(30);
+        let (entries, conversions) = self.ledger_of(user).await?;
         let clicks_30_days = scoped::<click::Entity>(tenant)
             .filter(click::Column::AffiliateId.eq(aff))
             .filter(click::Column::CreatedAt.gte(since))
