@@ -445,12 +445,19 @@ impl Store {
 
     /// The pool's connections: how many are open, and how many of those idle.
     pub fn pool_usage(&self) -> (u32, u32) {
+        // sqlx counts idle connections apart from open ones, so a count read
+        // while a connection changes hands can be off (even wrapped round):
+        // idle never counts more than are open.
+        let usage = |size: u32, idle: usize| (size, u32::try_from(idle).unwrap_or(0).min(size));
         let (size, idle) = match &self.pool {
-            Pool::Sqlite(p) => (p.size(), p.num_idle() as u32),
-            Pool::Postgres(p) => (p.size(), p.num_idle() as u32),
+            Pool::Sqlite(p) => usage(p.size(), p.num_idle()),
+            Pool::Postgres(p) => usage(p.size(), p.num_idle()),
         };
         match &self.readers {
-            Some(r) => (size + r.size(), idle + r.num_idle() as u32),
+            Some(r) => {
+                let (r_size, r_idle) = usage(r.size(), r.num_idle());
+                (size.saturating_add(r_size), idle.saturating_add(r_idle))
+            }
             None => (size, idle),
         }
     }
